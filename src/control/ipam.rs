@@ -1,0 +1,1 @@
+//! Pod address allocation (see issue: IPAM).

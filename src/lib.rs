@@ -1,0 +1,15 @@
+//! podnet: Kubernetes-style node networking without Kubernetes.
+//!
+//! The crate is layered; each layer only uses the ones above it in this list:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`packet`] | sans-IO fast path: wire views, checksums, connection tracking, service NAT, Maglev, the [`packet::Router`] |
+//! | [`control`] | control plane: IPAM and (later) the object model and snapshot building |
+//!
+//! `packet` does no IO, reads no clock (time is an argument), takes no lock and
+//! allocates nothing per packet, so it is tested exhaustively in-process and
+//! benchmarked precisely.
+
+pub mod control;
+pub mod packet;
