@@ -1,0 +1,921 @@
+//! Connection tracking: the table of translated flows.
+//!
+//! Every flow is stored once and hooked into the hash table twice, under the
+//! 5-tuple of each direction (as Linux conntrack's two tuple hashes), so a
+//! packet finds its flow whichever way it travels.
+//!
+//! Concurrency: lookups and inserts are lock-free and run on every worker
+//! thread; removal (expiry in [`ConnTrack::sweep`], backend teardown) is done
+//! by one control thread at a time under a control-plane mutex. That split is
+//! what keeps the chains simple and correct:
+//! * an insert only ever compare-and-swaps a bucket head;
+//! * a removal swaps a bucket head or stores into the `next` link of a
+//!   predecessor, which no other thread writes;
+//! * unlinked flows are freed through crossbeam's epoch GC once no reader can
+//!   still hold them, and an unlinked flow keeps its `next` links, so a reader
+//!   standing on it walks on safely.
+//!
+//! Chain pointers are tagged with the direction of the hook they point to
+//! (bit 0: original or reply), so one pointer names "this flow, this side".
+//!
+//! Expiry never happens on the packet path; timeouts follow the Linux
+//! conntrack defaults (`nf_conntrack_tcp_timeout_*`, `nf_conntrack_udp_*`).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam::epoch::{self, Atomic, Guard, Owned, Shared};
+use parking_lot::Mutex;
+
+use super::Timestamp;
+use crate::packet::wire::TcpFlags;
+
+/// IP protocol numbers the tracker knows by name.
+pub mod proto {
+    /// Internet Control Message Protocol (IPv4).
+    pub const ICMP: u8 = 1;
+    /// Transmission Control Protocol.
+    pub const TCP: u8 = 6;
+    /// User Datagram Protocol.
+    pub const UDP: u8 = 17;
+    /// ICMP for IPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// What a table entry tracks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// A translated connection (TCP, UDP, ICMP echo).
+    Flow = 0,
+    /// A ClientIP session-affinity record: client -> service frontend pinned
+    /// to one backend.
+    Affinity = 1,
+    /// The translation of a fragmented datagram, so its later fragments
+    /// (which carry no ports) follow the first one.
+    Fragment = 2,
+}
+
+/// One direction of a flow as seen on the wire: the 5-tuple plus what the
+/// key identifies. For ICMP echo the identifier stands in for both ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port (TCP/UDP), echo identifier, or the high half of a fragment id.
+    pub src_port: u16,
+    /// Destination port (TCP/UDP), echo identifier, or the low half of a fragment id.
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// What the key identifies.
+    pub kind: EntryKind,
+}
+
+impl FlowKey {
+    /// The key of the opposite direction: addresses and ports swapped.
+    #[inline]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            protocol: self.protocol,
+            kind: self.kind,
+        }
+    }
+
+    /// Packs the key into 32 bytes for hashing: two addresses (v4 mapped into
+    /// v6 space) and one word of ports, protocol and kind.
+    #[inline]
+    fn words(&self) -> [u64; 5] {
+        #[inline]
+        fn addr_bits(a: IpAddr) -> u128 {
+            match a {
+                IpAddr::V4(v4) => 0xffff_0000_0000 | u128::from(u32::from(v4)),
+                IpAddr::V6(v6) => u128::from(v6),
+            }
+        }
+        let s = addr_bits(self.src);
+        let d = addr_bits(self.dst);
+        [
+            s as u64,
+            (s >> 64) as u64,
+            d as u64,
+            (d >> 64) as u64,
+            u64::from(self.src_port)
+                | u64::from(self.dst_port) << 16
+                | u64::from(self.protocol) << 32
+                | (self.kind as u64) << 40,
+        ]
+    }
+}
+
+/// Flow hashing with a per-table random seed, so a remote peer cannot aim
+/// many flows at one bucket.
+#[derive(Clone)]
+pub(crate) struct FlowHasher {
+    k: [u64; 4],
+}
+
+impl FlowHasher {
+    pub(crate) fn random() -> Self {
+        let s = ahash::RandomState::new();
+        let k = [
+            s.hash_one(0x5157_u64) | 1,
+            s.hash_one(0x7a11_u64) | 1,
+            s.hash_one(0x1f3d_u64),
+            s.hash_one(0x9e37_u64),
+        ];
+        FlowHasher { k }
+    }
+
+    pub(crate) fn fixed(seed: u64) -> Self {
+        let s = ahash::RandomState::with_seeds(seed, seed ^ 0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e);
+        FlowHasher {
+            k: [
+                s.hash_one(1_u64) | 1,
+                s.hash_one(2_u64) | 1,
+                s.hash_one(3_u64),
+                s.hash_one(4_u64),
+            ],
+        }
+    }
+
+    /// A multiply-fold hash over the packed key (folded 128-bit products, as
+    /// in wyhash): a handful of cycles, and well mixed in every output bit.
+    #[inline]
+    pub(crate) fn hash(&self, key: &FlowKey) -> u64 {
+        let w = key.words();
+        let a = mix(w[0] ^ self.k[0], w[1] ^ self.k[1]);
+        let b = mix(w[2] ^ self.k[2], w[3] ^ self.k[3]);
+        mix(a ^ w[4], b ^ self.k[0])
+    }
+
+    /// Hash of an address alone (ClientIP affinity spreads by client).
+    #[inline]
+    pub(crate) fn hash_addr(&self, addr: IpAddr) -> u64 {
+        let key = FlowKey {
+            src: addr,
+            dst: addr,
+            src_port: 0,
+            dst_port: 0,
+            protocol: 0,
+            kind: EntryKind::Affinity,
+        };
+        self.hash(&key)
+    }
+}
+
+#[inline]
+fn mix(a: u64, b: u64) -> u64 {
+    let r = u128::from(a).wrapping_mul(u128::from(b));
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// Tracked state of a flow; decides its timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// TCP: SYN seen from the client.
+    SynSent = 0,
+    /// TCP: SYN-ACK seen from the backend.
+    SynRecv = 1,
+    /// TCP: handshake complete.
+    Established = 2,
+    /// TCP: one side sent FIN.
+    FinWait = 3,
+    /// TCP: both sides sent FIN; waiting for the last ACK.
+    LastAck = 4,
+    /// TCP: both FINs acknowledged.
+    TimeWait = 5,
+    /// TCP: reset seen.
+    Close = 6,
+    /// UDP / ICMP: packets seen in one direction only.
+    Unreplied = 7,
+    /// UDP / ICMP: packets seen in both directions.
+    Replied = 8,
+    /// A session-affinity or fragment record (fixed timeout).
+    Record = 9,
+}
+
+impl FlowState {
+    fn from_u8(v: u8) -> FlowState {
+        match v & STATE_MASK {
+            0 => FlowState::SynSent,
+            1 => FlowState::SynRecv,
+            2 => FlowState::Established,
+            3 => FlowState::FinWait,
+            4 => FlowState::LastAck,
+            5 => FlowState::TimeWait,
+            6 => FlowState::Close,
+            7 => FlowState::Unreplied,
+            8 => FlowState::Replied,
+            _ => FlowState::Record,
+        }
+    }
+
+    /// The name `conntrack -L` uses for this state.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowState::SynSent => "SYN_SENT",
+            FlowState::SynRecv => "SYN_RECV",
+            FlowState::Established => "ESTABLISHED",
+            FlowState::FinWait => "FIN_WAIT",
+            FlowState::LastAck => "LAST_ACK",
+            FlowState::TimeWait => "TIME_WAIT",
+            FlowState::Close => "CLOSE",
+            FlowState::Unreplied => "UNREPLIED",
+            FlowState::Replied => "ASSURED",
+            FlowState::Record => "RECORD",
+        }
+    }
+}
+
+/// Low bits of the state byte hold the [`FlowState`]; the two high bits
+/// remember a FIN seen from each side.
+const STATE_MASK: u8 = 0x0f;
+const FIN_ORIGINAL: u8 = 0x40;
+const FIN_REPLY: u8 = 0x80;
+
+/// Timeouts per state. Defaults are the Linux conntrack sysctl defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `nf_conntrack_tcp_timeout_syn_sent` (120 s).
+    pub tcp_syn_sent: Duration,
+    /// `nf_conntrack_tcp_timeout_syn_recv` (60 s).
+    pub tcp_syn_recv: Duration,
+    /// `nf_conntrack_tcp_timeout_established` (5 days).
+    pub tcp_established: Duration,
+    /// `nf_conntrack_tcp_timeout_fin_wait` (120 s).
+    pub tcp_fin_wait: Duration,
+    /// `nf_conntrack_tcp_timeout_last_ack` (30 s).
+    pub tcp_last_ack: Duration,
+    /// `nf_conntrack_tcp_timeout_time_wait` (120 s).
+    pub tcp_time_wait: Duration,
+    /// `nf_conntrack_tcp_timeout_close` (10 s).
+    pub tcp_close: Duration,
+    /// `nf_conntrack_udp_timeout` (30 s): one direction seen.
+    pub udp_unreplied: Duration,
+    /// `nf_conntrack_udp_timeout_stream` (120 s): both directions seen.
+    pub udp_replied: Duration,
+    /// `nf_conntrack_icmp_timeout` (30 s).
+    pub icmp: Duration,
+    /// `ipfrag_time` (30 s): how long later fragments may follow a first one.
+    pub fragment: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Timeouts {
+            tcp_syn_sent: s(120),
+            tcp_syn_recv: s(60),
+            tcp_established: s(432_000),
+            tcp_fin_wait: s(120),
+            tcp_last_ack: s(30),
+            tcp_time_wait: s(120),
+            tcp_close: s(10),
+            udp_unreplied: s(30),
+            udp_replied: s(120),
+            icmp: s(30),
+            fragment: s(30),
+        }
+    }
+}
+
+/// Which side of a flow a packet travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the connection's initiator (the client).
+    Original,
+    /// From the responder (the backend) back to the initiator.
+    Reply,
+}
+
+impl Direction {
+    #[inline]
+    fn tag(self) -> usize {
+        match self {
+            Direction::Original => 0,
+            Direction::Reply => 1,
+        }
+    }
+
+    #[inline]
+    fn from_tag(tag: usize) -> Direction {
+        if tag & 1 == 0 {
+            Direction::Original
+        } else {
+            Direction::Reply
+        }
+    }
+}
+
+/// One tracked flow (or record). Shared by reference between workers; the
+/// mutable parts are atomics.
+pub struct Flow {
+    next: [Atomic<Flow>; 2],
+    original: FlowKey,
+    reply: FlowKey,
+    state: AtomicU8,
+    /// Whether the reply hook is in the table (records have one hook only).
+    two_hooks: bool,
+    last_seen_ms: AtomicU64,
+    /// For TCP: the next sequence number each side will send, i.e. what the
+    /// other side expects; a RST carrying it is accepted (RFC 5961).
+    original_next_seq: AtomicU32,
+    reply_next_seq: AtomicU32,
+    /// Timeout of a record, in milliseconds (flows use [`Timeouts`]).
+    record_timeout_ms: u64,
+    /// Opaque number the creator attaches (the router stores its service
+    /// pool id here).
+    tag: u32,
+}
+
+impl Flow {
+    /// The key of the initiator's direction.
+    #[inline]
+    pub fn original(&self) -> &FlowKey {
+        &self.original
+    }
+
+    /// The key of the responder's direction, as the responder sends it.
+    #[inline]
+    pub fn reply(&self) -> &FlowKey {
+        &self.reply
+    }
+
+    /// The key of `dir`.
+    #[inline]
+    pub fn key(&self, dir: Direction) -> &FlowKey {
+        match dir {
+            Direction::Original => &self.original,
+            Direction::Reply => &self.reply,
+        }
+    }
+
+    /// The number the creator attached.
+    #[inline]
+    pub fn tag(&self) -> u32 {
+        self.tag
+    }
+
+    /// The tracked state.
+    #[inline]
+    pub fn state(&self) -> FlowState {
+        FlowState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// When a packet of this flow was last seen.
+    #[inline]
+    pub fn last_seen(&self) -> Timestamp {
+        Timestamp::from_millis(self.last_seen_ms.load(Ordering::Relaxed))
+    }
+
+    /// The sequence number a RST to the initiator must carry.
+    #[inline]
+    pub fn reply_next_seq(&self) -> u32 {
+        self.reply_next_seq.load(Ordering::Relaxed)
+    }
+
+    /// The sequence number a RST to the responder must carry.
+    #[inline]
+    pub fn original_next_seq(&self) -> u32 {
+        self.original_next_seq.load(Ordering::Relaxed)
+    }
+
+    /// Marks the flow as used now. Skips the store when nothing changed at
+    /// millisecond resolution, to keep the cache line clean across cores.
+    #[inline]
+    pub fn touch(&self, now: Timestamp) {
+        let ms = now.as_millis();
+        if self.last_seen_ms.load(Ordering::Relaxed) < ms {
+            self.last_seen_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Advances the TCP state machine for a segment with `flags` travelling
+    /// `dir`, carrying sequence number `seq` and `seg_len` sequence space
+    /// (payload + SYN + FIN).
+    #[inline]
+    pub fn track_tcp(&self, dir: Direction, flags: TcpFlags, seq: u32, seg_len: u32) {
+        let next_seq = match dir {
+            Direction::Original => &self.original_next_seq,
+            Direction::Reply => &self.reply_next_seq,
+        };
+        let next = seq.wrapping_add(seg_len);
+        // Only move forward (mod 2^32) so a retransmission does not rewind
+        // what the peer has already been sent.
+        let cur = next_seq.load(Ordering::Relaxed);
+        if (next.wrapping_sub(cur) as i32) > 0 || flags.contains(TcpFlags::SYN) {
+            next_seq.store(next, Ordering::Relaxed);
+        }
+        let cur = self.state.load(Ordering::Relaxed);
+        // The common case: an established flow carrying data or ACKs.
+        if cur == FlowState::Established as u8
+            && !flags.contains(TcpFlags::SYN)
+            && !flags.contains(TcpFlags::FIN)
+            && !flags.contains(TcpFlags::RST)
+        {
+            return;
+        }
+        let new = next_tcp_state(cur, dir, flags);
+        if new != cur {
+            // A lost race only loses one transition, which the next segment
+            // of the same kind repeats; state never becomes invalid.
+            let _ = self
+                .state
+                .compare_exchange(cur, new, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a UDP/ICMP packet travelling `dir`.
+    #[inline]
+    pub fn track_datagram(&self, dir: Direction) {
+        if dir == Direction::Reply && self.state.load(Ordering::Relaxed) != FlowState::Replied as u8
+        {
+            self.state
+                .store(FlowState::Replied as u8, Ordering::Relaxed);
+        }
+    }
+
+    fn timeout_ms(&self, t: &Timeouts) -> u64 {
+        let d = match self.state() {
+            FlowState::SynSent => t.tcp_syn_sent,
+            FlowState::SynRecv => t.tcp_syn_recv,
+            FlowState::Established => t.tcp_established,
+            FlowState::FinWait => t.tcp_fin_wait,
+            FlowState::LastAck => t.tcp_last_ack,
+            FlowState::TimeWait => t.tcp_time_wait,
+            FlowState::Close => t.tcp_close,
+            FlowState::Unreplied if is_icmp(self.original.protocol) => t.icmp,
+            FlowState::Replied if is_icmp(self.original.protocol) => t.icmp,
+            FlowState::Unreplied => t.udp_unreplied,
+            FlowState::Replied => t.udp_replied,
+            FlowState::Record => return self.record_timeout_ms,
+        };
+        d.as_millis() as u64
+    }
+
+    /// Whether the flow has been idle longer than its state allows.
+    pub fn is_expired(&self, now: Timestamp, timeouts: &Timeouts) -> bool {
+        now.as_millis()
+            .saturating_sub(self.last_seen_ms.load(Ordering::Relaxed))
+            > self.timeout_ms(timeouts)
+    }
+}
+
+fn is_icmp(protocol: u8) -> bool {
+    protocol == proto::ICMP || protocol == proto::ICMPV6
+}
+
+/// The TCP transition function (a compact version of Linux's
+/// `tcp_conntracks` table; sequence windows are not checked).
+fn next_tcp_state(cur: u8, dir: Direction, flags: TcpFlags) -> u8 {
+    let fins = cur & (FIN_ORIGINAL | FIN_REPLY);
+    let state = FlowState::from_u8(cur);
+    if flags.contains(TcpFlags::RST) {
+        return FlowState::Close as u8;
+    }
+    let with = |s: FlowState, f: u8| s as u8 | f;
+    if flags.contains(TcpFlags::SYN) {
+        return match (state, dir, flags.contains(TcpFlags::ACK)) {
+            (FlowState::SynSent, Direction::Reply, true) => with(FlowState::SynRecv, 0),
+            // A new SYN on a closed or closing tuple reopens it (port reuse).
+            (FlowState::Close | FlowState::TimeWait, Direction::Original, false) => {
+                with(FlowState::SynSent, 0)
+            }
+            _ => cur,
+        };
+    }
+    if flags.contains(TcpFlags::FIN) {
+        let fins = fins
+            | match dir {
+                Direction::Original => FIN_ORIGINAL,
+                Direction::Reply => FIN_REPLY,
+            };
+        return match state {
+            FlowState::Close | FlowState::TimeWait => cur,
+            _ if fins == FIN_ORIGINAL | FIN_REPLY => with(FlowState::LastAck, fins),
+            _ => with(FlowState::FinWait, fins),
+        };
+    }
+    if flags.contains(TcpFlags::ACK) {
+        return match (state, dir) {
+            (FlowState::SynRecv, Direction::Original) => with(FlowState::Established, fins),
+            (FlowState::LastAck, _) => with(FlowState::TimeWait, fins),
+            _ => cur,
+        };
+    }
+    cur
+}
+
+/// Why a flow could not be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    /// The table holds its configured maximum number of entries; raise
+    /// `max_entries` or shorten timeouts.
+    #[error("connection tracking table is full ({max} entries); raise the limit or shorten timeouts")]
+    TableFull {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// Another flow already answers to this flow's reply tuple (the same
+    /// client port reaches one backend both directly and through a service).
+    #[error("another tracked flow already uses this reply tuple")]
+    ReplyClash,
+}
+
+/// Sizing and timeouts of a [`ConnTrack`] table.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnTrackConfig {
+    /// Maximum number of entries (flows and records); new ones beyond it are
+    /// refused and counted. Linux's `nf_conntrack_max` is of this order.
+    pub max_entries: usize,
+    /// Per-state timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Default for ConnTrackConfig {
+    fn default() -> Self {
+        ConnTrackConfig {
+            max_entries: 262_144,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// What a new entry should hold.
+#[derive(Clone, Copy, Debug)]
+pub struct NewEntry {
+    /// Key of the initiator's direction.
+    pub original: FlowKey,
+    /// Key of the reply direction (for records: the value they hold).
+    pub reply: FlowKey,
+    /// Whether the reply key is hooked into the table (flows) or only
+    /// stored (records, found from the original side alone).
+    pub hook_reply: bool,
+    /// Initial state.
+    pub state: FlowState,
+    /// Timeout for [`FlowState::Record`] entries.
+    pub record_timeout: Duration,
+    /// Opaque number kept with the entry.
+    pub tag: u32,
+}
+
+/// A copy of one entry's public facts, for listing (`podnet conntrack list`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSummary {
+    /// Key of the initiator's direction.
+    pub original: FlowKey,
+    /// Key of the reply direction.
+    pub reply: FlowKey,
+    /// Tracked state.
+    pub state: FlowState,
+    /// Last packet time.
+    pub last_seen: Timestamp,
+    /// The creator's tag.
+    pub tag: u32,
+    /// Next sequence number the initiator will send (TCP).
+    pub original_next_seq: u32,
+    /// Next sequence number the responder will send (TCP).
+    pub reply_next_seq: u32,
+}
+
+/// A flow removed by [`ConnTrack::remove_where`], with what is needed to
+/// tell its initiator.
+pub type RemovedFlow = FlowSummary;
+
+/// The connection tracking table.
+pub struct ConnTrack {
+    buckets: Box<[Atomic<Flow>]>,
+    mask: usize,
+    hasher: FlowHasher,
+    count: AtomicUsize,
+    config: ConnTrackConfig,
+    /// Serialises removals (sweeps and teardown); never taken by workers.
+    removal: Mutex<()>,
+}
+
+/// A found entry and the direction its key matched, valid while the guard
+/// it was found under lives.
+pub struct Found<'g> {
+    /// The entry.
+    pub flow: &'g Flow,
+    /// The direction the looked-up key matched.
+    pub direction: Direction,
+}
+
+impl ConnTrack {
+    /// An empty table sized for `config.max_entries` (two hooks per flow,
+    /// about one hook per bucket at capacity).
+    pub fn new(config: ConnTrackConfig) -> ConnTrack {
+        let buckets = (config.max_entries.max(16) * 2).next_power_of_two();
+        ConnTrack {
+            buckets: (0..buckets).map(|_| Atomic::null()).collect(),
+            mask: buckets - 1,
+            hasher: FlowHasher::random(),
+            count: AtomicUsize::new(0),
+            config,
+            removal: Mutex::new(()),
+        }
+    }
+
+    /// The configuration the table was built with.
+    pub fn config(&self) -> &ConnTrackConfig {
+        &self.config
+    }
+
+    /// Number of entries (flows and records).
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes held by the bucket array (entries are counted by the
+    /// allocator; see the `conntrack.bytes_per_flow` benchmark).
+    pub fn bucket_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Atomic<Flow>>()
+    }
+
+    #[inline]
+    fn bucket(&self, key: &FlowKey) -> &Atomic<Flow> {
+        &self.buckets[self.hasher.hash(key) as usize & self.mask]
+    }
+
+    /// Finds the entry one of whose directions has `key`.
+    #[inline]
+    pub fn lookup<'g>(&self, key: &FlowKey, guard: &'g Guard) -> Option<Found<'g>> {
+        let mut cur = self.bucket(key).load(Ordering::Acquire, guard);
+        while let Some(flow) = deref_in_epoch(cur) {
+            let dir = Direction::from_tag(cur.tag());
+            if flow.key(dir) == key {
+                return Some(Found {
+                    flow,
+                    direction: dir,
+                });
+            }
+            cur = flow.next[dir.tag()].load(Ordering::Acquire, guard);
+        }
+        None
+    }
+
+    /// Adds an entry, or returns the entry already there for the same
+    /// original key (another worker raced us to it).
+    pub fn insert<'g>(&self, new: NewEntry, now: Timestamp, guard: &'g Guard) -> Result<Found<'g>, InsertError> {
+        if new.hook_reply {
+            if let Some(existing) = self.lookup(&new.reply, guard) {
+                // The same flow seen from its reply side means it exists.
+                if existing.flow.original == new.original {
+                    return Ok(Found {
+                        flow: existing.flow,
+                        direction: Direction::Original,
+                    });
+                }
+                return Err(InsertError::ReplyClash);
+            }
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.config.max_entries {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return Err(InsertError::TableFull {
+                max: self.config.max_entries,
+            });
+        }
+        let flow = Owned::new(Flow {
+            next: [Atomic::null(), Atomic::null()],
+            original: new.original,
+            reply: new.reply,
+            state: AtomicU8::new(new.state as u8),
+            two_hooks: new.hook_reply,
+            last_seen_ms: AtomicU64::new(now.as_millis()),
+            original_next_seq: AtomicU32::new(0),
+            reply_next_seq: AtomicU32::new(0),
+            record_timeout_ms: new.record_timeout.as_millis() as u64,
+            tag: new.tag,
+        })
+        .into_shared(guard);
+        let flow_ref = deref_in_epoch(flow).expect("non-null");
+        match self.link(flow, Direction::Original, guard) {
+            Ok(()) => {}
+            Err(existing) => {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                // SAFETY: `flow` was never published (the CAS that would
+                // have published it failed), so no other thread can see it.
+                unsafe { drop(flow.into_owned()) };
+                return Ok(existing);
+            }
+        }
+        if new.hook_reply {
+            // A clash that appeared since the check above is impossible to
+            // order against a concurrent insert without a lock; the later
+            // hook is simply shadowed until the earlier flow expires.
+            let _ = self.link(flow, Direction::Reply, guard);
+        }
+        Ok(Found {
+            flow: flow_ref,
+            direction: Direction::Original,
+        })
+    }
+
+    /// Pushes one hook of `flow` at the head of its bucket, unless an entry
+    /// with the same key appeared there first.
+    fn link<'g>(&self, flow: Shared<'g, Flow>, dir: Direction, guard: &'g Guard) -> Result<(), Found<'g>> {
+        let flow_ref = deref_in_epoch(flow).expect("non-null");
+        let key = *flow_ref.key(dir);
+        let bucket = self.bucket(&key);
+        let mine = flow.with_tag(dir.tag());
+        let mut head = bucket.load(Ordering::Acquire, guard);
+        let mut scanned_to = Shared::null();
+        loop {
+            // Look for a duplicate among entries pushed since the last scan.
+            let mut cur = head;
+            while cur != scanned_to {
+                let Some(f) = deref_in_epoch(cur) else { break };
+                let d = Direction::from_tag(cur.tag());
+                if *f.key(d) == key {
+                    return Err(Found {
+                        flow: f,
+                        direction: d,
+                    });
+                }
+                cur = f.next[d.tag()].load(Ordering::Acquire, guard);
+            }
+            scanned_to = head;
+            flow_ref.next[dir.tag()].store(head, Ordering::Relaxed);
+            match bucket.compare_exchange(head, mine, Ordering::Release, Ordering::Acquire, guard) {
+                Ok(_) => return Ok(()),
+                Err(e) => head = e.current,
+            }
+        }
+    }
+
+    /// Unlinks one hook. Caller holds `self.removal`.
+    fn unlink(&self, flow: Shared<'_, Flow>, dir: Direction, guard: &Guard) {
+        let flow_ref = deref_in_epoch(flow).expect("non-null");
+        let bucket = self.bucket(flow_ref.key(dir));
+        let target = flow.with_tag(dir.tag());
+        loop {
+            let head = bucket.load(Ordering::Acquire, guard);
+            let after = flow_ref.next[dir.tag()].load(Ordering::Acquire, guard);
+            if head == target {
+                if bucket
+                    .compare_exchange(head, after, Ordering::Release, Ordering::Relaxed, guard)
+                    .is_ok()
+                {
+                    return;
+                }
+                // A concurrent insert pushed in front; our hook is now in
+                // the middle of the chain.
+                continue;
+            }
+            let mut prev = head;
+            while let Some(p) = deref_in_epoch(prev) {
+                let pd = prev.tag();
+                let next = p.next[pd].load(Ordering::Acquire, guard);
+                if next == target {
+                    // Only removals write a non-head link, and we hold the
+                    // removal lock.
+                    p.next[pd].store(after, Ordering::Release);
+                    return;
+                }
+                prev = next;
+            }
+            // Not found: already unlinked (cannot happen under the lock).
+            return;
+        }
+    }
+
+    /// Removes every entry for which `pred` is true; returns what was
+    /// removed. Runs on the control thread; workers keep going meanwhile.
+    pub fn remove_where(&self, mut pred: impl FnMut(&Flow) -> bool) -> Vec<RemovedFlow> {
+        let _lock = self.removal.lock();
+        let guard = epoch::pin();
+        let mut removed = Vec::new();
+        for bucket in self.buckets.iter() {
+            let mut cur = bucket.load(Ordering::Acquire, &guard);
+            while let Some(f) = deref_in_epoch(cur) {
+                let dir = Direction::from_tag(cur.tag());
+                let next = f.next[dir.tag()].load(Ordering::Acquire, &guard);
+                // Visit each entry once, from its original hook.
+                if dir == Direction::Original && pred(f) {
+                    removed.push(summary(f));
+                    let shared = cur.with_tag(0);
+                    self.unlink(shared, Direction::Original, &guard);
+                    if f.two_hooks {
+                        self.unlink(shared, Direction::Reply, &guard);
+                    }
+                    self.count.fetch_sub(1, Ordering::Relaxed);
+                    // SAFETY: both hooks are unlinked, so no new reader can
+                    // reach the entry; readers already on it are protected
+                    // by their epoch guards until they unpin.
+                    unsafe { guard.defer_destroy(shared) };
+                }
+                cur = next;
+            }
+        }
+        removed
+    }
+
+    /// Removes the entry whose original key is `key`, if any.
+    pub fn remove(&self, key: &FlowKey) -> Option<RemovedFlow> {
+        let _lock = self.removal.lock();
+        let guard = epoch::pin();
+        let mut cur = self.bucket(key).load(Ordering::Acquire, &guard);
+        while let Some(f) = deref_in_epoch(cur) {
+            let dir = Direction::from_tag(cur.tag());
+            if dir == Direction::Original && f.original == *key {
+                let shared = cur.with_tag(0);
+                self.unlink(shared, Direction::Original, &guard);
+                if f.two_hooks {
+                    self.unlink(shared, Direction::Reply, &guard);
+                }
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                let s = summary(f);
+                // SAFETY: as in `remove_where`.
+                unsafe { guard.defer_destroy(shared) };
+                return Some(s);
+            }
+            cur = f.next[dir.tag()].load(Ordering::Acquire, &guard);
+        }
+        None
+    }
+
+    /// Removes every entry idle longer than its timeout; returns how many.
+    /// The caller drives this (e.g. once a second), never the packet path.
+    pub fn sweep(&self, now: Timestamp) -> usize {
+        let timeouts = self.config.timeouts;
+        self.remove_where(|f| f.is_expired(now, &timeouts)).len()
+    }
+
+    /// A copy of every entry (flows and records).
+    pub fn entries(&self) -> Vec<FlowSummary> {
+        let guard = epoch::pin();
+        let mut out = Vec::with_capacity(self.len());
+        for bucket in self.buckets.iter() {
+            let mut cur = bucket.load(Ordering::Acquire, &guard);
+            while let Some(f) = deref_in_epoch(cur) {
+                let dir = Direction::from_tag(cur.tag());
+                if dir == Direction::Original {
+                    out.push(summary(f));
+                }
+                cur = f.next[dir.tag()].load(Ordering::Acquire, &guard);
+            }
+        }
+        out
+    }
+}
+
+fn summary(f: &Flow) -> FlowSummary {
+    FlowSummary {
+        original: f.original,
+        reply: f.reply,
+        state: f.state(),
+        last_seen: f.last_seen(),
+        tag: f.tag,
+        original_next_seq: f.original_next_seq(),
+        reply_next_seq: f.reply_next_seq(),
+    }
+}
+
+impl Drop for ConnTrack {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self` means no worker can still be reading the
+        // table, so entries can be freed at once, each exactly once (from
+        // its original hook).
+        unsafe {
+            let guard = epoch::unprotected();
+            for bucket in self.buckets.iter() {
+                let mut cur = bucket.load(Ordering::Relaxed, guard);
+                while let Some(f) = cur.as_ref() {
+                    let dir = Direction::from_tag(cur.tag());
+                    let next = f.next[dir.tag()].load(Ordering::Relaxed, guard);
+                    if dir == Direction::Original {
+                        drop(cur.with_tag(0).into_owned());
+                    }
+                    cur = next;
+                }
+            }
+        }
+    }
+}
+
+/// Dereferences a pointer loaded from the table under an epoch guard.
+#[inline]
+fn deref_in_epoch<'g>(p: Shared<'g, Flow>) -> Option<&'g Flow> {
+    // SAFETY: every non-null pointer in the table points to a live `Flow`
+    // allocated by `insert`; removal defers destruction through the epoch
+    // GC, so an entry reached under guard `'g` outlives `'g`.
+    unsafe { p.as_ref() }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,338 @@
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+fn v4(d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 244, 0, d))
+}
+
+fn vip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))
+}
+
+/// Client `c`:`port` -> VIP:80, translated to backend `b`:8080.
+fn entry(c: u8, port: u16, b: u8) -> NewEntry {
+    let original = FlowKey {
+        src: v4(c),
+        dst: vip(),
+        src_port: port,
+        dst_port: 80,
+        protocol: proto::TCP,
+        kind: EntryKind::Flow,
+    };
+    NewEntry {
+        original,
+        reply: FlowKey {
+            src: v4(b),
+            dst: v4(c),
+            src_port: 8080,
+            dst_port: port,
+            protocol: proto::TCP,
+            kind: EntryKind::Flow,
+        },
+        hook_reply: true,
+        state: FlowState::SynSent,
+        record_timeout: Duration::ZERO,
+        tag: 7,
+    }
+}
+
+fn table(max: usize) -> ConnTrack {
+    ConnTrack::new(ConnTrackConfig {
+        max_entries: max,
+        timeouts: Timeouts::default(),
+    })
+}
+
+const T0: Timestamp = Timestamp::from_secs(1000);
+
+#[test]
+fn finds_a_flow_from_both_directions() {
+    let ct = table(1024);
+    let g = epoch::pin();
+    let e = entry(5, 40000, 9);
+    ct.insert(e, T0, &g).unwrap();
+    let f = ct.lookup(&e.original, &g).unwrap();
+    assert_eq!(f.direction, Direction::Original);
+    assert_eq!(f.flow.tag(), 7);
+    let r = ct.lookup(&e.reply, &g).unwrap();
+    assert_eq!(r.direction, Direction::Reply);
+    assert!(std::ptr::eq(f.flow, r.flow));
+    assert!(ct.lookup(&e.original.reversed(), &g).is_none());
+    assert_eq!(ct.len(), 1);
+}
+
+#[test]
+fn inserting_the_same_flow_twice_returns_the_first() {
+    let ct = table(1024);
+    let g = epoch::pin();
+    let e = entry(5, 40000, 9);
+    let a = ct.insert(e, T0, &g).unwrap().flow as *const Flow;
+    let mut again = e;
+    again.tag = 99;
+    let b = ct.insert(again, T0, &g).unwrap().flow as *const Flow;
+    assert_eq!(a, b);
+    assert_eq!(ct.len(), 1);
+}
+
+#[test]
+fn a_full_table_refuses_new_flows_and_keeps_old_ones() {
+    let ct = table(16);
+    let g = epoch::pin();
+    for p in 0..16 {
+        ct.insert(entry(5, 1000 + p, 9), T0, &g).unwrap();
+    }
+    assert_eq!(
+        ct.insert(entry(5, 2000, 9), T0, &g).err(),
+        Some(InsertError::TableFull { max: 16 })
+    );
+    for p in 0..16 {
+        assert!(ct.lookup(&entry(5, 1000 + p, 9).original, &g).is_some());
+    }
+    assert_eq!(ct.len(), 16);
+}
+
+#[test]
+fn a_second_flow_with_the_same_reply_tuple_is_refused() {
+    let ct = table(64);
+    let g = epoch::pin();
+    let e = entry(5, 40000, 9);
+    ct.insert(e, T0, &g).unwrap();
+    let mut other = e;
+    other.original.dst = IpAddr::V4(Ipv4Addr::new(10, 96, 0, 11));
+    assert_eq!(
+        ct.insert(other, T0, &g).err(),
+        Some(InsertError::ReplyClash)
+    );
+}
+
+#[test]
+fn sweep_expires_by_state_with_linux_default_timeouts() {
+    let ct = table(64);
+    let g = epoch::pin();
+    let syn = ct.insert(entry(1, 1, 9), T0, &g).unwrap().flow;
+    let est = ct.insert(entry(2, 2, 9), T0, &g).unwrap().flow;
+    est.track_tcp(Direction::Reply, TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0), 0, 1);
+    est.track_tcp(Direction::Original, TcpFlags::ACK, 1, 0);
+    assert_eq!(syn.state(), FlowState::SynSent);
+    assert_eq!(est.state(), FlowState::Established);
+    drop(g);
+    // SYN_SENT lives 120 s.
+    assert_eq!(ct.sweep(T0.add(Duration::from_secs(120))), 0);
+    assert_eq!(ct.sweep(T0.add(Duration::from_secs(121))), 1);
+    // ESTABLISHED lives five days.
+    assert_eq!(ct.sweep(T0.add(Duration::from_secs(431_999))), 0);
+    assert_eq!(ct.sweep(T0.add(Duration::from_secs(432_001))), 1);
+    assert!(ct.is_empty());
+}
+
+#[test]
+fn touching_a_flow_keeps_it_alive() {
+    let ct = table(64);
+    let g = epoch::pin();
+    let f = ct.insert(entry(1, 1, 9), T0, &g).unwrap().flow;
+    f.touch(T0.add(Duration::from_secs(100)));
+    drop(g);
+    assert_eq!(ct.sweep(T0.add(Duration::from_secs(200))), 0);
+    assert_eq!(ct.sweep(T0.add(Duration::from_secs(221))), 1);
+}
+
+#[test]
+fn tcp_state_machine_follows_a_whole_connection() {
+    let ct = table(64);
+    let g = epoch::pin();
+    let f = ct.insert(entry(1, 1, 9), T0, &g).unwrap().flow;
+    let fl = |bits: &[TcpFlags]| TcpFlags(bits.iter().fold(0, |a, b| a | b.0));
+    use Direction::*;
+    f.track_tcp(Original, TcpFlags::SYN, 100, 1);
+    assert_eq!(f.state(), FlowState::SynSent);
+    f.track_tcp(Reply, fl(&[TcpFlags::SYN, TcpFlags::ACK]), 5000, 1);
+    assert_eq!(f.state(), FlowState::SynRecv);
+    f.track_tcp(Original, TcpFlags::ACK, 101, 0);
+    assert_eq!(f.state(), FlowState::Established);
+    f.track_tcp(Reply, fl(&[TcpFlags::PSH, TcpFlags::ACK]), 5001, 10);
+    assert_eq!(f.reply_next_seq(), 5011);
+    // A retransmission does not move the sequence back.
+    f.track_tcp(Reply, TcpFlags::ACK, 5001, 5);
+    assert_eq!(f.reply_next_seq(), 5011);
+    f.track_tcp(Original, fl(&[TcpFlags::FIN, TcpFlags::ACK]), 101, 1);
+    assert_eq!(f.state(), FlowState::FinWait);
+    assert_eq!(f.original_next_seq(), 102);
+    f.track_tcp(Reply, fl(&[TcpFlags::FIN, TcpFlags::ACK]), 5011, 1);
+    assert_eq!(f.state(), FlowState::LastAck);
+    f.track_tcp(Original, TcpFlags::ACK, 102, 0);
+    assert_eq!(f.state(), FlowState::TimeWait);
+    // Port reuse: a new SYN reopens the tuple.
+    f.track_tcp(Original, TcpFlags::SYN, 9000, 1);
+    assert_eq!(f.state(), FlowState::SynSent);
+    f.track_tcp(Reply, TcpFlags::RST, 0, 0);
+    assert_eq!(f.state(), FlowState::Close);
+}
+
+#[test]
+fn udp_flows_become_replied_and_live_longer() {
+    let ct = table(64);
+    let g = epoch::pin();
+    let mut e = entry(1, 1, 9);
+    e.original.protocol = proto::UDP;
+    e.reply.protocol = proto::UDP;
+    e.state = FlowState::Unreplied;
+    let f = ct.insert(e, T0, &g).unwrap().flow;
+    f.track_datagram(Direction::Original);
+    assert_eq!(f.state(), FlowState::Unreplied);
+    assert!(f.is_expired(T0.add(Duration::from_secs(31)), &Timeouts::default()));
+    f.track_datagram(Direction::Reply);
+    assert_eq!(f.state(), FlowState::Replied);
+    assert!(!f.is_expired(T0.add(Duration::from_secs(119)), &Timeouts::default()));
+    assert!(f.is_expired(T0.add(Duration::from_secs(121)), &Timeouts::default()));
+}
+
+#[test]
+fn records_have_one_hook_and_their_own_timeout() {
+    let ct = table(64);
+    let g = epoch::pin();
+    let key = FlowKey {
+        src: v4(3),
+        dst: vip(),
+        src_port: 0,
+        dst_port: 80,
+        protocol: proto::TCP,
+        kind: EntryKind::Affinity,
+    };
+    let backend = FlowKey {
+        src: v4(9),
+        src_port: 8080,
+        ..key
+    };
+    ct.insert(
+        NewEntry {
+            original: key,
+            reply: backend,
+            hook_reply: false,
+            state: FlowState::Record,
+            record_timeout: Duration::from_secs(10_800),
+            tag: 1,
+        },
+        T0,
+        &g,
+    )
+    .unwrap();
+    assert!(ct.lookup(&key, &g).is_some());
+    assert!(ct.lookup(&backend, &g).is_none());
+    drop(g);
+    assert_eq!(ct.sweep(T0.add(Duration::from_secs(10_799))), 0);
+    assert_eq!(ct.sweep(T0.add(Duration::from_secs(10_801))), 1);
+}
+
+#[test]
+fn remove_where_unhooks_both_directions() {
+    let ct = table(4096);
+    let g = epoch::pin();
+    for p in 0..1000u16 {
+        ct.insert(entry((p % 7) as u8 + 1, p, (p % 3) as u8 + 20), T0, &g).unwrap();
+    }
+    let removed = ct.remove_where(|f| f.reply().src == v4(20));
+    assert_eq!(removed.len(), 334);
+    assert_eq!(ct.len(), 666);
+    for p in 0..1000u16 {
+        let e = entry((p % 7) as u8 + 1, p, (p % 3) as u8 + 20);
+        let gone = p % 3 == 0;
+        assert_eq!(ct.lookup(&e.original, &g).is_none(), gone, "port {p}");
+        assert_eq!(ct.lookup(&e.reply, &g).is_none(), gone, "port {p}");
+    }
+    assert_eq!(ct.entries().len(), 666);
+    assert!(ct.remove(&entry(2, 1, 21).original).is_some());
+    assert!(ct.remove(&entry(2, 1, 21).original).is_none());
+    assert_eq!(ct.len(), 665);
+}
+
+/// Workers insert and look up while a control thread sweeps and removes:
+/// no entry that should be there goes missing, nothing is found twice,
+/// nothing crashes, and the count stays exact.
+#[test]
+fn concurrent_inserts_lookups_and_removals_stay_consistent() {
+    let ct = Arc::new(table(1 << 16));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Long-lived flows that must always be found.
+    {
+        let g = epoch::pin();
+        for p in 0..500u16 {
+            ct.insert(entry(200, p, 201), T0, &g).unwrap();
+        }
+    }
+    let mut workers = Vec::new();
+    for w in 0..3u8 {
+        let ct = ct.clone();
+        workers.push(std::thread::spawn(move || {
+            for round in 0..20u16 {
+                let g = epoch::pin();
+                for p in 0..1000u16 {
+                    // Churn: short flows the remover deletes.
+                    let e = entry(w + 1, p.wrapping_add(round * 1000), 50);
+                    let _ = ct.insert(e, T0, &g);
+                    let stable = entry(200, p % 500, 201);
+                    let f = ct.lookup(&stable.original, &g).expect("stable flow lost");
+                    assert_eq!(f.flow.reply(), &stable.reply);
+                    assert!(ct.lookup(&stable.reply, &g).is_some(), "reply hook lost");
+                }
+            }
+        }));
+    }
+    let remover = {
+        let ct = ct.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut removed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                removed += ct.remove_where(|f| f.reply().src == v4(50)).len();
+            }
+            removed
+        })
+    };
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    remover.join().unwrap();
+    ct.remove_where(|f| f.reply().src == v4(50));
+    assert_eq!(ct.len(), 500);
+    assert_eq!(ct.entries().len(), 500);
+}
+
+/// Two workers racing to create the same flow end up sharing one entry.
+#[test]
+fn racing_inserts_of_one_flow_create_one_entry() {
+    for _ in 0..50 {
+        let ct = Arc::new(table(1024));
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let ct = ct.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let g = epoch::pin();
+                    barrier.wait();
+                    ct.insert(entry(1, 1, 9), T0, &g).unwrap().flow as *const Flow as usize
+                })
+            })
+            .collect();
+        let a = handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>();
+        assert_eq!(a[0], a[1]);
+        assert_eq!(ct.len(), 1);
+    }
+}
+
+#[test]
+fn flow_key_hash_spreads_ports() {
+    let h = FlowHasher::fixed(1);
+    let mut buckets = [0u32; 64];
+    for p in 0..6400u16 {
+        let e = entry(1, p, 9);
+        buckets[(h.hash(&e.original) % 64) as usize] += 1;
+    }
+    // Roughly uniform: every bucket within 40% of the mean of 100.
+    assert!(buckets.iter().all(|&b| (60..=140).contains(&b)), "{buckets:?}");
+}

@@ -1,0 +1,1145 @@
+//! The router: one packet in, one [`Verdict`] out.
+//!
+//! [`Router::process`] is what every worker thread calls for every packet.
+//! It validates the packet, drops spoofed sources, finds or creates the
+//! packet's flow (service lookup, backend choice, conntrack insert), rewrites
+//! addresses and ports with incremental checksums, decrements the TTL and
+//! says where the packet goes. Where a kernel router would answer (a service
+//! without endpoints, an expired TTL, an unreachable pod address) it writes
+//! the answer into the same buffer and returns [`Verdict::Reply`].
+//!
+//! The control plane changes what the router knows through `set_pods`,
+//! `set_services` and `set_endpoints`; each publishes an immutable snapshot
+//! (or one pool's backend set) with an atomic pointer swap, so workers never
+//! wait and never see half an update.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use crossbeam::epoch;
+use crossbeam::utils::CachePadded;
+use ipnet::IpNet;
+use parking_lot::Mutex;
+
+use super::conntrack::{
+    proto, ConnTrack, ConnTrackConfig, Direction, EntryKind, Flow, FlowHasher, FlowKey,
+    FlowState, FlowSummary, InsertError, NewEntry,
+};
+use super::maglev::MaglevError;
+use super::service::{Backend, BackendSet, Frontend, PoolId, PoolSpec, ServicePool};
+use super::wire::{self, Endpoints, Fragment, IcmpErrorKind, PacketInfo, TcpFlags, Transport};
+use super::Timestamp;
+
+/// A pod's slot number, chosen by the control plane; the daemon maps it to
+/// the pod's TUN device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodId(pub u32);
+
+/// Where a packet enters or leaves the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// The node side (`podnet0`): the host itself and everything beyond it.
+    Host,
+    /// A pod's `eth0`.
+    Pod(PodId),
+}
+
+/// What to do with a processed packet.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (possibly rewritten) packet out of this link.
+    Forward(Link),
+    /// The buffer now holds a generated answer (TCP RST, ICMP error); send
+    /// it back out of the link the packet came in on.
+    Reply,
+    /// Drop the packet.
+    Drop(DropReason),
+}
+
+/// Why a packet was dropped. Small and `Copy` so counters index by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Not a valid IPv4/IPv6 packet (bad header, length or checksum).
+    Malformed = 0,
+    /// A pod sent with a source address that is not its own.
+    Spoofed = 1,
+    /// The TTL ran out and no ICMP error may be sent about this packet.
+    TtlExceeded = 2,
+    /// A service with no endpoints, where no RST/ICMP may be sent.
+    NoEndpoints = 3,
+    /// A service address with no service on this port/protocol, where no
+    /// RST/ICMP may be sent.
+    NoService = 4,
+    /// The connection tracking table is full.
+    ConntrackFull = 5,
+    /// The flow's reply tuple is already used by another flow.
+    ReplyClash = 6,
+    /// A later fragment of a datagram whose first fragment was not seen.
+    FragmentWithoutFlow = 7,
+    /// No route: the packet would go back where it came from.
+    NoRoute = 8,
+    /// The pod the packet came from is unknown (stale link).
+    UnknownPod = 9,
+    /// The packet is bigger than the buffer can carry after rewriting.
+    TooBig = 10,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 11] = [
+        DropReason::Malformed,
+        DropReason::Spoofed,
+        DropReason::TtlExceeded,
+        DropReason::NoEndpoints,
+        DropReason::NoService,
+        DropReason::ConntrackFull,
+        DropReason::ReplyClash,
+        DropReason::FragmentWithoutFlow,
+        DropReason::NoRoute,
+        DropReason::UnknownPod,
+        DropReason::TooBig,
+    ];
+
+    /// A short name for metrics and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Spoofed => "spoofed",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::NoEndpoints => "no_endpoints",
+            DropReason::NoService => "no_service",
+            DropReason::ConntrackFull => "conntrack_full",
+            DropReason::ReplyClash => "reply_clash",
+            DropReason::FragmentWithoutFlow => "fragment_without_flow",
+            DropReason::NoRoute => "no_route",
+            DropReason::UnknownPod => "unknown_pod",
+            DropReason::TooBig => "too_big",
+        }
+    }
+}
+
+/// A caller-owned packet buffer: capacity for the largest packet plus room
+/// to build an ICMP error around it, and the length of the packet in it.
+pub struct PacketBuf {
+    data: Box<[u8]>,
+    len: usize,
+}
+
+impl PacketBuf {
+    /// Capacity for a 64 KiB packet.
+    pub const DEFAULT_CAPACITY: usize = 65_536;
+
+    /// An empty buffer of `capacity` bytes (at least 1280, so an ICMPv6
+    /// error always fits).
+    pub fn new(capacity: usize) -> PacketBuf {
+        PacketBuf {
+            data: vec![0; capacity.max(1280)].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    /// A buffer holding a copy of `packet`.
+    pub fn from_bytes(packet: &[u8]) -> PacketBuf {
+        let mut b = PacketBuf::new(packet.len().max(1280) + 64);
+        b.data[..packet.len()].copy_from_slice(packet);
+        b.len = packet.len();
+        b
+    }
+
+    /// The packet.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+
+    /// The packet, mutable.
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.data[..self.len]
+    }
+
+    /// The whole buffer, for reading a packet into; follow with `set_len`.
+    #[inline]
+    pub fn buffer_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+
+    /// Sets the packet length (clamped to the capacity).
+    #[inline]
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.data.len());
+    }
+
+    /// Packet length.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer holds no packet.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Capacity.
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// A pod's addresses (one per family at most).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodAddrs {
+    /// IPv4 address.
+    pub v4: Option<Ipv4Addr>,
+    /// IPv6 address.
+    pub v6: Option<Ipv6Addr>,
+}
+
+impl PodAddrs {
+    #[inline]
+    fn owns(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.v4 == Some(a),
+            IpAddr::V6(a) => self.v6 == Some(a),
+        }
+    }
+}
+
+/// The node's own addressing, fixed for the router's lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeNetwork {
+    /// The node's pod subnets (one per family); an address in them with no
+    /// pod gets ICMP host unreachable.
+    pub pod_subnets: Vec<IpNet>,
+    /// Service CIDRs; an address in them with no matching frontend is
+    /// rejected rather than sent to the host.
+    pub service_cidrs: Vec<IpNet>,
+    /// The gateway's IPv4 address: source of generated ICMP errors.
+    pub gateway_v4: Ipv4Addr,
+    /// The gateway's IPv6 address.
+    pub gateway_v6: Option<Ipv6Addr>,
+}
+
+impl Default for NodeNetwork {
+    fn default() -> Self {
+        NodeNetwork {
+            pod_subnets: vec!["10.244.0.0/24".parse().expect("literal")],
+            service_cidrs: vec!["10.96.0.0/12".parse().expect("literal")],
+            gateway_v4: Ipv4Addr::new(10, 244, 0, 1),
+            gateway_v6: None,
+        }
+    }
+}
+
+/// Router configuration.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Node addressing.
+    pub network: NodeNetwork,
+    /// Connection tracking size and timeouts.
+    pub conntrack: ConnTrackConfig,
+    /// Minimum Maglev table slots per backend (at least 100 keeps each
+    /// backend's share within 1% of equal).
+    pub maglev_min_ratio: u32,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            network: NodeNetwork::default(),
+            conntrack: ConnTrackConfig::default(),
+            maglev_min_ratio: 100,
+        }
+    }
+}
+
+/// Pods and service frontends as one immutable, atomically swapped value.
+struct Snapshot {
+    pods: Vec<Option<PodAddrs>>,
+    pod_by_v4: HashMap<Ipv4Addr, PodId, ahash::RandomState>,
+    pod_by_v6: HashMap<Ipv6Addr, PodId, ahash::RandomState>,
+    frontends: HashMap<Frontend, Arc<ServicePool>, ahash::RandomState>,
+    pools: HashMap<PoolId, Arc<ServicePool>, ahash::RandomState>,
+    /// Addresses that have at least one frontend (cluster IPs, external IPs,
+    /// node addresses with node ports).
+    service_addrs: HashMap<IpAddr, (), ahash::RandomState>,
+}
+
+impl Snapshot {
+    fn empty() -> Snapshot {
+        Snapshot {
+            pods: Vec::new(),
+            pod_by_v4: HashMap::default(),
+            pod_by_v6: HashMap::default(),
+            frontends: HashMap::default(),
+            pools: HashMap::default(),
+            service_addrs: HashMap::default(),
+        }
+    }
+
+    #[inline]
+    fn pod(&self, id: PodId) -> Option<&PodAddrs> {
+        self.pods.get(id.0 as usize)?.as_ref()
+    }
+
+    #[inline]
+    fn pod_at(&self, addr: IpAddr) -> Option<PodId> {
+        match addr {
+            IpAddr::V4(a) => self.pod_by_v4.get(&a).copied(),
+            IpAddr::V6(a) => self.pod_by_v6.get(&a).copied(),
+        }
+    }
+}
+
+/// Why a control-plane update was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// `set_endpoints` named a pool that `set_services` never declared.
+    #[error("service pool {0:?} is not declared; declare it with set_services first")]
+    UnknownPool(PoolId),
+    /// Two pools claim the same frontend.
+    #[error("frontend {addr}:{port}/{protocol} is claimed by pools {first:?} and {second:?}; each address, port and protocol may lead to one pool")]
+    DuplicateFrontend {
+        /// Frontend address.
+        addr: IpAddr,
+        /// Frontend port.
+        port: u16,
+        /// Frontend protocol.
+        protocol: u8,
+        /// One claimant.
+        first: PoolId,
+        /// The other claimant.
+        second: PoolId,
+    },
+    /// Two pods claim the same address.
+    #[error("address {addr} is claimed by pods {first:?} and {second:?}")]
+    DuplicatePodAddress {
+        /// The address.
+        addr: IpAddr,
+        /// One claimant.
+        first: PodId,
+        /// The other claimant.
+        second: PodId,
+    },
+    /// The backend set could not be indexed.
+    #[error("cannot build the Maglev table: {0}")]
+    Maglev(#[from] MaglevError),
+}
+
+/// What `set_endpoints` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointsChange {
+    /// Backends that left the pool entirely; their flows should be reset
+    /// with [`Router::reset_flows`].
+    pub removed: Vec<SocketAddr>,
+}
+
+/// Which flows [`Router::reset_flows`] tears down.
+#[derive(Clone, Copy, Debug)]
+pub enum FlowSelector<'a> {
+    /// Flows whose backend is one of these (the backend went away).
+    Backends(&'a [SocketAddr]),
+    /// Every flow of a pool (the service went away).
+    Pool(PoolId),
+    /// Flows whose client is this address (the client pod went away).
+    Client(IpAddr),
+}
+
+/// What [`Router::reset_flows`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetReport {
+    /// Flows and records removed.
+    pub removed: usize,
+    /// TCP RSTs handed to the emit callback.
+    pub resets_sent: usize,
+}
+
+/// Counts of verdicts, readable at any time without locks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Packets forwarded to a pod.
+    pub forwarded_to_pod: u64,
+    /// Packets forwarded to the host side.
+    pub forwarded_to_host: u64,
+    /// Generated replies (RST, ICMP errors).
+    pub replies: u64,
+    /// Drops, by reason (index = `DropReason as usize`).
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl RouterStats {
+    /// Drops for one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+const COUNTERS: usize = 3 + DropReason::ALL.len();
+const STRIPES: usize = 16;
+
+/// Verdict counters, striped so that workers on different cores increment
+/// different cache lines.
+struct Counters {
+    stripes: Box<[CachePadded<[AtomicU64; COUNTERS]>]>,
+}
+
+thread_local! {
+    static STRIPE: usize = {
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+    };
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            stripes: (0..STRIPES)
+                .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn count(&self, v: Verdict) {
+        let i = match v {
+            Verdict::Forward(Link::Pod(_)) => 0,
+            Verdict::Forward(Link::Host) => 1,
+            Verdict::Reply => 2,
+            Verdict::Drop(r) => 3 + r as usize,
+        };
+        let s = STRIPE.with(|s| *s);
+        self.stripes[s][i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> RouterStats {
+        let sum = |i: usize| self.stripes.iter().map(|s| s[i].load(Ordering::Relaxed)).sum();
+        let mut st = RouterStats {
+            forwarded_to_pod: sum(0),
+            forwarded_to_host: sum(1),
+            replies: sum(2),
+            ..RouterStats::default()
+        };
+        for (i, d) in st.drops.iter_mut().enumerate() {
+            *d = sum(3 + i);
+        }
+        st
+    }
+}
+
+/// The node's packet router and NAT. Share it between worker threads
+/// (`Arc<Router>`); every method takes `&self`.
+pub struct Router {
+    config: RouterConfig,
+    snapshot: ArcSwap<Snapshot>,
+    conntrack: ConnTrack,
+    /// Fixed-seed hash for backend choice: the same flow picks the same
+    /// backend on every worker and after a restart.
+    choice_hasher: FlowHasher,
+    counters: Counters,
+    /// Serialises publishers (control plane only).
+    publish: Mutex<()>,
+}
+
+/// Where a processed flow packet goes after translation.
+struct Translated {
+    endpoints: Endpoints,
+}
+
+impl Router {
+    /// A router with no pods and no services.
+    pub fn new(config: RouterConfig) -> Router {
+        Router {
+            conntrack: ConnTrack::new(config.conntrack),
+            config,
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            choice_hasher: FlowHasher::fixed(0x706f_646e_6574),
+            counters: Counters::new(),
+            publish: Mutex::new(()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// The connection tracking table (for sweeps and listings).
+    pub fn conntrack(&self) -> &ConnTrack {
+        &self.conntrack
+    }
+
+    /// Verdict counters.
+    pub fn stats(&self) -> RouterStats {
+        self.counters.read()
+    }
+
+    // ---- control plane -------------------------------------------------
+
+    /// Replaces the set of pods. Cost: O(pods).
+    pub fn set_pods(&self, pods: &[(PodId, PodAddrs)]) -> Result<(), UpdateError> {
+        let _g = self.publish.lock();
+        let old = self.snapshot.load_full();
+        let mut by_v4: HashMap<Ipv4Addr, PodId, ahash::RandomState> = HashMap::default();
+        let mut by_v6: HashMap<Ipv6Addr, PodId, ahash::RandomState> = HashMap::default();
+        let max = pods.iter().map(|(id, _)| id.0 as usize + 1).max().unwrap_or(0);
+        let mut table = vec![None; max];
+        for &(id, addrs) in pods {
+            if let Some(a) = addrs.v4 {
+                if let Some(first) = by_v4.insert(a, id) {
+                    return Err(UpdateError::DuplicatePodAddress {
+                        addr: a.into(),
+                        first,
+                        second: id,
+                    });
+                }
+            }
+            if let Some(a) = addrs.v6 {
+                if let Some(first) = by_v6.insert(a, id) {
+                    return Err(UpdateError::DuplicatePodAddress {
+                        addr: a.into(),
+                        first,
+                        second: id,
+                    });
+                }
+            }
+            table[id.0 as usize] = Some(addrs);
+        }
+        self.snapshot.store(Arc::new(Snapshot {
+            pods: table,
+            pod_by_v4: by_v4,
+            pod_by_v6: by_v6,
+            frontends: old.frontends.clone(),
+            pools: old.pools.clone(),
+            service_addrs: old.service_addrs.clone(),
+        }));
+        Ok(())
+    }
+
+    /// Replaces the set of service pools and their frontends. Pools that
+    /// stay keep their backends; new pools start without backends; the ids
+    /// of pools that went away are returned (reset their flows with
+    /// [`FlowSelector::Pool`]). Cost: O(pools).
+    pub fn set_services(&self, specs: &[PoolSpec]) -> Result<Vec<PoolId>, UpdateError> {
+        let _g = self.publish.lock();
+        let old = self.snapshot.load_full();
+        let mut frontends: HashMap<Frontend, Arc<ServicePool>, ahash::RandomState> =
+            HashMap::default();
+        let mut pools: HashMap<PoolId, Arc<ServicePool>, ahash::RandomState> = HashMap::default();
+        let mut service_addrs: HashMap<IpAddr, (), ahash::RandomState> = HashMap::default();
+        for spec in specs {
+            let pool = match old.pools.get(&spec.id) {
+                Some(p) if p.frontends() == spec.frontends.as_slice()
+                    && p.affinity_timeout() == spec.session_affinity =>
+                {
+                    p.clone()
+                }
+                Some(p) => Arc::new(ServicePool::respecified(spec, p)),
+                None => Arc::new(ServicePool::new(spec)),
+            };
+            for fe in &spec.frontends {
+                if let Some(other) = frontends.insert(*fe, pool.clone()) {
+                    return Err(UpdateError::DuplicateFrontend {
+                        addr: fe.addr,
+                        port: fe.port,
+                        protocol: fe.protocol,
+                        first: other.id(),
+                        second: spec.id,
+                    });
+                }
+                service_addrs.insert(fe.addr, ());
+            }
+            pools.insert(spec.id, pool);
+        }
+        let gone = old
+            .pools
+            .keys()
+            .filter(|id| !pools.contains_key(id))
+            .copied()
+            .collect();
+        self.snapshot.store(Arc::new(Snapshot {
+            pods: old.pods.clone(),
+            pod_by_v4: old.pod_by_v4.clone(),
+            pod_by_v6: old.pod_by_v6.clone(),
+            frontends,
+            pools,
+            service_addrs,
+        }));
+        Ok(gone)
+    }
+
+    /// Replaces one pool's backends. Cost: O(this pool's backends) — the
+    /// pool's Maglev table is rebuilt, nothing else is touched. Backends
+    /// that left are returned so their flows can be reset; backends marked
+    /// terminating stay (their flows live on).
+    pub fn set_endpoints(
+        &self,
+        pool: PoolId,
+        backends: &[Backend],
+    ) -> Result<EndpointsChange, UpdateError> {
+        let snap = self.snapshot.load();
+        let p = snap.pools.get(&pool).ok_or(UpdateError::UnknownPool(pool))?;
+        let set = BackendSet::build(backends, self.config.maglev_min_ratio)?;
+        let old = p.swap_backends(set);
+        let now = p.backends();
+        let removed = old
+            .backends()
+            .iter()
+            .filter(|b| !now.backends().iter().any(|n| n.addr == b.addr))
+            .map(|b| b.addr)
+            .collect();
+        Ok(EndpointsChange { removed })
+    }
+
+    /// The backends of a pool, or `None` for an unknown pool.
+    pub fn endpoints(&self, pool: PoolId) -> Option<Vec<Backend>> {
+        let snap = self.snapshot.load();
+        snap.pools.get(&pool).map(|p| p.backends().backends().to_vec())
+    }
+
+    /// Removes the selected flows (and affinity / fragment records) and,
+    /// for each TCP flow, hands `emit` a RST for the side that is still
+    /// there, with the link to send it on, so no client is left hanging on
+    /// a connection to a backend that is gone. Runs on the control thread;
+    /// cost O(conntrack table).
+    pub fn reset_flows(
+        &self,
+        selector: FlowSelector<'_>,
+        emit: &mut dyn FnMut(Link, &[u8]),
+    ) -> ResetReport {
+        let matches = |f: &Flow| -> bool {
+            match selector {
+                FlowSelector::Backends(list) => {
+                    f.original().kind != EntryKind::Fragment
+                        && list.contains(&SocketAddr::new(f.reply().src, f.reply().src_port))
+                }
+                FlowSelector::Pool(id) => {
+                    f.original().kind != EntryKind::Fragment && f.tag() == id.0
+                }
+                FlowSelector::Client(addr) => f.original().src == addr,
+            }
+        };
+        let removed = self.conntrack.remove_where(|f| matches(f));
+        let snap = self.snapshot.load();
+        let mut report = ResetReport {
+            removed: removed.len(),
+            resets_sent: 0,
+        };
+        let mut buf = [0u8; 80];
+        for flow in &removed {
+            if flow.original.kind != EntryKind::Flow || flow.original.protocol != proto::TCP {
+                continue;
+            }
+            if matches!(flow.state, FlowState::Close | FlowState::TimeWait) {
+                continue;
+            }
+            // Tell the side that is still there: the client when the backend
+            // went, the backend when the client went.
+            let (to, seq, from) = match selector {
+                FlowSelector::Client(_) => (
+                    SocketAddr::new(flow.reply.src, flow.reply.src_port),
+                    flow.original_next_seq,
+                    SocketAddr::new(flow.reply.dst, flow.reply.dst_port),
+                ),
+                _ => (
+                    SocketAddr::new(flow.original.src, flow.original.src_port),
+                    flow.reply_next_seq,
+                    SocketAddr::new(flow.original.dst, flow.original.dst_port),
+                ),
+            };
+            let link = match snap.pod_at(to.ip()) {
+                Some(id) => Link::Pod(id),
+                None => Link::Host,
+            };
+            if let Some(n) = wire::write_tcp_rst_to(&mut buf, from, to, seq) {
+                emit(link, &buf[..n]);
+                report.resets_sent += 1;
+            }
+        }
+        report
+    }
+
+    /// Removes expired flows and records; returns how many. Call it
+    /// periodically from a control thread.
+    pub fn sweep(&self, now: Timestamp) -> usize {
+        self.conntrack.sweep(now)
+    }
+
+    /// Every tracked flow and record.
+    pub fn flows(&self) -> Vec<FlowSummary> {
+        self.conntrack.entries()
+    }
+
+    // ---- packet path ---------------------------------------------------
+
+    /// Processes one packet that arrived on `ingress`. The packet is
+    /// rewritten in place (or replaced by a generated answer); the verdict
+    /// says what to do with it. Never panics, never blocks, never allocates.
+    #[inline]
+    pub fn process(&self, now: Timestamp, pkt: &mut PacketBuf, ingress: Link) -> Verdict {
+        let v = self.process_inner(now, pkt, ingress);
+        self.counters.count(v);
+        v
+    }
+
+    fn process_inner(&self, now: Timestamp, pkt: &mut PacketBuf, ingress: Link) -> Verdict {
+        let info = match wire::parse(pkt.as_slice()) {
+            Ok(i) => i,
+            Err(_) => return Verdict::Drop(DropReason::Malformed),
+        };
+        // Link-layer padding beyond the IP length is not part of the packet.
+        pkt.set_len(info.packet_len);
+        let snap = self.snapshot.load();
+        if let Link::Pod(id) = ingress {
+            match snap.pod(id) {
+                Some(addrs) if addrs.owns(info.src) => {}
+                Some(_) => return Verdict::Drop(DropReason::Spoofed),
+                None => return Verdict::Drop(DropReason::UnknownPod),
+            }
+        }
+        match info.transport {
+            Transport::Tcp { .. } | Transport::Udp { .. } => {
+                self.flow_packet(now, pkt, &info, ingress, &snap)
+            }
+            Transport::IcmpError { .. } => self.icmp_error(now, pkt, &info, ingress, &snap),
+            Transport::IcmpEcho { .. } | Transport::Other => match info.fragment {
+                Fragment::Later { id } => self.later_fragment(pkt, &info, id, ingress, &snap),
+                _ => self.forward_plain(pkt, &info, ingress, &snap),
+            },
+        }
+    }
+
+    /// TCP and UDP: existing flow, new service flow, or plain forwarding.
+    #[inline]
+    fn flow_packet(
+        &self,
+        now: Timestamp,
+        pkt: &mut PacketBuf,
+        info: &PacketInfo,
+        ingress: Link,
+        snap: &Snapshot,
+    ) -> Verdict {
+        let key = flow_key(info);
+        let guard = epoch::pin();
+        let found = match self.conntrack.lookup(&key, &guard) {
+            Some(f) => Some((f.flow, f.direction)),
+            None => None,
+        };
+        let (flow, dir) = match found {
+            Some(f) => f,
+            None => {
+                let Some(pool) = snap.frontends.get(&Frontend {
+                    addr: info.dst,
+                    port: key.dst_port,
+                    protocol: info.protocol,
+                }) else {
+                    return self.forward_plain(pkt, info, ingress, snap);
+                };
+                match self.new_service_flow(now, pkt, info, &key, pool, &guard) {
+                    Ok(f) => (f, Direction::Original),
+                    Err(v) => return v,
+                }
+            }
+        };
+        if !wire::decrement_ttl(pkt.as_mut_slice(), info) {
+            return self.time_exceeded(pkt, info);
+        }
+        flow.touch(now);
+        if let Transport::Tcp {
+            seq, flags, ..
+        } = info.transport
+        {
+            flow.track_tcp(dir, flags, seq, tcp_segment_len(pkt.as_slice(), info));
+        } else {
+            flow.track_datagram(dir);
+        }
+        let t = translation(flow, dir);
+        wire::rewrite(pkt.as_mut_slice(), info, &t.endpoints);
+        if let Fragment::First { id } = info.fragment {
+            self.remember_fragment(now, info, id, &t.endpoints, &guard);
+        }
+        Verdict::Forward(route(snap, t.endpoints.dst))
+    }
+
+    /// Creates the flow of a packet addressed to a service frontend, or
+    /// answers it when it cannot be served.
+    fn new_service_flow<'g>(
+        &self,
+        now: Timestamp,
+        pkt: &mut PacketBuf,
+        info: &PacketInfo,
+        key: &FlowKey,
+        pool: &ServicePool,
+        guard: &'g epoch::Guard,
+    ) -> Result<&'g Flow, Verdict> {
+        if let Transport::Tcp { flags, .. } = info.transport {
+            // Only a SYN opens a connection; anything else (e.g. a segment
+            // of a connection from before a restart) gets a RST at once.
+            if !flags.contains(TcpFlags::SYN) || flags.contains(TcpFlags::ACK) {
+                return Err(self.reject(pkt, info, DropReason::NoEndpoints));
+            }
+        }
+        let backends = pool.backends();
+        let backend = match pool.affinity_timeout() {
+            Some(timeout) => self.choose_with_affinity(now, info, key, pool, &backends, timeout, guard),
+            None => backends.choose(self.choice_hasher.hash(key)),
+        };
+        let Some(backend) = backend else {
+            return Err(self.reject(pkt, info, DropReason::NoEndpoints));
+        };
+        // Hairpin: a pod reaching itself through its own service. Its kernel
+        // would drop a packet from its own address to itself, so the source
+        // becomes the frontend address.
+        let client = if backend.ip() == info.src { info.dst } else { info.src };
+        let reply = FlowKey {
+            src: backend.ip(),
+            dst: client,
+            src_port: backend.port(),
+            dst_port: key.src_port,
+            protocol: key.protocol,
+            kind: EntryKind::Flow,
+        };
+        let state = if info.protocol == proto::TCP {
+            FlowState::SynSent
+        } else {
+            FlowState::Unreplied
+        };
+        let entry = NewEntry {
+            original: *key,
+            reply,
+            hook_reply: true,
+            state,
+            record_timeout: std::time::Duration::ZERO,
+            tag: pool.id().0,
+        };
+        match self.conntrack.insert(entry, now, guard) {
+            Ok(found) => Ok(found.flow),
+            Err(InsertError::TableFull { .. }) => Err(Verdict::Drop(DropReason::ConntrackFull)),
+            Err(InsertError::ReplyClash) => Err(Verdict::Drop(DropReason::ReplyClash)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn choose_with_affinity(
+        &self,
+        now: Timestamp,
+        info: &PacketInfo,
+        key: &FlowKey,
+        pool: &ServicePool,
+        backends: &BackendSet,
+        timeout: std::time::Duration,
+        guard: &epoch::Guard,
+    ) -> Option<SocketAddr> {
+        let record_key = FlowKey {
+            src: info.src,
+            dst: info.dst,
+            src_port: 0,
+            dst_port: key.dst_port,
+            protocol: key.protocol,
+            kind: EntryKind::Affinity,
+        };
+        if let Some(found) = self.conntrack.lookup(&record_key, guard) {
+            let r = found.flow.reply();
+            let pinned = SocketAddr::new(r.src, r.src_port);
+            if backends.is_eligible(pinned) {
+                found.flow.touch(now);
+                return Some(pinned);
+            }
+        }
+        let chosen = backends.choose(self.choice_hasher.hash_addr(info.src))?;
+        let record = NewEntry {
+            original: record_key,
+            reply: FlowKey {
+                src: chosen.ip(),
+                src_port: chosen.port(),
+                ..record_key
+            },
+            hook_reply: false,
+            state: FlowState::Record,
+            record_timeout: timeout,
+            tag: pool.id().0,
+        };
+        // A full table or a racing insert only costs stickiness for this
+        // flow; the Maglev choice by client address is sticky anyway while
+        // the backend set is unchanged.
+        if let Ok(found) = self.conntrack.insert(record, now, guard) {
+            let r = found.flow.reply();
+            let pinned = SocketAddr::new(r.src, r.src_port);
+            if backends.is_eligible(pinned) {
+                return Some(pinned);
+            }
+        }
+        Some(chosen)
+    }
+
+    /// Records the translation of a first fragment so later fragments of
+    /// the same datagram (which carry no ports) get the same addresses.
+    fn remember_fragment(
+        &self,
+        now: Timestamp,
+        info: &PacketInfo,
+        id: u32,
+        new: &Endpoints,
+        guard: &epoch::Guard,
+    ) {
+        let original = fragment_key(info, id);
+        let record = NewEntry {
+            original,
+            reply: FlowKey {
+                src: new.src,
+                dst: new.dst,
+                ..original
+            },
+            hook_reply: false,
+            state: FlowState::Record,
+            record_timeout: self.config.conntrack.timeouts.fragment,
+            tag: 0,
+        };
+        // When the table is full the later fragments are dropped and
+        // counted (FragmentWithoutFlow); the sender retransmits.
+        let _ = self.conntrack.insert(record, now, guard);
+    }
+
+    fn later_fragment(
+        &self,
+        pkt: &mut PacketBuf,
+        info: &PacketInfo,
+        id: u32,
+        ingress: Link,
+        snap: &Snapshot,
+    ) -> Verdict {
+        let guard = epoch::pin();
+        let key = fragment_key(info, id);
+        let Some(found) = self.conntrack.lookup(&key, &guard) else {
+            if is_service_addr(&self.config.network, snap, info.dst) {
+                return Verdict::Drop(DropReason::FragmentWithoutFlow);
+            }
+            return self.forward_plain(pkt, info, ingress, snap);
+        };
+        if !wire::decrement_ttl(pkt.as_mut_slice(), info) {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let r = found.flow.reply();
+        let new = Endpoints {
+            src: r.src,
+            src_port: 0,
+            dst: r.dst,
+            dst_port: 0,
+        };
+        wire::rewrite(pkt.as_mut_slice(), info, &new);
+        Verdict::Forward(route(snap, new.dst))
+    }
+
+    /// An ICMP error about a translated flow is translated too (outer and
+    /// embedded headers), or path MTU discovery breaks through services.
+    fn icmp_error(
+        &self,
+        _now: Timestamp,
+        pkt: &mut PacketBuf,
+        info: &PacketInfo,
+        ingress: Link,
+        snap: &Snapshot,
+    ) -> Verdict {
+        let Ok(inner) = wire::parse_inner(pkt.as_slice(), info) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        // The embedded packet travelled the other way; its reversed tuple
+        // is a key of the flow in the direction this error travels.
+        let key = FlowKey {
+            src: inner.dst,
+            dst: inner.src,
+            src_port: inner.dst_port,
+            dst_port: inner.src_port,
+            protocol: inner.protocol,
+            kind: EntryKind::Flow,
+        };
+        let guard = epoch::pin();
+        let Some(found) = self.conntrack.lookup(&key, &guard) else {
+            return self.forward_plain(pkt, info, ingress, snap);
+        };
+        if !wire::decrement_ttl(pkt.as_mut_slice(), info) {
+            // Never an ICMP error about an ICMP error.
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let other = found.flow.key(match found.direction {
+            Direction::Original => Direction::Reply,
+            Direction::Reply => Direction::Original,
+        });
+        let inner_new = Endpoints {
+            src: other.src,
+            src_port: other.src_port,
+            dst: other.dst,
+            dst_port: other.dst_port,
+        };
+        let outer_dst = other.src;
+        // Rewrite the error's source only when the endpoint itself sent it;
+        // an error from a router on the way keeps that router's address.
+        let outer_src = if info.src == inner.dst { other.dst } else { info.src };
+        wire::rewrite_icmp_error(pkt.as_mut_slice(), info, &inner, outer_src, outer_dst, &inner_new);
+        Verdict::Forward(route(snap, outer_dst))
+    }
+
+    /// Forwarding without translation: pod to pod, pod to host, host to pod.
+    fn forward_plain(
+        &self,
+        pkt: &mut PacketBuf,
+        info: &PacketInfo,
+        ingress: Link,
+        snap: &Snapshot,
+    ) -> Verdict {
+        if is_service_addr(&self.config.network, snap, info.dst) {
+            return self.reject(pkt, info, DropReason::NoService);
+        }
+        let out = match snap.pod_at(info.dst) {
+            Some(id) => Link::Pod(id),
+            None => {
+                if self.config.network.pod_subnets.iter().any(|n| n.contains(&info.dst)) {
+                    // A pod address with no pod: as a router with no
+                    // neighbour would, say so.
+                    return self.icmp_reply(pkt, info, IcmpErrorKind::HostUnreachable, DropReason::NoRoute);
+                }
+                Link::Host
+            }
+        };
+        if out == ingress {
+            return Verdict::Drop(DropReason::NoRoute);
+        }
+        if !wire::decrement_ttl(pkt.as_mut_slice(), info) {
+            return self.time_exceeded(pkt, info);
+        }
+        Verdict::Forward(out)
+    }
+
+    /// Refuses a packet the way kube-proxy's REJECT does: TCP RST, or ICMP
+    /// port unreachable from the address the packet was sent to.
+    fn reject(&self, pkt: &mut PacketBuf, info: &PacketInfo, otherwise: DropReason) -> Verdict {
+        if let Transport::Tcp { .. } = info.transport {
+            return match wire::write_tcp_reset(pkt.buffer_mut(), info) {
+                Some(n) => {
+                    pkt.set_len(n);
+                    Verdict::Reply
+                }
+                None => Verdict::Drop(otherwise),
+            };
+        }
+        match wire::write_icmp_error(pkt.buffer_mut(), info, info.dst, IcmpErrorKind::PortUnreachable) {
+            Some(n) => {
+                pkt.set_len(n);
+                Verdict::Reply
+            }
+            None => Verdict::Drop(otherwise),
+        }
+    }
+
+    fn time_exceeded(&self, pkt: &mut PacketBuf, info: &PacketInfo) -> Verdict {
+        self.icmp_reply(pkt, info, IcmpErrorKind::TimeExceeded, DropReason::TtlExceeded)
+    }
+
+    fn icmp_reply(
+        &self,
+        pkt: &mut PacketBuf,
+        info: &PacketInfo,
+        kind: IcmpErrorKind,
+        otherwise: DropReason,
+    ) -> Verdict {
+        let src = match info.src {
+            IpAddr::V4(_) => IpAddr::V4(self.config.network.gateway_v4),
+            IpAddr::V6(_) => match self.config.network.gateway_v6 {
+                Some(g) => IpAddr::V6(g),
+                None => return Verdict::Drop(otherwise),
+            },
+        };
+        match wire::write_icmp_error(pkt.buffer_mut(), info, src, kind) {
+            Some(n) => {
+                pkt.set_len(n);
+                Verdict::Reply
+            }
+            None => Verdict::Drop(otherwise),
+        }
+    }
+}
+
+/// The conntrack key of a TCP/UDP packet as it travels.
+#[inline]
+fn flow_key(info: &PacketInfo) -> FlowKey {
+    let (src_port, dst_port) = match info.transport {
+        Transport::Tcp {
+            src_port, dst_port, ..
+        }
+        | Transport::Udp { src_port, dst_port } => (src_port, dst_port),
+        _ => (0, 0),
+    };
+    FlowKey {
+        src: info.src,
+        dst: info.dst,
+        src_port,
+        dst_port,
+        protocol: info.protocol,
+        kind: EntryKind::Flow,
+    }
+}
+
+#[inline]
+fn fragment_key(info: &PacketInfo, id: u32) -> FlowKey {
+    FlowKey {
+        src: info.src,
+        dst: info.dst,
+        src_port: (id >> 16) as u16,
+        dst_port: id as u16,
+        protocol: info.protocol,
+        kind: EntryKind::Fragment,
+    }
+}
+
+/// How a packet of `flow` travelling `dir` is rewritten: it leaves looking
+/// like the reverse of the other direction's key.
+#[inline]
+fn translation(flow: &Flow, dir: Direction) -> Translated {
+    let other = match dir {
+        Direction::Original => flow.reply(),
+        Direction::Reply => flow.original(),
+    };
+    Translated {
+        endpoints: Endpoints {
+            src: other.dst,
+            src_port: other.dst_port,
+            dst: other.src,
+            dst_port: other.src_port,
+        },
+    }
+}
+
+#[inline]
+fn route(snap: &Snapshot, dst: IpAddr) -> Link {
+    match snap.pod_at(dst) {
+        Some(id) => Link::Pod(id),
+        None => Link::Host,
+    }
+}
+
+fn is_service_addr(net: &NodeNetwork, snap: &Snapshot, addr: IpAddr) -> bool {
+    snap.service_addrs.contains_key(&addr) || net.service_cidrs.iter().any(|n| n.contains(&addr))
+}
+
+/// Sequence space a TCP segment occupies: payload plus one for SYN and FIN.
+#[inline]
+fn tcp_segment_len(packet: &[u8], info: &PacketInfo) -> u32 {
+    let Transport::Tcp { flags, .. } = info.transport else {
+        return 0;
+    };
+    let header = packet
+        .get(info.l4_offset + 12)
+        .map_or(20, |b| usize::from(b >> 4) * 4);
+    let payload = info.packet_len.saturating_sub(info.l4_offset + header) as u32;
+    payload + u32::from(flags.contains(TcpFlags::SYN)) + u32::from(flags.contains(TcpFlags::FIN))
+}
+
+#[cfg(test)]
+mod tests;
