@@ -889,20 +889,24 @@ fn summary(f: &Flow) -> FlowSummary {
 impl Drop for ConnTrack {
     fn drop(&mut self) {
         // SAFETY: `&mut self` means no worker can still be reading the
-        // table, so entries can be freed at once, each exactly once (from
-        // its original hook).
+        // table. Entries are collected first (each once, from its original
+        // hook) and freed after the walk, because a flow's reply hook may
+        // sit later in the walk than its original hook.
         unsafe {
             let guard = epoch::unprotected();
+            let mut all = Vec::with_capacity(self.len());
             for bucket in self.buckets.iter() {
                 let mut cur = bucket.load(Ordering::Relaxed, guard);
                 while let Some(f) = cur.as_ref() {
                     let dir = Direction::from_tag(cur.tag());
-                    let next = f.next[dir.tag()].load(Ordering::Relaxed, guard);
                     if dir == Direction::Original {
-                        drop(cur.with_tag(0).into_owned());
+                        all.push(cur.with_tag(0));
                     }
-                    cur = next;
+                    cur = f.next[dir.tag()].load(Ordering::Relaxed, guard);
                 }
+            }
+            for flow in all {
+                drop(flow.into_owned());
             }
         }
     }
