@@ -77,7 +77,8 @@
 //! default stays at 100, as the service table's design asks; existing flows
 //! are pinned by connection tracking, so disruption only moves new flows.
 //!
-//! Building the 1,000-backend table (131,071 slots) takes 3.1 ms (median) on
+//! Building the 1,000-backend table (131,071 slots) takes 3.1 to 3.6 ms (median,
+//! varying with the load from other builds) on
 //! this 2-core machine (`cargo bench --bench maglev`, id `maglev/build_1000`);
 //! a lookup takes about 1 ns.
 
