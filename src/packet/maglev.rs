@@ -31,10 +31,10 @@
 //! * **Ladder sizes.** [`MaglevTable::size_for`] picks the smallest prime of a
 //!   fixed ladder ([`SIZE_LADDER`], roughly doubling) that holds `backends *
 //!   min_ratio`, not the next prime above it. A backend coming or going then
-//!   almost never changes the size, and a size change remaps nearly every slot.
-//!   Crossing a rung remaps everything; [`MaglevTable::size_for_update`] keeps the
-//!   current size while it still fits, so a service that hovers at a rung
-//!   boundary does not flap.
+//!   rarely changes the size, which matters because a size change remaps
+//!   nearly every slot. [`MaglevTable::size_for_update`] keeps the current size
+//!   while it still fits, so a service whose backend count hovers at a rung
+//!   boundary does not change size back and forth.
 //! * **`u16` slots.** A slot stores the backend's index, so a table costs 2 bytes
 //!   per slot: at the default ratio of 100, 100 backends take 16,381 slots
 //!   (32 KiB) and 1,000 backends 131,071 slots (256 KiB); a 10-endpoint service
@@ -55,15 +55,32 @@
 //! for 100 backends in 16,381 slots).
 //!
 //! Maglev trades a little disruption for that balance: when a backend leaves,
-//! some slots that were not on it move too. Over 100 backends at the default
-//! ratio (16,381 slots), removing any one backend moves at most
-//! MEASURED_REMOVE_MAX of the other slots (mean MEASURED_REMOVE_MEAN) and adding one moves at
-//! most MEASURED_ADD_MAX (mean MEASURED_ADD_MEAN); the test `disruption_100_backends` pins
-//! the 2% bound. Existing flows are pinned by connection tracking, so this only
-//! moves new flows.
+//! some slots that were not on it move too, because the other backends' turns
+//! fall differently. Measured over every single-backend removal (slots that
+//! were on the removed backend not counted):
 //!
-//! Building the 1,000-backend table (131,071 slots) takes MEASURED_BUILD on
-//! this machine (`cargo bench --bench maglev`, id `maglev/build_1000`).
+//! | backends | slots (ratio) | worst | mean |
+//! |---|---|---|---|
+//! | 100 | 16,381 (164) | 1.52% | 1.39% |
+//! | 100, one added | 16,381 (164) | 1.49% | 1.38% |
+//! | 81 | 8,191 (101) | 2.05% | 1.80% |
+//! | 160 | 16,381 (102) | 1.89% | 1.76% |
+//! | 1,000 | 131,071 (131) | 0.56% | 0.55% |
+//!
+//! Disruption falls as the ratio grows and is worst for small services. Over
+//! every service of 2 to 200 backends, the worst removal moves 3.30% of the
+//! other slots at `min_ratio` 100 (20 backends in 2,039 slots), 2.21% at 200
+//! and 1.63% at 400 (the ignored test `disruption_survey` measures this). So the
+//! 2% bound holds for 100 backends at the default ratio of 100 (the test
+//! `disruption_100_backends` pins it), but a guarantee for every service size
+//! needs a ratio of about 400, four times the memory and build time. The
+//! default stays at 100, as the service table's design asks; existing flows
+//! are pinned by connection tracking, so disruption only moves new flows.
+//!
+//! Building the 1,000-backend table (131,071 slots) takes 3.1 to 3.6 ms (median,
+//! varying with the load from other builds) on
+//! this 2-core machine (`cargo bench --bench maglev`, id `maglev/build_1000`);
+//! a lookup takes about 1 ns.
 
 use std::net::SocketAddr;
 
@@ -733,6 +750,36 @@ mod tests {
             for hash in hashes.into_iter().chain([0, u64::MAX, u64::from(size)]) {
                 prop_assert!(table.lookup(hash) < n);
             }
+        }
+    }
+
+    /// How the worst single-removal disruption depends on the ratio, over
+    /// services of 2 to 200 backends (about two minutes in release):
+    /// `cargo test --release --lib maglev::tests::disruption_survey -- --ignored --nocapture`
+    #[test]
+    #[ignore = "survey for choosing the ratio; slow"]
+    fn disruption_survey() {
+        for ratio in [100u32, 200, 400] {
+            let (mut worst_all, mut worst_n) = (0f64, 0);
+            for n in 2u32..=200 {
+                let backends = pods(n);
+                let size = MaglevTable::size_for(n as usize, ratio).unwrap();
+                let table = MaglevTable::build(&backends, size).unwrap();
+                let before = slot_addrs(&table, &backends);
+                for removed in 0..n as usize {
+                    let mut fewer = backends.clone();
+                    let gone = fewer.remove(removed);
+                    let after = slot_addrs(&MaglevTable::build(&fewer, size).unwrap(), &fewer);
+                    let moved = moved_fraction(&before, &after, gone);
+                    if moved > worst_all {
+                        (worst_all, worst_n) = (moved, n);
+                    }
+                }
+            }
+            println!(
+                "ratio {ratio}: worst removal moves {:.2}% (at {worst_n} backends)",
+                worst_all * 100.0
+            );
         }
     }
 }
