@@ -520,7 +520,9 @@ fn next_tcp_state(cur: u8, dir: Direction, flags: TcpFlags) -> u8 {
 pub enum InsertError {
     /// The table holds its configured maximum number of entries; raise
     /// `max_entries` or shorten timeouts.
-    #[error("connection tracking table is full ({max} entries); raise the limit or shorten timeouts")]
+    #[error(
+        "connection tracking table is full ({max} entries); raise the limit or shorten timeouts"
+    )]
     TableFull {
         /// The configured maximum.
         max: usize,
@@ -671,7 +673,12 @@ impl ConnTrack {
 
     /// Adds an entry, or returns the entry already there for the same
     /// original key (another worker raced us to it).
-    pub fn insert<'g>(&self, new: NewEntry, now: Timestamp, guard: &'g Guard) -> Result<Found<'g>, InsertError> {
+    pub fn insert<'g>(
+        &self,
+        new: NewEntry,
+        now: Timestamp,
+        guard: &'g Guard,
+    ) -> Result<Found<'g>, InsertError> {
         if new.hook_reply {
             if let Some(existing) = self.lookup(&new.reply, guard) {
                 // The same flow seen from its reply side means it exists.
@@ -728,7 +735,12 @@ impl ConnTrack {
 
     /// Pushes one hook of `flow` at the head of its bucket, unless an entry
     /// with the same key appeared there first.
-    fn link<'g>(&self, flow: Shared<'g, Flow>, dir: Direction, guard: &'g Guard) -> Result<(), Found<'g>> {
+    fn link<'g>(
+        &self,
+        flow: Shared<'g, Flow>,
+        dir: Direction,
+        guard: &'g Guard,
+    ) -> Result<(), Found<'g>> {
         let flow_ref = deref_in_epoch(flow).expect("non-null");
         let key = *flow_ref.key(dir);
         let bucket = self.bucket(&key);

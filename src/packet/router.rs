@@ -25,8 +25,8 @@ use ipnet::IpNet;
 use parking_lot::Mutex;
 
 use super::conntrack::{
-    proto, ConnTrack, ConnTrackConfig, Direction, EntryKind, Flow, FlowHasher, FlowKey,
-    FlowState, FlowSummary, InsertError, NewEntry,
+    proto, ConnTrack, ConnTrackConfig, Direction, EntryKind, Flow, FlowHasher, FlowKey, FlowState,
+    FlowSummary, InsertError, NewEntry,
 };
 use super::maglev::MaglevError;
 use super::service::{Backend, BackendSet, Frontend, PoolId, PoolSpec, ServicePool};
@@ -420,7 +420,12 @@ impl Counters {
     }
 
     fn read(&self) -> RouterStats {
-        let sum = |i: usize| self.stripes.iter().map(|s| s[i].load(Ordering::Relaxed)).sum();
+        let sum = |i: usize| {
+            self.stripes
+                .iter()
+                .map(|s| s[i].load(Ordering::Relaxed))
+                .sum()
+        };
         let mut st = RouterStats {
             forwarded_to_pod: sum(0),
             forwarded_to_host: sum(1),
@@ -489,7 +494,11 @@ impl Router {
         let old = self.snapshot.load_full();
         let mut by_v4: HashMap<Ipv4Addr, PodId, ahash::RandomState> = HashMap::default();
         let mut by_v6: HashMap<Ipv6Addr, PodId, ahash::RandomState> = HashMap::default();
-        let max = pods.iter().map(|(id, _)| id.0 as usize + 1).max().unwrap_or(0);
+        let max = pods
+            .iter()
+            .map(|(id, _)| id.0 as usize + 1)
+            .max()
+            .unwrap_or(0);
         let mut table = vec![None; max];
         for &(id, addrs) in pods {
             if let Some(a) = addrs.v4 {
@@ -536,8 +545,9 @@ impl Router {
         let mut service_addrs: HashMap<IpAddr, (), ahash::RandomState> = HashMap::default();
         for spec in specs {
             let pool = match old.pools.get(&spec.id) {
-                Some(p) if p.frontends() == spec.frontends.as_slice()
-                    && p.affinity_timeout() == spec.session_affinity =>
+                Some(p)
+                    if p.frontends() == spec.frontends.as_slice()
+                        && p.affinity_timeout() == spec.session_affinity =>
                 {
                     p.clone()
                 }
@@ -585,8 +595,12 @@ impl Router {
         backends: &[Backend],
     ) -> Result<EndpointsChange, UpdateError> {
         let snap = self.snapshot.load();
-        let p = snap.pools.get(&pool).ok_or(UpdateError::UnknownPool(pool))?;
-        let set = BackendSet::build(backends, self.config.maglev_min_ratio)?;
+        let p = snap
+            .pools
+            .get(&pool)
+            .ok_or(UpdateError::UnknownPool(pool))?;
+        let current = p.backends().table_size();
+        let set = BackendSet::build(backends, self.config.maglev_min_ratio, current)?;
         let old = p.swap_backends(set);
         let now = p.backends();
         let removed = old
@@ -601,7 +615,9 @@ impl Router {
     /// The backends of a pool, or `None` for an unknown pool.
     pub fn endpoints(&self, pool: PoolId) -> Option<Vec<Backend>> {
         let snap = self.snapshot.load();
-        snap.pools.get(&pool).map(|p| p.backends().backends().to_vec())
+        snap.pools
+            .get(&pool)
+            .map(|p| p.backends().backends().to_vec())
     }
 
     /// Removes the selected flows (and affinity / fragment records) and,
@@ -752,10 +768,7 @@ impl Router {
             return self.time_exceeded(pkt, info);
         }
         flow.touch(now);
-        if let Transport::Tcp {
-            seq, flags, ..
-        } = info.transport
-        {
+        if let Transport::Tcp { seq, flags, .. } = info.transport {
             flow.track_tcp(dir, flags, seq, tcp_segment_len(pkt.as_slice(), info));
         } else {
             flow.track_datagram(dir);
@@ -788,7 +801,9 @@ impl Router {
         }
         let backends = pool.backends();
         let backend = match pool.affinity_timeout() {
-            Some(timeout) => self.choose_with_affinity(now, info, key, pool, &backends, timeout, guard),
+            Some(timeout) => {
+                self.choose_with_affinity(now, info, key, pool, &backends, timeout, guard)
+            }
             None => backends.choose(self.choice_hasher.hash(key)),
         };
         let Some(backend) = backend else {
@@ -797,7 +812,11 @@ impl Router {
         // Hairpin: a pod reaching itself through its own service. Its kernel
         // would drop a packet from its own address to itself, so the source
         // becomes the frontend address.
-        let client = if backend.ip() == info.src { info.dst } else { info.src };
+        let client = if backend.ip() == info.src {
+            info.dst
+        } else {
+            info.src
+        };
         let reply = FlowKey {
             src: backend.ip(),
             dst: client,
@@ -981,8 +1000,19 @@ impl Router {
         let outer_dst = other.src;
         // Rewrite the error's source only when the endpoint itself sent it;
         // an error from a router on the way keeps that router's address.
-        let outer_src = if info.src == inner.dst { other.dst } else { info.src };
-        wire::rewrite_icmp_error(pkt.as_mut_slice(), info, &inner, outer_src, outer_dst, &inner_new);
+        let outer_src = if info.src == inner.dst {
+            other.dst
+        } else {
+            info.src
+        };
+        wire::rewrite_icmp_error(
+            pkt.as_mut_slice(),
+            info,
+            &inner,
+            outer_src,
+            outer_dst,
+            &inner_new,
+        );
         Verdict::Forward(route(snap, outer_dst))
     }
 
@@ -1000,10 +1030,21 @@ impl Router {
         let out = match snap.pod_at(info.dst) {
             Some(id) => Link::Pod(id),
             None => {
-                if self.config.network.pod_subnets.iter().any(|n| n.contains(&info.dst)) {
+                if self
+                    .config
+                    .network
+                    .pod_subnets
+                    .iter()
+                    .any(|n| n.contains(&info.dst))
+                {
                     // A pod address with no pod: as a router with no
                     // neighbour would, say so.
-                    return self.icmp_reply(pkt, info, IcmpErrorKind::HostUnreachable, DropReason::NoRoute);
+                    return self.icmp_reply(
+                        pkt,
+                        info,
+                        IcmpErrorKind::HostUnreachable,
+                        DropReason::NoRoute,
+                    );
                 }
                 Link::Host
             }
@@ -1029,7 +1070,12 @@ impl Router {
                 None => Verdict::Drop(otherwise),
             };
         }
-        match wire::write_icmp_error(pkt.buffer_mut(), info, info.dst, IcmpErrorKind::PortUnreachable) {
+        match wire::write_icmp_error(
+            pkt.buffer_mut(),
+            info,
+            info.dst,
+            IcmpErrorKind::PortUnreachable,
+        ) {
             Some(n) => {
                 pkt.set_len(n);
                 Verdict::Reply
@@ -1039,7 +1085,12 @@ impl Router {
     }
 
     fn time_exceeded(&self, pkt: &mut PacketBuf, info: &PacketInfo) -> Verdict {
-        self.icmp_reply(pkt, info, IcmpErrorKind::TimeExceeded, DropReason::TtlExceeded)
+        self.icmp_reply(
+            pkt,
+            info,
+            IcmpErrorKind::TimeExceeded,
+            DropReason::TtlExceeded,
+        )
     }
 
     fn icmp_reply(
@@ -1181,7 +1232,10 @@ fn write_reset(buf: &mut [u8; 60], from: SocketAddr, to: SocketAddr, seq: u32) -
     t[4..8].copy_from_slice(&seq.to_be_bytes());
     t[12] = 5 << 4;
     t[13] = TcpFlags::RST.0;
-    let sum = checksum::sum(t, checksum::pseudo_header(from.ip(), to.ip(), proto::TCP, 20));
+    let sum = checksum::sum(
+        t,
+        checksum::pseudo_header(from.ip(), to.ip(), proto::TCP, 20),
+    );
     let c = checksum::finish(sum);
     t[16..18].copy_from_slice(&c.to_be_bytes());
     Some(ip_len + 20)

@@ -78,8 +78,14 @@ impl BackendSet {
     }
 
     /// Builds the set and its Maglev table (`min_ratio` table slots per
-    /// eligible backend at least).
-    pub fn build(backends: &[Backend], min_ratio: u32) -> Result<BackendSet, MaglevError> {
+    /// eligible backend at least). `current_size` is the table size of the
+    /// set this one replaces (0 for none): it is kept while it still fits,
+    /// because a size change remaps nearly every flow.
+    pub fn build(
+        backends: &[Backend],
+        min_ratio: u32,
+        current_size: u32,
+    ) -> Result<BackendSet, MaglevError> {
         let mut all: Vec<Backend> = backends.to_vec();
         // Order does not matter to Maglev, but a canonical order makes
         // equal sets compare equal and duplicates easy to drop.
@@ -98,7 +104,11 @@ impl BackendSet {
         let maglev = if eligible.is_empty() {
             None
         } else {
-            let size = MaglevTable::size_for(eligible.len(), min_ratio)?;
+            let size = if current_size == 0 {
+                MaglevTable::size_for(eligible.len(), min_ratio)?
+            } else {
+                MaglevTable::size_for_update(current_size, eligible.len(), min_ratio)?
+            };
             Some(MaglevTable::build(&eligible, size)?)
         };
         Ok(BackendSet {
@@ -207,26 +217,29 @@ mod tests {
 
     #[test]
     fn terminating_backends_get_new_flows_only_when_all_are_terminating() {
-        let set = BackendSet::build(&[be(2, false), be(3, true)], 100).unwrap();
+        let set = BackendSet::build(&[be(2, false), be(3, true)], 100, 0).unwrap();
         assert_eq!(set.eligible(), &[be(2, false).addr]);
         for h in 0..1000u64 {
-            assert_eq!(set.choose(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)), Some(be(2, false).addr));
+            assert_eq!(
+                set.choose(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                Some(be(2, false).addr)
+            );
         }
-        let set = BackendSet::build(&[be(2, true), be(3, true)], 100).unwrap();
+        let set = BackendSet::build(&[be(2, true), be(3, true)], 100, 0).unwrap();
         assert_eq!(set.eligible().len(), 2);
         assert_eq!(set.backends().len(), 2);
     }
 
     #[test]
     fn empty_set_chooses_nothing() {
-        let set = BackendSet::build(&[], 100).unwrap();
+        let set = BackendSet::build(&[], 100, 0).unwrap();
         assert_eq!(set.choose(42), None);
         assert_eq!(set.table_size(), 0);
     }
 
     #[test]
     fn duplicate_backends_are_merged() {
-        let set = BackendSet::build(&[be(2, false), be(2, false), be(3, false)], 100).unwrap();
+        let set = BackendSet::build(&[be(2, false), be(2, false), be(3, false)], 100, 0).unwrap();
         assert_eq!(set.backends().len(), 2);
     }
 }

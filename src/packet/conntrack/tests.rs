@@ -115,7 +115,12 @@ fn sweep_expires_by_state_with_linux_default_timeouts() {
     let g = epoch::pin();
     let syn = ct.insert(entry(1, 1, 9), T0, &g).unwrap().flow;
     let est = ct.insert(entry(2, 2, 9), T0, &g).unwrap().flow;
-    est.track_tcp(Direction::Reply, TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0), 0, 1);
+    est.track_tcp(
+        Direction::Reply,
+        TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0),
+        0,
+        1,
+    );
     est.track_tcp(Direction::Original, TcpFlags::ACK, 1, 0);
     assert_eq!(syn.state(), FlowState::SynSent);
     assert_eq!(est.state(), FlowState::Established);
@@ -232,7 +237,8 @@ fn remove_where_unhooks_both_directions() {
     let ct = table(4096);
     let g = epoch::pin();
     for p in 0..1000u16 {
-        ct.insert(entry((p % 7) as u8 + 1, p, (p % 3) as u8 + 20), T0, &g).unwrap();
+        ct.insert(entry((p % 7) as u8 + 1, p, (p % 3) as u8 + 20), T0, &g)
+            .unwrap();
     }
     let removed = ct.remove_where(|f| f.reply().src == v4(20));
     assert_eq!(removed.len(), 334);
@@ -319,7 +325,10 @@ fn racing_inserts_of_one_flow_create_one_entry() {
                 })
             })
             .collect();
-        let a = handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>();
+        let a = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>();
         assert_eq!(a[0], a[1]);
         assert_eq!(ct.len(), 1);
     }
@@ -334,5 +343,8 @@ fn flow_key_hash_spreads_ports() {
         buckets[(h.hash(&e.original) % 64) as usize] += 1;
     }
     // Roughly uniform: every bucket within 40% of the mean of 100.
-    assert!(buckets.iter().all(|&b| (60..=140).contains(&b)), "{buckets:?}");
+    assert!(
+        buckets.iter().all(|&b| (60..=140).contains(&b)),
+        "{buckets:?}"
+    );
 }

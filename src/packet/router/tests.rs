@@ -1,6 +1,6 @@
 //! Router behaviour on packets built and checked with smoltcp's wire types.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -55,13 +55,27 @@ fn spec(id: u32, protocol: u8, affinity: Option<Duration>) -> PoolSpec {
 /// Pods: client 10.244.0.5, web-1 .6, web-2 .7; one TCP and one UDP service
 /// on 10.96.0.10:80 backed by the web pods' port 8080.
 fn router() -> Router {
-    let r = Router::new(RouterConfig::default());
+    let r = Router::new(small_config());
     r.set_pods(&[(CLIENT, pod(5)), (WEB1, pod(6)), (WEB2, pod(7))])
         .unwrap();
-    r.set_services(&[spec(1, 6, None), spec(2, 17, None)]).unwrap();
-    r.set_endpoints(PoolId(1), &[backend(6), backend(7)]).unwrap();
-    r.set_endpoints(PoolId(2), &[backend(6), backend(7)]).unwrap();
+    r.set_services(&[spec(1, 6, None), spec(2, 17, None)])
+        .unwrap();
+    r.set_endpoints(PoolId(1), &[backend(6), backend(7)])
+        .unwrap();
+    r.set_endpoints(PoolId(2), &[backend(6), backend(7)])
+        .unwrap();
     r
+}
+
+/// A small conntrack table: property tests build thousands of routers.
+fn small_config() -> RouterConfig {
+    RouterConfig {
+        conntrack: ConnTrackConfig {
+            max_entries: 1024,
+            ..ConnTrackConfig::default()
+        },
+        ..RouterConfig::default()
+    }
 }
 
 struct Tcp {
@@ -155,7 +169,10 @@ fn tcp_of(b: &PacketBuf) -> ((Ipv4Addr, u16), (Ipv4Addr, u16), TcpControl, u32, 
     let ipr = Ipv4Repr::parse(&p, &ChecksumCapabilities::default()).unwrap();
     let t = TcpPacket::new_checked(p.payload()).unwrap();
     assert!(
-        t.verify_checksum(&IpAddress::Ipv4(ipr.src_addr), &IpAddress::Ipv4(ipr.dst_addr)),
+        t.verify_checksum(
+            &IpAddress::Ipv4(ipr.src_addr),
+            &IpAddress::Ipv4(ipr.dst_addr)
+        ),
         "TCP checksum"
     );
     let control = if t.rst() {
@@ -265,7 +282,10 @@ fn a_service_without_endpoints_answers_rst_for_tcp_and_port_unreachable_for_udp(
     let mut b = Tcp::syn((ip(5), 40000), (vip(), 80)).build();
     assert_eq!(r.process(NOW, &mut b, Link::Pod(CLIENT)), Verdict::Reply);
     let (src, dst, ctl, ..) = tcp_of(&b);
-    assert_eq!((src, dst, ctl), ((vip(), 80), (ip(5), 40000), TcpControl::Rst));
+    assert_eq!(
+        (src, dst, ctl),
+        ((vip(), 80), (ip(5), 40000), TcpControl::Rst)
+    );
 
     let mut u = udp((ip(5), 5353), (vip(), 80), b"hello");
     assert_eq!(r.process(NOW, &mut u, Link::Pod(CLIENT)), Verdict::Reply);
@@ -274,7 +294,10 @@ fn a_service_without_endpoints_answers_rst_for_tcp_and_port_unreachable_for_udp(
     assert_eq!((p.src_addr(), p.dst_addr()), (vip(), ip(5)));
     let icmp = smoltcp::wire::Icmpv4Packet::new_checked(p.payload()).unwrap();
     assert!(icmp.verify_checksum());
-    assert_eq!((icmp.msg_type(), icmp.msg_code()), (smoltcp::wire::Icmpv4Message::DstUnreachable, 3));
+    assert_eq!(
+        (icmp.msg_type(), icmp.msg_code()),
+        (smoltcp::wire::Icmpv4Message::DstUnreachable, 3)
+    );
     assert_eq!(r.stats().replies, 2);
 }
 
@@ -323,15 +346,27 @@ fn a_pod_cannot_send_from_another_address() {
 fn pod_to_pod_and_host_traffic_is_routed_without_translation() {
     let r = router();
     let mut b = Tcp::syn((ip(5), 40000), (ip(7), 8080)).build();
-    assert_eq!(r.process(NOW, &mut b, Link::Pod(CLIENT)), Verdict::Forward(Link::Pod(WEB2)));
+    assert_eq!(
+        r.process(NOW, &mut b, Link::Pod(CLIENT)),
+        Verdict::Forward(Link::Pod(WEB2))
+    );
     assert_eq!(tcp_of(&b).1, (ip(7), 8080));
     let mut b = Tcp::syn((ip(5), 40000), (Ipv4Addr::new(192, 0, 2, 1), 443)).build();
-    assert_eq!(r.process(NOW, &mut b, Link::Pod(CLIENT)), Verdict::Forward(Link::Host));
+    assert_eq!(
+        r.process(NOW, &mut b, Link::Pod(CLIENT)),
+        Verdict::Forward(Link::Host)
+    );
     let mut b = Tcp::syn((ip(1), 40000), (ip(6), 8080)).build();
-    assert_eq!(r.process(NOW, &mut b, Link::Host), Verdict::Forward(Link::Pod(WEB1)));
+    assert_eq!(
+        r.process(NOW, &mut b, Link::Host),
+        Verdict::Forward(Link::Pod(WEB1))
+    );
     // Host to a service.
     let mut b = Tcp::syn((ip(1), 40001), (vip(), 80)).build();
-    assert!(matches!(r.process(NOW, &mut b, Link::Host), Verdict::Forward(Link::Pod(_))));
+    assert!(matches!(
+        r.process(NOW, &mut b, Link::Host),
+        Verdict::Forward(Link::Pod(_))
+    ));
 }
 
 #[test]
@@ -369,10 +404,17 @@ fn hairpin_a_pod_reaching_itself_through_its_service() {
     let r = router();
     r.set_endpoints(PoolId(1), &[backend(6)]).unwrap();
     let mut b = Tcp::syn((ip(6), 40000), (vip(), 80)).build();
-    assert_eq!(r.process(NOW, &mut b, Link::Pod(WEB1)), Verdict::Forward(Link::Pod(WEB1)));
+    assert_eq!(
+        r.process(NOW, &mut b, Link::Pod(WEB1)),
+        Verdict::Forward(Link::Pod(WEB1))
+    );
     let (src, dst, ..) = tcp_of(&b);
     assert_eq!(dst, (ip(6), 8080));
-    assert_eq!(src, (vip(), 40000), "source rewritten so the pod accepts it");
+    assert_eq!(
+        src,
+        (vip(), 40000),
+        "source rewritten so the pod accepts it"
+    );
     let mut reply = Tcp {
         src: (ip(6), 8080),
         dst: (vip(), 40000),
@@ -383,7 +425,10 @@ fn hairpin_a_pod_reaching_itself_through_its_service() {
         ttl: 64,
     }
     .build();
-    assert_eq!(r.process(NOW, &mut reply, Link::Pod(WEB1)), Verdict::Forward(Link::Pod(WEB1)));
+    assert_eq!(
+        r.process(NOW, &mut reply, Link::Pod(WEB1)),
+        Verdict::Forward(Link::Pod(WEB1))
+    );
     let (src, dst, ..) = tcp_of(&reply);
     assert_eq!((src, dst), ((vip(), 80), (ip(6), 40000)));
 }
@@ -429,9 +474,10 @@ fn removing_a_backend_resets_its_clients_and_spares_the_others() {
     let change = r.set_endpoints(PoolId(1), &[backend(7)]).unwrap();
     assert_eq!(change.removed, vec![backend(6).addr]);
     let mut resets = Vec::new();
-    let report = r.reset_flows(FlowSelector::Backends(&change.removed), &mut |link, bytes| {
-        resets.push((link, PacketBuf::from_bytes(bytes)))
-    });
+    let report = r.reset_flows(
+        FlowSelector::Backends(&change.removed),
+        &mut |link, bytes| resets.push((link, PacketBuf::from_bytes(bytes))),
+    );
     let gone = &by_backend[&ip(6)];
     assert_eq!(report.resets_sent, gone.len());
     for (link, b) in &resets {
@@ -439,7 +485,10 @@ fn removing_a_backend_resets_its_clients_and_spares_the_others() {
         let (src, dst, ctl, seq, _) = tcp_of(b);
         assert_eq!(src, (vip(), 80));
         assert_eq!(ctl, TcpControl::Rst);
-        assert!(gone.contains(&(dst.1, seq)), "RST must carry the client's expected sequence");
+        assert!(
+            gone.contains(&(dst.1, seq)),
+            "RST must carry the client's expected sequence"
+        );
     }
     assert_eq!(r.flows().len(), by_backend[&ip(7)].len());
 }
@@ -487,9 +536,14 @@ fn udp_flows_are_translated_both_ways() {
     let v = r.process(NOW, &mut u, Link::Pod(CLIENT));
     let (src, dst) = udp_of(&u);
     assert_eq!(src, (ip(5), 5353));
-    let Verdict::Forward(Link::Pod(to)) = v else { panic!("{v:?}") };
+    let Verdict::Forward(Link::Pod(to)) = v else {
+        panic!("{v:?}")
+    };
     let mut reply = udp(dst, src, b"answer");
-    assert_eq!(r.process(NOW, &mut reply, Link::Pod(to)), Verdict::Forward(Link::Pod(CLIENT)));
+    assert_eq!(
+        r.process(NOW, &mut reply, Link::Pod(to)),
+        Verdict::Forward(Link::Pod(CLIENT))
+    );
     assert_eq!(udp_of(&reply), ((vip(), 80), (ip(5), 5353)));
     assert_eq!(r.flows()[0].state, FlowState::Replied);
 }
@@ -505,10 +559,18 @@ fn an_icmp_error_about_a_translated_flow_is_translated_inside_and_out() {
     // The backend says "port unreachable" about the translated datagram.
     let mut err = PacketBuf::from_bytes(&translated);
     let info = wire::parse(err.as_slice()).unwrap();
-    let n = wire::write_icmp_error(err.buffer_mut(), &info, dst.0.into(), IcmpErrorKind::PortUnreachable)
-        .unwrap();
+    let n = wire::write_icmp_error(
+        err.buffer_mut(),
+        &info,
+        dst.0.into(),
+        IcmpErrorKind::PortUnreachable,
+    )
+    .unwrap();
     err.set_len(n);
-    assert_eq!(r.process(NOW, &mut err, Link::Pod(to)), Verdict::Forward(Link::Pod(CLIENT)));
+    assert_eq!(
+        r.process(NOW, &mut err, Link::Pod(to)),
+        Verdict::Forward(Link::Pod(CLIENT))
+    );
     let p = Ipv4Packet::new_checked(err.as_slice()).unwrap();
     assert!(p.verify_checksum());
     assert_eq!((p.src_addr(), p.dst_addr()), (vip(), ip(5)));
@@ -572,7 +634,13 @@ fn removing_a_service_reports_its_pool_and_its_flows_can_be_reset() {
     let gone = r.set_services(&[spec(2, 17, None)]).unwrap();
     assert_eq!(gone, vec![PoolId(1)]);
     let report = r.reset_flows(FlowSelector::Pool(PoolId(1)), &mut |_, _| {});
-    assert_eq!(report, ResetReport { removed: 1, resets_sent: 1 });
+    assert_eq!(
+        report,
+        ResetReport {
+            removed: 1,
+            resets_sent: 1
+        }
+    );
     // Pool 2 kept its backends.
     assert_eq!(r.endpoints(PoolId(2)).unwrap().len(), 2);
 }
@@ -594,7 +662,10 @@ fn control_plane_errors_change_nothing() {
     ));
     // The service still works.
     let mut b = Tcp::syn((ip(5), 40000), (vip(), 80)).build();
-    assert!(matches!(r.process(NOW, &mut b, Link::Pod(CLIENT)), Verdict::Forward(Link::Pod(_))));
+    assert!(matches!(
+        r.process(NOW, &mut b, Link::Pod(CLIENT)),
+        Verdict::Forward(Link::Pod(_))
+    ));
 }
 
 #[test]
@@ -610,7 +681,7 @@ fn garbage_is_dropped_as_malformed() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn process_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200), host in any::<bool>()) {
@@ -636,7 +707,7 @@ proptest! {
     /// client back exactly the tuple it used.
     #[test]
     fn reply_translation_restores_the_original_tuple(sport in 1024u16.., udp_flow in any::<bool>(), client in 2u8..250) {
-        let r = Router::new(RouterConfig::default());
+        let r = Router::new(small_config());
         r.set_pods(&[(CLIENT, pod(client)), (WEB1, pod(251)), (WEB2, pod(252))]).unwrap();
         r.set_services(&[spec(1, 6, None), spec(2, 17, None)]).unwrap();
         r.set_endpoints(PoolId(1), &[backend(251), backend(252)]).unwrap();
