@@ -1,0 +1,244 @@
+//! Fast-path costs: conntrack hit, new flow, hit while endpoints change,
+//! and one service's endpoint update with 10,000 services loaded.
+//!
+//! `scripts/bench-fastpath.sh` runs this and prints the `name: value` lines.
+
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use crossbeam::epoch;
+use podnet::packet::conntrack::ConnTrackConfig;
+use podnet::packet::service::{Backend, Frontend, PoolId, PoolSpec};
+use podnet::packet::{Link, PacketBuf, PodAddrs, PodId, Router, RouterConfig, Timestamp, Verdict};
+
+const NOW: Timestamp = Timestamp::from_secs(1);
+const CLIENT: PodId = PodId(1);
+
+fn ip(d: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 0, d)
+}
+
+fn vip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a60_0000 + i)
+}
+
+fn checksum(data: &[u8], initial: u32) -> u16 {
+    podnet::packet::wire::checksum::finish(podnet::packet::wire::checksum::sum(data, initial))
+}
+
+/// A 64-byte TCP/IPv4 packet (20 IP + 20 TCP + 24 payload).
+fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut p = vec![0u8; 64];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&64u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let c = checksum(&p[..20], 0);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let t = &mut p[20..];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    for (i, b) in t[20..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&src.octets());
+    pseudo[4..8].copy_from_slice(&dst.octets());
+    pseudo[9] = 6;
+    pseudo[10..12].copy_from_slice(&44u16.to_be_bytes());
+    let c = checksum(t, podnet::packet::wire::checksum::sum(&pseudo, 0));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+fn backends(base: u8, n: u8) -> Vec<Backend> {
+    (0..n)
+        .map(|i| Backend {
+            addr: SocketAddr::from((ip(base + i), 8080)),
+            terminating: false,
+        })
+        .collect()
+}
+
+/// A node with `services` services of `per_service` endpoints each; the
+/// first service is 10.96.0.0:80.
+fn node(services: u32, per_service: u8, max_flows: usize) -> Router {
+    let r = Router::new(RouterConfig {
+        conntrack: ConnTrackConfig {
+            max_entries: max_flows,
+            ..ConnTrackConfig::default()
+        },
+        ..RouterConfig::default()
+    });
+    let mut pods = vec![(CLIENT, PodAddrs { v4: Some(ip(5)), v6: None })];
+    for i in 0..per_service {
+        pods.push((
+            PodId(10 + u32::from(i)),
+            PodAddrs {
+                v4: Some(ip(10 + i)),
+                v6: None,
+            },
+        ));
+    }
+    r.set_pods(&pods).unwrap();
+    let specs: Vec<PoolSpec> = (0..services)
+        .map(|i| PoolSpec {
+            id: PoolId(i),
+            frontends: vec![Frontend {
+                addr: vip(i).into(),
+                port: 80,
+                protocol: 6,
+            }],
+            session_affinity: None,
+        })
+        .collect();
+    r.set_services(&specs).unwrap();
+    for i in 0..services {
+        r.set_endpoints(PoolId(i), &backends(10, per_service)).unwrap();
+    }
+    r
+}
+
+/// Times conntrack hits: one established flow, the client's 64-byte data
+/// segment processed again and again (restoring the bytes costs a 64-byte
+/// copy per packet, included).
+fn hit(c: &mut Criterion, name: &str, r: &Router) {
+    let syn = tcp_packet(ip(5), 40000, vip(0), 80, SYN);
+    let mut buf = PacketBuf::new(2048);
+    buf.buffer_mut()[..64].copy_from_slice(&syn);
+    buf.set_len(64);
+    assert!(matches!(r.process(NOW, &mut buf, Link::Pod(CLIENT)), Verdict::Forward(_)));
+    let data = tcp_packet(ip(5), 40000, vip(0), 80, ACK);
+    // Workers pin the epoch once per batch of packets; so does the bench.
+    let guard = epoch::pin();
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            buf.buffer_mut()[..64].copy_from_slice(&data);
+            buf.set_len(64);
+            black_box(r.process(NOW, &mut buf, Link::Pod(CLIENT)))
+        })
+    });
+    drop(guard);
+}
+
+fn fastpath(c: &mut Criterion) {
+    let r = node(1, 3, 1 << 16);
+    hit(c, "fastpath/hit", &r);
+
+    // While another thread publishes 1,000 endpoint changes per second
+    // (a backend of the same service comes and goes).
+    let r = Arc::new(node(1, 4, 1 << 16));
+    let stop = Arc::new(AtomicBool::new(false));
+    let updater = {
+        let r = r.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (three, four) = (backends(10, 3), backends(10, 4));
+            let mut n = 0u64;
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let set = if n % 2 == 0 { &three } else { &four };
+                r.set_endpoints(PoolId(0), set).unwrap();
+                n += 1;
+                let due = start + Duration::from_micros(n * 1000);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        })
+    };
+    hit(c, "fastpath/hit_under_updates", &r);
+    stop.store(true, Ordering::Relaxed);
+    let rate = updater.join().unwrap();
+    eprintln!("fastpath/hit_under_updates: endpoint updates per second: {rate:.0}");
+
+    // New flows: every packet a SYN from a new (address, port). Packets are
+    // built beforehand; the table is emptied between chunks, untimed.
+    const CHUNK: usize = 1 << 16;
+    let r = node(1, 10, CHUNK * 2);
+    let template = tcp_packet(ip(5), 1, vip(0), 80, SYN);
+    let packets: Vec<[u8; 64]> = (0..CHUNK)
+        .map(|n| {
+            let mut b = [0u8; 64];
+            b.copy_from_slice(&template);
+            // Sources from the host side, whose addresses are not pinned
+            // to a pod, so each chunk can use fresh clients.
+            let src = Ipv4Addr::from(0x0b00_0000 + (n >> 12) as u32);
+            b[12..16].copy_from_slice(&src.octets());
+            b[20..22].copy_from_slice(&((n & 0xfff) as u16 + 1024).to_be_bytes());
+            fix_checksums(&mut b);
+            b
+        })
+        .collect();
+    let mut buf = PacketBuf::new(2048);
+    c.bench_function("fastpath/new_flow", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            while done < iters {
+                let batch = (iters - done).min(CHUNK as u64) as usize;
+                let guard = epoch::pin();
+                let start = Instant::now();
+                for p in &packets[..batch] {
+                    buf.buffer_mut()[..64].copy_from_slice(p);
+                    buf.set_len(64);
+                    let v = r.process(NOW, &mut buf, Link::Host);
+                    black_box(v);
+                }
+                total += start.elapsed();
+                drop(guard);
+                done += batch as u64;
+                r.conntrack().remove_where(|_| true);
+            }
+            total
+        })
+    });
+    let st = r.stats();
+    assert!(st.replies == 0 && st.drops.iter().all(|&d| d == 0), "new flows were not all forwarded: {st:?}");
+
+    // One service's endpoints changed with 10,000 services x 10 endpoints.
+    let r = node(10_000, 10, 1 << 10);
+    let (ten, other) = (backends(10, 10), backends(11, 10));
+    let mut flip = false;
+    c.bench_function("snapshot/update", |b| {
+        b.iter(|| {
+            flip = !flip;
+            r.set_endpoints(PoolId(1234), if flip { &other } else { &ten })
+                .unwrap()
+        })
+    });
+}
+
+/// Recomputes the IPv4 header and TCP checksums of a 64-byte packet whose
+/// source address and port were changed.
+fn fix_checksums(p: &mut [u8]) {
+    p[10] = 0;
+    p[11] = 0;
+    let c = checksum(&p[..20], 0);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[36] = 0;
+    p[37] = 0;
+    let mut pseudo = [0u8; 12];
+    pseudo[0..8].copy_from_slice(&p[12..20]);
+    pseudo[9] = 6;
+    pseudo[10..12].copy_from_slice(&44u16.to_be_bytes());
+    let c = checksum(&p[20..64], podnet::packet::wire::checksum::sum(&pseudo, 0));
+    p[36..38].copy_from_slice(&c.to_be_bytes());
+}
+
+criterion_group!(benches, fastpath);
+criterion_main!(benches);
