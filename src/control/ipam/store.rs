@@ -11,7 +11,8 @@
 //!   then the JSON body. Replaced only by write-temp, fsync, rename, fsync-dir.
 //! * `changes.log`: the changes since that snapshot. Header line
 //!   `podnet-ipam-log <format> <generation>`, then records
-//!   `[u32 LE length][u64 LE FNV-1a 64][JSON change]`, then zeros to the end.
+//!   `[u32 LE length][u32 LE !length][u64 LE FNV-1a 64 of payload][JSON change]`,
+//!   then zeros to the end.
 //!
 //! Why a log: rewriting the snapshot costs two fsyncs and a rename per
 //! allocation; appending one record to a log whose blocks were written when it
@@ -24,7 +25,8 @@
 //! whose generation is older than the snapshot's is a leftover of an
 //! interrupted compaction and is ignored (the snapshot already holds it). A
 //! damaged record with nothing but zeros after it is the one write that was cut
-//! short, never acknowledged, and is dropped; anything else that does not parse
+//! short, never acknowledged, and is dropped (the length is stored twice so a
+//! damaged length is told from a cut write); anything else that does not parse
 //! or check out is reported as [`StoreError::Corrupt`] naming the file, and the
 //! files are left untouched for the operator.
 
@@ -46,7 +48,7 @@ const STATE_MAGIC: &str = "podnet-ipam-state";
 const LOG_MAGIC: &str = "podnet-ipam-log";
 /// Size of a fresh log; about 4000 allocations fit before a compaction.
 const LOG_CAPACITY: u64 = 1 << 20;
-const RECORD_HEADER: usize = 12;
+const RECORD_HEADER: usize = 16;
 /// A change larger than this (a garbage collection of many pods) is written as
 /// a compaction instead; the bound lets a damaged last record be told from
 /// damage in the middle of the log.
@@ -337,8 +339,9 @@ impl FileStore {
         let mut offset = header.len() + 1;
         let mut index = 0usize;
         loop {
-            match read_record(&bytes, offset) {
-                Some((payload, next)) => {
+            // Where only zeros may follow if the log ends here.
+            let quiet_from = match read_slot(&bytes, offset) {
+                Slot::Record(payload, next) => {
                     let change: IpamChange = serde_json::from_slice(payload).map_err(|e| {
                         corrupt(format!(
                             "record {index} at byte {offset} does not parse: {e}"
@@ -349,21 +352,24 @@ impl FileStore {
                     })?;
                     offset = next;
                     index += 1;
+                    continue;
                 }
-                None => {
-                    // The end, or a write cut short: either way only zeros may follow
-                    // the longest record that could start here.
-                    let tail = bytes
-                        .get(offset + RECORD_HEADER + MAX_RECORD..)
-                        .unwrap_or(&[]);
-                    if tail.iter().any(|&b| b != 0) {
-                        return Err(corrupt(format!(
-                            "record {index} at byte {offset} is damaged and more records follow it"
-                        )));
-                    }
-                    return Ok(());
+                Slot::BadHeader => {
+                    return Err(corrupt(format!(
+                        "record {index} at byte {offset} has a damaged header"
+                    )))
                 }
+                Slot::Torn { end } => end,
+                // Parts of a cut write may have landed after a header that did not.
+                Slot::Zero => offset + RECORD_HEADER + MAX_RECORD,
+            };
+            let tail = bytes.get(quiet_from..).unwrap_or(&[]);
+            if tail.iter().any(|&b| b != 0) {
+                return Err(corrupt(format!(
+                    "record {index} at byte {offset} is damaged or missing and more data follows it"
+                )));
             }
+            return Ok(());
         }
     }
 }
@@ -405,6 +411,7 @@ impl IpamStore for FileStore {
         }
         let mut record = Vec::with_capacity(RECORD_HEADER + payload.len());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&(!(payload.len() as u32)).to_le_bytes());
         record.extend_from_slice(&fnv1a64(&payload).to_le_bytes());
         record.extend_from_slice(&payload);
         if self.append(&record)? {
@@ -424,17 +431,45 @@ impl IpamStore for FileStore {
     }
 }
 
-/// The record at `offset`: its payload and the offset after it, if it is whole.
-fn read_record(bytes: &[u8], offset: usize) -> Option<(&[u8], usize)> {
-    let header = bytes.get(offset..offset + RECORD_HEADER)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let sum = u64::from_le_bytes(header[4..].try_into().ok()?);
-    if len == 0 || len > MAX_RECORD {
-        return None;
+/// What lies at one offset of the log.
+enum Slot<'a> {
+    /// A whole record: its payload and the offset after it.
+    Record(&'a [u8], usize),
+    /// A zero header: the end of what was written, or a write whose header
+    /// never reached the disk.
+    Zero,
+    /// A sound header whose payload is short or fails its checksum: a write cut
+    /// short, if nothing follows `end`.
+    Torn { end: usize },
+    /// A header that contradicts itself: damage.
+    BadHeader,
+}
+
+fn read_slot(bytes: &[u8], offset: usize) -> Slot<'_> {
+    let Some(header) = bytes.get(offset..offset + RECORD_HEADER) else {
+        // A header cut by the end of the file reads like a zero one.
+        return Slot::Zero;
+    };
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let (len, check) = (word(0), word(4));
+    if len == 0 && check == 0 && header[8..].iter().all(|&b| b == 0) {
+        return Slot::Zero;
     }
+    let len = len as usize;
+    if check != !(len as u32) || len == 0 || len > MAX_RECORD {
+        return Slot::BadHeader;
+    }
+    let sum = u64::from_le_bytes([
+        header[8], header[9], header[10], header[11], header[12], header[13], header[14],
+        header[15],
+    ]);
     let start = offset + RECORD_HEADER;
-    let payload = bytes.get(start..start + len)?;
-    (fnv1a64(payload) == sum).then_some((payload, start + len))
+    let end = start + len;
+    match bytes.get(start..end) {
+        Some(payload) if fnv1a64(payload) == sum => Slot::Record(payload, end),
+        _ => Slot::Torn { end },
+    }
 }
 
 fn split_header(bytes: &[u8]) -> Option<(&str, &[u8])> {
