@@ -3,7 +3,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`subnet`] | node subnets of a cluster CIDR; the usable range of a node subnet |
-//! | [`state`] (private) | the persistent state and the changes that move it on |
+//! | `state` (private) | the persistent state and the changes that move it on |
 //! | [`store`] | where the state lives: [`IpamStore`], [`FileStore`], [`MemoryStore`] |
 //!
 //! [`Ipam`] hands out addresses so that
@@ -515,16 +515,13 @@ impl Ipam {
                 reason: e.to_string(),
             }),
         })?;
-        let lease = self.state.leases.get(&owner);
-        Ok(lease.map_or(
-            Allocation {
-                owner: owner.clone(),
-                identity: None,
-                v4,
-                v6,
-            },
-            |l| Allocation::new(&owner, l),
-        ))
+        // The change was applied, so the lease exists; the fallback only avoids a panic.
+        Ok(self.get(&owner).unwrap_or(Allocation {
+            owner,
+            identity: None,
+            v4,
+            v6,
+        }))
     }
 
     fn wanted_families(&self, request: &AllocateRequest) -> Result<Vec<Family>, AllocateError> {
