@@ -217,11 +217,6 @@ pub enum OpenError {
         /// One of them, with its holder.
         example: String,
     },
-    /// The stored state contradicts itself.
-    #[error(
-        "the stored IPAM state is inconsistent ({0}); restore it from a backup or move it away"
-    )]
-    Inconsistent(InconsistentState),
 }
 
 /// Why [`Ipam::allocate`] failed. Nothing was allocated.
@@ -381,10 +376,7 @@ impl Ipam {
                 subnet_v4: ipam.config.subnet_v4,
                 subnet_v6: ipam.config.subnet_v6,
             });
-            ipam.commit(change).map_err(|e| match e {
-                CommitError::Store(e) => OpenError::Store(e),
-                CommitError::Inconsistent(e) => OpenError::Inconsistent(e),
-            })?;
+            ipam.commit(change)?;
         }
         Ok(ipam)
     }
@@ -506,15 +498,7 @@ impl Ipam {
             cursor_v4: p4.filter(|p| p.1).and(v4),
             cursor_v6: p6.filter(|p| p.1).and(v6),
         });
-        self.commit(change).map_err(|e| match e {
-            CommitError::Store(e) => AllocateError::Store(e),
-            // pick() checked everything apply() checks; reaching this is a bug,
-            // reported rather than panicking the daemon.
-            CommitError::Inconsistent(e) => AllocateError::Store(StoreError::Corrupt {
-                path: "<in-memory state>".into(),
-                reason: e.to_string(),
-            }),
-        })?;
+        self.commit(change)?;
         // The change was applied, so the lease exists; the fallback only avoids a panic.
         Ok(self.get(&owner).unwrap_or(Allocation {
             owner,
@@ -721,13 +705,7 @@ impl Ipam {
             until_ms: now_ms.saturating_add(quarantine_ms),
             now_ms,
         });
-        self.commit(change).map_err(|e| match e {
-            CommitError::Store(e) => ReleaseError::Store(e),
-            CommitError::Inconsistent(e) => ReleaseError::Store(StoreError::Corrupt {
-                path: "<in-memory state>".into(),
-                reason: e.to_string(),
-            }),
-        })?;
+        self.commit(change)?;
         Ok(released)
     }
 
@@ -741,13 +719,7 @@ impl Ipam {
         let change = IpamChange(Change::ReleaseIdentity {
             identity: identity.to_string(),
         });
-        self.commit(change).map_err(|e| match e {
-            CommitError::Store(e) => ReleaseError::Store(e),
-            CommitError::Inconsistent(e) => ReleaseError::Store(StoreError::Corrupt {
-                path: "<in-memory state>".into(),
-                reason: e.to_string(),
-            }),
-        })?;
+        self.commit(change)?;
         Ok(true)
     }
 
@@ -834,21 +806,18 @@ impl Ipam {
     }
 
     /// Stores `change`, then applies it: memory never runs ahead of the disk.
-    fn commit(&mut self, change: IpamChange) -> Result<(), CommitError> {
-        // Check it fits first, so a change the store accepted is never refused here.
-        self.state
-            .check(&change)
-            .map_err(CommitError::Inconsistent)?;
-        self.store
-            .commit(&self.state, &change)
-            .map_err(CommitError::Store)?;
-        self.state.apply(&change).map_err(CommitError::Inconsistent)
+    fn commit(&mut self, change: IpamChange) -> Result<(), StoreError> {
+        // Checked before storing, so a change the store accepted is never refused
+        // here. The callers checked everything `check` does; failing it is a bug,
+        // reported rather than panicking the daemon.
+        let bug = |e: InconsistentState| StoreError::Corrupt {
+            path: "<in-memory state>".into(),
+            reason: e.to_string(),
+        };
+        self.state.check(&change).map_err(bug)?;
+        self.store.commit(&self.state, &change)?;
+        self.state.apply(&change).map_err(bug)
     }
-}
-
-enum CommitError {
-    Store(StoreError),
-    Inconsistent(InconsistentState),
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
