@@ -138,6 +138,7 @@ pub struct FileStore {
     /// `None` until the first compaction, and after a failed write (the next
     /// commit then starts a new generation rather than trust a half-written log).
     log: Option<LogWriter>,
+    log_capacity: u64,
 }
 
 #[derive(Debug)]
@@ -174,7 +175,15 @@ impl FileStore {
             _lock: lock,
             generation: 0,
             log: None,
+            log_capacity: LOG_CAPACITY,
         })
+    }
+
+    /// A smaller log, so tests reach compaction quickly.
+    #[cfg(test)]
+    pub(crate) fn with_log_capacity(mut self, bytes: u64) -> FileStore {
+        self.log_capacity = bytes.max(2 * (RECORD_HEADER + MAX_RECORD) as u64);
+        self
     }
 
     /// The snapshot file.
@@ -210,7 +219,7 @@ impl FileStore {
 
         let mut log = format!("{LOG_MAGIC} {FORMAT} {generation}\n").into_bytes();
         let header = log.len() as u64;
-        log.resize(LOG_CAPACITY as usize, 0);
+        log.resize(self.log_capacity as usize, 0);
         let file = self.replace(&self.log_path(), &log)?;
         self.generation = generation;
         self.log = Some(LogWriter {
@@ -246,7 +255,7 @@ impl FileStore {
         let Some(log) = self.log.as_mut() else {
             return Ok(false);
         };
-        if log.offset + record.len() as u64 > LOG_CAPACITY {
+        if log.offset + record.len() as u64 > self.log_capacity {
             return Ok(false);
         }
         let written = log
