@@ -1,1 +1,0 @@
-//! Pod address allocation (see issue: IPAM).
