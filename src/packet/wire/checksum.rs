@@ -194,7 +194,7 @@ mod tests {
         data[11] = 0;
         let check = internet_checksum(&data);
         let old = u32::from_be_bytes([data[12], data[13], data[14], data[15]]);
-        let new = 0xc0a8_0101;
+        let new: u32 = 0xc0a8_0101;
         data[12..16].copy_from_slice(&new.to_be_bytes());
         assert_eq!(update32(check, old, new), internet_checksum(&data));
         let back = update32(update32(check, old, new), new, old);
