@@ -19,17 +19,22 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// have an odd length.
 #[inline]
 pub fn sum(data: &[u8], initial: u32) -> u32 {
-    // 32-bit words into a 64-bit accumulator: 2^32 words before overflow,
-    // and since 2^16 == 1 (mod 0xffff) their fold equals the 16-bit sum.
+    // 64-bit loads split into 32-bit halves in a 64-bit accumulator: no
+    // overflow below 2^31 bytes, and since 2^16 == 1 (mod 0xffff) the fold
+    // of 32-bit words equals the sum of the 16-bit words.
     let mut acc = u64::from(initial);
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w >> 32) + (w & 0xffff_ffff);
     }
-    let rest = words.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rest.len()].copy_from_slice(rest);
-    acc += u64::from(u32::from_be_bytes(tail));
+    let mut words = chunks.remainder().chunks_exact(2);
+    for w in &mut words {
+        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = words.remainder() {
+        acc += u64::from(*last) << 8;
+    }
     // Fold 64 -> 32 bits, keeping the ones-complement value.
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff_ffff) + (acc >> 32);
