@@ -83,7 +83,13 @@ fn node(services: u32, per_service: u8, max_flows: usize) -> Router {
         },
         ..RouterConfig::default()
     });
-    let mut pods = vec![(CLIENT, PodAddrs { v4: Some(ip(5)), v6: None })];
+    let mut pods = vec![(
+        CLIENT,
+        PodAddrs {
+            v4: Some(ip(5)),
+            v6: None,
+        },
+    )];
     for i in 0..per_service {
         pods.push((
             PodId(10 + u32::from(i)),
@@ -107,7 +113,8 @@ fn node(services: u32, per_service: u8, max_flows: usize) -> Router {
         .collect();
     r.set_services(&specs).unwrap();
     for i in 0..services {
-        r.set_endpoints(PoolId(i), &backends(10, per_service)).unwrap();
+        r.set_endpoints(PoolId(i), &backends(10, per_service))
+            .unwrap();
     }
     r
 }
@@ -120,7 +127,10 @@ fn hit(c: &mut Criterion, name: &str, r: &Router) {
     let mut buf = PacketBuf::new(2048);
     buf.buffer_mut()[..64].copy_from_slice(&syn);
     buf.set_len(64);
-    assert!(matches!(r.process(NOW, &mut buf, Link::Pod(CLIENT)), Verdict::Forward(_)));
+    assert!(matches!(
+        r.process(NOW, &mut buf, Link::Pod(CLIENT)),
+        Verdict::Forward(_)
+    ));
     let data = tcp_packet(ip(5), 40000, vip(0), 80, ACK);
     // Workers pin the epoch once per batch of packets; so does the bench.
     let guard = epoch::pin();
@@ -134,7 +144,40 @@ fn hit(c: &mut Criterion, name: &str, r: &Router) {
     drop(guard);
 }
 
+/// The pieces of a hit, to see where its time goes.
+fn pieces(c: &mut Criterion) {
+    use podnet::packet::wire;
+    let data = tcp_packet(ip(5), 40000, vip(0), 80, ACK);
+    let mut buf = data.clone();
+    c.bench_function("wire/parse", |b| {
+        b.iter(|| wire::parse(black_box(&buf)).is_ok())
+    });
+    let info = wire::parse(&data).unwrap();
+    let ep = [
+        wire::Endpoints {
+            src: ip(5).into(),
+            src_port: 40000,
+            dst: ip(10).into(),
+            dst_port: 8080,
+        },
+        wire::Endpoints {
+            src: ip(5).into(),
+            src_port: 40000,
+            dst: vip(0).into(),
+            dst_port: 80,
+        },
+    ];
+    let mut i = 0;
+    c.bench_function("wire/rewrite", |b| {
+        b.iter(|| {
+            i ^= 1;
+            wire::rewrite(black_box(&mut buf), &info, &ep[i]);
+        })
+    });
+}
+
 fn fastpath(c: &mut Criterion) {
+    pieces(c);
     let r = node(1, 3, 1 << 16);
     hit(c, "fastpath/hit", &r);
 
@@ -197,7 +240,7 @@ fn fastpath(c: &mut Criterion) {
                     buf.buffer_mut()[..64].copy_from_slice(p);
                     buf.set_len(64);
                     let v = r.process(NOW, &mut buf, Link::Host);
-                    black_box(v);
+                    let _ = black_box(v);
                 }
                 total += start.elapsed();
                 drop(guard);
@@ -208,7 +251,10 @@ fn fastpath(c: &mut Criterion) {
         })
     });
     let st = r.stats();
-    assert!(st.replies == 0 && st.drops.iter().all(|&d| d == 0), "new flows were not all forwarded: {st:?}");
+    assert!(
+        st.replies == 0 && st.drops.iter().all(|&d| d == 0),
+        "new flows were not all forwarded: {st:?}"
+    );
 
     // One service's endpoints changed with 10,000 services x 10 endpoints.
     let r = node(10_000, 10, 1 << 10);
