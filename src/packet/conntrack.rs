@@ -89,29 +89,126 @@ impl FlowKey {
         }
     }
 
-    /// Packs the key into 32 bytes for hashing: two addresses (v4 mapped into
-    /// v6 space) and one word of ports, protocol and kind.
+    /// The packed form the table stores and compares.
     #[inline]
-    fn words(&self) -> [u64; 5] {
+    pub fn pack(&self) -> PackedKey {
         #[inline]
-        fn addr_bits(a: IpAddr) -> u128 {
+        fn bits(a: IpAddr) -> (u128, u64) {
             match a {
-                IpAddr::V4(v4) => 0xffff_0000_0000 | u128::from(u32::from(v4)),
-                IpAddr::V6(v6) => u128::from(v6),
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)), 0),
+                IpAddr::V6(v6) => (u128::from(v6), 1),
             }
         }
-        let s = addr_bits(self.src);
-        let d = addr_bits(self.dst);
-        [
+        let (s, fs) = bits(self.src);
+        let (d, fd) = bits(self.dst);
+        PackedKey([
             s as u64,
             (s >> 64) as u64,
             d as u64,
             (d >> 64) as u64,
-            u64::from(self.src_port)
-                | u64::from(self.dst_port) << 16
-                | u64::from(self.protocol) << 32
-                | (self.kind as u64) << 40,
-        ]
+            PackedKey::meta(
+                self.src_port,
+                self.dst_port,
+                self.protocol,
+                self.kind,
+                fs | fd << 1,
+            ),
+        ])
+    }
+}
+
+/// A [`FlowKey`] as five machine words: source, destination (128 bits each;
+/// IPv4 in the low 32 bits), then ports, protocol, kind and address
+/// families. Comparing and hashing it is a handful of instructions, which is
+/// why the table stores keys this way.
+#[derive(Clone, Copy, Debug, Eq)]
+pub struct PackedKey([u64; 5]);
+
+impl PartialEq for PackedKey {
+    /// Word by word: the derived comparison of the array calls `memcmp`.
+    #[inline(always)]
+    fn eq(&self, other: &PackedKey) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
+    }
+}
+
+impl PackedKey {
+    #[inline(always)]
+    fn meta(src_port: u16, dst_port: u16, protocol: u8, kind: EntryKind, families: u64) -> u64 {
+        u64::from(src_port)
+            | u64::from(dst_port) << 16
+            | u64::from(protocol) << 32
+            | (kind as u64) << 40
+            | families << 48
+    }
+
+    /// The key of an IPv4 TCP/UDP flow direction, built straight from the
+    /// header fields (the IPv4 fast path).
+    #[inline(always)]
+    pub fn v4_flow(src: u32, dst: u32, src_port: u16, dst_port: u16, protocol: u8) -> PackedKey {
+        PackedKey([
+            u64::from(src),
+            0,
+            u64::from(dst),
+            0,
+            PackedKey::meta(src_port, dst_port, protocol, EntryKind::Flow, 0),
+        ])
+    }
+
+    /// Whether both addresses are IPv4.
+    #[inline(always)]
+    pub fn is_v4(&self) -> bool {
+        self.0[4] >> 48 == 0
+    }
+
+    /// Source address bits (an IPv4 address in the low 32 bits).
+    #[inline(always)]
+    pub fn src_bits(&self) -> u128 {
+        u128::from(self.0[0]) | u128::from(self.0[1]) << 64
+    }
+
+    /// Destination address bits.
+    #[inline(always)]
+    pub fn dst_bits(&self) -> u128 {
+        u128::from(self.0[2]) | u128::from(self.0[3]) << 64
+    }
+
+    /// Source port.
+    #[inline(always)]
+    pub fn src_port(&self) -> u16 {
+        self.0[4] as u16
+    }
+
+    /// Destination port.
+    #[inline(always)]
+    pub fn dst_port(&self) -> u16 {
+        (self.0[4] >> 16) as u16
+    }
+
+    /// The readable form.
+    pub fn unpack(&self) -> FlowKey {
+        let fam = self.0[4] >> 48;
+        let addr = |bits: u128, v6: bool| -> IpAddr {
+            if v6 {
+                IpAddr::V6(bits.into())
+            } else {
+                IpAddr::V4((bits as u32).into())
+            }
+        };
+        let kind = match (self.0[4] >> 40) as u8 {
+            1 => EntryKind::Affinity,
+            2 => EntryKind::Fragment,
+            _ => EntryKind::Flow,
+        };
+        FlowKey {
+            src: addr(self.src_bits(), fam & 1 != 0),
+            dst: addr(self.dst_bits(), fam & 2 != 0),
+            src_port: self.src_port(),
+            dst_port: self.dst_port(),
+            protocol: (self.0[4] >> 32) as u8,
+            kind,
+        }
     }
 }
 
@@ -150,7 +247,13 @@ impl FlowHasher {
     /// in wyhash): a handful of cycles, and well mixed in every output bit.
     #[inline]
     pub(crate) fn hash(&self, key: &FlowKey) -> u64 {
-        let w = key.words();
+        self.hash_packed(&key.pack())
+    }
+
+    /// [`Self::hash`] of a packed key.
+    #[inline(always)]
+    pub(crate) fn hash_packed(&self, key: &PackedKey) -> u64 {
+        let w = &key.0;
         let a = mix(w[0] ^ self.k[0], w[1] ^ self.k[1]);
         let b = mix(w[2] ^ self.k[2], w[3] ^ self.k[3]);
         mix(a ^ w[4], b ^ self.k[0])
@@ -239,6 +342,8 @@ impl FlowState {
 /// Low bits of the state byte hold the [`FlowState`]; the two high bits
 /// remember a FIN seen from each side.
 const STATE_MASK: u8 = 0x0f;
+const HOOKS_REPLY: u8 = 1;
+const HOOKS_DONE: u8 = 2;
 const FIN_ORIGINAL: u8 = 0x40;
 const FIN_REPLY: u8 = 0x80;
 
@@ -320,11 +425,14 @@ impl Direction {
 /// mutable parts are atomics.
 pub struct Flow {
     next: [Atomic<Flow>; 2],
-    original: FlowKey,
-    reply: FlowKey,
+    /// Packed keys of the original and reply directions.
+    keys: [PackedKey; 2],
     state: AtomicU8,
-    /// Whether the reply hook is in the table (records have one hook only).
-    two_hooks: bool,
+    /// Insertion progress: [`HOOKS_REPLY`] once the reply hook is in the
+    /// table (records have none), [`HOOKS_DONE`] once the inserter has
+    /// finished linking. Removers leave an entry alone until it is done, or
+    /// a reply hook linked after the removal would point at freed memory.
+    hooks: AtomicU8,
     last_seen_ms: AtomicU64,
     /// For TCP: the next sequence number each side will send, i.e. what the
     /// other side expects; a RST carrying it is accepted (RFC 5961).
@@ -340,23 +448,26 @@ pub struct Flow {
 impl Flow {
     /// The key of the initiator's direction.
     #[inline]
-    pub fn original(&self) -> &FlowKey {
-        &self.original
+    pub fn original(&self) -> FlowKey {
+        self.keys[0].unpack()
     }
 
     /// The key of the responder's direction, as the responder sends it.
     #[inline]
-    pub fn reply(&self) -> &FlowKey {
-        &self.reply
+    pub fn reply(&self) -> FlowKey {
+        self.keys[1].unpack()
     }
 
     /// The key of `dir`.
     #[inline]
-    pub fn key(&self, dir: Direction) -> &FlowKey {
-        match dir {
-            Direction::Original => &self.original,
-            Direction::Reply => &self.reply,
-        }
+    pub fn key(&self, dir: Direction) -> FlowKey {
+        self.keys[dir.tag()].unpack()
+    }
+
+    /// The packed key of `dir`.
+    #[inline(always)]
+    pub fn packed(&self, dir: Direction) -> &PackedKey {
+        &self.keys[dir.tag()]
     }
 
     /// The number the creator attached.
@@ -444,6 +555,10 @@ impl Flow {
         }
     }
 
+    fn protocol(&self) -> u8 {
+        (self.keys[0].0[4] >> 32) as u8
+    }
+
     fn timeout_ms(&self, t: &Timeouts) -> u64 {
         let d = match self.state() {
             FlowState::SynSent => t.tcp_syn_sent,
@@ -453,8 +568,8 @@ impl Flow {
             FlowState::LastAck => t.tcp_last_ack,
             FlowState::TimeWait => t.tcp_time_wait,
             FlowState::Close => t.tcp_close,
-            FlowState::Unreplied if is_icmp(self.original.protocol) => t.icmp,
-            FlowState::Replied if is_icmp(self.original.protocol) => t.icmp,
+            FlowState::Unreplied if is_icmp(self.protocol()) => t.icmp,
+            FlowState::Replied if is_icmp(self.protocol()) => t.icmp,
             FlowState::Unreplied => t.udp_unreplied,
             FlowState::Replied => t.udp_replied,
             FlowState::Record => return self.record_timeout_ms,
@@ -649,18 +764,24 @@ impl ConnTrack {
         self.buckets.len() * std::mem::size_of::<Atomic<Flow>>()
     }
 
-    #[inline]
-    fn bucket(&self, key: &FlowKey) -> &Atomic<Flow> {
-        &self.buckets[self.hasher.hash(key) as usize & self.mask]
+    #[inline(always)]
+    fn bucket(&self, key: &PackedKey) -> &Atomic<Flow> {
+        &self.buckets[self.hasher.hash_packed(key) as usize & self.mask]
     }
 
     /// Finds the entry one of whose directions has `key`.
     #[inline]
     pub fn lookup<'g>(&self, key: &FlowKey, guard: &'g Guard) -> Option<Found<'g>> {
+        self.lookup_packed(&key.pack(), guard)
+    }
+
+    /// [`Self::lookup`] by packed key.
+    #[inline]
+    pub fn lookup_packed<'g>(&self, key: &PackedKey, guard: &'g Guard) -> Option<Found<'g>> {
         let mut cur = self.bucket(key).load(Ordering::Acquire, guard);
         while let Some(flow) = deref_in_epoch(cur) {
             let dir = Direction::from_tag(cur.tag());
-            if flow.key(dir) == key {
+            if flow.keys[dir.tag()] == *key {
                 return Some(Found {
                     flow,
                     direction: dir,
@@ -682,7 +803,7 @@ impl ConnTrack {
         if new.hook_reply {
             if let Some(existing) = self.lookup(&new.reply, guard) {
                 // The same flow seen from its reply side means it exists.
-                if existing.flow.original == new.original {
+                if existing.flow.keys[0] == new.original.pack() {
                     return Ok(Found {
                         flow: existing.flow,
                         direction: Direction::Original,
@@ -699,10 +820,9 @@ impl ConnTrack {
         }
         let flow = Owned::new(Flow {
             next: [Atomic::null(), Atomic::null()],
-            original: new.original,
-            reply: new.reply,
+            keys: [new.original.pack(), new.reply.pack()],
             state: AtomicU8::new(new.state as u8),
-            two_hooks: new.hook_reply,
+            hooks: AtomicU8::new(0),
             last_seen_ms: AtomicU64::new(now.as_millis()),
             original_next_seq: AtomicU32::new(0),
             reply_next_seq: AtomicU32::new(0),
@@ -721,12 +841,15 @@ impl ConnTrack {
                 return Ok(existing);
             }
         }
-        if new.hook_reply {
-            // A clash that appeared since the check above is impossible to
-            // order against a concurrent insert without a lock; the later
-            // hook is simply shadowed until the earlier flow expires.
-            let _ = self.link(flow, Direction::Reply, guard);
+        let mut hooks = HOOKS_DONE;
+        // A clash that appeared since the check above cannot be ordered
+        // against a concurrent insert without a lock; this flow then goes
+        // without a reply hook (its replies reach the other flow) until it
+        // expires.
+        if new.hook_reply && self.link(flow, Direction::Reply, guard).is_ok() {
+            hooks |= HOOKS_REPLY;
         }
+        flow_ref.hooks.store(hooks, Ordering::Release);
         Ok(Found {
             flow: flow_ref,
             direction: Direction::Original,
@@ -742,7 +865,7 @@ impl ConnTrack {
         guard: &'g Guard,
     ) -> Result<(), Found<'g>> {
         let flow_ref = deref_in_epoch(flow).expect("non-null");
-        let key = *flow_ref.key(dir);
+        let key = *flow_ref.packed(dir);
         let bucket = self.bucket(&key);
         let mine = flow.with_tag(dir.tag());
         let mut head = bucket.load(Ordering::Acquire, guard);
@@ -753,7 +876,7 @@ impl ConnTrack {
             while cur != scanned_to {
                 let Some(f) = deref_in_epoch(cur) else { break };
                 let d = Direction::from_tag(cur.tag());
-                if *f.key(d) == key {
+                if *f.packed(d) == key {
                     return Err(Found {
                         flow: f,
                         direction: d,
@@ -773,7 +896,7 @@ impl ConnTrack {
     /// Unlinks one hook. Caller holds `self.removal`.
     fn unlink(&self, flow: Shared<'_, Flow>, dir: Direction, guard: &Guard) {
         let flow_ref = deref_in_epoch(flow).expect("non-null");
-        let bucket = self.bucket(flow_ref.key(dir));
+        let bucket = self.bucket(flow_ref.packed(dir));
         let target = flow.with_tag(dir.tag());
         loop {
             let head = bucket.load(Ordering::Acquire, guard);
@@ -817,12 +940,14 @@ impl ConnTrack {
             while let Some(f) = deref_in_epoch(cur) {
                 let dir = Direction::from_tag(cur.tag());
                 let next = f.next[dir.tag()].load(Ordering::Acquire, &guard);
-                // Visit each entry once, from its original hook.
-                if dir == Direction::Original && pred(f) {
+                // Visit each entry once, from its original hook, and only
+                // once its inserter is done with it.
+                let hooks = f.hooks.load(Ordering::Acquire);
+                if dir == Direction::Original && hooks & HOOKS_DONE != 0 && pred(f) {
                     removed.push(summary(f));
                     let shared = cur.with_tag(0);
                     self.unlink(shared, Direction::Original, &guard);
-                    if f.two_hooks {
+                    if hooks & HOOKS_REPLY != 0 {
                         self.unlink(shared, Direction::Reply, &guard);
                     }
                     self.count.fetch_sub(1, Ordering::Relaxed);
@@ -841,13 +966,15 @@ impl ConnTrack {
     pub fn remove(&self, key: &FlowKey) -> Option<RemovedFlow> {
         let _lock = self.removal.lock();
         let guard = epoch::pin();
-        let mut cur = self.bucket(key).load(Ordering::Acquire, &guard);
+        let key = key.pack();
+        let mut cur = self.bucket(&key).load(Ordering::Acquire, &guard);
         while let Some(f) = deref_in_epoch(cur) {
             let dir = Direction::from_tag(cur.tag());
-            if dir == Direction::Original && f.original == *key {
+            let hooks = f.hooks.load(Ordering::Acquire);
+            if dir == Direction::Original && hooks & HOOKS_DONE != 0 && f.keys[0] == key {
                 let shared = cur.with_tag(0);
                 self.unlink(shared, Direction::Original, &guard);
-                if f.two_hooks {
+                if hooks & HOOKS_REPLY != 0 {
                     self.unlink(shared, Direction::Reply, &guard);
                 }
                 self.count.fetch_sub(1, Ordering::Relaxed);
@@ -888,8 +1015,8 @@ impl ConnTrack {
 
 fn summary(f: &Flow) -> FlowSummary {
     FlowSummary {
-        original: f.original,
-        reply: f.reply,
+        original: f.original(),
+        reply: f.reply(),
         state: f.state(),
         last_seen: f.last_seen(),
         tag: f.tag,

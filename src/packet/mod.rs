@@ -46,7 +46,7 @@ impl Timestamp {
 
     /// This time plus `d`.
     #[inline]
-    pub fn add(self, d: std::time::Duration) -> Timestamp {
+    pub fn after(self, d: std::time::Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(d.as_millis() as u64))
     }
 }

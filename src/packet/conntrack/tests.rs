@@ -126,11 +126,11 @@ fn sweep_expires_by_state_with_linux_default_timeouts() {
     assert_eq!(est.state(), FlowState::Established);
     drop(g);
     // SYN_SENT lives 120 s.
-    assert_eq!(ct.sweep(T0.add(Duration::from_secs(120))), 0);
-    assert_eq!(ct.sweep(T0.add(Duration::from_secs(121))), 1);
+    assert_eq!(ct.sweep(T0.after(Duration::from_secs(120))), 0);
+    assert_eq!(ct.sweep(T0.after(Duration::from_secs(121))), 1);
     // ESTABLISHED lives five days.
-    assert_eq!(ct.sweep(T0.add(Duration::from_secs(431_999))), 0);
-    assert_eq!(ct.sweep(T0.add(Duration::from_secs(432_001))), 1);
+    assert_eq!(ct.sweep(T0.after(Duration::from_secs(431_999))), 0);
+    assert_eq!(ct.sweep(T0.after(Duration::from_secs(432_001))), 1);
     assert!(ct.is_empty());
 }
 
@@ -139,10 +139,10 @@ fn touching_a_flow_keeps_it_alive() {
     let ct = table(64);
     let g = epoch::pin();
     let f = ct.insert(entry(1, 1, 9), T0, &g).unwrap().flow;
-    f.touch(T0.add(Duration::from_secs(100)));
+    f.touch(T0.after(Duration::from_secs(100)));
     drop(g);
-    assert_eq!(ct.sweep(T0.add(Duration::from_secs(200))), 0);
-    assert_eq!(ct.sweep(T0.add(Duration::from_secs(221))), 1);
+    assert_eq!(ct.sweep(T0.after(Duration::from_secs(200))), 0);
+    assert_eq!(ct.sweep(T0.after(Duration::from_secs(221))), 1);
 }
 
 #[test]
@@ -188,11 +188,11 @@ fn udp_flows_become_replied_and_live_longer() {
     let f = ct.insert(e, T0, &g).unwrap().flow;
     f.track_datagram(Direction::Original);
     assert_eq!(f.state(), FlowState::Unreplied);
-    assert!(f.is_expired(T0.add(Duration::from_secs(31)), &Timeouts::default()));
+    assert!(f.is_expired(T0.after(Duration::from_secs(31)), &Timeouts::default()));
     f.track_datagram(Direction::Reply);
     assert_eq!(f.state(), FlowState::Replied);
-    assert!(!f.is_expired(T0.add(Duration::from_secs(119)), &Timeouts::default()));
-    assert!(f.is_expired(T0.add(Duration::from_secs(121)), &Timeouts::default()));
+    assert!(!f.is_expired(T0.after(Duration::from_secs(119)), &Timeouts::default()));
+    assert!(f.is_expired(T0.after(Duration::from_secs(121)), &Timeouts::default()));
 }
 
 #[test]
@@ -228,8 +228,8 @@ fn records_have_one_hook_and_their_own_timeout() {
     assert!(ct.lookup(&key, &g).is_some());
     assert!(ct.lookup(&backend, &g).is_none());
     drop(g);
-    assert_eq!(ct.sweep(T0.add(Duration::from_secs(10_799))), 0);
-    assert_eq!(ct.sweep(T0.add(Duration::from_secs(10_801))), 1);
+    assert_eq!(ct.sweep(T0.after(Duration::from_secs(10_799))), 0);
+    assert_eq!(ct.sweep(T0.after(Duration::from_secs(10_801))), 1);
 }
 
 #[test]
@@ -281,7 +281,7 @@ fn concurrent_inserts_lookups_and_removals_stay_consistent() {
                     let _ = ct.insert(e, T0, &g);
                     let stable = entry(200, p % 500, 201);
                     let f = ct.lookup(&stable.original, &g).expect("stable flow lost");
-                    assert_eq!(f.flow.reply(), &stable.reply);
+                    assert_eq!(f.flow.reply(), stable.reply);
                     assert!(ct.lookup(&stable.reply, &g).is_some(), "reply hook lost");
                 }
             }
