@@ -246,7 +246,7 @@ sys.exit(0 if any(a.startswith("10.245.0.") for a in ips) else 1)' "$work/add.$i
             fail=1
             continue
         fi
-        ms+="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) * 1e3 }') "
+        ms+="${ms:+ }$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) * 1e3 }')"
     done <"$work/add.times"
     [ "$(wc -l <"$work/add.times")" -eq "$n" ] || { echo "ref_cni_ms: expected $n ADD timings, got $(wc -l <"$work/add.times")" >&2; fail=1; }
     [ "$fail" -eq 0 ] || return 1
