@@ -13,7 +13,9 @@
 # register cleanups, so call them in the main shell, not inside $(...). The
 # bench_iperf_* probes print one figure and are fine inside $(...).
 # Progress and per-run figures go to stderr as "# ..." lines; stdout carries
-# only "name: value" lines.
+# only "name: value" lines. For a ratio (podnet / kernel) on a shared, noisy
+# machine, measure both sides in turns with bench_alternate rather than one
+# block after the other.
 
 if [ -n "${PN_BENCH_REF_SH_LOADED:-}" ]; then
     return 0
@@ -113,6 +115,25 @@ bench_median_of() {
         BENCH_RUNS+="${BENCH_RUNS:+ }$v"
     done
     BENCH_MEDIAN=$(pn_median <<<"$BENCH_RUNS")
+}
+
+# bench_alternate RUNS CMD_A CMD_B — run the command lines CMD_A and CMD_B (each prints one number) in turns,
+# A B A B ..., so machine load hits both alike; sets BENCH_RUNS_A/B and BENCH_MEDIAN_A/B. Use it for ratios:
+#   bench_alternate 3 "bench_iperf_tcp_gbps $POD_A $SVC_IP 5201 5" "bench_iperf_tcp_gbps $REF_POD1 $REF_VIP 5201 5"
+bench_alternate() {
+    local runs=${1:?bench_alternate: RUNS missing} a=${2:?CMD_A missing} b=${3:?CMD_B missing} i v
+    BENCH_RUNS_A=""
+    BENCH_RUNS_B=""
+    for ((i = 1; i <= runs; i++)); do
+        v=$(eval "$a") || { echo "bench: run $i of '$a' failed" >&2; return 1; }
+        BENCH_RUNS_A+="${BENCH_RUNS_A:+ }$v"
+        v=$(eval "$b") || { echo "bench: run $i of '$b' failed" >&2; return 1; }
+        BENCH_RUNS_B+="${BENCH_RUNS_B:+ }$v"
+    done
+    # shellcheck disable=SC2034 # results for the caller
+    BENCH_MEDIAN_A=$(pn_median <<<"$BENCH_RUNS_A")
+    # shellcheck disable=SC2034
+    BENCH_MEDIAN_B=$(pn_median <<<"$BENCH_RUNS_B")
 }
 
 # ref_topology_up [PREFIX] — node ns + pod1/pod2 ns on routed veths, VIP DNAT to pod2, iperf3 server in pod2.

@@ -10,6 +10,9 @@
 # cleanups with pn_cleanup_register rather than setting an EXIT trap of their
 # own. Helpers that register cleanups must run in the calling shell, not inside
 # $(...): a subshell's registrations are lost when it exits.
+# Ctrl-C cleans up at once; a SIGTERM sent to the script alone takes effect
+# when the running foreground command ends (bash defers traps until then),
+# which every client command bounds with pn_timeout.
 
 if [ -n "${PN_NETNS_SH_LOADED:-}" ]; then
     return 0
