@@ -1,0 +1,292 @@
+# shellcheck shell=bash
+# End-to-end benchmark measurements: the generic iperf3 probes (usable against
+# podnetd's pods as well) and the kernel / reference-CNI figures of issue 4,
+# each measured in namespaces of its own. Source it after scripts/lib/netns.sh:
+#
+#   . scripts/lib/netns.sh; . scripts/lib/bench-ref.sh
+#   ref_topology_up                 # node + two pods + iptables DNAT + iperf3 server
+#   ref_tcp_gbps 5 3                # prints e2e.kernel_tcp_gbps, sets REF_TCP_GBPS
+#   ref_udp_kpps 5 3                # prints e2e.kernel_udp_kpps, sets REF_UDP_KPPS
+#   ref_cni_ms 20                   # prints e2e.cni_ref_ms, sets REF_CNI_MS
+#
+# The ref_* functions and bench_median_of keep their results in globals and
+# register cleanups, so call them in the main shell, not inside $(...). The
+# bench_iperf_* probes print one figure and are fine inside $(...).
+# Progress and per-run figures go to stderr as "# ..." lines; stdout carries
+# only "name: value" lines. For a ratio (podnet / kernel) on a shared, noisy
+# machine, measure both sides in turns with bench_alternate rather than one
+# block after the other.
+
+if [ -n "${PN_BENCH_REF_SH_LOADED:-}" ]; then
+    return 0
+fi
+PN_BENCH_REF_SH_LOADED=1
+
+# Addresses live only inside the namespaces created here.
+REF_VIP=${REF_VIP:-10.96.0.10}
+REF_PORT=${REF_PORT:-5201}
+REF_GW=10.244.0.1
+REF_POD1_IP=10.244.0.2
+REF_POD2_IP=10.244.0.3
+REF_NODE=""
+REF_POD1=""
+REF_POD2=""
+
+# bench_note TEXT — a progress / detail line on stderr, prefixed "# ".
+bench_note() {
+    echo "# $*" >&2
+}
+
+# bench_iperf_json NS OUTFILE IPERF3-ARGS... — run an iperf3 client in NS with -J into OUTFILE; fail with its error.
+bench_iperf_json() {
+    local ns=$1 out=$2 secs err
+    shift 2
+    secs=${BENCH_IPERF_SECS:-5}
+    err=$(mktemp "${TMPDIR:-/tmp}/pnbench-err.XXXXXX")
+    if ! pn_timeout $((secs + 20)) ip netns exec "$ns" iperf3 -J --connect-timeout 3000 "$@" >"$out" 2>"$err"; then
+        # iperf3 -J reports its own errors in the JSON "error" field.
+        local msg
+        msg=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$out" 2>/dev/null || true)
+        echo "iperf3 client failed (ns $ns, iperf3 $*): ${msg:-$(cat "$err")}${msg:+ $(cat "$err")}" >&2
+        rm -f "$err"
+        return 1
+    fi
+    rm -f "$err"
+}
+
+# bench_iperf_tcp_gbps NS IP PORT [SECS] — one iperf3 TCP stream from NS to IP:PORT; prints receiver Gbit/s.
+bench_iperf_tcp_gbps() {
+    local ns=${1:?bench_iperf_tcp_gbps: NS missing} ip=${2:?IP missing} port=${3:?PORT missing}
+    local secs=${4:-5} out rc=0
+    out=$(mktemp "${TMPDIR:-/tmp}/pnbench-tcp.XXXXXX")
+    BENCH_IPERF_SECS=$secs bench_iperf_json "$ns" "$out" -c "$ip" -p "$port" -t "$secs" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        python3 - "$out" <<'PY' || rc=$?
+import json, sys
+r = json.load(open(sys.argv[1]))
+try:
+    bps = r["end"]["sum_received"]["bits_per_second"]
+except KeyError:
+    sys.exit("iperf3 TCP result has no end.sum_received.bits_per_second: " + r.get("error", "?"))
+print("%.3f" % (bps / 1e9))
+PY
+    fi
+    rm -f "$out"
+    return "$rc"
+}
+
+# bench_iperf_udp_kpps NS IP PORT [SECS] [LEN] — iperf3 UDP from NS to IP:PORT, LEN-byte payloads (default 64),
+# unlimited rate; prints thousands of packets per second delivered to the receiver (packets - lost) / seconds.
+bench_iperf_udp_kpps() {
+    local ns=${1:?bench_iperf_udp_kpps: NS missing} ip=${2:?IP missing} port=${3:?PORT missing}
+    local secs=${4:-5} len=${5:-64} out rc=0
+    out=$(mktemp "${TMPDIR:-/tmp}/pnbench-udp.XXXXXX")
+    BENCH_IPERF_SECS=$secs bench_iperf_json "$ns" "$out" -c "$ip" -p "$port" -t "$secs" \
+        -u -l "$len" -b 0 || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        python3 - "$out" <<'PY' || rc=$?
+import json, sys
+r = json.load(open(sys.argv[1]))
+# The receiver's report, which the client fetches at the end of the test:
+# packets is the count the sender numbered, lost_packets the gaps the
+# receiver saw (end.sum carries the same figures before iperf3 3.11).
+end = r.get("end", {})
+srv = end.get("sum_received") or end.get("sum")
+if not srv or "packets" not in srv:
+    sys.exit("iperf3 UDP result has no end.sum_received.packets: " + r.get("error", "?"))
+delivered = srv["packets"] - srv.get("lost_packets", 0)
+secs = srv["seconds"]
+if secs <= 0:
+    sys.exit("iperf3 UDP server report covers 0 seconds")
+print("%.1f" % (delivered / secs / 1e3))
+PY
+    fi
+    rm -f "$out"
+    return "$rc"
+}
+
+# bench_median_of RUNS CMD [ARG...] — run CMD RUNS times (each prints one number); sets BENCH_RUNS and BENCH_MEDIAN.
+bench_median_of() {
+    local runs=${1:?bench_median_of: RUNS missing} i v
+    shift
+    BENCH_RUNS=""
+    for ((i = 1; i <= runs; i++)); do
+        v=$("$@") || { echo "bench: run $i of $* failed" >&2; return 1; }
+        BENCH_RUNS+="${BENCH_RUNS:+ }$v"
+    done
+    BENCH_MEDIAN=$(pn_median <<<"$BENCH_RUNS")
+}
+
+# bench_alternate RUNS CMD_A CMD_B — run the command lines CMD_A and CMD_B (each prints one number) in turns,
+# A B A B ..., so machine load hits both alike; sets BENCH_RUNS_A/B and BENCH_MEDIAN_A/B. Use it for ratios:
+#   bench_alternate 3 "bench_iperf_tcp_gbps $POD_A $SVC_IP 5201 5" "bench_iperf_tcp_gbps $REF_POD1 $REF_VIP 5201 5"
+bench_alternate() {
+    local runs=${1:?bench_alternate: RUNS missing} a=${2:?CMD_A missing} b=${3:?CMD_B missing} i v
+    BENCH_RUNS_A=""
+    BENCH_RUNS_B=""
+    for ((i = 1; i <= runs; i++)); do
+        v=$(eval "$a") || { echo "bench: run $i of '$a' failed" >&2; return 1; }
+        BENCH_RUNS_A+="${BENCH_RUNS_A:+ }$v"
+        v=$(eval "$b") || { echo "bench: run $i of '$b' failed" >&2; return 1; }
+        BENCH_RUNS_B+="${BENCH_RUNS_B:+ }$v"
+    done
+    # shellcheck disable=SC2034 # results for the caller
+    BENCH_MEDIAN_A=$(pn_median <<<"$BENCH_RUNS_A")
+    # shellcheck disable=SC2034
+    BENCH_MEDIAN_B=$(pn_median <<<"$BENCH_RUNS_B")
+}
+
+# ref_topology_up [PREFIX] — node ns + pod1/pod2 ns on routed veths, VIP DNAT to pod2, iperf3 server in pod2.
+# Sets REF_NODE, REF_POD1, REF_POD2 (names), REF_VIP, REF_PORT. No-op if already up.
+ref_topology_up() {
+    [ -n "$REF_NODE" ] && return 0
+    local p=${1:-pnref$$} proto
+    pn_require_root
+    REF_NODE=$p-node
+    REF_POD1=$p-pod1
+    REF_POD2=$p-pod2
+    bench_note "kernel reference topology: $REF_NODE, $REF_POD1 ($REF_POD1_IP), $REF_POD2 ($REF_POD2_IP), VIP $REF_VIP:$REF_PORT"
+    pn_ns_add "$REF_NODE"
+    pn_ns_add "$REF_POD1"
+    pn_ns_add "$REF_POD2"
+    ip netns exec "$REF_NODE" sysctl -qw net.ipv4.ip_forward=1
+    local pod ip host_if
+    for pod in 1 2; do
+        if [ "$pod" = 1 ]; then ip=$REF_POD1_IP; else ip=$REF_POD2_IP; fi
+        local ns=$p-pod$pod
+        host_if=veth-pod$pod
+        # As the ptp plugin and Calico do it: a /32 in the pod, the gateway
+        # address on every host-side veth, a /32 route per pod on the node.
+        pn_veth "$REF_NODE" "$host_if" "$ns" eth0
+        ip -n "$REF_NODE" addr add "$REF_GW/32" dev "$host_if"
+        ip -n "$REF_NODE" route add "$ip/32" dev "$host_if" src "$REF_GW"
+        ip -n "$ns" addr add "$ip/32" dev eth0
+        ip -n "$ns" route add "$REF_GW/32" dev eth0 scope link
+        ip -n "$ns" route add default via "$REF_GW" dev eth0 src "$ip"
+    done
+    # kube-proxy iptables mode reduced to its one rule per service port.
+    for proto in tcp udp; do
+        if ! ip netns exec "$REF_NODE" iptables -w 5 -t nat -A PREROUTING -d "$REF_VIP/32" -p "$proto" \
+            --dport "$REF_PORT" -j DNAT --to-destination "$REF_POD2_IP:$REF_PORT"; then
+            echo "ref_topology_up: iptables DNAT rule ($proto) failed in $REF_NODE (nat table / conntrack missing?)" >&2
+            return 1
+        fi
+    done
+    pn_bg "$REF_POD2" iperf3 -s -p "$REF_PORT" --idle-timeout 300
+    if ! pn_wait_tcp "$REF_POD1" "$REF_VIP" "$REF_PORT" 10; then
+        echo "ref_topology_up: iperf3 server not reachable from $REF_POD1 through VIP $REF_VIP:$REF_PORT" >&2
+        return 1
+    fi
+}
+
+# ref_tcp_gbps [SECS] [RUNS] — e2e.kernel_tcp_gbps: median of RUNS single-stream TCP runs pod1 -> VIP -> pod2.
+ref_tcp_gbps() {
+    local secs=${1:-5} runs=${2:-3}
+    ref_topology_up "pnref$$"
+    bench_median_of "$runs" bench_iperf_tcp_gbps "$REF_POD1" "$REF_VIP" "$REF_PORT" "$secs"
+    REF_TCP_GBPS=$BENCH_MEDIAN
+    bench_note "e2e.kernel_tcp_gbps runs: $BENCH_RUNS (${secs}s each)"
+    echo "e2e.kernel_tcp_gbps: $REF_TCP_GBPS"
+}
+
+# ref_udp_kpps [SECS] [RUNS] — e2e.kernel_udp_kpps: median of RUNS 64-byte UDP runs pod1 -> VIP -> pod2.
+ref_udp_kpps() {
+    local secs=${1:-5} runs=${2:-3}
+    ref_topology_up "pnref$$"
+    bench_median_of "$runs" bench_iperf_udp_kpps "$REF_POD1" "$REF_VIP" "$REF_PORT" "$secs" 64
+    REF_UDP_KPPS=$BENCH_MEDIAN
+    bench_note "e2e.kernel_udp_kpps runs: $BENCH_RUNS (${secs}s each)"
+    echo "e2e.kernel_udp_kpps: $REF_UDP_KPPS"
+}
+
+# ref_cni_ms [N] [PREFIX] — e2e.cni_ref_ms: median ms of CNI ADD (ptp + host-local) into N fresh namespaces.
+# The plugin runs inside a node namespace made here, so its host-side veths and
+# routes land there, never in the host namespace. Also prints
+# e2e.cni_ref_netns_ms, the median `ip netns add` time, for comparisons that
+# include creating the namespace.
+ref_cni_ms() {
+    local n=${1:-20} p=${2:-pncni$$} ptp=/usr/lib/cni/ptp i
+    pn_require_root
+    [ -x "$ptp" ] || { echo "ref_cni_ms: $ptp missing (apt package containernetworking-plugins)" >&2; return 1; }
+    local node=$p-node work
+    work=$(mktemp -d "${TMPDIR:-/tmp}/pncni.XXXXXX")
+    pn_cleanup_register rm -rf "$work"
+    pn_ns_add "$node"
+    cat >"$work/conf.json" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "pnref-bench",
+  "type": "ptp",
+  "ipMasq": false,
+  "ipam": {
+    "type": "host-local",
+    "ranges": [[{ "subnet": "10.245.0.0/24" }]],
+    "dataDir": "$work/ipam"
+  }
+}
+JSON
+    bench_note "reference CNI: ptp + host-local ADD into $n namespaces, plugin run in $node"
+    local t0 t1 ns rc
+    : >"$work/netns.ms"
+    for ((i = 1; i <= n; i++)); do
+        ns=$p-$i
+        t0=$EPOCHREALTIME
+        pn_ns_add "$ns"
+        t1=$EPOCHREALTIME
+        echo "$t0 $t1" | awk '{ printf "%.3f\n", ($2 - $1) * 1e3 }' >>"$work/netns.ms"
+        # DEL before the namespace goes (newest cleanup runs first).
+        pn_cleanup_register ref_cni_del "$node" "$ns" "$work/conf.json"
+    done
+    # The ADDs are timed by a shell inside the node namespace, as a runtime
+    # would fork/exec the plugin: `ip netns exec` itself is not in the figure.
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    ip netns exec "$node" bash -c '
+        set -u
+        p=$1 n=$2 work=$3 ptp=$4
+        for ((i = 1; i <= n; i++)); do
+            t0=$EPOCHREALTIME
+            CNI_COMMAND=ADD CNI_CONTAINERID=$p-$i CNI_NETNS=/var/run/netns/$p-$i CNI_IFNAME=eth0 \
+                CNI_PATH=/usr/lib/cni timeout 20 "$ptp" <"$work/conf.json" >"$work/add.$i.json" 2>"$work/add.$i.err"
+            rc=$?
+            t1=$EPOCHREALTIME
+            echo "$i $rc $t0 $t1"
+        done' ref-cni "$p" "$n" "$work" "$ptp" >"$work/add.times"
+    local fail=0 ms=""
+    while read -r i rc t0 t1; do
+        if [ "$rc" -ne 0 ]; then
+            echo "ref_cni_ms: ptp ADD into $p-$i failed (exit $rc): $(cat "$work/add.$i.err" "$work/add.$i.json")" >&2
+            fail=1
+            continue
+        fi
+        if ! python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+ips = [x.get("address", "") for x in r.get("ips", [])]
+sys.exit(0 if any(a.startswith("10.245.0.") for a in ips) else 1)' "$work/add.$i.json" 2>/dev/null; then
+            echo "ref_cni_ms: ptp ADD into $p-$i returned no 10.245.0.x address: $(cat "$work/add.$i.json")" >&2
+            fail=1
+            continue
+        fi
+        ms+="${ms:+ }$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) * 1e3 }')"
+    done <"$work/add.times"
+    [ "$(wc -l <"$work/add.times")" -eq "$n" ] || { echo "ref_cni_ms: expected $n ADD timings, got $(wc -l <"$work/add.times")" >&2; fail=1; }
+    [ "$fail" -eq 0 ] || return 1
+    # Sanity check of ptp's wiring, where ping exists: the node reaches pod 1.
+    local addr
+    addr=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ips"][0]["address"].split("/")[0])' "$work/add.1.json")
+    if command -v ping >/dev/null && ! pn_timeout 5 ip netns exec "$node" ping -c 1 -W 2 "$addr" >/dev/null 2>&1; then
+        bench_note "warning: ptp pod 1 ($addr) does not answer ping from $node"
+    fi
+    REF_CNI_MS=$(pn_median <<<"$ms")
+    bench_note "e2e.cni_ref_ms runs: $ms"
+    echo "e2e.cni_ref_ms: $REF_CNI_MS"
+    echo "e2e.cni_ref_netns_ms: $(pn_median <"$work/netns.ms")"
+}
+
+# ref_cni_del NODE NS CONF — CNI DEL (untimed) of ptp for NS, run in NODE; errors ignored (cleanup path).
+ref_cni_del() {
+    local node=$1 ns=$2 conf=$3
+    [ -e "/var/run/netns/$ns" ] || return 0
+    CNI_COMMAND=DEL CNI_CONTAINERID=$ns CNI_NETNS=/var/run/netns/$ns CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
+        pn_timeout 20 ip netns exec "$node" /usr/lib/cni/ptp <"$conf" >/dev/null 2>&1 || true
+}
