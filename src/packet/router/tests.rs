@@ -732,3 +732,118 @@ proptest! {
         prop_assert_eq!(rd, src);
     }
 }
+
+/// A packet for the differential test: TCP or UDP, either direction of a
+/// few flows, random flags, payload, TTL and (UDP) absent checksum.
+#[derive(Debug, Clone)]
+struct DiffPacket {
+    udp: bool,
+    reply: bool,
+    port: u16,
+    flags: u8,
+    payload: usize,
+    ttl: u8,
+    zero_udp_checksum: bool,
+}
+
+fn diff_packet() -> impl Strategy<Value = DiffPacket> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        40000u16..40004,
+        prop::sample::select(vec![0x02u8, 0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x01]),
+        0usize..120,
+        prop::sample::select(vec![0u8, 1, 2, 64, 255]),
+        any::<bool>(),
+    )
+        .prop_map(|(udp, reply, port, flags, payload, ttl, zero_udp_checksum)| DiffPacket {
+            udp,
+            reply,
+            port,
+            flags,
+            payload,
+            ttl,
+            zero_udp_checksum,
+        })
+}
+
+/// Builds `p` for a router whose flows pick a backend among .6 and .7; a
+/// reply comes from the backend the client's flow went to (found by
+/// sending the client side first), so both routers see the same packets.
+fn build_diff(p: &DiffPacket, backend: Ipv4Addr) -> (PacketBuf, Link) {
+    static PAYLOAD: [u8; 120] = [0x5a; 120];
+    let (src, dst, link) = if p.reply {
+        ((backend, 8080), (ip(5), p.port), Link::Pod(if backend == ip(6) { WEB1 } else { WEB2 }))
+    } else {
+        ((ip(5), p.port), (vip(), 80), Link::Pod(CLIENT))
+    };
+    let mut b = if p.udp {
+        udp(src, dst, &PAYLOAD[..p.payload])
+    } else {
+        let control = match p.flags & 0x07 {
+            0x02 => TcpControl::Syn,
+            0x01 => TcpControl::Fin,
+            0x04 => TcpControl::Rst,
+            _ => TcpControl::None,
+        };
+        Tcp {
+            src,
+            dst,
+            control,
+            seq: 1000,
+            ack: (p.flags & 0x10 != 0).then_some(7000),
+            payload: &PAYLOAD[..p.payload],
+            ttl: p.ttl,
+        }
+        .build()
+    };
+    let bytes = b.as_mut_slice();
+    if p.udp {
+        bytes[8] = p.ttl;
+        if p.zero_udp_checksum {
+            bytes[26] = 0;
+            bytes[27] = 0;
+        }
+        let mut h = Ipv4Packet::new_unchecked(&mut bytes[..]);
+        h.fill_checksum();
+    }
+    (b, link)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The IPv4 fast path is an optimisation only: for any sequence of
+    /// packets, a router with it and one without give the same verdicts,
+    /// the same bytes and the same flow states.
+    #[test]
+    fn the_ipv4_fast_path_matches_the_general_path(packets in proptest::collection::vec(diff_packet(), 1..40)) {
+        let fast = router();
+        let slow = Router::new(RouterConfig { ipv4_fast_path: false, ..small_config() });
+        slow.set_pods(&[(CLIENT, pod(5)), (WEB1, pod(6)), (WEB2, pod(7))]).unwrap();
+        slow.set_services(&[spec(1, 6, None), spec(2, 17, None)]).unwrap();
+        slow.set_endpoints(PoolId(1), &[backend(6), backend(7)]).unwrap();
+        slow.set_endpoints(PoolId(2), &[backend(6), backend(7)]).unwrap();
+        let mut chosen: HashMap<(bool, u16), Ipv4Addr> = HashMap::new();
+        for p in &packets {
+            let backend = *chosen.get(&(p.udp, p.port)).unwrap_or(&ip(6));
+            let (mut a, link) = build_diff(p, backend);
+            let mut b = PacketBuf::from_bytes(a.as_slice());
+            let va = fast.process(NOW, &mut a, link);
+            let vb = slow.process(NOW, &mut b, link);
+            prop_assert_eq!(va, vb, "{:?}", p);
+            prop_assert_eq!(a.as_slice(), b.as_slice(), "{:?}", p);
+            if let (false, Verdict::Forward(Link::Pod(_))) = (p.reply, va) {
+                let dst = Ipv4Packet::new_unchecked(a.as_slice()).dst_addr();
+                chosen.insert((p.udp, p.port), dst);
+            }
+        }
+        let states = |r: &Router| {
+            let mut v: Vec<_> = r.flows().into_iter().map(|f| (f.original, f.state, f.reply_next_seq)).collect();
+            v.sort_by_key(|(k, ..)| (k.src_port, k.protocol));
+            v
+        };
+        prop_assert_eq!(states(&fast), states(&slow));
+        prop_assert_eq!(fast.stats(), slow.stats());
+    }
+}
