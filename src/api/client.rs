@@ -182,18 +182,15 @@ impl ApiClient {
         let write_result = stream.write_all(&bytes);
 
         let mut response = Vec::new();
-        let read_result = (&mut stream)
-            .take(MAX_RESPONSE)
-            .read_to_end(&mut response);
-        if let Err(e) = read_result {
+        if let Err(e) = read_response(&mut stream, &mut response) {
             return Err(io_err(write_result.err().unwrap_or(e)));
         }
         if response.is_empty() {
             return Err(match write_result {
                 Err(e) => io_err(e),
-                Ok(()) => ClientError::BadResponse(
-                    "the connection closed without an answer".to_string(),
-                ),
+                Ok(()) => {
+                    ClientError::BadResponse("the connection closed without an answer".to_string())
+                }
             });
         }
         parse_response(&response)
@@ -211,9 +208,8 @@ impl ApiClient {
             .transpose()
             .map_err(ClientError::Encode)?;
         let answer = self.request_bytes(method, path, body.as_deref())?;
-        serde_json::from_slice(&answer).map_err(|e| {
-            ClientError::BadResponse(format!("invalid JSON for {method} {path}: {e}"))
-        })
+        serde_json::from_slice(&answer)
+            .map_err(|e| ClientError::BadResponse(format!("invalid JSON for {method} {path}: {e}")))
     }
 
     /// `GET path`, decoding the JSON answer.
@@ -308,11 +304,7 @@ impl ApiClient {
         self.delete(&format!("/v1/statefulsets/{}", path_segment(name)))
     }
     /// `PUT /v1/statefulsets/{name}/scale`
-    pub fn scale_statefulset(
-        &self,
-        name: &str,
-        replicas: u32,
-    ) -> Result<StatefulSet, ClientError> {
+    pub fn scale_statefulset(&self, name: &str, replicas: u32) -> Result<StatefulSet, ClientError> {
         let path = format!("/v1/statefulsets/{}/scale", path_segment(name));
         self.put(&path, &Scale { replicas })
     }
@@ -345,6 +337,33 @@ impl ApiClient {
     /// `POST /v1/reset`
     pub fn reset(&self) -> Result<ResetSummary, ClientError> {
         self.post::<_, ()>("/v1/reset", None)
+    }
+}
+
+/// Reads the answer until the server closes the connection. A reset after
+/// some bytes arrived is the end of the answer, not a failure: Linux resets a
+/// Unix stream whose peer closes with unread input, which is what a server
+/// that answers before reading the whole request (413, 503) does.
+fn read_response(stream: &mut UnixStream, response: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                response.extend_from_slice(&chunk[..n]);
+                if response.len() as u64 > MAX_RESPONSE {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the answer is larger than {MAX_RESPONSE} bytes"),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !response.is_empty() => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -385,7 +404,13 @@ fn parse_response(response: &[u8]) -> Result<Vec<u8>, ClientError> {
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        });
     if let Some(length) = length {
         if body.len() < length {
             return Err(ClientError::BadResponse(format!(

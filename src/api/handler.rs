@@ -155,8 +155,8 @@ impl Reply {
             error: err.message.clone(),
         };
         // An ErrorBody always serializes; fall back to a fixed body regardless.
-        let mut body = serde_json::to_vec(&body)
-            .unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
+        let mut body =
+            serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
         body.push(b'\n');
         Reply {
             status,
@@ -281,7 +281,9 @@ pub(crate) fn route(handler: &dyn ApiHandler, method: &str, target: &str, body: 
             quote_path(path)
         )));
     };
-    match catch_unwind(AssertUnwindSafe(|| dispatch(handler, method, path, route, body))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        dispatch(handler, method, path, route, body)
+    })) {
         Ok(reply) => reply,
         Err(_) => Reply::error(&ApiError::internal(format!(
             "podnetd failed while handling {method} {}; see the daemon's log",
@@ -330,7 +332,13 @@ fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid {what} JSON: {e}")))
 }
 
-fn dispatch(handler: &dyn ApiHandler, method: &str, path: &str, route: Route, body: &[u8]) -> Reply {
+fn dispatch(
+    handler: &dyn ApiHandler,
+    method: &str,
+    path: &str,
+    route: Route,
+    body: &[u8],
+) -> Reply {
     match route {
         Route::Collection(kind) => match method {
             "GET" => match kind {
@@ -358,9 +366,7 @@ fn dispatch(handler: &dyn ApiHandler, method: &str, path: &str, route: Route, bo
                 (Kind::Deployment, false) => {
                     Reply::from_result(200, handler.delete_deployment(name))
                 }
-                (Kind::StatefulSet, true) => {
-                    Reply::from_result(200, handler.get_statefulset(name))
-                }
+                (Kind::StatefulSet, true) => Reply::from_result(200, handler.get_statefulset(name)),
                 (Kind::StatefulSet, false) => {
                     Reply::from_result(200, handler.delete_statefulset(name))
                 }

@@ -148,7 +148,18 @@ fn reject_busy(mut stream: UnixStream, config: &ServerConfig) {
             config.max_connections
         ),
     ));
-    let _ = write_reply(&mut stream, &reply);
+    if write_reply(&mut stream, &reply).is_ok() {
+        let _ = stream.shutdown(Shutdown::Write);
+        // Without blocking the accept loop: take only what is already there.
+        if stream.set_nonblocking(true).is_ok() {
+            let mut chunk = [0u8; 8192];
+            for _ in 0..8 {
+                if !matches!(stream.read(&mut chunk), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A request as the router needs it.
@@ -182,8 +193,32 @@ fn handle_connection(mut stream: UnixStream, handler: &dyn ApiHandler, config: &
         Err(ReadError::Reply(reply)) => reply,
     };
     // The client may have gone away meanwhile; nothing to do about it then.
-    let _ = write_reply(&mut stream, &reply);
-    let _ = stream.shutdown(Shutdown::Both);
+    if write_reply(&mut stream, &reply).is_ok() {
+        let _ = stream.shutdown(Shutdown::Write);
+        drain(&mut stream, DRAIN_BYTES, Duration::from_millis(200));
+    }
+}
+
+/// Unread input left after an early answer (413, 411, 503) read and dropped.
+const DRAIN_BYTES: usize = 2 << 20;
+
+/// Reads and drops what the client still sends, within bounds. Linux resets a
+/// Unix stream closed with unread input, and a client that sees the reset
+/// before our answer cannot show the answer.
+fn drain(stream: &mut UnixStream, max_bytes: usize, max_wait: Duration) {
+    let deadline = Instant::now() + max_wait;
+    let mut chunk = [0u8; 8192];
+    let mut total = 0;
+    while total < max_bytes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
 }
 
 /// Reads into `buf` until the deadline; `Ok(0)` at end of stream.
@@ -204,7 +239,12 @@ fn read_some(
         match stream.read(buf) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(timed_out(timeout))
             }
             Err(_) => return Err(ReadError::Gone),
@@ -272,7 +312,10 @@ fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<Head>, ReadError> {
                 return Err(bad(400, "the Content-Length header is not a number"));
             };
             if content_length.is_some_and(|old| old != n) {
-                return Err(bad(400, "the request has conflicting Content-Length headers"));
+                return Err(bad(
+                    400,
+                    "the request has conflicting Content-Length headers",
+                ));
             }
             content_length = Some(n);
         }

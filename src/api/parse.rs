@@ -230,7 +230,10 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(parse_label("app=web").unwrap(), ("app".into(), "web".into()));
+        assert_eq!(
+            parse_label("app=web").unwrap(),
+            ("app".into(), "web".into())
+        );
         assert_eq!(parse_label("app=").unwrap(), ("app".into(), "".into()));
         assert_eq!(
             parse_label("example.com/tier=front_1").unwrap(),
@@ -262,12 +265,28 @@ mod tests {
         let p = parse_port_spec("80").unwrap();
         assert_eq!((p.port, p.target_port, p.protocol), (80, 80, Protocol::TCP));
         let p = parse_port_spec("80:8080/tcp").unwrap();
-        assert_eq!((p.port, p.target_port, p.protocol), (80, 8080, Protocol::TCP));
+        assert_eq!(
+            (p.port, p.target_port, p.protocol),
+            (80, 8080, Protocol::TCP)
+        );
         let p = parse_port_spec("53/UDP").unwrap();
         assert_eq!((p.port, p.target_port, p.protocol), (53, 53, Protocol::UDP));
-        for bad in ["", "0", "http", "80:", ":80", "80/sctp", "70000", "80:8080:1", "-1"] {
+        for bad in [
+            "",
+            "0",
+            "http",
+            "80:",
+            ":80",
+            "80/sctp",
+            "70000",
+            "80:8080:1",
+            "-1",
+        ] {
             let err = parse_port_spec(bad).unwrap_err().to_string();
-            assert!(err.contains("expected PORT[:TARGET][/tcp|/udp]"), "{bad:?}: {err}");
+            assert!(
+                err.contains("expected PORT[:TARGET][/tcp|/udp]"),
+                "{bad:?}: {err}"
+            );
         }
     }
 }
