@@ -261,7 +261,7 @@ impl fmt::Display for SessionAffinity {
 
 /// One port of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", try_from = "ServicePortJson")]
+#[serde(rename_all = "camelCase", from = "ServicePortJson")]
 pub struct ServicePort {
     /// Optional port name (needed only to tell ports apart).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,16 +287,14 @@ struct ServicePortJson {
     protocol: Protocol,
 }
 
-impl TryFrom<ServicePortJson> for ServicePort {
-    type Error = String;
-
-    fn try_from(json: ServicePortJson) -> Result<Self, String> {
-        Ok(ServicePort {
+impl From<ServicePortJson> for ServicePort {
+    fn from(json: ServicePortJson) -> Self {
+        ServicePort {
             name: json.name,
             port: json.port,
             target_port: json.target_port.unwrap_or(json.port),
             protocol: json.protocol,
-        })
+        }
     }
 }
 
