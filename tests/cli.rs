@@ -352,3 +352,45 @@ fn exec_of_a_missing_pod_fails_cleanly() {
     );
     assert!(err.contains("/var/run/netns/web"), "{err}");
 }
+
+/// Whether this process may setns(2): CAP_SYS_ADMIN (bit 21) in its effective set.
+fn can_setns() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|caps| u64::from_str_radix(caps.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 21) != 0)
+}
+
+#[test]
+fn exec_enters_the_namespace_and_passes_the_exit_code_through() {
+    let s = TestServer::start();
+    // podnet's own namespace stands in for a pod's: entering it changes nothing.
+    ok(podnet(
+        Some(&s),
+        &["pod", "attach", "host", "--netns", "/proc/self/ns/net"],
+    ));
+    let o = podnet(
+        Some(&s),
+        &[
+            "pod",
+            "exec",
+            "host",
+            "--",
+            "sh",
+            "-c",
+            "echo $POD_NAME $POD_IP; exit 7",
+        ],
+    );
+    if can_setns() {
+        assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "host 10.244.0.2\n");
+        let o = podnet(Some(&s), &["pod", "exec", "host", "--", "/nonexistent/cmd"]);
+        assert_eq!(o.status.code(), Some(127));
+        assert!(stderr(&o).contains("cannot run \"/nonexistent/cmd\" in pod host"));
+    } else {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("needs root"), "{}", stderr(&o));
+    }
+}
