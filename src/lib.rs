@@ -6,10 +6,14 @@
 //! |---|---|
 //! | [`packet`] | sans-IO fast path: wire views, checksums, connection tracking, service NAT, Maglev, the [`packet::Router`] |
 //! | [`control`] | control plane: IPAM and (later) the object model and snapshot building |
+//! | [`sys`] | the OS: network namespaces (and later TUN, netlink, process spawning); all `unsafe` |
+//! | [`api`] | the daemon's HTTP + JSON API over its Unix socket: types, server, client |
 //!
 //! `packet` does no IO, reads no clock (time is an argument), takes no lock and
 //! allocates nothing per packet, so it is tested exhaustively in-process and
 //! benchmarked precisely.
 
+pub mod api;
 pub mod control;
 pub mod packet;
+pub mod sys;
