@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`packet`] | sans-IO fast path: wire views, checksums, connection tracking, service NAT, Maglev, the [`packet::Router`] |
 //! | [`control`] | control plane: IPAM and (later) the object model and snapshot building |
+//! | [`sys`] | the OS: network namespaces, TUN devices, netlink, spawning pod processes; all `unsafe` lives here |
 //!
 //! `packet` does no IO, reads no clock (time is an argument), takes no lock and
 //! allocates nothing per packet, so it is tested exhaustively in-process and
@@ -13,3 +14,4 @@
 
 pub mod control;
 pub mod packet;
+pub mod sys;
