@@ -193,7 +193,7 @@ fn fastpath(c: &mut Criterion) {
             let mut n = 0u64;
             let start = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                let set = if n % 2 == 0 { &three } else { &four };
+                let set = if n.is_multiple_of(2) { &three } else { &four };
                 r.set_endpoints(PoolId(0), set).unwrap();
                 n += 1;
                 let due = start + Duration::from_micros(n * 1000);

@@ -44,8 +44,9 @@ impl Timestamp {
         self.0
     }
 
-    /// This time plus `d`.
+    /// This time plus `d` (saturating; not `ops::Add`, which would suggest wrapping).
     #[inline]
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: std::time::Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(d.as_millis() as u64))
     }

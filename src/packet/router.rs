@@ -744,10 +744,10 @@ impl Router {
     ) -> Verdict {
         let key = flow_key(info);
         let guard = epoch::pin();
-        let found = match self.conntrack.lookup(&key, &guard) {
-            Some(f) => Some((f.flow, f.direction)),
-            None => None,
-        };
+        let found = self
+            .conntrack
+            .lookup(&key, &guard)
+            .map(|f| (f.flow, f.direction));
         let (flow, dir) = match found {
             Some(f) => f,
             None => {
