@@ -37,13 +37,21 @@ static ALLOC: Counting = Counting;
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
 fn main() {
     // `cargo test --benches` runs bench binaries too; keep that quick.
-    let flows: usize = if std::env::args().any(|a| a == "--bench") { 1_000_000 } else { 10_000 };
+    let flows: usize = if std::env::args().any(|a| a == "--bench") {
+        1_000_000
+    } else {
+        10_000
+    };
     let before = LIVE.load(Ordering::Relaxed);
     let rss_before = rss_bytes();
     let r = Router::new(RouterConfig {
@@ -53,17 +61,30 @@ fn main() {
         },
         ..RouterConfig::default()
     });
-    r.set_pods(&[(PodId(1), PodAddrs { v4: Some(Ipv4Addr::new(10, 244, 0, 10)), v6: None })])
-        .unwrap();
+    r.set_pods(&[(
+        PodId(1),
+        PodAddrs {
+            v4: Some(Ipv4Addr::new(10, 244, 0, 10)),
+            v6: None,
+        },
+    )])
+    .unwrap();
     r.set_services(&[PoolSpec {
         id: PoolId(0),
-        frontends: vec![Frontend { addr: Ipv4Addr::new(10, 96, 0, 10).into(), port: 80, protocol: 17 }],
+        frontends: vec![Frontend {
+            addr: Ipv4Addr::new(10, 96, 0, 10).into(),
+            port: 80,
+            protocol: 17,
+        }],
         session_affinity: None,
     }])
     .unwrap();
     r.set_endpoints(
         PoolId(0),
-        &[Backend { addr: SocketAddr::from(([10, 244, 0, 10], 8080)), terminating: false }],
+        &[Backend {
+            addr: SocketAddr::from(([10, 244, 0, 10], 8080)),
+            terminating: false,
+        }],
     )
     .unwrap();
     let after_setup = LIVE.load(Ordering::Relaxed);
@@ -100,8 +121,12 @@ fn main() {
     let rss = rss_bytes();
     // The table's bucket array is sized for `max_entries` at creation and
     // belongs to the flows it holds, so it is counted.
-    let per_flow = (live - before - (after_setup - before - r.conntrack().bucket_bytes())) as f64 / flows as f64;
+    let per_flow = (live - before - (after_setup - before - r.conntrack().bucket_bytes())) as f64
+        / flows as f64;
     println!("conntrack.bytes_per_flow: {per_flow:.1}");
-    println!("conntrack.rss_bytes_per_flow: {:.1}", (rss - rss_before) as f64 / flows as f64);
+    println!(
+        "conntrack.rss_bytes_per_flow: {:.1}",
+        (rss - rss_before) as f64 / flows as f64
+    );
     println!("conntrack.flows: {flows}");
 }

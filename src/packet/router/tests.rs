@@ -756,15 +756,17 @@ fn diff_packet() -> impl Strategy<Value = DiffPacket> {
         prop::sample::select(vec![0u8, 1, 2, 64, 255]),
         any::<bool>(),
     )
-        .prop_map(|(udp, reply, port, flags, payload, ttl, zero_udp_checksum)| DiffPacket {
-            udp,
-            reply,
-            port,
-            flags,
-            payload,
-            ttl,
-            zero_udp_checksum,
-        })
+        .prop_map(
+            |(udp, reply, port, flags, payload, ttl, zero_udp_checksum)| DiffPacket {
+                udp,
+                reply,
+                port,
+                flags,
+                payload,
+                ttl,
+                zero_udp_checksum,
+            },
+        )
 }
 
 /// Builds `p` for a router whose flows pick a backend among .6 and .7; a
@@ -773,7 +775,11 @@ fn diff_packet() -> impl Strategy<Value = DiffPacket> {
 fn build_diff(p: &DiffPacket, backend: Ipv4Addr) -> (PacketBuf, Link) {
     static PAYLOAD: [u8; 120] = [0x5a; 120];
     let (src, dst, link) = if p.reply {
-        ((backend, 8080), (ip(5), p.port), Link::Pod(if backend == ip(6) { WEB1 } else { WEB2 }))
+        (
+            (backend, 8080),
+            (ip(5), p.port),
+            Link::Pod(if backend == ip(6) { WEB1 } else { WEB2 }),
+        )
     } else {
         ((ip(5), p.port), (vip(), 80), Link::Pod(CLIENT))
     };
