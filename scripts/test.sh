@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# Runs every podnet test: formatting, lints, unit, property and in-process tests.
-# Installs what it needs when missing. Usage: scripts/test.sh
+# Runs every podnet test: formatting, lints, unit, property, in-process and
+# root (network namespace) tests. Installs what it needs when missing.
+# Must run as root: the root tests fail, never skip, without it.
+# Usage: sudo scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/netns.sh
+source scripts/lib/netns.sh
 
-need_apt=()
-if [ ${#need_apt[@]} -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        echo "test.sh: installing ${need_apt[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-    else
-        echo "test.sh: missing ${need_apt[*]}; run as root or install them" >&2
-        exit 1
-    fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: the tests build network namespaces and TUN devices and must run as root (sudo scripts/test.sh)" >&2
+    exit 1
 fi
-rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+pn_ensure_tools
+if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then
+    rustup component add rustfmt clippy
+fi
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+bash scripts/lib/netns-selftest.sh
 cargo test --all-targets
