@@ -7,6 +7,7 @@
 //! | [`packet`] | sans-IO fast path: wire views, checksums, connection tracking, service NAT, Maglev, the [`packet::Router`] |
 //! | [`control`] | control plane: IPAM and (later) the object model and snapshot building |
 //! | [`sys`] | the OS: network namespaces, TUN devices, netlink, spawning pod processes; all `unsafe` lives here |
+//! | [`daemon`] | `podnetd`: workers, the control loop, supervision, the API handler |
 //! | [`api`] | the daemon's HTTP + JSON API over its Unix socket: types, server, client |
 //!
 //! `packet` does no IO, reads no clock (time is an argument), takes no lock and
@@ -15,5 +16,6 @@
 
 pub mod api;
 pub mod control;
+pub mod daemon;
 pub mod packet;
 pub mod sys;

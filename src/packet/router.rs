@@ -1276,13 +1276,10 @@ impl Router {
         let out = match snap.pod_at(info.dst) {
             Some(id) => Link::Pod(id),
             None => {
-                if self
-                    .config
-                    .network
-                    .pod_subnets
-                    .iter()
-                    .any(|n| n.contains(&info.dst))
-                {
+                let net = &self.config.network;
+                let gateway = info.dst == IpAddr::V4(net.gateway_v4)
+                    || net.gateway_v6.map(IpAddr::V6) == Some(info.dst);
+                if !gateway && net.pod_subnets.iter().any(|n| n.contains(&info.dst)) {
                     // A pod address with no pod: as a router with no
                     // neighbour would, say so.
                     return self.icmp_reply(

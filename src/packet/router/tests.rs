@@ -853,3 +853,13 @@ proptest! {
         prop_assert_eq!(fast.stats(), slow.stats());
     }
 }
+
+#[test]
+fn the_gateway_address_is_the_host_side() {
+    let r = router();
+    let mut b = Tcp::syn((ip(5), 40000), (ip(1), 22)).build();
+    assert_eq!(
+        r.process(NOW, &mut b, Link::Pod(CLIENT)),
+        Verdict::Forward(Link::Host)
+    );
+}

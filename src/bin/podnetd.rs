@@ -1,0 +1,111 @@
+//! `podnetd`: the podnet node daemon. Parses flags, sets up logging and
+//! signals, and runs [`podnet::daemon::run`] until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::Parser;
+use ipnet::{Ipv4Net, Ipv6Net};
+use podnet::daemon::{self, DaemonConfig};
+
+/// Kubernetes-style node networking without Kubernetes: pod IPs, service
+/// virtual IPs and a userspace NAT fast path.
+#[derive(Parser, Debug)]
+#[command(name = "podnetd", version)]
+struct Args {
+    /// TOML config file (keys as the flags, e.g. `node-subnet = "10.244.1.0/24"`); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The node's pod subnet [default: 10.244.0.0/24].
+    #[arg(long, value_name = "CIDR")]
+    node_subnet: Option<Ipv4Net>,
+    /// The node's IPv6 pod subnet, for dual stack [default: none].
+    #[arg(long, value_name = "CIDR")]
+    node_subnet_v6: Option<Ipv6Net>,
+    /// Where cluster IPs come from [default: 10.96.0.0/12].
+    #[arg(long, value_name = "CIDR")]
+    service_cidr: Option<Ipv4Net>,
+    /// State directory [default: /var/lib/podnet].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// API socket [default: /run/podnet/podnet.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Host-side TUN device [default: podnet0].
+    #[arg(long, value_name = "NAME")]
+    host_device: Option<String>,
+    /// MTU of the TUN devices [default: 1500].
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Packet worker threads [default: one per core].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Log filter (tracing syntax) [default: info, or RUST_LOG].
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = match &args.config {
+        Some(path) => match DaemonConfig::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("podnetd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => DaemonConfig::default(),
+    };
+    if let Some(v) = args.node_subnet {
+        config.node_subnet = v;
+    }
+    if let Some(v) = args.node_subnet_v6 {
+        config.node_subnet_v6 = Some(v);
+    }
+    if let Some(v) = args.service_cidr {
+        config.service_cidr = v;
+    }
+    if let Some(v) = args.state_dir {
+        config.state_dir = v;
+    }
+    if let Some(v) = args.socket {
+        config.socket = v;
+    }
+    if let Some(v) = args.host_device {
+        config.host_device = v;
+    }
+    if let Some(v) = args.mtu {
+        config.mtu = v;
+    }
+    if let Some(v) = args.workers {
+        config.workers = v;
+    }
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, shutdown.clone()) {
+            eprintln!("podnetd: cannot handle signal {sig}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match daemon::run(config, shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podnetd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

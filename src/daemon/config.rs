@@ -1,0 +1,259 @@
+//! The daemon's configuration: defaults, a TOML file, command-line flags.
+//!
+//! Parsing is separate from acting: [`DaemonConfig::from_toml`] only checks
+//! the text and says which key is wrong; nothing is bound or created here.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::Deserialize;
+
+/// Everything `podnetd` needs to start. `Default` is the single-node
+/// default of the architecture: no config file needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// The node's pod subnet; its first host address is the gateway on
+    /// `podnet0`.
+    pub node_subnet: Ipv4Net,
+    /// The node's IPv6 pod subnet (dual stack), if any.
+    pub node_subnet_v6: Option<Ipv6Net>,
+    /// Where service cluster IPs come from.
+    pub service_cidr: Ipv4Net,
+    /// Where pods, services and addresses are kept across restarts.
+    pub state_dir: PathBuf,
+    /// The API socket (root only, mode 0600).
+    pub socket: PathBuf,
+    /// The host-side TUN device.
+    pub host_device: String,
+    /// MTU of every TUN device.
+    pub mtu: u32,
+    /// Packet worker threads (0: one per core).
+    pub workers: usize,
+    /// Seconds a released address rests before reuse.
+    pub ip_quarantine_secs: u64,
+    /// Seconds a deleted pod's process gets between SIGTERM and SIGKILL.
+    pub termination_grace_secs: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            node_subnet: Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 24).expect("valid literal"),
+            node_subnet_v6: None,
+            service_cidr: Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).expect("valid literal"),
+            state_dir: PathBuf::from("/var/lib/podnet"),
+            socket: PathBuf::from("/run/podnet/podnet.sock"),
+            host_device: "podnet0".to_string(),
+            mtu: 1500,
+            workers: 0,
+            ip_quarantine_secs: 30,
+            termination_grace_secs: 5,
+        }
+    }
+}
+
+/// A configuration file or flag that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {key}: {message}")]
+    Invalid {
+        /// The key (or flag) at fault.
+        key: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+/// The TOML schema: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    node_subnet: Option<Ipv4Net>,
+    node_subnet_v6: Option<Ipv6Net>,
+    service_cidr: Option<Ipv4Net>,
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    host_device: Option<String>,
+    mtu: Option<u32>,
+    workers: Option<usize>,
+    ip_quarantine_secs: Option<u64>,
+    termination_grace_secs: Option<u64>,
+}
+
+impl DaemonConfig {
+    /// Reads a TOML file over the defaults (keys as the flags, e.g.
+    /// `node-subnet = "10.244.1.0/24"`).
+    pub fn from_file(path: &Path) -> Result<DaemonConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        DaemonConfig::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<DaemonConfig, ConfigError> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        let d = DaemonConfig::default();
+        let c = DaemonConfig {
+            node_subnet: f.node_subnet.unwrap_or(d.node_subnet),
+            node_subnet_v6: f.node_subnet_v6.or(d.node_subnet_v6),
+            service_cidr: f.service_cidr.unwrap_or(d.service_cidr),
+            state_dir: f.state_dir.unwrap_or(d.state_dir),
+            socket: f.socket.unwrap_or(d.socket),
+            host_device: f.host_device.unwrap_or(d.host_device),
+            mtu: f.mtu.unwrap_or(d.mtu),
+            workers: f.workers.unwrap_or(d.workers),
+            ip_quarantine_secs: f.ip_quarantine_secs.unwrap_or(d.ip_quarantine_secs),
+            termination_grace_secs: f.termination_grace_secs.unwrap_or(d.termination_grace_secs),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.node_subnet.prefix_len() > 30 || self.node_subnet.prefix_len() < 16 {
+            return bad(
+                "node-subnet",
+                format!("{} must be between a /16 and a /30", self.node_subnet),
+            );
+        }
+        if self.node_subnet.network() != self.node_subnet.addr() {
+            return bad(
+                "node-subnet",
+                format!(
+                    "{} has host bits set; did you mean {}?",
+                    self.node_subnet,
+                    self.node_subnet.trunc()
+                ),
+            );
+        }
+        if self.service_cidr.network() != self.service_cidr.addr() {
+            return bad(
+                "service-cidr",
+                format!(
+                    "{} has host bits set; did you mean {}?",
+                    self.service_cidr,
+                    self.service_cidr.trunc()
+                ),
+            );
+        }
+        if self.service_cidr.contains(&self.node_subnet.network())
+            || self.node_subnet.contains(&self.service_cidr.network())
+        {
+            return bad(
+                "service-cidr",
+                format!(
+                    "{} overlaps the node subnet {}",
+                    self.service_cidr, self.node_subnet
+                ),
+            );
+        }
+        if !(576..=65_535).contains(&self.mtu) {
+            return bad("mtu", format!("{} is outside 576..=65535", self.mtu));
+        }
+        if self.host_device.is_empty()
+            || self.host_device.len() > 15
+            || self.host_device.contains('/')
+        {
+            return bad(
+                "host-device",
+                format!(
+                    "{:?} is not a valid interface name (1-15 characters, no '/')",
+                    self.host_device
+                ),
+            );
+        }
+        if self.workers > 256 {
+            return bad(
+                "workers",
+                format!("{} workers is more than 256", self.workers),
+            );
+        }
+        Ok(())
+    }
+
+    /// The gateway address on the host device: the subnet's first host.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.node_subnet.network().to_bits() + 1)
+    }
+
+    /// The IPv6 gateway, if dual stack.
+    pub fn gateway_v6(&self) -> Option<std::net::Ipv6Addr> {
+        self.node_subnet_v6
+            .map(|n| std::net::Ipv6Addr::from(n.network().to_bits() + 1))
+    }
+
+    /// Worker threads to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Whether `addr` is a usable cluster IP.
+    pub fn in_service_cidr(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.service_cidr.contains(&a),
+            IpAddr::V6(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = DaemonConfig::from_toml("").unwrap();
+        assert_eq!(c, DaemonConfig::default());
+        assert_eq!(c.gateway(), Ipv4Addr::new(10, 244, 0, 1));
+    }
+
+    #[test]
+    fn file_overrides_and_errors_name_the_key() {
+        let c = DaemonConfig::from_toml("node-subnet = \"10.244.3.0/24\"\nmtu = 1400\n").unwrap();
+        assert_eq!(c.node_subnet.to_string(), "10.244.3.0/24");
+        assert_eq!(c.mtu, 1400);
+        let e = DaemonConfig::from_toml("nod-subnet = \"10.244.3.0/24\"").unwrap_err();
+        assert!(e.to_string().contains("nod-subnet"), "{e}");
+        let e = DaemonConfig::from_toml("mtu = 10").unwrap_err();
+        assert!(e.to_string().contains("mtu"), "{e}");
+        let e = DaemonConfig::from_toml("service-cidr = \"10.244.0.0/16\"").unwrap_err();
+        assert!(e.to_string().contains("overlaps"), "{e}");
+        let e = DaemonConfig::from_toml("node-subnet = \"10.244.0.5/24\"").unwrap_err();
+        assert!(e.to_string().contains("host bits"), "{e}");
+    }
+}
