@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Helpers to run podnetd inside a network namespace made for it (so its
+# device and routes never touch the host's) and drive it with the CLI.
+# Source after scripts/lib/netns.sh.
+
+PN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# podnet_build — build podnetd and podnet (release) unless PODNET_BIN is set; sets PN_BIN.
+podnet_build() {
+    if [ -n "${PODNET_BIN:-}" ]; then
+        PN_BIN=$PODNET_BIN
+        return 0
+    fi
+    (cd "$PN_ROOT" && cargo build --release --bins -q) || { pn_err "cargo build failed"; return 1; }
+    PN_BIN="$PN_ROOT/target/release"
+}
+
+# podnet_up NODE [PODNETD-FLAGS...] — namespace NODE, podnetd in it (state and socket in a temp dir);
+# sets PN_NODE, PN_DIR, PN_SOCK; registers a cleanup that resets podnet and stops the daemon.
+podnet_up() {
+    local node=${1:?podnet_up: NODE missing} i
+    shift
+    pn_ns_add "$node"
+    PN_NODE=$node
+    PN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/podnet-$node.XXXXXX")
+    PN_SOCK=$PN_DIR/podnet.sock
+    pn_cleanup_register rm -rf "$PN_DIR"
+    # nsenter, not `ip netns exec`: the daemon must share the host's mount
+    # namespace so the pod namespaces it bind-mounts are visible to `ip netns`.
+    nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --state-dir "$PN_DIR/state" \
+        --socket "$PN_SOCK" "$@" >"$PN_DIR/podnetd.log" 2>&1 &
+    PN_DAEMON_PID=$!
+    pn_cleanup_register podnet_down
+    for ((i = 0; i < 100; i++)); do
+        pn --quiet pod list >/dev/null 2>&1 && return 0
+        kill -0 "$PN_DAEMON_PID" 2>/dev/null || { pn_err "podnetd exited: $(tail -5 "$PN_DIR/podnetd.log")"; return 1; }
+        sleep 0.1
+    done
+    pn_err "podnetd did not answer on $PN_SOCK within 10 s"
+    return 1
+}
+
+# pn ARGS... — the podnet CLI pointed at this daemon (--quiet drops stderr).
+pn() {
+    if [ "${1:-}" = --quiet ]; then
+        shift
+        "$PN_BIN/podnet" --socket "$PN_SOCK" "$@" 2>/dev/null
+    else
+        "$PN_BIN/podnet" --socket "$PN_SOCK" "$@"
+    fi
+}
+
+# podnet_down — podnet reset (pods, namespaces, state), then make sure the daemon is gone.
+podnet_down() {
+    [ -n "${PN_DAEMON_PID:-}" ] || return 0
+    pn_timeout 20 "$PN_BIN/podnet" --socket "$PN_SOCK" reset --force >/dev/null 2>&1 || true
+    local i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$PN_DAEMON_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    pn_kill "$PN_DAEMON_PID" 2>/dev/null || true
+    PN_DAEMON_PID=
+}
+
+# pn_json EXPR — `pn ... -o json` output on stdin, print the Python expression EXPR of it (j is the object).
+pn_json() {
+    python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"
+}
