@@ -72,15 +72,29 @@ pub fn serve_with(
     shutdown: Arc<AtomicBool>,
     config: ServerConfig,
 ) -> io::Result<()> {
-    // Non-blocking accept so the loop sees `shutdown` without needing a wake-up connection.
+    // Non-blocking accept, waiting in poll(2) with a timeout, so a new
+    // connection is taken at once and the loop still sees `shutdown`
+    // without needing a wake-up connection.
     listener.set_nonblocking(true)?;
+    let mut poll = mio::Poll::new()?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    poll.registry().register(
+        &mut mio::unix::SourceFd(&fd),
+        mio::Token(0),
+        mio::Interest::READABLE,
+    )?;
+    let mut events = mio::Events::with_capacity(4);
     let config = Arc::new(config);
     let active = Arc::new(AtomicUsize::new(0));
     while !shutdown.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(ACCEPT_POLL);
+                if let Err(e) = poll.poll(&mut events, Some(ACCEPT_POLL)) {
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
                 continue;
             }
             Err(e) if is_transient(&e) => {
