@@ -863,3 +863,110 @@ fn the_gateway_address_is_the_host_side() {
         Verdict::Forward(Link::Host)
     );
 }
+
+#[test]
+fn ipv6_service_flows_are_translated_both_ways() {
+    use smoltcp::wire::{Ipv6Address, Ipv6Packet, Ipv6Repr};
+    let c6 = Ipv6Address::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 5);
+    let b6 = Ipv6Address::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 6);
+    let vip6 = Ipv6Address::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
+    let r = Router::new(small_config());
+    r.set_pods(&[
+        (
+            CLIENT,
+            PodAddrs {
+                v4: Some(ip(5)),
+                v6: Some(c6),
+            },
+        ),
+        (
+            WEB1,
+            PodAddrs {
+                v4: Some(ip(6)),
+                v6: Some(b6),
+            },
+        ),
+    ])
+    .unwrap();
+    r.set_services(&[PoolSpec {
+        id: PoolId(1),
+        frontends: vec![Frontend {
+            addr: vip6.into(),
+            port: 80,
+            protocol: 6,
+        }],
+        session_affinity: None,
+    }])
+    .unwrap();
+    r.set_endpoints(
+        PoolId(1),
+        &[Backend {
+            addr: SocketAddr::new(b6.into(), 8080),
+            terminating: false,
+        }],
+    )
+    .unwrap();
+    let build = |src: (Ipv6Address, u16), dst: (Ipv6Address, u16), control| {
+        let tcp = TcpRepr {
+            src_port: src.1,
+            dst_port: dst.1,
+            control,
+            seq_number: TcpSeqNumber(1),
+            ack_number: None,
+            window_len: 100,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: b"hi",
+        };
+        let ipr = Ipv6Repr {
+            src_addr: src.0,
+            dst_addr: dst.0,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut bytes = vec![0u8; 40 + tcp.buffer_len()];
+        let mut p = Ipv6Packet::new_unchecked(&mut bytes[..]);
+        ipr.emit(&mut p);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(p.payload_mut()),
+            &IpAddress::Ipv6(src.0),
+            &IpAddress::Ipv6(dst.0),
+            &ChecksumCapabilities::default(),
+        );
+        PacketBuf::from_bytes(&bytes)
+    };
+    let check = |b: &PacketBuf| {
+        let p = Ipv6Packet::new_checked(b.as_slice()).unwrap();
+        let t = TcpPacket::new_checked(p.payload()).unwrap();
+        assert!(t.verify_checksum(
+            &IpAddress::Ipv6(p.src_addr()),
+            &IpAddress::Ipv6(p.dst_addr())
+        ));
+        (
+            (p.src_addr(), t.src_port()),
+            (p.dst_addr(), t.dst_port()),
+            p.hop_limit(),
+        )
+    };
+    let mut syn = build((c6, 40000), (vip6, 80), TcpControl::Syn);
+    assert_eq!(
+        r.process(NOW, &mut syn, Link::Pod(CLIENT)),
+        Verdict::Forward(Link::Pod(WEB1))
+    );
+    assert_eq!(check(&syn), ((c6, 40000), (b6, 8080), 63));
+    let mut reply = build((b6, 8080), (c6, 40000), TcpControl::Syn);
+    assert_eq!(
+        r.process(NOW, &mut reply, Link::Pod(WEB1)),
+        Verdict::Forward(Link::Pod(CLIENT))
+    );
+    assert_eq!(check(&reply), ((vip6, 80), (c6, 40000), 63));
+    // No endpoints: a RST from the VIP.
+    r.set_endpoints(PoolId(1), &[]).unwrap();
+    let mut syn = build((c6, 40001), (vip6, 80), TcpControl::Syn);
+    assert_eq!(r.process(NOW, &mut syn, Link::Pod(CLIENT)), Verdict::Reply);
+    assert_eq!(check(&syn).0, (vip6, 80));
+}
