@@ -970,3 +970,49 @@ fn ipv6_service_flows_are_translated_both_ways() {
     assert_eq!(r.process(NOW, &mut syn, Link::Pod(CLIENT)), Verdict::Reply);
     assert_eq!(check(&syn).0, (vip6, 80));
 }
+
+#[test]
+fn node_port_and_external_ip_frontends_reach_the_same_backends() {
+    let r = router();
+    let node_addr = Ipv4Addr::new(192, 168, 50, 10);
+    let external = Ipv4Addr::new(203, 0, 113, 7);
+    let mut s = spec(1, 6, None);
+    s.frontends.push(Frontend {
+        addr: node_addr.into(),
+        port: 30080,
+        protocol: 6,
+    });
+    s.frontends.push(Frontend {
+        addr: external.into(),
+        port: 80,
+        protocol: 6,
+    });
+    r.set_services(&[s, spec(2, 17, None)]).unwrap();
+    // The pool kept its backends across the re-specification.
+    assert_eq!(r.endpoints(PoolId(1)).unwrap().len(), 2);
+    for (dst, port) in [(node_addr, 30080), (external, 80)] {
+        let client = Ipv4Addr::new(198, 51, 100, 20);
+        let mut b = Tcp::syn((client, 50000), (dst, port)).build();
+        let v = r.process(NOW, &mut b, Link::Host);
+        let Verdict::Forward(Link::Pod(to)) = v else {
+            panic!("{v:?}")
+        };
+        let (_, backend, ..) = tcp_of(&b);
+        assert_eq!(backend.1, 8080);
+        let mut reply = Tcp {
+            src: backend,
+            dst: (client, 50000),
+            control: TcpControl::Syn,
+            seq: 9,
+            ack: Some(1001),
+            payload: b"",
+            ttl: 64,
+        }
+        .build();
+        assert_eq!(
+            r.process(NOW, &mut reply, Link::Pod(to)),
+            Verdict::Forward(Link::Host)
+        );
+        assert_eq!(tcp_of(&reply).0, (dst, port));
+    }
+}
