@@ -1076,7 +1076,7 @@ impl Router {
         } else {
             FlowState::Unreplied
         };
-        let entry = NewEntry {
+        let mut entry = NewEntry {
             original: *key,
             reply,
             hook_reply: true,
@@ -1084,11 +1084,26 @@ impl Router {
             record_timeout: std::time::Duration::ZERO,
             tag: pool.id().0,
         };
-        match self.conntrack.insert(entry, now, guard) {
-            Ok(found) => Ok(found.flow),
-            Err(InsertError::TableFull { .. }) => Err(Verdict::Drop(DropReason::ConntrackFull)),
-            Err(InsertError::ReplyClash) => Err(Verdict::Drop(DropReason::ReplyClash)),
+        // The same client port may reach one backend through two frontends
+        // (two services, or a NodePort and a cluster IP); the second flow's
+        // reply tuple would then be the first's. As Linux's NAT does, give
+        // the second one another source port. A few pseudo-random tries in
+        // the ephemeral range, derived from the flow so they are stable.
+        let seed = self.choice_hasher.hash(key);
+        for attempt in 0..=8u64 {
+            if attempt > 0 {
+                let h = seed.wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                entry.reply.dst_port = 32_768 + (h % 28_232) as u16;
+            }
+            match self.conntrack.insert(entry, now, guard) {
+                Ok(found) => return Ok(found.flow),
+                Err(InsertError::TableFull { .. }) => {
+                    return Err(Verdict::Drop(DropReason::ConntrackFull))
+                }
+                Err(InsertError::ReplyClash) => continue,
+            }
         }
+        Err(Verdict::Drop(DropReason::ReplyClash))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -997,11 +997,11 @@ fn node_port_and_external_ip_frontends_reach_the_same_backends() {
         let Verdict::Forward(Link::Pod(to)) = v else {
             panic!("{v:?}")
         };
-        let (_, backend, ..) = tcp_of(&b);
+        let (seen_from, backend, ..) = tcp_of(&b);
         assert_eq!(backend.1, 8080);
         let mut reply = Tcp {
             src: backend,
-            dst: (client, 50000),
+            dst: seen_from,
             control: TcpControl::Syn,
             seq: 9,
             ack: Some(1001),
@@ -1014,5 +1014,52 @@ fn node_port_and_external_ip_frontends_reach_the_same_backends() {
             Verdict::Forward(Link::Host)
         );
         assert_eq!(tcp_of(&reply).0, (dst, port));
+        assert_eq!(tcp_of(&reply).1, (client, 50000));
+    }
+}
+
+#[test]
+fn one_client_port_to_two_services_with_one_backend_gets_a_new_source_port() {
+    let r = router();
+    let vip2 = Ipv4Addr::new(10, 96, 0, 11);
+    let mut s2 = spec(3, 6, None);
+    s2.frontends[0].addr = vip2.into();
+    r.set_services(&[spec(1, 6, None), spec(2, 17, None), s2])
+        .unwrap();
+    r.set_endpoints(PoolId(1), &[backend(6)]).unwrap();
+    r.set_endpoints(PoolId(3), &[backend(6)]).unwrap();
+    let mut a = Tcp::syn((ip(5), 40000), (vip(), 80)).build();
+    let mut b = Tcp::syn((ip(5), 40000), (vip2, 80)).build();
+    assert_eq!(
+        r.process(NOW, &mut a, Link::Pod(CLIENT)),
+        Verdict::Forward(Link::Pod(WEB1))
+    );
+    assert_eq!(
+        r.process(NOW, &mut b, Link::Pod(CLIENT)),
+        Verdict::Forward(Link::Pod(WEB1))
+    );
+    let (sa, ..) = tcp_of(&a);
+    let (sb, ..) = tcp_of(&b);
+    assert_eq!(sa, (ip(5), 40000));
+    assert_eq!(sb.0, ip(5));
+    assert_ne!(sb.1, 40000, "second flow needs its own reply tuple");
+    // Each reply finds its way back to the tuple the client used.
+    for (src_port, front) in [(sa.1, vip()), (sb.1, vip2)] {
+        let mut reply = Tcp {
+            src: (ip(6), 8080),
+            dst: (ip(5), src_port),
+            control: TcpControl::Syn,
+            seq: 1,
+            ack: Some(1001),
+            payload: b"",
+            ttl: 64,
+        }
+        .build();
+        assert_eq!(
+            r.process(NOW, &mut reply, Link::Pod(WEB1)),
+            Verdict::Forward(Link::Pod(CLIENT))
+        );
+        assert_eq!(tcp_of(&reply).0, (front, 80));
+        assert_eq!(tcp_of(&reply).1, (ip(5), 40000));
     }
 }
