@@ -196,29 +196,31 @@ fn killed_replica_is_replaced_with_a_new_address_and_requests_recover_within_2s(
     kill(victim_pid, "KILL");
     let killed_at = Instant::now();
 
-    // Within 2 s, requests succeed again: poll with 1 s requests until one
-    // succeeds after the endpoint is gone, then 20 in a row must succeed.
+    // Within 2 s every request succeeds again: requests (1 s limit each)
+    // until 2 s after the kill may fail (the dead pod's endpoint leaving,
+    // the replacement's server still starting), after that 20 in a row must
+    // succeed.
+    let deadline = killed_at + Duration::from_secs(2);
     let mut log = Vec::new();
-    let recovered = loop {
+    while Instant::now() < deadline {
         let r = node.curl(&client, &url, 1);
-        let ok = r.is_ok();
-        log.push(format!("{:?}: {r:?}", killed_at.elapsed()));
-        if ok && !node.endpoints(&svc).contains(&format!("{victim_ip}:8080")) {
-            break killed_at.elapsed();
-        }
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(2),
-            "requests did not recover within 2 s of the SIGKILL: {log:#?}\nendpoints {:?}",
-            node.endpoints(&svc)
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
-    eprintln!("first success {recovered:?} after the kill");
-    assert!(recovered <= Duration::from_secs(2), "first success only {recovered:?} after the kill: {log:#?}");
-    for i in 0..20 {
-        node.curl(&client, &url, 1)
-            .unwrap_or_else(|e| panic!("request {i} of 20 after recovery ({recovered:?} after the kill) failed: {e}"));
+        log.push(format!("{:?}: {}", killed_at.elapsed(), match &r {
+            Ok(b) => format!("ok {}", who(b)),
+            Err(e) => e.clone(),
+        }));
+        thread::sleep(Duration::from_millis(20));
     }
+    let failures: Vec<&String> = log.iter().filter(|l| !l.contains(": ok ")).collect();
+    eprintln!("{} requests in the 2 s after the kill, failed: {failures:#?}", log.len());
+    for i in 0..20 {
+        node.curl(&client, &url, 1).unwrap_or_else(|e| {
+            panic!("request {i} of 20 from 2 s after the kill failed: {e}\nbefore: {log:#?}\nendpoints {:?}", node.endpoints(&svc))
+        });
+    }
+    assert!(
+        !node.endpoints(&svc).contains(&format!("{victim_ip}:8080")),
+        "the dead pod is still an endpoint"
+    );
 
     // The deployment has three running pods again; the replacement has a new
     // name and a new address.
