@@ -31,7 +31,10 @@ fn pod_to_pod_pod_to_service_and_host_over_tcp_and_udp() {
     let udp_svc = node.name("udpsvc");
     let web_vip = node.create_service(&web_svc, "app=web", &["80:8080"], &[]);
     let udp_vip = node.create_service(&udp_svc, "app=udp", &["53:9000/udp"], &[]);
-    assert!(web_vip.starts_with("10.9") || web_vip.starts_with("10.1"), "cluster IP {web_vip} not in 10.96.0.0/12");
+    assert!(
+        web_vip.starts_with("10.9") || web_vip.starts_with("10.1"),
+        "cluster IP {web_vip} not in 10.96.0.0/12"
+    );
 
     // pod -> pod, TCP
     let body = node.curl_until_ok(&client, &format!("http://{web_ip}:8080/"));
@@ -45,7 +48,11 @@ fn pod_to_pod_pod_to_service_and_host_over_tcp_and_udp() {
     // pod -> service, UDP: the answer must come back from the VIP (socat's
     // connected UDP socket drops anything else), so reverse NAT works.
     let pong = node.udp_until_ok(&client, &format!("{udp_vip}:53"));
-    assert_eq!(pong.trim(), format!("pong {udp}"), "pod -> service UDP answer");
+    assert_eq!(
+        pong.trim(),
+        format!("pong {udp}"),
+        "pod -> service UDP answer"
+    );
 
     // host (node namespace) -> pod and -> service
     let body = node.curl_until_ok(&node.ns, &format!("http://{web_ip}:8080/"));
@@ -65,10 +72,16 @@ fn pod_to_pod_pod_to_service_and_host_over_tcp_and_udp() {
 
     // The NAT table shows the service and its backend.
     let nat = node.json(&["nat", "list"]).to_string();
-    assert!(nat.contains(&web_vip) && nat.contains(&web_ip), "nat list lacks {web_vip} -> {web_ip}: {nat}");
+    assert!(
+        nat.contains(&web_vip) && nat.contains(&web_ip),
+        "nat list lacks {web_vip} -> {web_ip}: {nat}"
+    );
     // Conntrack shows the client's flows.
     let ct = node.json(&["conntrack", "list"]).to_string();
-    assert!(ct.contains(&client_ip), "conntrack list lacks flows of {client_ip}: {ct}");
+    assert!(
+        ct.contains(&client_ip),
+        "conntrack list lacks flows of {client_ip}: {ct}"
+    );
 }
 
 #[test]
@@ -81,7 +94,11 @@ fn hairpin_pod_reaches_itself_through_its_own_service() {
     let ip = node.pod_ip(&web);
     let svc = node.name("hpsvc");
     let vip = node.create_service(&svc, &label, &["80:8080"], &[]);
-    assert_eq!(node.endpoints(&svc), vec![format!("{ip}:8080")], "the only endpoint");
+    assert_eq!(
+        node.endpoints(&svc),
+        vec![format!("{ip}:8080")],
+        "the only endpoint"
+    );
     let body = node.curl_until_ok(&web, &format!("http://{vip}/"));
     assert_eq!(body, format!("{web} {ip}"), "hairpin answer");
     for i in 0..5 {
@@ -98,7 +115,12 @@ fn service_without_endpoints_refuses_at_once() {
     node.run_pod(&client, &[], &sleeper());
     node.wait_running(&client);
     let svc = node.name("empty");
-    let vip = node.create_service(&svc, &format!("app={svc}nobody"), &["80:8080", "53:5353/udp"], &[]);
+    let vip = node.create_service(
+        &svc,
+        &format!("app={svc}nobody"),
+        &["80:8080", "53:5353/udp"],
+        &[],
+    );
     assert!(node.endpoints(&svc).is_empty());
 
     for ns in [client.as_str(), node.ns.as_str()] {
@@ -157,8 +179,17 @@ except Exception as e:
         &["curl", "-sS", "-m", "3", &format!("http://{vip}/")],
         Duration::from_secs(6),
     );
-    assert_eq!(out.status.code(), Some(7), "curl exit code (7 = connection refused): {}", String::from_utf8_lossy(&out.stderr));
-    assert!(t.elapsed() < Duration::from_secs(1), "curl refusal took {:?}", t.elapsed());
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "curl exit code (7 = connection refused): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "curl refusal took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -193,27 +224,67 @@ while True:
     // The normal address works.
     node.curl_until_ok(&spoofer, &format!("http://{web_ip}:8080/"));
     // Add a second address to eth0 inside the pod and send from it.
-    let (out, _) = node.exec_in(&spoofer, &["ip", "addr", "add", &format!("{fake}/32"), "dev", "eth0"], Duration::from_secs(5));
-    assert!(out.status.success(), "ip addr add in the pod: {}", String::from_utf8_lossy(&out.stderr));
+    let (out, _) = node.exec_in(
+        &spoofer,
+        &["ip", "addr", "add", &format!("{fake}/32"), "dev", "eth0"],
+        Duration::from_secs(5),
+    );
+    assert!(
+        out.status.success(),
+        "ip addr add in the pod: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let r = node.curl_args(&spoofer, &format!("http://{web_ip}:8080/"), 2, &["--interface", fake]);
-    assert!(r.is_err(), "a request from the spoofed source {fake} to pod {web_ip} was answered: {r:?}");
+    let r = node.curl_args(
+        &spoofer,
+        &format!("http://{web_ip}:8080/"),
+        2,
+        &["--interface", fake],
+    );
+    assert!(
+        r.is_err(),
+        "a request from the spoofed source {fake} to pod {web_ip} was answered: {r:?}"
+    );
     // Spoofed UDP must not reach the sink at all (the answer could not come
     // back anyway, so look at what the sink received).
-    node.udp_send(&spoofer, &format!("{sink_ip}:9000"), "spoofed", &format!(",bind={fake}"));
-    node.udp_send(&spoofer, &format!("{sink_ip}:9000"), "spoofed", &format!(",bind={fake}"));
+    node.udp_send(
+        &spoofer,
+        &format!("{sink_ip}:9000"),
+        "spoofed",
+        &format!(",bind={fake}"),
+    );
+    node.udp_send(
+        &spoofer,
+        &format!("{sink_ip}:9000"),
+        "spoofed",
+        &format!(",bind={fake}"),
+    );
     // ... while the pod's own address still works.
     node.curl(&spoofer, &format!("http://{web_ip}:8080/"), 2)
         .expect("the pod's own address still works");
-    node.udp_send(&spoofer, &format!("{sink_ip}:9000"), "legit", &format!(",bind={own_ip}"));
+    node.udp_send(
+        &spoofer,
+        &format!("{sink_ip}:9000"),
+        "legit",
+        &format!(",bind={own_ip}"),
+    );
     let logs = daemon_support::wait_for(Duration::from_secs(5), || {
         let l = daemon_support::text(&node.podnet(&["pod", "logs", &sink]).stdout);
         l.contains("got legit").then_some(l)
     })
     .expect("the sink got the legitimate datagram");
-    assert!(logs.contains(&format!("got legit from {own_ip}")), "sink log: {logs}");
-    assert!(!logs.contains("spoofed"), "a spoofed datagram reached the sink: {logs}");
-    assert!(!logs.contains(fake), "a datagram from {fake} reached the sink: {logs}");
+    assert!(
+        logs.contains(&format!("got legit from {own_ip}")),
+        "sink log: {logs}"
+    );
+    assert!(
+        !logs.contains("spoofed"),
+        "a spoofed datagram reached the sink: {logs}"
+    );
+    assert!(
+        !logs.contains(fake),
+        "a datagram from {fake} reached the sink: {logs}"
+    );
     // Nor the host: a UDP listener in the node namespace must see the
     // legitimate datagram and not the spoofed one.
     let listener = std::process::Command::new("ip")
@@ -234,13 +305,33 @@ except socket.timeout:
         .spawn()
         .expect("python3 listener in the node namespace");
     std::thread::sleep(Duration::from_millis(500));
-    node.udp_send(&spoofer, "10.244.0.1:9100", "spoofed", &format!(",bind={fake}"));
-    node.udp_send(&spoofer, "10.244.0.1:9100", "legit", &format!(",bind={own_ip}"));
+    node.udp_send(
+        &spoofer,
+        "10.244.0.1:9100",
+        "spoofed",
+        &format!(",bind={fake}"),
+    );
+    node.udp_send(
+        &spoofer,
+        "10.244.0.1:9100",
+        "legit",
+        &format!(",bind={own_ip}"),
+    );
     let out = listener.wait_with_output().expect("listener output");
     let host_log = daemon_support::text(&out.stdout);
-    assert!(host_log.contains(&format!("got legit from {own_ip}")), "the host did not get the legitimate datagram: {host_log} {}", daemon_support::text(&out.stderr));
-    assert!(!host_log.contains("spoofed"), "a spoofed datagram reached the host: {host_log}");
+    assert!(
+        host_log.contains(&format!("got legit from {own_ip}")),
+        "the host did not get the legitimate datagram: {host_log} {}",
+        daemon_support::text(&out.stderr)
+    );
+    assert!(
+        !host_log.contains("spoofed"),
+        "a spoofed datagram reached the host: {host_log}"
+    );
     // No flow from the fake address was tracked.
     let ct = node.json(&["conntrack", "list"]).to_string();
-    assert!(!ct.contains(fake), "conntrack has a flow from the spoofed address: {ct}");
+    assert!(
+        !ct.contains(fake),
+        "conntrack has a flow from the spoofed address: {ct}"
+    );
 }

@@ -84,8 +84,16 @@ fn endpoints_follow_labels() {
     let yes = node.name("yes");
     let no = node.name("no");
     let other = node.name("oth");
-    node.run_pod(&yes, &[&format!("app={app}"), "tier=web", "extra=1"], &whoami_server(8080));
-    node.run_pod(&no, &[&format!("app={app}"), "tier=db"], &whoami_server(8080));
+    node.run_pod(
+        &yes,
+        &[&format!("app={app}"), "tier=web", "extra=1"],
+        &whoami_server(8080),
+    );
+    node.run_pod(
+        &no,
+        &[&format!("app={app}"), "tier=db"],
+        &whoami_server(8080),
+    );
     node.run_pod(&other, &[], &whoami_server(8080));
     let yes_ip = node.pod_ip(&yes);
     let no_ip = node.pod_ip(&no);
@@ -95,11 +103,19 @@ fn endpoints_follow_labels() {
         (!e.is_empty()).then_some(e)
     })
     .expect("the matching pod joins the endpoints");
-    assert_eq!(eps, vec![format!("{yes_ip}:8080")], "only the matching pod is an endpoint (not {no_ip})");
+    assert_eq!(
+        eps,
+        vec![format!("{yes_ip}:8080")],
+        "only the matching pod is an endpoint (not {no_ip})"
+    );
 
     // A second matching pod joins.
     let yes2 = node.name("yes");
-    node.run_pod(&yes2, &[&format!("app={app}"), "tier=web"], &whoami_server(8080));
+    node.run_pod(
+        &yes2,
+        &[&format!("app={app}"), "tier=web"],
+        &whoami_server(8080),
+    );
     let yes2_ip = node.pod_ip(&yes2);
     let eps: BTreeSet<String> = wait_for(Duration::from_secs(5), || {
         let e: BTreeSet<String> = node.endpoints(&svc).into_iter().collect();
@@ -136,7 +152,12 @@ fn load_spreads_over_three_replicas_and_client_ip_affinity_sticks() {
     let svc = node.name("svc");
     let vip = node.create_service(&svc, &format!("app={web}"), &["80:8080"], &[]);
     let sticky = node.name("sticky");
-    let sticky_vip = node.create_service(&sticky, &format!("app={web}"), &["80:8080"], &["--session-affinity", "ClientIP"]);
+    let sticky_vip = node.create_service(
+        &sticky,
+        &format!("app={web}"),
+        &["80:8080"],
+        &["--session-affinity", "ClientIP"],
+    );
     let client = node.name("cli");
     node.run_pod(&client, &[], &sleeper());
     node.wait_running(&client);
@@ -144,8 +165,10 @@ fn load_spreads_over_three_replicas_and_client_ip_affinity_sticks() {
     for ip in pods.values() {
         node.curl_until_ok(&client, &format!("http://{ip}:8080/"));
     }
-    wait_for(Duration::from_secs(5), || (node.endpoints(&svc).len() == 3).then_some(()))
-        .unwrap_or_else(|| panic!("endpoints: {:?}", node.endpoints(&svc)));
+    wait_for(Duration::from_secs(5), || {
+        (node.endpoints(&svc).len() == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("endpoints: {:?}", node.endpoints(&svc)));
 
     let mut seen = BTreeSet::new();
     let mut answers = Vec::new();
@@ -154,14 +177,21 @@ fn load_spreads_over_three_replicas_and_client_ip_affinity_sticks() {
             .curl(&client, &format!("http://{vip}/"), 2)
             .unwrap_or_else(|e| panic!("request {i}: {e}"));
         let w = who(&body);
-        assert!(pods.contains_key(&w), "answer from {w:?} is no replica: {body}");
+        assert!(
+            pods.contains_key(&w),
+            "answer from {w:?} is no replica: {body}"
+        );
         seen.insert(w.clone());
         answers.push(w);
         if seen.len() == 3 {
             break;
         }
     }
-    assert_eq!(seen.len(), 3, "not all three replicas answered within 30 requests: {answers:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "not all three replicas answered within 30 requests: {answers:?}"
+    );
 
     // ClientIP affinity: one client, 20 requests, one pod.
     let mut sticky_seen = BTreeSet::new();
@@ -171,7 +201,11 @@ fn load_spreads_over_three_replicas_and_client_ip_affinity_sticks() {
             .unwrap_or_else(|e| panic!("sticky request {i}: {e}"));
         sticky_seen.insert(who(&body));
     }
-    assert_eq!(sticky_seen.len(), 1, "ClientIP affinity: 20 requests from one client hit {sticky_seen:?}");
+    assert_eq!(
+        sticky_seen.len(),
+        1,
+        "ClientIP affinity: 20 requests from one client hit {sticky_seen:?}"
+    );
 }
 
 #[test]
@@ -191,7 +225,11 @@ fn killed_replica_is_replaced_with_a_new_address_and_requests_recover_within_2s(
     let url = format!("http://{vip}/");
     node.curl_until_ok(&client, &url);
 
-    let (victim, victim_ip) = pods.iter().next().map(|(a, b)| (a.clone(), b.clone())).unwrap();
+    let (victim, victim_ip) = pods
+        .iter()
+        .next()
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .unwrap();
     let victim_pid = node.pod_pid(&victim);
     kill(victim_pid, "KILL");
     let killed_at = Instant::now();
@@ -204,14 +242,21 @@ fn killed_replica_is_replaced_with_a_new_address_and_requests_recover_within_2s(
     let mut log = Vec::new();
     while Instant::now() < deadline {
         let r = node.curl(&client, &url, 1);
-        log.push(format!("{:?}: {}", killed_at.elapsed(), match &r {
-            Ok(b) => format!("ok {}", who(b)),
-            Err(e) => e.clone(),
-        }));
+        log.push(format!(
+            "{:?}: {}",
+            killed_at.elapsed(),
+            match &r {
+                Ok(b) => format!("ok {}", who(b)),
+                Err(e) => e.clone(),
+            }
+        ));
         thread::sleep(Duration::from_millis(20));
     }
     let failures: Vec<&String> = log.iter().filter(|l| !l.contains(": ok ")).collect();
-    eprintln!("{} requests in the 2 s after the kill, failed: {failures:#?}", log.len());
+    eprintln!(
+        "{} requests in the 2 s after the kill, failed: {failures:#?}",
+        log.len()
+    );
     for i in 0..20 {
         node.curl(&client, &url, 1).unwrap_or_else(|e| {
             panic!("request {i} of 20 from 2 s after the kill failed: {e}\nbefore: {log:#?}\nendpoints {:?}", node.endpoints(&svc))
@@ -225,12 +270,25 @@ fn killed_replica_is_replaced_with_a_new_address_and_requests_recover_within_2s(
     // The deployment has three running pods again; the replacement has a new
     // name and a new address.
     let now = running_pods(&node, &web, 3);
-    assert!(!now.contains_key(&victim), "the killed pod {victim} is still listed: {now:?}");
+    assert!(
+        !now.contains_key(&victim),
+        "the killed pod {victim} is still listed: {now:?}"
+    );
     let new: Vec<(&String, &String)> = now.iter().filter(|(n, _)| !pods.contains_key(*n)).collect();
-    assert_eq!(new.len(), 1, "exactly one replacement: before {pods:?}, after {now:?}");
-    assert_ne!(new[0].1, &victim_ip, "the replacement reuses the dead pod's address");
+    assert_eq!(
+        new.len(),
+        1,
+        "exactly one replacement: before {pods:?}, after {now:?}"
+    );
+    assert_ne!(
+        new[0].1, &victim_ip,
+        "the replacement reuses the dead pod's address"
+    );
     let old_ips: BTreeSet<&String> = pods.values().collect();
-    assert!(!old_ips.contains(new[0].1), "the replacement took an address in use: {now:?}");
+    assert!(
+        !old_ips.contains(new[0].1),
+        "the replacement took an address in use: {now:?}"
+    );
     // ... and serves through the service.
     let want = new[0].0.clone();
     wait_for(Duration::from_secs(10), || {
@@ -285,7 +343,15 @@ except Exception as e:
 fn client_outcome(node: &Node, ns: &str, vip: &str, kill_it: impl FnOnce()) -> String {
     use std::io::{BufRead, BufReader, Write};
     let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-u", "-c", &blocked_client(vip)])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "python3",
+            "-u",
+            "-c",
+            &blocked_client(vip),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -298,7 +364,11 @@ fn client_outcome(node: &Node, ns: &str, vip: &str, kill_it: impl FnOnce()) -> S
     if line.trim() != "sent" {
         let _ = child.kill();
         let o = child.wait_with_output().unwrap();
-        panic!("client could not connect to {vip}: {line:?} {}\n{}", text(&o.stderr), node.daemon_log());
+        panic!(
+            "client could not connect to {vip}: {line:?} {}\n{}",
+            text(&o.stderr),
+            node.daemon_log()
+        );
     }
     // The client is now blocked (after the newline) in recv.
     let mut stdin = child.stdin.take().unwrap();
@@ -319,7 +389,9 @@ fn assert_reset_quickly(verdict: &str, what: &str) {
     eprintln!("{what}: client saw {verdict}");
     let secs: f64 = verdict
         .strip_prefix("reset ")
-        .unwrap_or_else(|| panic!("{what}: the blocked client expected ConnectionResetError, got {verdict:?}"))
+        .unwrap_or_else(|| {
+            panic!("{what}: the blocked client expected ConnectionResetError, got {verdict:?}")
+        })
         .parse()
         .expect("seconds");
     assert!(secs < 3.0, "{what}: reset after {secs} s");
@@ -332,10 +404,19 @@ fn client_blocked_on_a_dying_pod_gets_a_reset() {
     let app = node.name("hold");
     let label = format!("app={app}");
     let server = node.name("hold");
-    let mut cmd = vec!["pod", "run", &server, "--label", &label, "--restart", "never", "--"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
+    let mut cmd = vec![
+        "pod",
+        "run",
+        &server,
+        "--label",
+        &label,
+        "--restart",
+        "never",
+        "--",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
     cmd.extend(holder());
     node.podnet_ok(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
     let svc = node.name("svc");
@@ -344,13 +425,17 @@ fn client_blocked_on_a_dying_pod_gets_a_reset() {
     node.run_pod(&client, &[], &sleeper());
     node.wait_running(&client);
     let pid = node.pod_pid(&server);
-    wait_for(Duration::from_secs(5), || (!node.endpoints(&svc).is_empty()).then_some(()))
-        .expect("server is an endpoint");
+    wait_for(Duration::from_secs(5), || {
+        (!node.endpoints(&svc).is_empty()).then_some(())
+    })
+    .expect("server is an endpoint");
     // Wait for the server to listen.
     let ip = node.pod_ip(&server);
     wait_for(Duration::from_secs(10), || {
         let code = format!("import socket; socket.create_connection(('{ip}', 8080), timeout=1)");
-        node.python(&client, &code, Duration::from_secs(3)).2.then_some(())
+        node.python(&client, &code, Duration::from_secs(3))
+            .2
+            .then_some(())
     })
     .expect("holder server listening");
 
@@ -368,10 +453,19 @@ fn client_blocked_on_a_dying_pod_gets_a_reset_from_the_daemon_when_the_pod_is_si
     let app = node.name("hold");
     let label = format!("app={app}");
     let server = node.name("hold");
-    let mut cmd = vec!["pod", "run", &server, "--label", &label, "--restart", "never", "--"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
+    let mut cmd = vec![
+        "pod",
+        "run",
+        &server,
+        "--label",
+        &label,
+        "--restart",
+        "never",
+        "--",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
     cmd.extend(holder());
     node.podnet_ok(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
     let svc = node.name("svc");
@@ -381,16 +475,24 @@ fn client_blocked_on_a_dying_pod_gets_a_reset_from_the_daemon_when_the_pod_is_si
     node.wait_running(&client);
     let pid = node.pod_pid(&server);
     let ip = node.pod_ip(&server);
-    wait_for(Duration::from_secs(5), || (!node.endpoints(&svc).is_empty()).then_some(()))
-        .expect("server is an endpoint");
+    wait_for(Duration::from_secs(5), || {
+        (!node.endpoints(&svc).is_empty()).then_some(())
+    })
+    .expect("server is an endpoint");
     wait_for(Duration::from_secs(10), || {
         let code = format!("import socket; socket.create_connection(('{ip}', 8080), timeout=1)");
-        node.python(&client, &code, Duration::from_secs(3)).2.then_some(())
+        node.python(&client, &code, Duration::from_secs(3))
+            .2
+            .then_some(())
     })
     .expect("holder server listening");
 
     let verdict = client_outcome(&node, &client, &vip, || {
-        let (o, _) = node.exec_in(&server, &["ip", "link", "set", "eth0", "down"], Duration::from_secs(3));
+        let (o, _) = node.exec_in(
+            &server,
+            &["ip", "link", "set", "eth0", "down"],
+            Duration::from_secs(3),
+        );
         assert!(o.status.success(), "eth0 down: {}", text(&o.stderr));
         kill(pid, "KILL");
     });

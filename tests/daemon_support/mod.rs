@@ -253,7 +253,10 @@ impl Node {
         self.daemon = Some(child);
         let ok = wait_for(Duration::from_secs(10), || {
             if let Some(s) = self.daemon_exited() {
-                panic!("podnetd exited at start with {s}; log:\n{}", self.daemon_log());
+                panic!(
+                    "podnetd exited at start with {s}; log:\n{}",
+                    self.daemon_log()
+                );
             }
             let (out, _) = run_timeout(self.cli(&["pod", "list"]), Duration::from_secs(3));
             out.status.success().then_some(())
@@ -273,7 +276,9 @@ impl Node {
 
     /// `Some(status)` once the daemon process has exited.
     pub fn daemon_exited(&mut self) -> Option<ExitStatus> {
-        self.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.daemon
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends `sig` to the daemon and waits up to `limit` for it to exit;
@@ -364,9 +369,8 @@ impl Node {
     /// returns its JSON.
     pub fn wait_running(&self, name: &str) -> Value {
         wait_for(Duration::from_secs(10), || {
-            self.pod(name).filter(|p| {
-                p["phase"] == "Running" && p["ip"].is_string() && p["pid"].is_u64()
-            })
+            self.pod(name)
+                .filter(|p| p["phase"] == "Running" && p["ip"].is_string() && p["pid"].is_u64())
         })
         .unwrap_or_else(|| {
             panic!(
@@ -389,7 +393,13 @@ impl Node {
     }
 
     /// Creates a service; returns its cluster IP.
-    pub fn create_service(&self, name: &str, selector: &str, ports: &[&str], extra: &[&str]) -> String {
+    pub fn create_service(
+        &self,
+        name: &str,
+        selector: &str,
+        ports: &[&str],
+        extra: &[&str],
+    ) -> String {
         let mut args: Vec<&str> = vec!["service", "create", name, "--selector", selector];
         for p in ports {
             args.extend(["--port", p]);
@@ -405,7 +415,11 @@ impl Node {
         let v = self.json(&["service", "get", svc]);
         v["endpoints"]
             .as_array()
-            .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -421,7 +435,13 @@ impl Node {
         self.curl_args(ns, url, secs, &[])
     }
 
-    pub fn curl_args(&self, ns: &str, url: &str, secs: u32, extra: &[&str]) -> Result<String, String> {
+    pub fn curl_args(
+        &self,
+        ns: &str,
+        url: &str,
+        secs: u32,
+        extra: &[&str],
+    ) -> Result<String, String> {
         let m = secs.to_string();
         let mut args = vec!["curl", "-sS", "--noproxy", "*", "-m", &m];
         args.extend(extra);
@@ -448,7 +468,12 @@ impl Node {
                 None
             }
         })
-        .unwrap_or_else(|| panic!("{url} from {ns} never answered in 10 s: {last}\ndaemon log:\n{}", self.daemon_log()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{url} from {ns} never answered in 10 s: {last}\ndaemon log:\n{}",
+                self.daemon_log()
+            )
+        })
     }
 
     /// Sends one UDP datagram `payload` with socat from `ns` to `addr`
@@ -477,14 +502,21 @@ impl Node {
     /// Waits (10 s) until a UDP exchange succeeds.
     pub fn udp_until_ok(&self, ns: &str, addr: &str) -> String {
         let mut last = String::new();
-        wait_for(Duration::from_secs(10), || match self.udp(ns, addr, "ping", "") {
-            Ok(b) => Some(b),
-            Err(e) => {
-                last = e;
-                None
+        wait_for(Duration::from_secs(10), || {
+            match self.udp(ns, addr, "ping", "") {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    last = e;
+                    None
+                }
             }
         })
-        .unwrap_or_else(|| panic!("UDP {addr} from {ns} never answered in 10 s: {last}\ndaemon log:\n{}", self.daemon_log()))
+        .unwrap_or_else(|| {
+            panic!(
+                "UDP {addr} from {ns} never answered in 10 s: {last}\ndaemon log:\n{}",
+                self.daemon_log()
+            )
+        })
     }
 
     /// Runs a python3 snippet in namespace `ns`; returns (stdout, stderr, ok).
@@ -511,7 +543,10 @@ impl Node {
 
     /// Pod namespaces of this node still listed by `ip netns`.
     pub fn pod_namespaces(&self) -> Vec<String> {
-        self.namespaces().into_iter().filter(|n| *n != self.ns).collect()
+        self.namespaces()
+            .into_iter()
+            .filter(|n| *n != self.ns)
+            .collect()
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -520,8 +555,14 @@ impl Node {
 }
 
 fn sh_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (is iproute2 installed?)"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is iproute2 installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        text(&out.stderr)
+    );
 }
 
 fn kill_namespace_processes(ns: &str) {
