@@ -194,4 +194,83 @@ fn bad_input_conflicts_exec_and_logs() {
         "the daemon died\n{}",
         node.daemon_log()
     );
+
+    // The raw API: root-only socket; every bad request is a 4xx with a
+    // message, and the daemon keeps running.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&node.sock)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "API socket mode {mode:o}");
+    let sock = node.sock.display().to_string();
+    for (method, path, body) in [
+        ("POST", "/v1/pods", "{not json"),
+        (
+            "POST",
+            "/v1/pods",
+            r#"{"name":"ok","command":[],"bogus":1}"#,
+        ),
+        (
+            "POST",
+            "/v1/services",
+            r#"{"name":"s","selector":{"a":"b"},"ports":[{"port":0}]}"#,
+        ),
+        (
+            "POST",
+            "/v1/deployments",
+            r#"{"name":"d","replicas":100000,"command":["sleep","1"]}"#,
+        ),
+        ("GET", "/v1/nosuchkind", ""),
+        ("DELETE", "/v1/nat", ""),
+    ] {
+        let (o, timed_out) = daemon_support::run_timeout(
+            {
+                let mut c = std::process::Command::new("curl");
+                c.args([
+                    "-sS",
+                    "-m",
+                    "3",
+                    "--unix-socket",
+                    &sock,
+                    "-X",
+                    method,
+                    "-H",
+                    "Content-Type: application/json",
+                    "-w",
+                    "\n%{http_code}",
+                ]);
+                if !body.is_empty() {
+                    c.args(["--data-binary", body]);
+                }
+                c.arg(format!("http://localhost{path}"));
+                c
+            },
+            Duration::from_secs(5),
+        );
+        assert!(!timed_out, "{method} {path} hung");
+        let reply = text(&o.stdout);
+        let code: u32 = reply
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        assert!(
+            (400..500).contains(&code),
+            "{method} {path} {body:?}: expected a 4xx, got {code}: {reply}"
+        );
+        assert!(
+            reply.contains("error"),
+            "{method} {path}: no error message: {reply}"
+        );
+    }
+    assert!(
+        node.daemon_exited().is_none(),
+        "the daemon died on a bad request\n{}",
+        node.daemon_log()
+    );
+    node.podnet_ok(&["pod", "list"]);
 }

@@ -498,3 +498,96 @@ fn client_blocked_on_a_dying_pod_gets_a_reset_from_the_daemon_when_the_pod_is_si
     });
     assert_reset_quickly(&verdict, "silent server pod SIGKILLed");
 }
+
+#[test]
+fn udp_flow_to_a_dead_backend_is_repinned() {
+    use std::io::{BufRead, BufReader, Write};
+    let _s = serial();
+    let node = Node::start();
+    let app = node.name("udp");
+    let label = format!("app={app}");
+    let mut args: Vec<String> = [
+        "deployment",
+        "create",
+        &app,
+        "--replicas",
+        "2",
+        "--label",
+        &label,
+        "--",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    args.extend(daemon_support::udp_pong_server(9000));
+    node.podnet_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let pods = running_pods(&node, &app, 2);
+    let svc = node.name("svc");
+    let vip = node.create_service(&svc, &label, &["53:9000/udp"], &[]);
+    let client = node.name("cli");
+    node.run_pod(&client, &[], &sleeper());
+    node.wait_running(&client);
+    for ip in pods.values() {
+        node.udp_until_ok(&client, &format!("{ip}:9000"));
+    }
+    // One connected UDP socket (one flow): ask, wait for the test to kill
+    // the answering pod, then ask again for up to 3 s.
+    let code = format!(
+        r#"import socket, time, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("{vip}", 53)); s.settimeout(1)
+def ask():
+    try:
+        s.send(b"ping"); return s.recv(200).decode().strip()
+    except Exception as e:
+        return "error %r" % e
+a = ask()
+while a.startswith("error"):
+    a = ask()
+print(a, flush=True)
+sys.stdin.readline()
+t = time.monotonic()
+while time.monotonic() - t < 3:
+    b = ask()
+    print(b, "%.3f" % (time.monotonic() - t), flush=True)
+    if not b.startswith("error"):
+        break
+    time.sleep(0.05)
+"#
+    );
+    let mut child = Command::new("ip")
+        .args([
+            "netns", "exec", &client, "timeout", "20", "python3", "-u", "-c", &code,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 client");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).expect("first answer");
+    let first_pod = first
+        .trim()
+        .strip_prefix("pong ")
+        .unwrap_or_else(|| panic!("first answer: {first:?}"))
+        .to_string();
+    assert!(pods.contains_key(&first_pod), "answer from {first_pod:?}");
+    let pid = node.pod_pid(&first_pod);
+    kill(pid, "KILL");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("client output");
+    let _ = child.wait();
+    eprintln!("after killing {first_pod}: {rest}");
+    let last = rest.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("pong "),
+        "the UDP flow was not re-pinned to a live backend within 3 s: {rest}"
+    );
+    let who_now = last.split_whitespace().nth(1).unwrap_or("");
+    assert_ne!(who_now, first_pod, "answer from the killed pod");
+    let secs: f64 = last.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(secs < 2.0, "re-pinned only after {secs} s: {rest}");
+}
