@@ -335,3 +335,48 @@ except socket.timeout:
         "conntrack has a flow from the spoofed address: {ct}"
     );
 }
+
+#[test]
+fn bulk_tcp_through_the_service_with_iperf3() {
+    let _s = serial();
+    let node = Node::start();
+    assert!(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v iperf3"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "this test needs iperf3: apt-get install -y iperf3 (scripts/test.sh installs it)"
+    );
+    let srv = node.name("ipf");
+    let label = format!("app={srv}");
+    node.run_pod(
+        &srv,
+        &[&label],
+        &["iperf3".into(), "-s".into(), "-p".into(), "5201".into()],
+    );
+    let client = node.name("cli");
+    node.run_pod(&client, &[], &sleeper());
+    node.wait_running(&client);
+    node.wait_running(&srv);
+    let svc = node.name("svc");
+    let vip = node.create_service(&svc, &label, &["5201:5201"], &[]);
+    let mut last = String::new();
+    let ok = daemon_support::wait_for(Duration::from_secs(15), || {
+        let (o, _) = node.exec_in(
+            &client,
+            &["iperf3", "-c", &vip, "-p", "5201", "-t", "2", "-J"],
+            Duration::from_secs(8),
+        );
+        let out = daemon_support::text(&o.stdout);
+        if o.status.success() {
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let bps = v["end"]["sum_received"]["bits_per_second"].as_f64()?;
+            return Some(bps);
+        }
+        last = out;
+        None
+    });
+    let bps = ok.unwrap_or_else(|| panic!("iperf3 through {vip} never succeeded: {last}"));
+    eprintln!("iperf3 pod -> cluster IP -> pod: {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 1e6, "bulk TCP through the service at {bps} bit/s");
+}
