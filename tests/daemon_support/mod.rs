@@ -1,0 +1,608 @@
+//! Shared harness of the `daemon_*` root tests: a real `podnetd` started in a
+//! fresh "node" network namespace with its own state directory and socket,
+//! the `podnet` CLI against it, real clients run with `ip netns exec`, and a
+//! guard that removes everything (daemon, pod processes, namespaces, state)
+//! on drop, also when the test panics.
+//!
+//! Names: every pod / deployment / statefulset / service name of one
+//! [`Node`] starts with its prefix `t<pid>x<n>-`, and the node namespace is
+//! `pnt-<pid>-<n>`, so parallel runs and other test binaries never collide
+//! and cleanup only touches what this node made.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const PODNETD: &str = env!("CARGO_BIN_EXE_podnetd");
+pub const PODNET: &str = env!("CARGO_BIN_EXE_podnet");
+
+/// One daemon test at a time per test binary: they share the host's CPU and
+/// the timing assertions (2 s failover, 1 s refusal) must not starve.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fails (never skips) without root or without a tool the tests use.
+pub fn require_env() {
+    assert!(
+        podnet::sys::is_root(),
+        "the daemon tests need root (network namespaces, TUN devices, netlink); \
+         run them as root, e.g. `sudo scripts/test.sh` or `sudo -E cargo test --test daemon_...`"
+    );
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("nsenter", "util-linux"),
+        ("curl", "curl"),
+        ("socat", "socat"),
+        ("python3", "python3"),
+    ] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "the daemon tests need `{tool}`: install it (apt-get install -y {package}); \
+             scripts/test.sh installs it when missing"
+        );
+    }
+}
+
+/// Runs `cmd` with a hard time limit; the child is SIGKILLed at the deadline.
+/// Returns its output and whether it timed out.
+pub fn run_timeout(mut cmd: Command, limit: Duration) -> (Output, bool) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let t_out = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    (
+        Output {
+            status,
+            stdout,
+            stderr,
+        },
+        timed_out,
+    )
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `kill -SIG pid`.
+pub fn kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            // state is the field after the ")" of comm
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+/// A python3 HTTP server on `port` answering every GET with the pod's name
+/// (`$POD_NAME`) and its address (`$POD_IP`): `NAME IP`.
+pub fn whoami_server(port: u16) -> Vec<String> {
+    let code = format!(
+        r#"import http.server, os
+body = (os.environ["POD_NAME"] + " " + os.environ.get("POD_IP", "")).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("", {port}), H).serve_forever()
+"#
+    );
+    vec!["python3".into(), "-c".into(), code]
+}
+
+/// A socat UDP server on `port` answering every datagram with `pong $POD_NAME`.
+pub fn udp_pong_server(port: u16) -> Vec<String> {
+    vec![
+        "socat".into(),
+        format!("UDP4-RECVFROM:{port},fork"),
+        "SYSTEM:echo pong $POD_NAME".into(),
+    ]
+}
+
+/// One node: a namespace with a running `podnetd`, removed on drop.
+pub struct Node {
+    /// The node namespace, `pnt-<pid>-<n>`.
+    pub ns: String,
+    /// Prefix of every object name of this node, `t<pid>x<n>-`.
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    pub sock: PathBuf,
+    pub log: PathBuf,
+    daemon: Option<Child>,
+    names: AtomicU32,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Creates the node namespace and starts the daemon in it; waits until
+    /// its API answers.
+    pub fn start() -> Node {
+        require_env();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let ns = format!("pnt-{pid}-{n}");
+        let prefix = format!("t{pid}x{n}-");
+        let tmp = tempfile::Builder::new()
+            .prefix("podnet-daemon-test-")
+            .tempdir()
+            .expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Node {
+            ns: ns.clone(),
+            prefix,
+            state: dir.join("state"),
+            sock: dir.join("podnet.sock"),
+            log: dir.join("podnetd.log"),
+            dir,
+            daemon: None,
+            names: AtomicU32::new(0),
+            _tmp: Some(tmp),
+        };
+        // From here on, Drop cleans up whatever exists.
+        sh_ok(Command::new("ip").args(["netns", "add", &ns]));
+        sh_ok(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
+        node.start_daemon();
+        node
+    }
+
+    /// A name unique to this node: `<prefix><tag><n>`.
+    pub fn name(&self, tag: &str) -> String {
+        let n = self.names.fetch_add(1, Ordering::Relaxed);
+        format!("{}{tag}{n}", self.prefix)
+    }
+
+    /// Starts `podnetd` in the node namespace (again, after a stop) and
+    /// waits up to 10 s for the API.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("daemon log file");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.ns))
+            .arg(PODNETD)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(["--workers", "2"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting podnetd with nsenter (util-linux)");
+        self.daemon = Some(child);
+        let ok = wait_for(Duration::from_secs(10), || {
+            if let Some(s) = self.daemon_exited() {
+                panic!(
+                    "podnetd exited at start with {s}; log:\n{}",
+                    self.daemon_log()
+                );
+            }
+            let (out, _) = run_timeout(self.cli(&["pod", "list"]), Duration::from_secs(3));
+            out.status.success().then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "podnetd did not answer on {} within 10 s; log:\n{}",
+            self.sock.display(),
+            self.daemon_log()
+        );
+    }
+
+    /// The daemon's pid.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon running").id()
+    }
+
+    /// `Some(status)` once the daemon process has exited.
+    pub fn daemon_exited(&mut self) -> Option<ExitStatus> {
+        self.daemon
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends `sig` to the daemon and waits up to `limit` for it to exit;
+    /// returns its status (None: still running).
+    pub fn signal_daemon(&mut self, sig: &str, limit: Duration) -> Option<ExitStatus> {
+        let pid = self.daemon_pid();
+        kill(pid, sig);
+        let st = wait_for(limit, || self.daemon_exited());
+        if st.is_some() {
+            self.daemon = None;
+        }
+        st
+    }
+
+    /// Waits up to `limit` for the daemon to exit by itself (after `reset`).
+    pub fn wait_daemon_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let st = wait_for(limit, || self.daemon_exited());
+        if st.is_some() {
+            self.daemon = None;
+        }
+        st
+    }
+
+    pub fn daemon_log(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = s.lines().rev().take(60).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// A `podnet --socket SOCK ARGS...` command.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(PODNET);
+        c.arg("--socket").arg(&self.sock).args(args);
+        c.env_remove("PODNET_SOCKET");
+        c
+    }
+
+    /// Runs the CLI (10 s limit).
+    pub fn podnet(&self, args: &[&str]) -> Output {
+        let (out, timed_out) = run_timeout(self.cli(args), Duration::from_secs(10));
+        assert!(!timed_out, "podnet {args:?} hung for 10 s");
+        out
+    }
+
+    /// Runs the CLI, panics unless it succeeds; returns stdout.
+    pub fn podnet_ok(&self, args: &[&str]) -> String {
+        let out = self.podnet(args);
+        assert!(
+            out.status.success(),
+            "podnet {args:?} failed ({}): {}{}\ndaemon log:\n{}",
+            out.status,
+            text(&out.stderr),
+            text(&out.stdout),
+            self.daemon_log()
+        );
+        text(&out.stdout)
+    }
+
+    /// `podnet -o json ARGS...` parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let s = self.podnet_ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("podnet {a:?}: bad JSON ({e}): {s}"))
+    }
+
+    /// `Some(pod JSON)` if the pod exists.
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.podnet(&["pod", "get", name, "-o", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Runs a standalone pod: `pod run NAME --label.. -- CMD`.
+    pub fn run_pod(&self, name: &str, labels: &[&str], cmd: &[String]) {
+        let mut args: Vec<&str> = vec!["pod", "run", name];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.push("--");
+        args.extend(cmd.iter().map(String::as_str));
+        self.podnet_ok(&args);
+    }
+
+    /// Waits (10 s) for a pod to be Running with an address and a pid;
+    /// returns its JSON.
+    pub fn wait_running(&self, name: &str) -> Value {
+        wait_for(Duration::from_secs(10), || {
+            self.pod(name)
+                .filter(|p| p["phase"] == "Running" && p["ip"].is_string() && p["pid"].is_u64())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "pod {name} not Running with an IP within 10 s: {:?}\ndaemon log:\n{}",
+                self.pod(name),
+                self.daemon_log()
+            )
+        })
+    }
+
+    pub fn pod_ip(&self, name: &str) -> String {
+        self.wait_running(name)["ip"]
+            .as_str()
+            .expect("ip")
+            .to_string()
+    }
+
+    pub fn pod_pid(&self, name: &str) -> u32 {
+        self.wait_running(name)["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// Creates a service; returns its cluster IP.
+    pub fn create_service(
+        &self,
+        name: &str,
+        selector: &str,
+        ports: &[&str],
+        extra: &[&str],
+    ) -> String {
+        let mut args: Vec<&str> = vec!["service", "create", name, "--selector", selector];
+        for p in ports {
+            args.extend(["--port", p]);
+        }
+        args.extend(extra);
+        self.podnet_ok(&args);
+        let svc = self.json(&["service", "get", name]);
+        svc["clusterIP"].as_str().expect("clusterIP").to_string()
+    }
+
+    /// The service's endpoints (as the API lists them).
+    pub fn endpoints(&self, svc: &str) -> Vec<String> {
+        let v = self.json(&["service", "get", svc]);
+        v["endpoints"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs `ip netns exec NS ARGS...` with a time limit.
+    pub fn exec_in(&self, ns: &str, args: &[&str], limit: Duration) -> (Output, bool) {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        run_timeout(c, limit)
+    }
+
+    /// `curl -sS -m SECS URL` from namespace `ns`: `Ok(body)` or `Err(why)`.
+    pub fn curl(&self, ns: &str, url: &str, secs: u32) -> Result<String, String> {
+        self.curl_args(ns, url, secs, &[])
+    }
+
+    pub fn curl_args(
+        &self,
+        ns: &str,
+        url: &str,
+        secs: u32,
+        extra: &[&str],
+    ) -> Result<String, String> {
+        let m = secs.to_string();
+        let mut args = vec!["curl", "-sS", "--noproxy", "*", "-m", &m];
+        args.extend(extra);
+        args.push(url);
+        let (out, timed_out) = self.exec_in(ns, &args, Duration::from_secs(secs as u64 + 3));
+        if out.status.success() && !timed_out {
+            Ok(text(&out.stdout))
+        } else {
+            Err(format!(
+                "curl {url} from {ns}: {} (timed out: {timed_out}) {}",
+                out.status,
+                text(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Waits (10 s) until `curl URL` from `ns` succeeds; returns the body.
+    pub fn curl_until_ok(&self, ns: &str, url: &str) -> String {
+        let mut last = String::new();
+        wait_for(Duration::from_secs(10), || match self.curl(ns, url, 2) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                last = e;
+                None
+            }
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{url} from {ns} never answered in 10 s: {last}\ndaemon log:\n{}",
+                self.daemon_log()
+            )
+        })
+    }
+
+    /// Sends one UDP datagram `payload` with socat from `ns` to `addr`
+    /// (`IP:PORT`) and returns the first answer (2 s wait).
+    pub fn udp(&self, ns: &str, addr: &str, payload: &str, extra: &str) -> Result<String, String> {
+        let script = format!("echo {payload} | socat -T 2 - UDP4:{addr}{extra}");
+        let (out, timed_out) = self.exec_in(ns, &["sh", "-c", &script], Duration::from_secs(5));
+        let body = text(&out.stdout);
+        if out.status.success() && !timed_out && !body.is_empty() {
+            Ok(body)
+        } else {
+            Err(format!(
+                "udp {addr} from {ns}: {} (timed out: {timed_out}) out={body:?} err={}",
+                out.status,
+                text(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Sends one UDP datagram without waiting for an answer.
+    pub fn udp_send(&self, ns: &str, addr: &str, payload: &str, extra: &str) {
+        let script = format!("echo {payload} | socat -u - UDP4-SENDTO:{addr}{extra}");
+        let _ = self.exec_in(ns, &["sh", "-c", &script], Duration::from_secs(3));
+    }
+
+    /// Waits (10 s) until a UDP exchange succeeds.
+    pub fn udp_until_ok(&self, ns: &str, addr: &str) -> String {
+        let mut last = String::new();
+        wait_for(Duration::from_secs(10), || {
+            match self.udp(ns, addr, "ping", "") {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    last = e;
+                    None
+                }
+            }
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "UDP {addr} from {ns} never answered in 10 s: {last}\ndaemon log:\n{}",
+                self.daemon_log()
+            )
+        })
+    }
+
+    /// Runs a python3 snippet in namespace `ns`; returns (stdout, stderr, ok).
+    pub fn python(&self, ns: &str, code: &str, limit: Duration) -> (String, String, bool) {
+        let (out, timed_out) = self.exec_in(ns, &["python3", "-c", code], limit);
+        (
+            text(&out.stdout),
+            text(&out.stderr),
+            out.status.success() && !timed_out,
+        )
+    }
+
+    /// Namespaces that belong to this node (its own and its pods').
+    pub fn namespaces(&self) -> Vec<String> {
+        let out = Command::new("ip").args(["netns", "list"]).output();
+        let Ok(out) = out else { return Vec::new() };
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&self.prefix) || *n == self.ns)
+            .map(String::from)
+            .collect()
+    }
+
+    /// Pod namespaces of this node still listed by `ip netns`.
+    pub fn pod_namespaces(&self) -> Vec<String> {
+        self.namespaces()
+            .into_iter()
+            .filter(|n| *n != self.ns)
+            .collect()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+}
+
+fn sh_ok(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is iproute2 installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        text(&out.stderr)
+    );
+}
+
+fn kill_namespace_processes(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in text(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            kill(child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if thread::panicking() {
+            eprintln!("---- podnetd log ({}) ----\n{}", self.ns, self.daemon_log());
+        }
+        let namespaces = self.namespaces();
+        for ns in &namespaces {
+            kill_namespace_processes(ns);
+        }
+        // Give killed processes a moment to go before removing their namespaces.
+        thread::sleep(Duration::from_millis(50));
+        for ns in &namespaces {
+            kill_namespace_processes(ns);
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        // The temp dir (state, socket, log) goes with `_tmp`.
+    }
+}
