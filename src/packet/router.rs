@@ -831,8 +831,11 @@ impl Router {
         snap: &Snapshot,
         guard: &epoch::Guard,
     ) -> Verdict {
+        // Whether the fast path already looked this flow up and found none,
+        // so the general path need not look again.
+        let mut untracked = false;
         if self.config.ipv4_fast_path {
-            if let Some(v) = self.established_v4(now, pkt, ingress, snap, guard) {
+            if let Some(v) = self.established_v4(now, pkt, ingress, snap, guard, &mut untracked) {
                 return v;
             }
         }
@@ -851,7 +854,7 @@ impl Router {
         }
         match info.transport {
             Transport::Tcp { .. } | Transport::Udp { .. } => {
-                self.flow_packet(now, pkt, &info, ingress, snap, guard)
+                self.flow_packet(now, pkt, &info, ingress, snap, guard, untracked)
             }
             Transport::IcmpError { .. } => self.icmp_error(now, pkt, &info, ingress, snap, guard),
             Transport::IcmpEcho { .. } | Transport::Other => match info.fragment {
@@ -875,6 +878,7 @@ impl Router {
         ingress: Link,
         snap: &Snapshot,
         guard: &epoch::Guard,
+        untracked: &mut bool,
     ) -> Option<Verdict> {
         use wire::checksum::{apply, diff16, diff32};
         let b = pkt.as_mut_slice();
@@ -923,7 +927,10 @@ impl Router {
         let sport = u16::from_be_bytes([l4[0], l4[1]]);
         let dport = u16::from_be_bytes([l4[2], l4[3]]);
         let key = PackedKey::v4_flow(src, dst, sport, dport, protocol);
-        let found = self.conntrack.lookup_packed(&key, guard)?;
+        let Some(found) = self.conntrack.lookup_packed(&key, guard) else {
+            *untracked = true;
+            return None;
+        };
         let other = found.flow.packed(match found.direction {
             Direction::Original => Direction::Reply,
             Direction::Reply => Direction::Original,
@@ -980,6 +987,7 @@ impl Router {
 
     /// TCP and UDP: existing flow, new service flow, or plain forwarding.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn flow_packet(
         &self,
         now: Timestamp,
@@ -988,12 +996,16 @@ impl Router {
         ingress: Link,
         snap: &Snapshot,
         guard: &epoch::Guard,
+        untracked: bool,
     ) -> Verdict {
         let key = flow_key(info);
-        let found = self
-            .conntrack
-            .lookup(&key, guard)
-            .map(|f| (f.flow, f.direction));
+        let found = if untracked {
+            None
+        } else {
+            self.conntrack
+                .lookup(&key, guard)
+                .map(|f| (f.flow, f.direction))
+        };
         let (flow, dir) = match found {
             Some(f) => f,
             None => {
@@ -1089,9 +1101,9 @@ impl Router {
         // reply tuple would then be the first's. As Linux's NAT does, give
         // the second one another source port. A few pseudo-random tries in
         // the ephemeral range, derived from the flow so they are stable.
-        let seed = self.choice_hasher.hash(key);
         for attempt in 0..=8u64 {
             if attempt > 0 {
+                let seed = self.choice_hasher.hash(key);
                 let h = seed.wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 entry.reply.dst_port = 32_768 + (h % 28_232) as u16;
             }
