@@ -238,47 +238,63 @@ fn fastpath(c: &mut Criterion) {
     let rate = updater.join().unwrap();
     eprintln!("fastpath/hit_under_updates: endpoint updates per second: {rate:.0}");
 
-    // New flows: every packet a SYN from a new (address, port). Packets are
-    // built beforehand; the table is emptied between chunks, untimed.
-    const CHUNK: usize = 1 << 16;
-    let r = node(1, 10, CHUNK * 2);
+    // New flows: every packet a SYN from a new client (address, port), into
+    // a table kept at a steady 65,536 flows as a daemon's is: after each
+    // timed batch of 4,096 new flows, the oldest 4,096 are removed, untimed,
+    // as the sweeper removes expired flows. Packets are built untimed too.
+    const BATCH: usize = 4096;
+    const LIVE_BATCHES: u32 = 16;
+    let r = node(1, 10, BATCH * LIVE_BATCHES as usize * 2);
     let template = tcp_packet(ip(5), 1, vip(0), 80, SYN);
-    let packets: Vec<[u8; 64]> = (0..CHUNK)
-        .map(|n| {
-            let mut b = [0u8; 64];
-            b.copy_from_slice(&template);
-            // Sources from the host side, whose addresses are not pinned
-            // to a pod, so each chunk can use fresh clients.
-            let src = Ipv4Addr::from(0x0b00_0000 + (n >> 12) as u32);
-            b[12..16].copy_from_slice(&src.octets());
-            b[20..22].copy_from_slice(&((n & 0xfff) as u16 + 1024).to_be_bytes());
-            fix_checksums(&mut b);
-            b
-        })
-        .collect();
+    // Batch k comes from 11.0.x.y = 0x0b000000 + k, ports 1024.. .
+    let batch_packets = |k: u32| -> Vec<[u8; 64]> {
+        (0..BATCH)
+            .map(|n| {
+                let mut b = [0u8; 64];
+                b.copy_from_slice(&template);
+                // Host-side sources: not pinned to a pod, so always fresh.
+                b[12..16].copy_from_slice(&(0x0b00_0000 + k).to_be_bytes());
+                b[20..22].copy_from_slice(&(n as u16 + 1024).to_be_bytes());
+                fix_checksums(&mut b);
+                b
+            })
+            .collect()
+    };
     let mut buf = PacketBuf::new(2048);
+    let send = |r: &Router, packets: &[[u8; 64]], buf: &mut PacketBuf| {
+        for p in packets {
+            buf.buffer_mut()[..64].copy_from_slice(p);
+            buf.set_len(64);
+            let v = r.process(NOW, buf, Link::Host);
+            let _ = black_box(v);
+        }
+    };
+    let mut k = 0u32;
+    for _ in 0..LIVE_BATCHES {
+        send(&r, &batch_packets(k), &mut buf);
+        k += 1;
+    }
     c.bench_function("fastpath/new_flow", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let mut done = 0u64;
             while done < iters {
-                let batch = (iters - done).min(CHUNK as u64) as usize;
+                let n = (iters - done).min(BATCH as u64) as usize;
+                let packets = batch_packets(k);
                 let guard = epoch::pin();
                 let start = Instant::now();
-                for p in &packets[..batch] {
-                    buf.buffer_mut()[..64].copy_from_slice(p);
-                    buf.set_len(64);
-                    let v = r.process(NOW, &mut buf, Link::Host);
-                    let _ = black_box(v);
-                }
+                send(&r, &packets[..n], &mut buf);
                 total += start.elapsed();
                 drop(guard);
-                done += batch as u64;
-                r.conntrack().remove_where(|_| true);
+                done += n as u64;
+                let oldest = std::net::IpAddr::from((0x0b00_0000 + k - LIVE_BATCHES).to_be_bytes());
+                r.conntrack().remove_where(|f| f.original().src == oldest);
+                k += 1;
             }
             total
         })
     });
+    assert!(r.conntrack().len() <= BATCH * LIVE_BATCHES as usize);
     let st = r.stats();
     assert!(
         st.replies == 0 && st.drops.iter().all(|&d| d == 0),
