@@ -895,12 +895,22 @@ impl Router {
         if total > b.len() || be16(6) & 0x3fff != 0 || ttl <= 1 {
             return None;
         }
-        let sum = (1..10).fold(u32::from(be16(0)), |acc, i| acc + u32::from(be16(2 * i)));
-        if wire::checksum::fold(sum) != 0xffff {
+        if protocol != proto::TCP && protocol != proto::UDP {
             return None;
         }
         let src = be32(12);
         let dst = be32(16);
+        let ports = b.get(20..24)?;
+        let sport = u16::from_be_bytes([ports[0], ports[1]]);
+        let dport = u16::from_be_bytes([ports[2], ports[3]]);
+        let key = PackedKey::v4_flow(src, dst, sport, dport, protocol);
+        // The bucket is most likely not in cache: start loading it while
+        // the header is checked.
+        self.conntrack.prefetch(&key);
+        let sum = (1..10).fold(u32::from(be16(0)), |acc, i| acc + u32::from(be16(2 * i)));
+        if wire::checksum::fold(sum) != 0xffff {
+            return None;
+        }
         if let Link::Pod(id) = ingress {
             if snap.pod(id)?.v4.map(Ipv4Addr::to_bits) != Some(src) {
                 return None;
@@ -924,14 +934,44 @@ impl Router {
             }
             _ => return None,
         };
-        let sport = u16::from_be_bytes([l4[0], l4[1]]);
-        let dport = u16::from_be_bytes([l4[2], l4[3]]);
-        let key = PackedKey::v4_flow(src, dst, sport, dport, protocol);
-        let Some(found) = self.conntrack.lookup_packed(&key, guard) else {
-            *untracked = true;
-            return None;
+        let (flow, direction) = match self.conntrack.lookup_packed(&key, guard) {
+            Some(found) => (found.flow, found.direction),
+            None => {
+                // A new flow to a service without affinity takes this path
+                // too; everything else (rejects, affinity, plain routing)
+                // goes to the general path, which need not look up again.
+                let syn_only = protocol != proto::TCP || l4[13] & 0x12 == 0x02;
+                let pool = snap.frontends.get(&Frontend {
+                    addr: IpAddr::V4(Ipv4Addr::from(dst)),
+                    port: dport,
+                    protocol,
+                });
+                let backend = match pool {
+                    Some(pool) if syn_only && pool.affinity_timeout().is_none() => pool
+                        .backends()
+                        .choose(self.choice_hasher.hash_packed(&key))
+                        .map(|b| (b, pool.id())),
+                    _ => None,
+                };
+                let Some((backend, pool)) = backend else {
+                    *untracked = true;
+                    return None;
+                };
+                let flow_key = FlowKey {
+                    src: IpAddr::V4(Ipv4Addr::from(src)),
+                    dst: IpAddr::V4(Ipv4Addr::from(dst)),
+                    src_port: sport,
+                    dst_port: dport,
+                    protocol,
+                    kind: EntryKind::Flow,
+                };
+                match self.insert_service_flow(now, &flow_key, backend, pool, guard) {
+                    Ok(flow) => (flow, Direction::Original),
+                    Err(v) => return Some(v),
+                }
+            }
         };
-        let other = found.flow.packed(match found.direction {
+        let other = flow.packed(match direction {
             Direction::Original => Direction::Reply,
             Direction::Reply => Direction::Original,
         });
@@ -941,7 +981,7 @@ impl Router {
         let (new_src, new_sport) = (other.dst_bits() as u32, other.dst_port());
         let (new_dst, new_dport) = (other.src_bits() as u32, other.src_port());
 
-        found.flow.touch(now);
+        flow.touch(now);
         if protocol == proto::TCP {
             let flags = TcpFlags(l4[13]);
             let seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
@@ -949,9 +989,9 @@ impl Router {
             let seg_len = payload
                 + u32::from(flags.contains(TcpFlags::SYN))
                 + u32::from(flags.contains(TcpFlags::FIN));
-            found.flow.track_tcp(found.direction, flags, seq, seg_len);
+            flow.track_tcp(direction, flags, seq, seg_len);
         } else {
-            found.flow.track_datagram(found.direction);
+            flow.track_datagram(direction);
         }
 
         let addr_diff = diff32(src, new_src) + diff32(dst, new_dst);
@@ -1067,13 +1107,26 @@ impl Router {
         let Some(backend) = backend else {
             return Err(self.reject(pkt, info, DropReason::NoEndpoints));
         };
+        self.insert_service_flow(now, key, backend, pool.id(), guard)
+    }
+
+    /// Tracks a new flow `key` of a service pool going to `backend`.
+    #[inline]
+    fn insert_service_flow<'g>(
+        &self,
+        now: Timestamp,
+        key: &FlowKey,
+        backend: SocketAddr,
+        pool: PoolId,
+        guard: &'g epoch::Guard,
+    ) -> Result<&'g Flow, Verdict> {
         // Hairpin: a pod reaching itself through its own service. Its kernel
         // would drop a packet from its own address to itself, so the source
         // becomes the frontend address.
-        let client = if backend.ip() == info.src {
-            info.dst
+        let client = if backend.ip() == key.src {
+            key.dst
         } else {
-            info.src
+            key.src
         };
         let reply = FlowKey {
             src: backend.ip(),
@@ -1083,7 +1136,7 @@ impl Router {
             protocol: key.protocol,
             kind: EntryKind::Flow,
         };
-        let state = if info.protocol == proto::TCP {
+        let state = if key.protocol == proto::TCP {
             FlowState::SynSent
         } else {
             FlowState::Unreplied
@@ -1094,7 +1147,7 @@ impl Router {
             hook_reply: true,
             state,
             record_timeout: std::time::Duration::ZERO,
-            tag: pool.id().0,
+            tag: pool.0,
         };
         // The same client port may reach one backend through two frontends
         // (two services, or a NodePort and a cluster IP); the second flow's
