@@ -676,20 +676,24 @@ impl Controller {
             RestartPolicy::OnFailure => failed,
             RestartPolicy::Never => false,
         };
+        let how = match code {
+            Some(c) => format!("process exited with code {c}"),
+            None => "process was killed by a signal".to_string(),
+        };
         let r = inner.objects.pods.get_mut(name).expect("present");
         if restart && r.pod_id.is_some() {
             r.restarts += 1;
             r.phase = PodPhase::Pending;
             let backoff = 100u64 << r.restarts.min(7);
             r.restart_at = Some(unix_ms() + backoff.min(10_000));
-            r.message = Some(format!("process exited ({code:?}); restarting"));
+            r.message = Some(format!("{how}; restarting (back-off)"));
         } else {
             r.phase = if failed {
                 PodPhase::Failed
             } else {
                 PodPhase::Succeeded
             };
-            r.message = Some(format!("process exited ({code:?})"));
+            r.message = Some(how);
             self.teardown_network(inner, name);
         }
     }
