@@ -413,3 +413,79 @@ fn reset_removes_everything() {
         "routes left after reset: {routes}"
     );
 }
+
+/// Scaling and deleting workloads: a deployment grows and shrinks to the
+/// asked number of pods; a statefulset scaled down removes its highest
+/// ordinals and their namespaces; deleting either removes its pods.
+#[test]
+fn workloads_scale_up_and_down_and_delete_their_pods() {
+    let _s = serial();
+    let node = Node::start();
+    let web = node.name("web");
+    let db = node.name("db");
+    let count = |prefix: &str| -> usize {
+        let pods = node.json(&["pod", "list"]);
+        pods.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let wait_count = |prefix: &str, n: usize| {
+        wait_for(Duration::from_secs(10), || {
+            (count(prefix) == n).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{prefix}: expected {n} pods, have {}", count(prefix)));
+    };
+    let sleep = ["--", "sleep", "infinity"];
+    let mut args = vec!["deployment", "create", &web, "--replicas", "2"];
+    args.extend(sleep);
+    node.podnet_ok(&args);
+    wait_count(&format!("{web}-"), 2);
+    node.podnet_ok(&["deployment", "scale", &web, "--replicas", "4"]);
+    wait_count(&format!("{web}-"), 4);
+    node.podnet_ok(&["deployment", "scale", &web, "--replicas", "1"]);
+    wait_count(&format!("{web}-"), 1);
+    let d = node.json(&["deployment", "get", &web]);
+    assert_eq!(d["replicas"], 1, "{d}");
+
+    let mut args = vec![
+        "statefulset",
+        "create",
+        &db,
+        "--replicas",
+        "3",
+        "--service",
+        "none",
+    ];
+    args.extend(sleep);
+    node.podnet_ok(&args);
+    wait_count(&format!("{db}-"), 3);
+    node.podnet_ok(&["statefulset", "scale", &db, "--replicas", "1"]);
+    wait_count(&format!("{db}-"), 1);
+    assert!(
+        node.pod(&format!("{db}-0")).is_some(),
+        "the lowest ordinal stays"
+    );
+    let namespaces = node.pod_namespaces();
+    assert!(
+        !namespaces
+            .iter()
+            .any(|n| n == &format!("{db}-2") || n == &format!("{db}-1")),
+        "scaled-away pods keep namespaces: {namespaces:?}"
+    );
+
+    node.podnet_ok(&["deployment", "delete", &web]);
+    node.podnet_ok(&["statefulset", "delete", &db]);
+    wait_count(&format!("{web}-"), 0);
+    wait_count(&format!("{db}-"), 0);
+    let out = node.podnet(&["deployment", "get", &web]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+}

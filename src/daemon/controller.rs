@@ -1136,6 +1136,136 @@ fn ordinal(pod: &str, set: &str) -> Option<u32> {
     pod.strip_prefix(set)?.strip_prefix('-')?.parse().ok()
 }
 
+/// What deployments and statefulsets have in common for the API: a named
+/// record with a replica count, kept in one map of [`Objects`].
+trait Workload: Clone {
+    /// The API's view of the record.
+    type View;
+    /// The kind, as the API names it in messages.
+    const KIND: &'static str;
+    fn records(objects: &Objects) -> &BTreeMap<String, Self>;
+    fn records_mut(objects: &mut Objects) -> &mut BTreeMap<String, Self>;
+    fn name(&self) -> &str;
+    fn replicas(&self) -> u32;
+    fn set_replicas(&mut self, replicas: u32);
+    fn view(inner: &Inner, record: &Self) -> Self::View;
+    /// Names of the pods it owns.
+    fn pods(view: &Self::View) -> &[String];
+}
+
+impl Workload for DeploymentRecord {
+    type View = Deployment;
+    const KIND: &'static str = "deployment";
+    fn records(o: &Objects) -> &BTreeMap<String, Self> {
+        &o.deployments
+    }
+    fn records_mut(o: &mut Objects) -> &mut BTreeMap<String, Self> {
+        &mut o.deployments
+    }
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+    fn replicas(&self) -> u32 {
+        self.spec.replicas
+    }
+    fn set_replicas(&mut self, replicas: u32) {
+        self.spec.replicas = replicas;
+    }
+    fn view(inner: &Inner, record: &Self) -> Deployment {
+        Controller::deployment_view(inner, record)
+    }
+    fn pods(view: &Deployment) -> &[String] {
+        &view.pods
+    }
+}
+
+impl Workload for StatefulSetRecord {
+    type View = StatefulSet;
+    const KIND: &'static str = "statefulset";
+    fn records(o: &Objects) -> &BTreeMap<String, Self> {
+        &o.statefulsets
+    }
+    fn records_mut(o: &mut Objects) -> &mut BTreeMap<String, Self> {
+        &mut o.statefulsets
+    }
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+    fn replicas(&self) -> u32 {
+        self.spec.replicas
+    }
+    fn set_replicas(&mut self, replicas: u32) {
+        self.spec.replicas = replicas;
+    }
+    fn view(inner: &Inner, record: &Self) -> StatefulSet {
+        Controller::statefulset_view(inner, record)
+    }
+    fn pods(view: &StatefulSet) -> &[String] {
+        &view.pods
+    }
+}
+
+impl Controller {
+    fn list_workloads<W: Workload>(&self) -> Result<Vec<W::View>, ApiError> {
+        let inner = self.inner.lock();
+        Ok(W::records(&inner.objects)
+            .values()
+            .map(|r| W::view(&inner, r))
+            .collect())
+    }
+
+    fn create_workload<W: Workload>(&self, record: W) -> Result<W::View, ApiError> {
+        let mut inner = self.inner.lock();
+        let name = record.name().to_string();
+        if W::records(&inner.objects).contains_key(&name) {
+            return Err(ApiError::conflict(format!(
+                "{} {name:?} already exists",
+                W::KIND
+            )));
+        }
+        self.check_replicas(&inner, record.replicas())?;
+        W::records_mut(&mut inner.objects).insert(name.clone(), record);
+        self.settle(&mut inner);
+        self.view_workload::<W>(&inner, &name)
+    }
+
+    fn get_workload<W: Workload>(&self, name: &str) -> Result<W::View, ApiError> {
+        let inner = self.inner.lock();
+        self.view_workload::<W>(&inner, name)
+    }
+
+    fn view_workload<W: Workload>(&self, inner: &Inner, name: &str) -> Result<W::View, ApiError> {
+        W::records(&inner.objects)
+            .get(name)
+            .map(|r| W::view(inner, r))
+            .ok_or_else(|| ApiError::not_found(format!("{} {name:?} not found", W::KIND)))
+    }
+
+    fn delete_workload<W: Workload>(&self, name: &str) -> Result<W::View, ApiError> {
+        let mut inner = self.inner.lock();
+        let record = W::records_mut(&mut inner.objects)
+            .remove(name)
+            .ok_or_else(|| ApiError::not_found(format!("{} {name:?} not found", W::KIND)))?;
+        let view = W::view(&inner, &record);
+        for pod in W::pods(&view) {
+            self.begin_delete(&mut inner, pod);
+        }
+        self.settle(&mut inner);
+        Ok(view)
+    }
+
+    fn scale_workload<W: Workload>(&self, name: &str, scale: Scale) -> Result<W::View, ApiError> {
+        let mut inner = self.inner.lock();
+        self.check_replicas(&inner, scale.replicas)?;
+        W::records_mut(&mut inner.objects)
+            .get_mut(name)
+            .ok_or_else(|| ApiError::not_found(format!("{} {name:?} not found", W::KIND)))?
+            .set_replicas(scale.replicas);
+        self.settle(&mut inner);
+        self.view_workload::<W>(&inner, name)
+    }
+}
+
 impl ApiHandler for Controller {
     fn list_pods(&self) -> Result<Vec<Pod>, ApiError> {
         let inner = self.inner.lock();
@@ -1189,181 +1319,49 @@ impl ApiHandler for Controller {
     }
 
     fn list_deployments(&self) -> Result<Vec<Deployment>, ApiError> {
-        let inner = self.inner.lock();
-        Ok(inner
-            .objects
-            .deployments
-            .values()
-            .map(|d| Self::deployment_view(&inner, d))
-            .collect())
+        self.list_workloads::<DeploymentRecord>()
     }
 
     fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment, ApiError> {
-        let mut inner = self.inner.lock();
-        if inner.objects.deployments.contains_key(&spec.name) {
-            return Err(ApiError::conflict(format!(
-                "deployment {:?} already exists",
-                spec.name
-            )));
-        }
-        self.check_replicas(&inner, spec.replicas)?;
-        let name = spec.name.clone();
-        inner.objects.deployments.insert(
-            name.clone(),
-            DeploymentRecord {
-                spec,
-                created: unix_ms() / 1000,
-            },
-        );
-        inner.dirty = true;
-        self.reconcile_deployments(&mut inner);
-        self.sync_endpoints(&mut inner);
-        self.save(&mut inner);
-        let d = inner
-            .objects
-            .deployments
-            .get(&name)
-            .cloned()
-            .expect("inserted");
-        Ok(Self::deployment_view(&inner, &d))
+        self.create_workload(DeploymentRecord {
+            spec,
+            created: unix_ms() / 1000,
+        })
     }
 
     fn get_deployment(&self, name: &str) -> Result<Deployment, ApiError> {
-        let inner = self.inner.lock();
-        let d = inner
-            .objects
-            .deployments
-            .get(name)
-            .ok_or_else(|| ApiError::not_found(format!("deployment {name:?} not found")))?;
-        Ok(Self::deployment_view(&inner, d))
+        self.get_workload::<DeploymentRecord>(name)
     }
 
     fn delete_deployment(&self, name: &str) -> Result<Deployment, ApiError> {
-        let mut inner = self.inner.lock();
-        let d = inner
-            .objects
-            .deployments
-            .remove(name)
-            .ok_or_else(|| ApiError::not_found(format!("deployment {name:?} not found")))?;
-        let view = Self::deployment_view(&inner, &d);
-        for pod in &view.pods {
-            self.begin_delete(&mut inner, pod);
-        }
-        inner.dirty = true;
-        self.sync_endpoints(&mut inner);
-        self.save(&mut inner);
-        Ok(view)
+        self.delete_workload::<DeploymentRecord>(name)
     }
 
     fn scale_deployment(&self, name: &str, scale: Scale) -> Result<Deployment, ApiError> {
-        let mut inner = self.inner.lock();
-        self.check_replicas(&inner, scale.replicas)?;
-        let d = inner
-            .objects
-            .deployments
-            .get_mut(name)
-            .ok_or_else(|| ApiError::not_found(format!("deployment {name:?} not found")))?;
-        d.spec.replicas = scale.replicas;
-        inner.dirty = true;
-        self.reconcile_deployments(&mut inner);
-        self.sync_endpoints(&mut inner);
-        self.save(&mut inner);
-        let d = inner
-            .objects
-            .deployments
-            .get(name)
-            .cloned()
-            .expect("present");
-        Ok(Self::deployment_view(&inner, &d))
+        self.scale_workload::<DeploymentRecord>(name, scale)
     }
 
     fn list_statefulsets(&self) -> Result<Vec<StatefulSet>, ApiError> {
-        let inner = self.inner.lock();
-        Ok(inner
-            .objects
-            .statefulsets
-            .values()
-            .map(|s| Self::statefulset_view(&inner, s))
-            .collect())
+        self.list_workloads::<StatefulSetRecord>()
     }
 
     fn create_statefulset(&self, spec: StatefulSetSpec) -> Result<StatefulSet, ApiError> {
-        let mut inner = self.inner.lock();
-        if inner.objects.statefulsets.contains_key(&spec.name) {
-            return Err(ApiError::conflict(format!(
-                "statefulset {:?} already exists",
-                spec.name
-            )));
-        }
-        self.check_replicas(&inner, spec.replicas)?;
-        let name = spec.name.clone();
-        inner.objects.statefulsets.insert(
-            name.clone(),
-            StatefulSetRecord {
-                spec,
-                created: unix_ms() / 1000,
-            },
-        );
-        inner.dirty = true;
-        self.reconcile_statefulsets(&mut inner);
-        self.sync_endpoints(&mut inner);
-        self.save(&mut inner);
-        let s = inner
-            .objects
-            .statefulsets
-            .get(&name)
-            .cloned()
-            .expect("inserted");
-        Ok(Self::statefulset_view(&inner, &s))
+        self.create_workload(StatefulSetRecord {
+            spec,
+            created: unix_ms() / 1000,
+        })
     }
 
     fn get_statefulset(&self, name: &str) -> Result<StatefulSet, ApiError> {
-        let inner = self.inner.lock();
-        let s = inner
-            .objects
-            .statefulsets
-            .get(name)
-            .ok_or_else(|| ApiError::not_found(format!("statefulset {name:?} not found")))?;
-        Ok(Self::statefulset_view(&inner, s))
+        self.get_workload::<StatefulSetRecord>(name)
     }
 
     fn delete_statefulset(&self, name: &str) -> Result<StatefulSet, ApiError> {
-        let mut inner = self.inner.lock();
-        let s = inner
-            .objects
-            .statefulsets
-            .remove(name)
-            .ok_or_else(|| ApiError::not_found(format!("statefulset {name:?} not found")))?;
-        let view = Self::statefulset_view(&inner, &s);
-        for pod in &view.pods {
-            self.begin_delete(&mut inner, pod);
-        }
-        inner.dirty = true;
-        self.sync_endpoints(&mut inner);
-        self.save(&mut inner);
-        Ok(view)
+        self.delete_workload::<StatefulSetRecord>(name)
     }
 
     fn scale_statefulset(&self, name: &str, scale: Scale) -> Result<StatefulSet, ApiError> {
-        let mut inner = self.inner.lock();
-        self.check_replicas(&inner, scale.replicas)?;
-        let s = inner
-            .objects
-            .statefulsets
-            .get_mut(name)
-            .ok_or_else(|| ApiError::not_found(format!("statefulset {name:?} not found")))?;
-        s.spec.replicas = scale.replicas;
-        inner.dirty = true;
-        self.reconcile_statefulsets(&mut inner);
-        self.sync_endpoints(&mut inner);
-        self.save(&mut inner);
-        let s = inner
-            .objects
-            .statefulsets
-            .get(name)
-            .cloned()
-            .expect("present");
-        Ok(Self::statefulset_view(&inner, &s))
+        self.scale_workload::<StatefulSetRecord>(name, scale)
     }
 
     fn list_services(&self) -> Result<Vec<Service>, ApiError> {
@@ -1402,9 +1400,7 @@ impl ApiHandler for Controller {
         };
         let name = rec.spec.name.clone();
         inner.objects.services.insert(name.clone(), rec);
-        inner.dirty = true;
-        self.sync_endpoints(&mut inner);
-        self.save(&mut inner);
+        self.settle(&mut inner);
         let rec = inner
             .objects
             .services
@@ -1432,9 +1428,7 @@ impl ApiHandler for Controller {
             .remove(name)
             .ok_or_else(|| ApiError::not_found(format!("service {name:?} not found")))?;
         let view = self.service_view(&inner, &s);
-        inner.dirty = true;
-        self.sync_endpoints(&mut inner);
-        self.save(&mut inner);
+        self.settle(&mut inner);
         Ok(view)
     }
 
@@ -1508,6 +1502,16 @@ impl ApiHandler for Controller {
 }
 
 impl Controller {
+    /// After an API change: reconciles workloads, publishes to the fast path
+    /// and saves.
+    fn settle(&self, inner: &mut Inner) {
+        inner.dirty = true;
+        self.reconcile_deployments(inner);
+        self.reconcile_statefulsets(inner);
+        self.sync_endpoints(inner);
+        self.save(inner);
+    }
+
     fn check_replicas(&self, inner: &Inner, replicas: u32) -> Result<(), ApiError> {
         let usable = (1u64 << (32 - self.config.node_subnet.prefix_len())).saturating_sub(3);
         let used = inner
