@@ -129,6 +129,10 @@ struct Inner {
     /// Backends each pool had at the last sync, to find those that left.
     published: HashMap<u32, Vec<Backend>>,
     dirty: bool,
+    /// Pods or services changed since the fast path was last told.
+    changed: bool,
+    /// The pool specs last published, to publish again only on a change.
+    published_specs: Vec<PoolSpec>,
 }
 
 /// Why the daemon could not start.
@@ -245,6 +249,8 @@ impl Controller {
                 runtime: HashMap::new(),
                 published: HashMap::new(),
                 dirty: false,
+                changed: true,
+                published_specs: Vec::new(),
             }),
             shutdown,
             reset_requested: AtomicBool::new(false),
@@ -303,6 +309,7 @@ impl Controller {
         }
         self.sync_router(&mut inner);
         inner.dirty = true;
+        inner.changed = true;
         self.save(&mut inner);
     }
 
@@ -439,6 +446,7 @@ impl Controller {
         self.sync_router(inner);
         self.dataplane.add(Link::Pod(PodId(pod_id)), tun);
         inner.dirty = true;
+        inner.changed = true;
         Ok(())
     }
 
@@ -484,6 +492,7 @@ impl Controller {
         }
         self.sync_router(inner);
         inner.dirty = true;
+        inner.changed = true;
     }
 
     /// Starts (or restarts) the pod's process.
@@ -523,6 +532,7 @@ impl Controller {
         }
         inner.runtime.entry(name.to_string()).or_default().child = Some(child);
         inner.dirty = true;
+        inner.changed = true;
         Ok(())
     }
 
@@ -568,6 +578,7 @@ impl Controller {
         };
         inner.objects.pods.insert(name.clone(), rec);
         inner.dirty = true;
+        inner.changed = true;
         if let Err(e) = self.setup_network(inner, &name) {
             inner.objects.pods.remove(&name);
             return Err(if e.contains("no address") {
@@ -601,6 +612,7 @@ impl Controller {
         rec.terminating_since = Some(unix_ms());
         let pid = rec.pid;
         inner.dirty = true;
+        inner.changed = true;
         match pid {
             Some(pid) => {
                 let _ = process::kill_group(pid, Signal::SIGTERM);
@@ -645,6 +657,7 @@ impl Controller {
         }
         let _ = fs::remove_file(self.log_path(name));
         inner.dirty = true;
+        inner.changed = true;
         tracing::info!(pod = %name, "deleted");
     }
 
@@ -656,6 +669,7 @@ impl Controller {
         };
         rec.pid = None;
         inner.dirty = true;
+        inner.changed = true;
         if let Some(rt) = inner.runtime.get_mut(name) {
             rt.child = None;
         }
@@ -772,7 +786,16 @@ impl Controller {
                     })
             })
             .collect();
-        match router.set_services(&specs) {
+        inner.changed = false;
+        let result = if specs == inner.published_specs {
+            Ok(Vec::new())
+        } else {
+            router.set_services(&specs)
+        };
+        if result.is_ok() {
+            inner.published_specs = specs;
+        }
+        match result {
             Ok(gone) => {
                 for pool in gone {
                     inner.published.remove(&pool.0);
@@ -876,7 +899,9 @@ impl Controller {
         }
         self.reconcile_deployments(inner);
         self.reconcile_statefulsets(inner);
-        self.sync_endpoints(inner);
+        if inner.changed {
+            self.sync_endpoints(inner);
+        }
         self.save(inner);
     }
 
@@ -998,6 +1023,7 @@ impl Controller {
         inner.objects.services.clear();
         self.sync_endpoints(inner);
         inner.dirty = true;
+        inner.changed = true;
         self.save(inner);
         summary
     }
@@ -1006,6 +1032,7 @@ impl Controller {
     pub fn shutdown(&self) {
         let mut inner = self.inner.lock();
         inner.dirty = true;
+        inner.changed = true;
         self.save(&mut inner);
         // Drop our handles on the children without killing them: pods
         // outlive the daemon.
@@ -1506,6 +1533,7 @@ impl Controller {
     /// and saves.
     fn settle(&self, inner: &mut Inner) {
         inner.dirty = true;
+        inner.changed = true;
         self.reconcile_deployments(inner);
         self.reconcile_statefulsets(inner);
         self.sync_endpoints(inner);
