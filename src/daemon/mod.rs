@@ -152,6 +152,23 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
         "podnetd ready"
     );
 
+    // A pod process that exits wakes the supervisor at once (SIGCHLD), so
+    // its endpoints leave the fast path within a millisecond or so, not at
+    // the next poll. Pods from before a restart are not our children; the
+    // poll finds those.
+    let (wake_tx, wake_rx) = crossbeam::channel::bounded::<()>(1);
+    let mut sigchld = signal_hook::iterator::Signals::new([signal_hook::consts::SIGCHLD])
+        .map_err(DaemonError::Workers)?;
+    let sigchld_handle = sigchld.handle();
+    let sigchld_thread = std::thread::Builder::new()
+        .name("podnet-sigchld".into())
+        .spawn(move || {
+            for _ in sigchld.forever() {
+                let _ = wake_tx.try_send(());
+            }
+        })
+        .map_err(DaemonError::Workers)?;
+
     let mut last_sweep = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         controller.tick();
@@ -159,8 +176,10 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
             router.sweep(controller.dataplane().now());
             last_sweep = Instant::now();
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let _ = wake_rx.recv_timeout(Duration::from_millis(50));
     }
+    sigchld_handle.close();
+    let _ = sigchld_thread.join();
 
     tracing::info!("stopping");
     api_stop.store(true, Ordering::Relaxed);
