@@ -7,7 +7,7 @@ mod daemon_support;
 
 use std::time::{Duration, Instant};
 
-use daemon_support::{serial, udp_pong_server, whoami_server, Node};
+use daemon_support::{serial, udp_pong_server, wait_for, whoami_server, Node};
 
 fn sleeper() -> Vec<String> {
     vec!["sleep".into(), "3600".into()]
@@ -379,4 +379,65 @@ fn bulk_tcp_through_the_service_with_iperf3() {
     let bps = ok.unwrap_or_else(|| panic!("iperf3 through {vip} never succeeded: {last}"));
     eprintln!("iperf3 pod -> cluster IP -> pod: {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 1e6, "bulk TCP through the service at {bps} bit/s");
+}
+
+/// `pod attach`: a namespace made by someone else (as a container runtime
+/// hands one to CNI) becomes a pod: it gets an address, eth0 and a route,
+/// joins services by label, and on delete loses eth0 but keeps existing.
+#[test]
+fn an_existing_namespace_is_attached_as_a_pod() {
+    let _s = serial();
+    let node = Node::start();
+    let ns = node.name("att");
+    let path = format!("/var/run/netns/{ns}");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&["netns", "add", &ns]);
+    run(&["-n", &ns, "link", "set", "lo", "up"]);
+    let label = format!("app={ns}");
+    node.podnet_ok(&["pod", "attach", &ns, "--netns", &path, "--label", &label]);
+    // No process of its own: Running with an address, without a pid.
+    let pod = node.pod(&ns).expect("attached pod listed");
+    assert_eq!(pod["phase"], "Running", "{pod}");
+    assert!(pod["pid"].is_null(), "{pod}");
+    let ip = pod["ip"].as_str().expect("an address").to_string();
+    assert!(run(&["-n", &ns, "-4", "addr", "show", "dev", "eth0"]).contains(&ip));
+    assert!(run(&["-n", &ns, "route"]).contains("default dev eth0"));
+    // Its workload is started by whoever owns the namespace.
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .args(whoami_server(8080))
+        .env("POD_NAME", &ns)
+        .env("POD_IP", &ip)
+        .spawn()
+        .expect("server");
+    let svc = node.name("attsvc");
+    let vip = node.create_service(&svc, &label, &["80:8080"], &[]);
+    let body = node.curl_until_ok(&node.ns, &format!("http://{vip}/"));
+    assert_eq!(body, format!("{ns} {ip}"));
+    node.podnet_ok(&["pod", "delete", &ns]);
+    let gone = wait_for(Duration::from_secs(5), || {
+        node.pod(&ns).is_none().then_some(())
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(gone.is_some(), "attached pod not deleted");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "an attached namespace is not podnet's to remove"
+    );
+    assert!(
+        !run(&["-n", &ns, "link"]).contains("eth0"),
+        "eth0 stays after delete"
+    );
 }
