@@ -489,3 +489,37 @@ fn workloads_scale_up_and_down_and_delete_their_pods() {
         text(&out.stderr)
     );
 }
+
+/// A pod whose eth0 lost its address and route while the daemon was down
+/// (someone ran `ip addr flush` in it) is repaired when the daemon finds it
+/// again after a restart.
+#[test]
+fn a_restart_repairs_a_pods_eth0() {
+    let _s = serial();
+    let mut node = Node::start();
+    let web = node.name("rep");
+    node.run_pod(&web, &[], &whoami_server(8080));
+    let ip = node.pod_ip(&web);
+    node.curl_until_ok(&node.ns, &format!("http://{ip}:8080/"));
+    assert!(node.signal_daemon("KILL", Duration::from_secs(5)).is_some());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&["-n", &web, "addr", "flush", "dev", "eth0"]);
+    run(&["-n", &web, "route", "flush", "dev", "eth0"]);
+    assert!(!run(&["-n", &web, "addr", "show", "dev", "eth0"]).contains(&ip));
+    node.start_daemon();
+    let repaired = wait_for(Duration::from_secs(5), || {
+        run(&["-n", &web, "addr", "show", "dev", "eth0"])
+            .contains(&ip)
+            .then_some(())
+    });
+    assert!(repaired.is_some(), "eth0 address not restored");
+    assert!(run(&["-n", &web, "route"]).contains("default dev eth0"));
+    let body = node.curl_until_ok(&node.ns, &format!("http://{ip}:8080/"));
+    assert_eq!(body, format!("{web} {ip}"));
+}

@@ -283,9 +283,17 @@ impl Controller {
             let attached = NetNs::open_path(Path::new(&rec.netns))
                 .map_err(|e| e.to_string())
                 .and_then(|ns| {
-                    ns.run(|| Tun::create("eth0", true))
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())
+                    let (mtu, ip, v6) = (self.config.mtu, rec.ip, rec.ipv6);
+                    ns.run(move || -> Result<Tun, String> {
+                        let tun = Tun::create("eth0", true).map_err(|e| e.to_string())?;
+                        // Idempotent: puts back whatever someone removed
+                        // while the daemon was away.
+                        if let Some(ip) = ip {
+                            configure_eth0(mtu, ip, v6).map_err(|e| e.to_string())?;
+                        }
+                        Ok(tun)
+                    })
+                    .map_err(|e| e.to_string())?
                 });
             match attached {
                 Ok(tun) => {
@@ -390,27 +398,7 @@ impl Controller {
         let v6 = alloc.v6;
         let configured = ns.run(move || -> Result<Tun, String> {
             let tun = Tun::create("eth0", true).map_err(|e| e.to_string())?;
-            let step = || -> Result<(), crate::sys::link::LinkError> {
-                link::set_up("lo")?;
-                link::set_mtu("eth0", mtu)?;
-                link::add_address(
-                    "eth0",
-                    IpNet::from(ipnet::Ipv4Net::new(ip, 32).expect("/32")),
-                )?;
-                if let Some(v6) = v6 {
-                    link::add_address(
-                        "eth0",
-                        IpNet::from(ipnet::Ipv6Net::new(v6, 128).expect("/128")),
-                    )?;
-                }
-                link::set_up("eth0")?;
-                link::add_route("0.0.0.0/0".parse().expect("literal"), "eth0")?;
-                if v6.is_some() {
-                    link::add_route("::/0".parse().expect("literal"), "eth0")?;
-                }
-                Ok(())
-            };
-            if let Err(e) = step() {
+            if let Err(e) = configure_eth0(mtu, ip, v6) {
                 let _ = tun.set_persistent(false);
                 return Err(e.to_string());
             }
@@ -1156,6 +1144,34 @@ impl Controller {
     pub fn should_stop(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
     }
+}
+
+/// Configures a pod's `eth0` in the calling thread's namespace: `lo` up,
+/// MTU, the pod's /32 (and /128), up, default routes. Every step is
+/// idempotent, so it also repairs a device found again after a restart.
+fn configure_eth0(
+    mtu: u32,
+    ip: Ipv4Addr,
+    v6: Option<Ipv6Addr>,
+) -> Result<(), crate::sys::link::LinkError> {
+    link::set_up("lo")?;
+    link::set_mtu("eth0", mtu)?;
+    link::add_address(
+        "eth0",
+        IpNet::from(ipnet::Ipv4Net::new(ip, 32).expect("/32")),
+    )?;
+    if let Some(v6) = v6 {
+        link::add_address(
+            "eth0",
+            IpNet::from(ipnet::Ipv6Net::new(v6, 128).expect("/128")),
+        )?;
+    }
+    link::set_up("eth0")?;
+    link::add_route("0.0.0.0/0".parse().expect("literal"), "eth0")?;
+    if v6.is_some() {
+        link::add_route("::/0".parse().expect("literal"), "eth0")?;
+    }
+    Ok(())
 }
 
 /// The ordinal of a statefulset pod name `SET-N`.
