@@ -82,6 +82,20 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
     if !crate::sys::is_root() {
         return Err(DaemonError::NotRoot);
     }
+    // `ip netns exec` gives its command a private mount namespace: pod
+    // namespaces bind-mounted there are invisible to `ip netns` outside.
+    if let (Ok(own), Ok(init)) = (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        if own != init {
+            tracing::warn!(
+                "podnetd runs in a private mount namespace (started by `ip netns exec`?): the pod \
+                 namespaces it creates will not be visible to `ip netns` outside it; to run it in a \
+                 network namespace use `nsenter --net=/var/run/netns/NAME podnetd`"
+            );
+        }
+    }
     let socket = config.socket.clone();
     let socket_text = socket.display().to_string();
     if UnixStream::connect(&socket).is_ok() {
