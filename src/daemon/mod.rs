@@ -84,11 +84,14 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
     }
     // `ip netns exec` gives its command a private mount namespace: pod
     // namespaces bind-mounted there are invisible to `ip netns` outside.
-    if let (Ok(own), Ok(init)) = (
+    // (`ip netns exec` execs its command, so the parent is the shell that
+    // ran it, still in the host's mount namespace.)
+    let parent = std::os::unix::process::parent_id();
+    if let (Ok(own), Ok(outer)) = (
         std::fs::read_link("/proc/self/ns/mnt"),
-        std::fs::read_link("/proc/1/ns/mnt"),
+        std::fs::read_link(format!("/proc/{parent}/ns/mnt")),
     ) {
-        if own != init {
+        if own != outer {
             tracing::warn!(
                 "podnetd runs in a private mount namespace (started by `ip netns exec`?): the pod \
                  namespaces it creates will not be visible to `ip netns` outside it; to run it in a \
