@@ -135,6 +135,14 @@ struct Inner {
     published_specs: Vec<PoolSpec>,
 }
 
+impl Inner {
+    /// Records a change: to be saved, and to be published to the fast path.
+    fn mark(&mut self) {
+        self.dirty = true;
+        self.changed = true;
+    }
+}
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -316,8 +324,7 @@ impl Controller {
             }
         }
         self.sync_router(&mut inner);
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         self.save(&mut inner);
     }
 
@@ -433,8 +440,7 @@ impl Controller {
         inner.runtime.entry(name.to_string()).or_default().tun = Some(tun.clone());
         self.sync_router(inner);
         self.dataplane.add(Link::Pod(PodId(pod_id)), tun);
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         Ok(())
     }
 
@@ -479,8 +485,7 @@ impl Controller {
             r.netns_owned = false;
         }
         self.sync_router(inner);
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
     }
 
     /// Starts (or restarts) the pod's process.
@@ -519,8 +524,7 @@ impl Controller {
             r.message = None;
         }
         inner.runtime.entry(name.to_string()).or_default().child = Some(child);
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         Ok(())
     }
 
@@ -565,8 +569,7 @@ impl Controller {
             restart_at: None,
         };
         inner.objects.pods.insert(name.clone(), rec);
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         if let Err(e) = self.setup_network(inner, &name) {
             inner.objects.pods.remove(&name);
             return Err(if e.contains("no address") {
@@ -599,8 +602,7 @@ impl Controller {
         }
         rec.terminating_since = Some(unix_ms());
         let pid = rec.pid;
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         match pid {
             Some(pid) => {
                 let _ = process::kill_group(pid, Signal::SIGTERM);
@@ -644,8 +646,7 @@ impl Controller {
             }
         }
         let _ = fs::remove_file(self.log_path(name));
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         tracing::info!(pod = %name, "deleted");
     }
 
@@ -656,8 +657,7 @@ impl Controller {
             return;
         };
         rec.pid = None;
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         if let Some(rt) = inner.runtime.get_mut(name) {
             rt.child = None;
         }
@@ -1010,8 +1010,7 @@ impl Controller {
         }
         inner.objects.services.clear();
         self.sync_endpoints(inner);
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         self.save(inner);
         summary
     }
@@ -1019,8 +1018,7 @@ impl Controller {
     /// Saves and stops supervising (pods stay up).
     pub fn shutdown(&self) {
         let mut inner = self.inner.lock();
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         self.save(&mut inner);
         // Drop our handles on the children without killing them: pods
         // outlive the daemon.
@@ -1094,21 +1092,28 @@ impl Controller {
         }
     }
 
-    fn deployment_view(inner: &Inner, d: &DeploymentRecord) -> Deployment {
-        let owner = Owner::Deployment(d.spec.name.clone());
+    /// The pods `owner` owns, and how many of them are running and not
+    /// being deleted.
+    fn owned_pods<'a>(inner: &'a Inner, owner: &Owner) -> (Vec<&'a PodRecord>, u32) {
         let pods: Vec<&PodRecord> = inner
             .objects
             .pods
             .values()
-            .filter(|p| p.owner.as_ref() == Some(&owner))
+            .filter(|p| p.owner.as_ref() == Some(owner))
             .collect();
+        let ready = pods
+            .iter()
+            .filter(|p| p.phase == PodPhase::Running && p.terminating_since.is_none())
+            .count() as u32;
+        (pods, ready)
+    }
+
+    fn deployment_view(inner: &Inner, d: &DeploymentRecord) -> Deployment {
+        let (pods, ready) = Self::owned_pods(inner, &Owner::Deployment(d.spec.name.clone()));
         Deployment {
             name: d.spec.name.clone(),
             replicas: d.spec.replicas,
-            ready: pods
-                .iter()
-                .filter(|p| p.phase == PodPhase::Running && p.terminating_since.is_none())
-                .count() as u32,
+            ready,
             labels: d.spec.labels.clone(),
             command: d.spec.command.clone(),
             pods: pods.iter().map(|p| p.spec.name.clone()).collect(),
@@ -1117,32 +1122,18 @@ impl Controller {
     }
 
     fn statefulset_view(inner: &Inner, s: &StatefulSetRecord) -> StatefulSet {
-        let owner = Owner::StatefulSet(s.spec.name.clone());
-        let mut pods: Vec<&PodRecord> = inner
-            .objects
-            .pods
-            .values()
-            .filter(|p| p.owner.as_ref() == Some(&owner))
-            .collect();
+        let (mut pods, ready) = Self::owned_pods(inner, &Owner::StatefulSet(s.spec.name.clone()));
         pods.sort_by_key(|p| ordinal(&p.spec.name, &s.spec.name));
         StatefulSet {
             name: s.spec.name.clone(),
             replicas: s.spec.replicas,
-            ready: pods
-                .iter()
-                .filter(|p| p.phase == PodPhase::Running && p.terminating_since.is_none())
-                .count() as u32,
+            ready,
             service: s.spec.service.clone(),
             labels: s.spec.labels.clone(),
             command: s.spec.command.clone(),
             pods: pods.iter().map(|p| p.spec.name.clone()).collect(),
             created: Some(s.created),
         }
-    }
-
-    /// Whether the daemon should stop.
-    pub fn should_stop(&self) -> bool {
-        self.shutdown.load(Ordering::Relaxed)
     }
 }
 
@@ -1548,8 +1539,7 @@ impl Controller {
     /// After an API change: reconciles workloads, publishes to the fast path
     /// and saves.
     fn settle(&self, inner: &mut Inner) {
-        inner.dirty = true;
-        inner.changed = true;
+        inner.mark();
         self.reconcile_deployments(inner);
         self.reconcile_statefulsets(inner);
         self.sync_endpoints(inner);

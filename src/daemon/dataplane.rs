@@ -116,19 +116,7 @@ impl Dataplane {
 
     /// Starts moving packets of `tun` as `link`.
     pub fn add(&self, link: Link, tun: Arc<Tun>) {
-        self.links.rcu(|t| {
-            let mut n = LinkTable {
-                host: t.host.clone(),
-                pods: t.pods.clone(),
-            };
-            match link {
-                Link::Host => n.host = Some(tun.clone()),
-                Link::Pod(id) => {
-                    n.pods.insert(id.0, tun.clone());
-                }
-            }
-            n
-        });
+        self.publish_link(link, Some(&tun));
         let w = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         if let Some(old) = self.owner.lock().insert(link, w) {
             self.send(old, Command::Remove(link));
@@ -139,22 +127,30 @@ impl Dataplane {
     /// Stops moving packets of `link`; its device is closed once the worker
     /// has let go of it.
     pub fn remove(&self, link: Link) {
+        self.publish_link(link, None);
+        if let Some(w) = self.owner.lock().remove(&link) {
+            self.send(w, Command::Remove(link));
+        }
+    }
+
+    /// Publishes a link table with `link` set to `tun` (or removed).
+    fn publish_link(&self, link: Link, tun: Option<&Arc<Tun>>) {
         self.links.rcu(|t| {
             let mut n = LinkTable {
                 host: t.host.clone(),
                 pods: t.pods.clone(),
             };
-            match link {
-                Link::Host => n.host = None,
-                Link::Pod(id) => {
+            match (link, tun) {
+                (Link::Host, tun) => n.host = tun.cloned(),
+                (Link::Pod(id), Some(tun)) => {
+                    n.pods.insert(id.0, tun.clone());
+                }
+                (Link::Pod(id), None) => {
                     n.pods.remove(&id.0);
                 }
             }
             n
         });
-        if let Some(w) = self.owner.lock().remove(&link) {
-            self.send(w, Command::Remove(link));
-        }
     }
 
     /// Writes a packet the control plane generated (a TCP RST for a flow
@@ -245,10 +241,7 @@ fn worker_loop(
                                 continue;
                             }
                             if let Some(old) = tokens.insert(link, token) {
-                                if let Some((_, t)) = devices.remove(&old) {
-                                    let _ =
-                                        poll.registry().deregister(&mut SourceFd(&t.as_raw_fd()));
-                                }
+                                forget(&poll, &mut devices, old);
                             }
                             devices.insert(token, (link, tun));
                             // Packets may have queued before registration.
@@ -264,10 +257,7 @@ fn worker_loop(
                         }
                         Command::Remove(link) => {
                             if let Some(token) = tokens.remove(&link) {
-                                if let Some((_, t)) = devices.remove(&token) {
-                                    let _ =
-                                        poll.registry().deregister(&mut SourceFd(&t.as_raw_fd()));
-                                }
+                                forget(&poll, &mut devices, token);
                             }
                         }
                     }
@@ -284,6 +274,13 @@ fn worker_loop(
                 stats,
             );
         }
+    }
+}
+
+/// Stops polling the device behind `token` and lets go of it.
+fn forget(poll: &Poll, devices: &mut HashMap<Token, (Link, Arc<Tun>)>, token: Token) {
+    if let Some((_, tun)) = devices.remove(&token) {
+        let _ = poll.registry().deregister(&mut SourceFd(&tun.as_raw_fd()));
     }
 }
 

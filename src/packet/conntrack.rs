@@ -969,21 +969,27 @@ impl ConnTrack {
                 let hooks = f.hooks.load(Ordering::Acquire);
                 if dir == Direction::Original && hooks & HOOKS_DONE != 0 && pred(f) {
                     removed.push(summary(f));
-                    let shared = cur.with_tag(0);
-                    self.unlink(shared, Direction::Original, &guard);
-                    if hooks & HOOKS_REPLY != 0 {
-                        self.unlink(shared, Direction::Reply, &guard);
-                    }
-                    self.count.fetch_sub(1, Ordering::Relaxed);
-                    // SAFETY: both hooks are unlinked, so no new reader can
-                    // reach the entry; readers already on it are protected
-                    // by their epoch guards until they unpin.
-                    unsafe { guard.defer_destroy(shared) };
+                    self.detach(cur.with_tag(0), hooks, &guard);
                 }
                 cur = next;
             }
         }
         removed
+    }
+
+    /// Unlinks both hooks of an entry whose insert is done (`hooks` as read
+    /// from it) and frees it once no reader can hold it. Caller holds
+    /// `self.removal`.
+    fn detach(&self, entry: Shared<'_, Flow>, hooks: u8, guard: &Guard) {
+        self.unlink(entry, Direction::Original, guard);
+        if hooks & HOOKS_REPLY != 0 {
+            self.unlink(entry, Direction::Reply, guard);
+        }
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: both hooks are unlinked, so no new reader can reach the
+        // entry; readers already on it are protected by their epoch guards
+        // until they unpin. It is detached once, under the removal lock.
+        unsafe { guard.defer_destroy(entry) };
     }
 
     /// Removes the entry whose original key is `key`, if any.
@@ -996,15 +1002,8 @@ impl ConnTrack {
             let dir = Direction::from_tag(cur.tag());
             let hooks = f.hooks.load(Ordering::Acquire);
             if dir == Direction::Original && hooks & HOOKS_DONE != 0 && f.keys[0] == key {
-                let shared = cur.with_tag(0);
-                self.unlink(shared, Direction::Original, &guard);
-                if hooks & HOOKS_REPLY != 0 {
-                    self.unlink(shared, Direction::Reply, &guard);
-                }
-                self.count.fetch_sub(1, Ordering::Relaxed);
                 let s = summary(f);
-                // SAFETY: as in `remove_where`.
-                unsafe { guard.defer_destroy(shared) };
+                self.detach(cur.with_tag(0), hooks, &guard);
                 return Some(s);
             }
             cur = f.next[dir.tag()].load(Ordering::Acquire, &guard);

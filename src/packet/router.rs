@@ -546,11 +546,6 @@ impl Worker<'_> {
     }
 }
 
-/// Where a processed flow packet goes after translation.
-struct Translated {
-    endpoints: Endpoints,
-}
-
 impl Router {
     /// A router with no pods and no services.
     pub fn new(config: RouterConfig) -> Router {
@@ -775,7 +770,7 @@ impl Router {
                 Some(id) => Link::Pod(id),
                 None => Link::Host,
             };
-            if let Some(n) = write_reset(&mut buf, from, to, seq) {
+            if let Some(n) = wire::write_tcp_rst(&mut buf, from, to, seq, None) {
                 emit(link, &buf[..n]);
                 report.resets_sent += 1;
             }
@@ -1072,11 +1067,11 @@ impl Router {
             flow.track_datagram(dir);
         }
         let t = translation(flow, dir);
-        wire::rewrite(pkt.as_mut_slice(), info, &t.endpoints);
+        wire::rewrite(pkt.as_mut_slice(), info, &t);
         if let Fragment::First { id } = info.fragment {
-            self.remember_fragment(now, info, id, &t.endpoints, guard);
+            self.remember_fragment(now, info, id, &t, guard);
         }
-        Verdict::Forward(route(snap, t.endpoints.dst))
+        Verdict::Forward(route(snap, t.dst))
     }
 
     /// Creates the flow of a packet addressed to a service frontend, or
@@ -1475,18 +1470,16 @@ fn fragment_key(info: &PacketInfo, id: u32) -> FlowKey {
 /// How a packet of `flow` travelling `dir` is rewritten: it leaves looking
 /// like the reverse of the other direction's key.
 #[inline]
-fn translation(flow: &Flow, dir: Direction) -> Translated {
+fn translation(flow: &Flow, dir: Direction) -> Endpoints {
     let other = match dir {
         Direction::Original => flow.reply(),
         Direction::Reply => flow.original(),
     };
-    Translated {
-        endpoints: Endpoints {
-            src: other.dst,
-            src_port: other.dst_port,
-            dst: other.src,
-            dst_port: other.src_port,
-        },
+    Endpoints {
+        src: other.dst,
+        src_port: other.dst_port,
+        dst: other.src,
+        dst_port: other.src_port,
     }
 }
 
@@ -1513,55 +1506,6 @@ fn tcp_segment_len(packet: &[u8], info: &PacketInfo) -> u32 {
         .map_or(20, |b| usize::from(b >> 4) * 4);
     let payload = info.packet_len.saturating_sub(info.l4_offset + header) as u32;
     payload + u32::from(flags.contains(TcpFlags::SYN)) + u32::from(flags.contains(TcpFlags::FIN))
-}
-
-/// Builds a bare TCP RST from `from` to `to` with sequence number `seq`
-/// (no ACK: RFC 9293 3.10.7.1), TTL 64, full checksums. Returns its length,
-/// or `None` for mixed address families.
-fn write_reset(buf: &mut [u8; 60], from: SocketAddr, to: SocketAddr, seq: u32) -> Option<usize> {
-    use wire::checksum;
-    let ip_len = match (from.ip(), to.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let h = &mut buf[..20];
-            h.fill(0);
-            h[0] = 0x45;
-            h[2..4].copy_from_slice(&40u16.to_be_bytes());
-            h[6] = 0x40; // don't fragment
-            h[8] = 64;
-            h[9] = proto::TCP;
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let c = checksum::internet_checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            20
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let h = &mut buf[..40];
-            h.fill(0);
-            h[0] = 0x60;
-            h[4..6].copy_from_slice(&20u16.to_be_bytes());
-            h[6] = proto::TCP;
-            h[7] = 64;
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
-            40
-        }
-        _ => return None,
-    };
-    let t = &mut buf[ip_len..ip_len + 20];
-    t.fill(0);
-    t[0..2].copy_from_slice(&from.port().to_be_bytes());
-    t[2..4].copy_from_slice(&to.port().to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = TcpFlags::RST.0;
-    let sum = checksum::sum(
-        t,
-        checksum::pseudo_header(from.ip(), to.ip(), proto::TCP, 20),
-    );
-    let c = checksum::finish(sum);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    Some(ip_len + 20)
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ mod tests;
 use std::net::IpAddr;
 
 pub use parse::{parse, parse_inner};
-pub use reply::{write_icmp_error, write_tcp_reset, IcmpErrorKind};
+pub use reply::{write_icmp_error, write_tcp_reset, write_tcp_rst, IcmpErrorKind};
 pub use rewrite::{decrement_ttl, rewrite, rewrite_icmp_error};
 
 /// IP version of a packet.

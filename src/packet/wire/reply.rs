@@ -2,7 +2,7 @@
 //! ICMP/ICMPv6 errors (RFC 792, RFC 1122, RFC 1812, RFC 4443), built in the
 //! buffer that held the offending packet, with full checksums.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::checksum::{finish, internet_checksum, pseudo_header, sum};
 use super::field::{icmp, ipv4, ipv6, proto, set16, set32, tcp};
@@ -138,19 +138,51 @@ pub fn write_tcp_reset(buf: &mut [u8], info: &PacketInfo) -> Option<usize> {
         let ack = seq.wrapping_add(seg_len as u32).wrapping_add(ctl);
         (0, ack, TcpFlags::RST | TcpFlags::ACK)
     };
-    let ip_len = header_len(info.version);
+    let ack = reply_flags.contains(TcpFlags::ACK).then_some(reply_ack);
+    write_tcp_rst(
+        buf,
+        SocketAddr::new(info.dst, dst_port),
+        SocketAddr::new(info.src, src_port),
+        reply_seq,
+        ack,
+    )
+}
+
+/// Builds in `buf` a bare TCP RST (no options, window 0, TTL 64, full
+/// checksums) from `from` to `to` with sequence number `seq`, and with the
+/// ACK flag and acknowledgment number when `ack` is given; returns its
+/// length. None for mixed address families or a `buf` too small.
+///
+/// [`write_tcp_reset`] answers a received segment with it; the router also
+/// uses it to reset the peers of flows whose backend went away.
+pub fn write_tcp_rst(
+    buf: &mut [u8],
+    from: SocketAddr,
+    to: SocketAddr,
+    seq: u32,
+    ack: Option<u32>,
+) -> Option<usize> {
+    let ip_len = match (from.ip(), to.ip()) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => ipv4::HEADER_LEN,
+        (IpAddr::V6(_), IpAddr::V6(_)) => ipv6::HEADER_LEN,
+        _ => return None,
+    };
     let total = ip_len + tcp::HEADER_LEN;
     let reply = buf.get_mut(..total)?;
-    write_ip_header(reply, info.dst, info.src, proto::TCP, tcp::HEADER_LEN);
+    write_ip_header(reply, from.ip(), to.ip(), proto::TCP, tcp::HEADER_LEN);
     let seg = &mut reply[ip_len..];
     seg.fill(0);
-    set16(seg, tcp::SRC_PORT, dst_port);
-    set16(seg, tcp::DST_PORT, src_port);
-    set32(seg, tcp::SEQ, reply_seq);
-    set32(seg, tcp::ACK, reply_ack);
+    set16(seg, tcp::SRC_PORT, from.port());
+    set16(seg, tcp::DST_PORT, to.port());
+    set32(seg, tcp::SEQ, seq);
+    set32(seg, tcp::ACK, ack.unwrap_or(0));
     seg[tcp::DATA_OFF] = (tcp::HEADER_LEN as u8 / 4) << 4;
-    seg[tcp::FLAGS] = reply_flags.0;
-    let pseudo = pseudo_header(info.dst, info.src, proto::TCP, tcp::HEADER_LEN as u32);
+    seg[tcp::FLAGS] = if ack.is_some() {
+        (TcpFlags::RST | TcpFlags::ACK).0
+    } else {
+        TcpFlags::RST.0
+    };
+    let pseudo = pseudo_header(from.ip(), to.ip(), proto::TCP, tcp::HEADER_LEN as u32);
     let check = finish(sum(seg, pseudo));
     set16(seg, tcp::CHECKSUM, check);
     Some(total)
