@@ -11,9 +11,18 @@
 //! * an insert only ever compare-and-swaps a bucket head;
 //! * a removal swaps a bucket head or stores into the `next` link of a
 //!   predecessor, which no other thread writes;
-//! * unlinked flows are freed through crossbeam's epoch GC once no reader can
-//!   still hold them, and an unlinked flow keeps its `next` links, so a reader
-//!   standing on it walks on safely.
+//! * unlinked flows are freed once no reader can still hold them, and an
+//!   unlinked flow keeps its `next` links, so a reader standing on it walks on
+//!   safely.
+//!
+//! Reclamation: a removal pass (a sweep, a teardown) retires what it unlinked
+//! as one batch and hands crossbeam's epoch GC a single deferred function per
+//! batch, which only marks the batch safe; the next removal pass frees the
+//! batches marked so far, on the control thread. One deferred function per
+//! entry would not keep up: the GC runs a few hundred deferred functions per
+//! collection and collects every 128th pin, so under churn (thousands of new
+//! flows a second, swept as they expire) unfreed entries would pile up
+//! without bound and every new entry would come from fresh, cold pages.
 //!
 //! Chain pointers are tagged with the direction of the hook they point to
 //! (bit 0: original or reply), so one pointer names "this flow, this side".
@@ -21,8 +30,10 @@
 //! Expiry never happens on the packet path; timeouts follow the Linux
 //! conntrack defaults (`nf_conntrack_tcp_timeout_*`, `nf_conntrack_udp_*`).
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::epoch::{self, Atomic, Guard, Owned, Shared};
@@ -715,12 +726,73 @@ pub struct ConnTrack {
     hasher: FlowHasher,
     count: AtomicUsize,
     config: ConnTrackConfig,
-    /// Serialises removals (sweeps and teardown); never taken by workers.
-    removal: Mutex<()>,
+    /// Serialises removals (sweeps and teardown) and holds what they
+    /// unlinked until it can be freed; never taken by workers.
+    removal: Mutex<Retired>,
+    /// Entries unlinked but not yet freed (a copy of the count in
+    /// `removal`, readable without the lock).
+    retired: AtomicUsize,
 }
 
-/// A found entry and the direction its key matched, valid while the guard
-/// it was found under lives.
+/// Unlinked entries waiting for every reader that could hold them to leave,
+/// oldest batch first.
+#[derive(Default)]
+struct Retired {
+    batches: VecDeque<RetiredBatch>,
+}
+
+/// The entries one removal pass unlinked.
+struct RetiredBatch {
+    /// Set by the epoch GC once no guard that could have reached these
+    /// entries is still pinned.
+    safe: Arc<AtomicBool>,
+    entries: Vec<*mut Flow>,
+}
+
+// SAFETY: the raw pointers are entries that are unlinked from the table and
+// owned by this list alone (each pushed once, by the pass that unlinked it);
+// they are only dereferenced to be freed, by whichever thread holds the
+// removal lock, and `Flow` itself is `Send`.
+unsafe impl Send for Retired {}
+
+impl Retired {
+    /// Frees every batch the epoch GC has marked safe; returns how many
+    /// entries that freed.
+    fn free_safe(&mut self) -> usize {
+        let mut freed = 0;
+        while let Some(batch) = self.batches.front() {
+            if !batch.safe.load(Ordering::Acquire) {
+                break;
+            }
+            let batch = self.batches.pop_front().expect("front exists");
+            freed += batch.entries.len();
+            for entry in batch.entries {
+                // SAFETY: the entry was unlinked before its batch was
+                // retired, and the batch's flag is set only after every
+                // guard pinned at that time has been released, so no
+                // reader can still hold it; it is in no other batch.
+                unsafe { drop(Owned::from_raw(entry)) };
+            }
+        }
+        freed
+    }
+}
+
+impl Drop for Retired {
+    fn drop(&mut self) {
+        for batch in self.batches.drain(..) {
+            for entry in batch.entries {
+                // SAFETY: the table owning this list is being dropped, so
+                // no worker can be reading it; see `free_safe` for the
+                // single ownership of each entry.
+                unsafe { drop(Owned::from_raw(entry)) };
+            }
+        }
+    }
+}
+
+/// A found entry and the direction its key matched, valid while both the
+/// guard it was found under and the table live.
 pub struct Found<'g> {
     /// The entry.
     pub flow: &'g Flow,
@@ -739,7 +811,8 @@ impl ConnTrack {
             hasher: FlowHasher::random(),
             count: AtomicUsize::new(0),
             config,
-            removal: Mutex::new(()),
+            removal: Mutex::new(Retired::default()),
+            retired: AtomicUsize::new(0),
         }
     }
 
@@ -756,6 +829,13 @@ impl ConnTrack {
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Entries removed from the table whose memory is not yet freed: they
+    /// wait for the worker threads pinned at their removal to move on, and
+    /// are freed by a later removal pass (e.g. the next sweep).
+    pub fn retired_len(&self) -> usize {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// Heap bytes held by the bucket array (entries are counted by the
@@ -787,13 +867,13 @@ impl ConnTrack {
 
     /// Finds the entry one of whose directions has `key`.
     #[inline]
-    pub fn lookup<'g>(&self, key: &FlowKey, guard: &'g Guard) -> Option<Found<'g>> {
+    pub fn lookup<'g>(&'g self, key: &FlowKey, guard: &'g Guard) -> Option<Found<'g>> {
         self.lookup_packed(&key.pack(), guard)
     }
 
     /// [`Self::lookup`] by packed key.
     #[inline]
-    pub fn lookup_packed<'g>(&self, key: &PackedKey, guard: &'g Guard) -> Option<Found<'g>> {
+    pub fn lookup_packed<'g>(&'g self, key: &PackedKey, guard: &'g Guard) -> Option<Found<'g>> {
         let mut cur = self.bucket(key).load(Ordering::Acquire, guard);
         while let Some(flow) = deref_in_epoch(cur) {
             let dir = Direction::from_tag(cur.tag());
@@ -811,7 +891,7 @@ impl ConnTrack {
     /// Adds an entry, or returns the entry already there for the same
     /// original key (another worker raced us to it).
     pub fn insert<'g>(
-        &self,
+        &'g self,
         new: NewEntry,
         now: Timestamp,
         guard: &'g Guard,
@@ -956,9 +1036,10 @@ impl ConnTrack {
     /// Removes every entry for which `pred` is true; returns what was
     /// removed. Runs on the control thread; workers keep going meanwhile.
     pub fn remove_where(&self, mut pred: impl FnMut(&Flow) -> bool) -> Vec<RemovedFlow> {
-        let _lock = self.removal.lock();
+        let mut retired = self.removal.lock();
         let guard = epoch::pin();
         let mut removed = Vec::new();
+        let mut unlinked = Vec::new();
         for bucket in self.buckets.iter() {
             let mut cur = bucket.load(Ordering::Acquire, &guard);
             while let Some(f) = deref_in_epoch(cur) {
@@ -970,45 +1051,72 @@ impl ConnTrack {
                 if dir == Direction::Original && hooks & HOOKS_DONE != 0 && pred(f) {
                     removed.push(summary(f));
                     self.detach(cur.with_tag(0), hooks, &guard);
+                    unlinked.push(cur.with_tag(0).as_raw().cast_mut());
                 }
                 cur = next;
             }
         }
+        self.retire(&mut retired, unlinked, guard);
         removed
     }
 
     /// Unlinks both hooks of an entry whose insert is done (`hooks` as read
-    /// from it) and frees it once no reader can hold it. Caller holds
-    /// `self.removal`.
+    /// from it); the caller retires it. Caller holds `self.removal`.
     fn detach(&self, entry: Shared<'_, Flow>, hooks: u8, guard: &Guard) {
         self.unlink(entry, Direction::Original, guard);
         if hooks & HOOKS_REPLY != 0 {
             self.unlink(entry, Direction::Reply, guard);
         }
         self.count.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: both hooks are unlinked, so no new reader can reach the
-        // entry; readers already on it are protected by their epoch guards
-        // until they unpin. It is detached once, under the removal lock.
-        unsafe { guard.defer_destroy(entry) };
+    }
+
+    /// Ends a removal pass: queues what it unlinked as one batch, asks the
+    /// epoch GC to mark the batch once no reader can hold it, and frees the
+    /// batches already marked.
+    fn retire(&self, retired: &mut Retired, unlinked: Vec<*mut Flow>, guard: Guard) {
+        if !unlinked.is_empty() {
+            let safe = Arc::new(AtomicBool::new(false));
+            let mark = safe.clone();
+            guard.defer(move || mark.store(true, Ordering::Release));
+            self.retired.fetch_add(unlinked.len(), Ordering::Relaxed);
+            retired.batches.push_back(RetiredBatch {
+                safe,
+                entries: unlinked,
+            });
+        }
+        // Hand the deferred mark to the GC now (a thread's own bag is
+        // otherwise published only when 64 functions fill it) and let it
+        // advance the epoch and run what has expired.
+        guard.flush();
+        drop(guard);
+        let freed = retired.free_safe();
+        self.retired.fetch_sub(freed, Ordering::Relaxed);
     }
 
     /// Removes the entry whose original key is `key`, if any.
     pub fn remove(&self, key: &FlowKey) -> Option<RemovedFlow> {
-        let _lock = self.removal.lock();
+        let mut retired = self.removal.lock();
         let guard = epoch::pin();
         let key = key.pack();
         let mut cur = self.bucket(&key).load(Ordering::Acquire, &guard);
+        let mut found = None;
         while let Some(f) = deref_in_epoch(cur) {
             let dir = Direction::from_tag(cur.tag());
             let hooks = f.hooks.load(Ordering::Acquire);
             if dir == Direction::Original && hooks & HOOKS_DONE != 0 && f.keys[0] == key {
-                let s = summary(f);
-                self.detach(cur.with_tag(0), hooks, &guard);
-                return Some(s);
+                found = Some((summary(f), cur.with_tag(0), hooks));
+                break;
             }
             cur = f.next[dir.tag()].load(Ordering::Acquire, &guard);
         }
-        None
+        let Some((s, entry, hooks)) = found else {
+            self.retire(&mut retired, Vec::new(), guard);
+            return None;
+        };
+        self.detach(entry, hooks, &guard);
+        let unlinked = vec![entry.as_raw().cast_mut()];
+        self.retire(&mut retired, unlinked, guard);
+        Some(s)
     }
 
     /// Removes every entry idle longer than its timeout; returns how many.

@@ -1077,7 +1077,7 @@ impl Router {
     /// Creates the flow of a packet addressed to a service frontend, or
     /// answers it when it cannot be served.
     fn new_service_flow<'g>(
-        &self,
+        &'g self,
         now: Timestamp,
         pkt: &mut PacketBuf,
         info: &PacketInfo,
@@ -1108,7 +1108,7 @@ impl Router {
     /// Tracks a new flow `key` of a service pool going to `backend`.
     #[inline]
     fn insert_service_flow<'g>(
-        &self,
+        &'g self,
         now: Timestamp,
         key: &FlowKey,
         backend: SocketAddr,

@@ -348,3 +348,36 @@ fn flow_key_hash_spreads_ports() {
         "{buckets:?}"
     );
 }
+
+/// Removed entries are freed by later removal passes once no reader can
+/// hold them, and not before: a guard pinned before the removal keeps them.
+#[test]
+fn removed_entries_are_freed_once_readers_have_moved_on() {
+    let ct = table(1 << 14);
+    let reader = epoch::pin();
+    for p in 0..10_000u16 {
+        ct.insert(entry((p % 200) as u8 + 1, p, 9), T0, &reader)
+            .unwrap();
+    }
+    let held = ct.lookup(&entry(1, 0, 9).original, &reader).unwrap().flow;
+    assert_eq!(ct.remove_where(|_| true).len(), 10_000);
+    assert_eq!(ct.len(), 0);
+    // Removal passes cannot free what a pinned reader may still hold.
+    for _ in 0..50 {
+        ct.sweep(T0);
+    }
+    assert_eq!(ct.retired_len(), 10_000);
+    assert_eq!(
+        held.reply().src,
+        v4(9),
+        "an entry a reader holds stays intact"
+    );
+    drop(reader);
+    // Other tests of this process pin guards too; the epoch still moves on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ct.retired_len() != 0 && std::time::Instant::now() < deadline {
+        ct.sweep(T0);
+        std::thread::yield_now();
+    }
+    assert_eq!(ct.retired_len(), 0, "retired entries were never freed");
+}
