@@ -1,6 +1,8 @@
 //! Connection tracking under churn keeps a bounded heap: flows created and
-//! swept batch after batch, as a busy node's are, are freed, so memory
-//! follows the live flows and not the flows ever seen.
+//! swept batch after batch, as a busy node's are, are reclaimed, so memory
+//! follows the live flows and not the flows ever seen, and the entries of
+//! swept flows are reused (ten times the table's live population churns
+//! through storage sized for little more than its maximum).
 //!
 //! A counting global allocator (this test binary's own) measures live heap
 //! bytes; no root needed.

@@ -15,14 +15,15 @@
 //!   unlinked flow keeps its `next` links, so a reader standing on it walks on
 //!   safely.
 //!
-//! Reclamation: a removal pass (a sweep, a teardown) retires what it unlinked
-//! as one batch and hands crossbeam's epoch GC a single deferred function per
-//! batch, which only marks the batch safe; the next removal pass frees the
-//! batches marked so far, on the control thread. One deferred function per
-//! entry would not keep up: the GC runs a few hundred deferred functions per
-//! collection and collects every 128th pin, so under churn (thousands of new
-//! flows a second, swept as they expire) unfreed entries would pile up
-//! without bound and every new entry would come from fresh, cold pages.
+//! Storage and reclamation: entries live in a fixed [`slab`] allocated with
+//! the table, so a new flow never calls the allocator. A removal pass (a
+//! sweep, a teardown) retires what it unlinked as one batch and hands
+//! crossbeam's epoch GC a single deferred function per batch, which only
+//! marks the batch safe; the next removal pass recycles the batches marked
+//! so far, on the control thread. One deferred function per entry would not
+//! keep up: the GC runs a few hundred deferred functions per collection and
+//! collects every 128th pin, so under churn (thousands of new flows a
+//! second, swept as they expire) unreclaimed entries would pile up.
 //!
 //! Chain pointers are tagged with the direction of the hook they point to
 //! (bit 0: original or reply), so one pointer names "this flow, this side".
@@ -36,9 +37,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam::epoch::{self, Atomic, Guard, Owned, Shared};
+use crossbeam::epoch::{self, Atomic, Guard, Shared};
 use parking_lot::Mutex;
 
+use self::slab::Slab;
 use super::Timestamp;
 use crate::packet::wire::TcpFlags;
 
@@ -727,11 +729,20 @@ pub struct ConnTrack {
     count: AtomicUsize,
     config: ConnTrackConfig,
     /// Serialises removals (sweeps and teardown) and holds what they
-    /// unlinked until it can be freed; never taken by workers.
+    /// unlinked until it can be recycled; never taken by workers.
     removal: Mutex<Retired>,
-    /// Entries unlinked but not yet freed (a copy of the count in
+    /// Entries unlinked but not yet recycled (a copy of the count in
     /// `removal`, readable without the lock).
     retired: AtomicUsize,
+    /// Where entries live.
+    slab: Slab,
+}
+
+/// Room for entries beyond `max_entries`: removed entries wait a removal
+/// pass or two before they are recycled, and the table should not refuse
+/// flows meanwhile.
+fn slab_capacity(max_entries: usize) -> usize {
+    max_entries + max_entries / 8 + 256
 }
 
 /// Unlinked entries waiting for every reader that could hold them to leave,
@@ -741,53 +752,29 @@ struct Retired {
     batches: VecDeque<RetiredBatch>,
 }
 
-/// The entries one removal pass unlinked.
+/// The entries (slab indices) one removal pass unlinked.
 struct RetiredBatch {
     /// Set by the epoch GC once no guard that could have reached these
     /// entries is still pinned.
     safe: Arc<AtomicBool>,
-    entries: Vec<*mut Flow>,
+    entries: Vec<u32>,
 }
 
-// SAFETY: the raw pointers are entries that are unlinked from the table and
-// owned by this list alone (each pushed once, by the pass that unlinked it);
-// they are only dereferenced to be freed, by whichever thread holds the
-// removal lock, and `Flow` itself is `Send`.
-unsafe impl Send for Retired {}
-
 impl Retired {
-    /// Frees every batch the epoch GC has marked safe; returns how many
-    /// entries that freed.
-    fn free_safe(&mut self) -> usize {
-        let mut freed = 0;
+    /// Hands every batch the epoch GC has marked safe back to `slab`, with
+    /// the entries given back unpublished; returns how many retired
+    /// entries that recycled.
+    fn recycle_safe(&mut self, slab: &Slab) -> usize {
+        let mut safe = Vec::new();
         while let Some(batch) = self.batches.front() {
             if !batch.safe.load(Ordering::Acquire) {
                 break;
             }
-            let batch = self.batches.pop_front().expect("front exists");
-            freed += batch.entries.len();
-            for entry in batch.entries {
-                // SAFETY: the entry was unlinked before its batch was
-                // retired, and the batch's flag is set only after every
-                // guard pinned at that time has been released, so no
-                // reader can still hold it; it is in no other batch.
-                unsafe { drop(Owned::from_raw(entry)) };
-            }
+            safe.push(self.batches.pop_front().expect("front exists").entries);
         }
-        freed
-    }
-}
-
-impl Drop for Retired {
-    fn drop(&mut self) {
-        for batch in self.batches.drain(..) {
-            for entry in batch.entries {
-                // SAFETY: the table owning this list is being dropped, so
-                // no worker can be reading it; see `free_safe` for the
-                // single ownership of each entry.
-                unsafe { drop(Owned::from_raw(entry)) };
-            }
-        }
+        let recycled = safe.iter().map(Vec::len).sum();
+        slab.recycle(safe.into_iter().flatten());
+        recycled
     }
 }
 
@@ -806,6 +793,7 @@ impl ConnTrack {
     pub fn new(config: ConnTrackConfig) -> ConnTrack {
         let buckets = (config.max_entries.max(16) * 2).next_power_of_two();
         ConnTrack {
+            slab: Slab::new(slab_capacity(config.max_entries)),
             buckets: (0..buckets).map(|_| Atomic::null()).collect(),
             mask: buckets - 1,
             hasher: FlowHasher::random(),
@@ -831,17 +819,18 @@ impl ConnTrack {
         self.len() == 0
     }
 
-    /// Entries removed from the table whose memory is not yet freed: they
-    /// wait for the worker threads pinned at their removal to move on, and
-    /// are freed by a later removal pass (e.g. the next sweep).
+    /// Entries removed from the table that cannot be reused yet: they wait
+    /// for the worker threads pinned at their removal to move on, and are
+    /// recycled by a later removal pass (e.g. the next sweep).
     pub fn retired_len(&self) -> usize {
         self.retired.load(Ordering::Relaxed)
     }
 
-    /// Heap bytes held by the bucket array (entries are counted by the
-    /// allocator; see the `conntrack.bytes_per_flow` benchmark).
-    pub fn bucket_bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<Atomic<Flow>>()
+    /// Heap bytes the table holds, all allocated when it is created: the
+    /// bucket array and the entry storage (whose pages the OS provides as
+    /// entries are first used).
+    pub fn heap_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Atomic<Flow>>() + self.slab.bytes()
     }
 
     #[inline(always)]
@@ -853,16 +842,7 @@ impl ConnTrack {
     /// little later finds it in cache.
     #[inline(always)]
     pub fn prefetch(&self, key: &PackedKey) {
-        let bucket = self.bucket(key) as *const Atomic<Flow> as *const i8;
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is only a hint: it never dereferences the
-        // address architecturally and cannot fault; SSE, which provides
-        // it, is part of the x86_64 baseline.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(bucket)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = bucket;
+        prefetch(self.bucket(key) as *const Atomic<Flow> as *const u8);
     }
 
     /// Finds the entry one of whose directions has `key`.
@@ -899,8 +879,9 @@ impl ConnTrack {
         let original = new.original.pack();
         let reply = new.reply.pack();
         if new.hook_reply {
-            // Start fetching the reply bucket now; the entry is built while
-            // it arrives (a cache miss there is most of a new flow's cost).
+            // Start fetching the reply bucket now (a cache miss there is
+            // much of a new flow's cost). The reply tuple is checked before
+            // an entry is taken, so clashing packets cannot use up entries.
             self.prefetch(&reply);
         }
         if self.count.fetch_add(1, Ordering::Relaxed) >= self.config.max_entries {
@@ -909,17 +890,6 @@ impl ConnTrack {
                 max: self.config.max_entries,
             });
         }
-        let entry = Owned::new(Flow {
-            next: [Atomic::null(), Atomic::null()],
-            keys: [original, reply],
-            state: AtomicU8::new(new.state as u8),
-            hooks: AtomicU8::new(0),
-            last_seen_ms: AtomicU64::new(now.as_millis()),
-            original_next_seq: AtomicU32::new(0),
-            reply_next_seq: AtomicU32::new(0),
-            record_timeout_ms: new.record_timeout.as_millis() as u64,
-            tag: new.tag,
-        });
         if new.hook_reply {
             if let Some(existing) = self.lookup_packed(&reply, guard) {
                 self.count.fetch_sub(1, Ordering::Relaxed);
@@ -933,15 +903,32 @@ impl ConnTrack {
                 return Err(InsertError::ReplyClash);
             }
         }
-        let flow = entry.into_shared(guard);
+        let Some(entry) = self.slab.take(Flow {
+            next: [Atomic::null(), Atomic::null()],
+            keys: [original, reply],
+            state: AtomicU8::new(new.state as u8),
+            hooks: AtomicU8::new(0),
+            last_seen_ms: AtomicU64::new(now.as_millis()),
+            original_next_seq: AtomicU32::new(0),
+            reply_next_seq: AtomicU32::new(0),
+            record_timeout_ms: new.record_timeout.as_millis() as u64,
+            tag: new.tag,
+        }) else {
+            // Every slot holds a live or a not yet recycled entry.
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return Err(InsertError::TableFull {
+                max: self.config.max_entries,
+            });
+        };
+        let flow = Shared::from(entry as *const Flow);
         let flow_ref = deref_in_epoch(flow).expect("non-null");
         match self.link(flow, Direction::Original, guard) {
             Ok(()) => {}
             Err(existing) => {
                 self.count.fetch_sub(1, Ordering::Relaxed);
-                // SAFETY: `flow` was never published (the CAS that would
-                // have published it failed), so no other thread can see it.
-                unsafe { drop(flow.into_owned()) };
+                // `flow` was never published (the CAS that would have
+                // published it failed), so no other thread can see it.
+                self.slab.give_back_unpublished(entry);
                 return Ok(existing);
             }
         }
@@ -1039,7 +1026,7 @@ impl ConnTrack {
         let mut retired = self.removal.lock();
         let guard = epoch::pin();
         let mut removed = Vec::new();
-        let mut unlinked = Vec::new();
+        let mut unlinked: Vec<u32> = Vec::new();
         for bucket in self.buckets.iter() {
             let mut cur = bucket.load(Ordering::Acquire, &guard);
             while let Some(f) = deref_in_epoch(cur) {
@@ -1051,7 +1038,7 @@ impl ConnTrack {
                 if dir == Direction::Original && hooks & HOOKS_DONE != 0 && pred(f) {
                     removed.push(summary(f));
                     self.detach(cur.with_tag(0), hooks, &guard);
-                    unlinked.push(cur.with_tag(0).as_raw().cast_mut());
+                    unlinked.push(self.slab.index_of(cur.as_raw()));
                 }
                 cur = next;
             }
@@ -1071,9 +1058,9 @@ impl ConnTrack {
     }
 
     /// Ends a removal pass: queues what it unlinked as one batch, asks the
-    /// epoch GC to mark the batch once no reader can hold it, and frees the
-    /// batches already marked.
-    fn retire(&self, retired: &mut Retired, unlinked: Vec<*mut Flow>, guard: Guard) {
+    /// epoch GC to mark the batch once no reader can hold it, and recycles
+    /// the batches already marked.
+    fn retire(&self, retired: &mut Retired, unlinked: Vec<u32>, guard: Guard) {
         if !unlinked.is_empty() {
             let safe = Arc::new(AtomicBool::new(false));
             let mark = safe.clone();
@@ -1089,8 +1076,8 @@ impl ConnTrack {
         // advance the epoch and run what has expired.
         guard.flush();
         drop(guard);
-        let freed = retired.free_safe();
-        self.retired.fetch_sub(freed, Ordering::Relaxed);
+        let recycled = retired.recycle_safe(&self.slab);
+        self.retired.fetch_sub(recycled, Ordering::Relaxed);
     }
 
     /// Removes the entry whose original key is `key`, if any.
@@ -1114,7 +1101,7 @@ impl ConnTrack {
             return None;
         };
         self.detach(entry, hooks, &guard);
-        let unlinked = vec![entry.as_raw().cast_mut()];
+        let unlinked = vec![self.slab.index_of(entry.as_raw())];
         self.retire(&mut retired, unlinked, guard);
         Some(s)
     }
@@ -1156,40 +1143,30 @@ fn summary(f: &Flow) -> FlowSummary {
     }
 }
 
-impl Drop for ConnTrack {
-    fn drop(&mut self) {
-        // SAFETY: `&mut self` means no worker can still be reading the
-        // table. Entries are collected first (each once, from its original
-        // hook) and freed after the walk, because a flow's reply hook may
-        // sit later in the walk than its original hook.
-        unsafe {
-            let guard = epoch::unprotected();
-            let mut all = Vec::with_capacity(self.len());
-            for bucket in self.buckets.iter() {
-                let mut cur = bucket.load(Ordering::Relaxed, guard);
-                while let Some(f) = cur.as_ref() {
-                    let dir = Direction::from_tag(cur.tag());
-                    if dir == Direction::Original {
-                        all.push(cur.with_tag(0));
-                    }
-                    cur = f.next[dir.tag()].load(Ordering::Relaxed, guard);
-                }
-            }
-            for flow in all {
-                drop(flow.into_owned());
-            }
-        }
-    }
+/// A hint to the CPU to start loading the cache line at `addr`.
+#[inline(always)]
+fn prefetch(addr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never dereferences the address
+    // architecturally and cannot fault, whatever the address; SSE, which
+    // provides it, is part of the x86_64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(addr.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }
 
 /// Dereferences a pointer loaded from the table under an epoch guard.
 #[inline]
 fn deref_in_epoch<'g>(p: Shared<'g, Flow>) -> Option<&'g Flow> {
-    // SAFETY: every non-null pointer in the table points to a live `Flow`
-    // allocated by `insert`; removal defers destruction through the epoch
-    // GC, so an entry reached under guard `'g` outlives `'g`.
+    // SAFETY: every non-null pointer in the table points to an entry of its
+    // slab, written whole by `insert` before it was linked; an unlinked
+    // entry is reused only after every guard pinned at its removal is gone,
+    // and the slab lives as long as the table, which `'g` borrows.
     unsafe { p.as_ref() }
 }
 
+mod slab;
 #[cfg(test)]
 mod tests;
