@@ -28,6 +28,14 @@
 //! Chain pointers are tagged with the direction of the hook they point to
 //! (bit 0: original or reply), so one pointer names "this flow, this side".
 //!
+//! A bucket is one 64-bit word: the head hook (slab index and direction)
+//! and a 16-bit summary of the chain, one bit per hook chosen by its key's
+//! hash (a one-hash Bloom filter). Both change in the same compare-and-swap,
+//! so the summary always covers every hook in the chain; a lookup whose bit
+//! is clear is a miss without touching an entry. That matters most for a
+//! new flow: its two lookups miss, and walking a chain there would cost a
+//! cache miss per entry.
+//!
 //! Expiry never happens on the packet path; timeouts follow the Linux
 //! conntrack defaults (`nf_conntrack_tcp_timeout_*`, `nf_conntrack_udp_*`).
 
@@ -456,6 +464,8 @@ pub struct Flow {
     /// Opaque number the creator attaches (the router stores its service
     /// pool id here).
     tag: u32,
+    /// Each hook's bit in its bucket's chain summary (0..16), by direction.
+    summary_bit: [u8; 2],
 }
 
 impl Flow {
@@ -723,7 +733,8 @@ pub type RemovedFlow = FlowSummary;
 
 /// The connection tracking table.
 pub struct ConnTrack {
-    buckets: Box<[Atomic<Flow>]>,
+    /// Bucket words: head hook and chain summary (see the module docs).
+    buckets: Box<[AtomicU64]>,
     mask: usize,
     hasher: FlowHasher,
     count: AtomicUsize,
@@ -737,6 +748,17 @@ pub struct ConnTrack {
     /// Where entries live.
     slab: Slab,
 }
+
+/// Bucket word: slab index + 1 of the head hook (0: empty chain).
+const HEAD_INDEX: u64 = 0xffff_ffff;
+/// Bucket word: the head hook is a reply hook.
+const HEAD_REPLY: u64 = 1 << 32;
+/// Bucket word: the chain summary, 16 bits from here.
+const SUMMARY_SHIFT: u32 = 48;
+const SUMMARY: u64 = 0xffff << SUMMARY_SHIFT;
+
+// Two cache lines per entry; growing it costs memory and a miss per flow.
+const _: () = assert!(std::mem::size_of::<Flow>() <= 128);
 
 /// Room for entries beyond `max_entries`: removed entries wait a removal
 /// pass or two before they are recycled, and the table should not refuse
@@ -794,7 +816,7 @@ impl ConnTrack {
         let buckets = (config.max_entries.max(16) * 2).next_power_of_two();
         ConnTrack {
             slab: Slab::new(slab_capacity(config.max_entries)),
-            buckets: (0..buckets).map(|_| Atomic::null()).collect(),
+            buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
             mask: buckets - 1,
             hasher: FlowHasher::random(),
             count: AtomicUsize::new(0),
@@ -830,19 +852,83 @@ impl ConnTrack {
     /// bucket array and the entry storage (whose pages the OS provides as
     /// entries are first used).
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<Atomic<Flow>>() + self.slab.bytes()
+        self.buckets.len() * std::mem::size_of::<AtomicU64>() + self.slab.bytes()
     }
 
+    /// The bucket of `key` and the key's bit in its chain summary.
     #[inline(always)]
-    fn bucket(&self, key: &PackedKey) -> &Atomic<Flow> {
-        &self.buckets[self.hasher.hash_packed(key) as usize & self.mask]
+    fn slot(&self, key: &PackedKey) -> (&AtomicU64, u64) {
+        let hash = self.hasher.hash_packed(key);
+        (
+            &self.buckets[hash as usize & self.mask],
+            1 << (SUMMARY_SHIFT + (hash >> 60) as u32),
+        )
+    }
+
+    /// The head hook a bucket word names.
+    #[inline(always)]
+    fn head<'g>(&self, word: u64) -> Shared<'g, Flow> {
+        let index = word & HEAD_INDEX;
+        if index == 0 {
+            return Shared::null();
+        }
+        Shared::from(self.slab.ptr(index as u32 - 1) as *const Flow)
+            .with_tag(usize::from(word & HEAD_REPLY != 0))
+    }
+
+    /// The bucket word naming `hook` as head (no summary bits).
+    #[inline(always)]
+    fn head_word(&self, hook: Shared<'_, Flow>) -> u64 {
+        if hook.is_null() {
+            return 0;
+        }
+        let index = u64::from(self.slab.index_of(hook.as_raw())) + 1;
+        index | if hook.tag() & 1 != 0 { HEAD_REPLY } else { 0 }
+    }
+
+    /// The summary of the chain starting at `hook`.
+    fn chain_summary<'g>(&self, mut hook: Shared<'g, Flow>, guard: &'g Guard) -> u64 {
+        let mut summary = 0;
+        while let Some(f) = deref_in_epoch(hook) {
+            let d = hook.tag() & 1;
+            summary |= 1 << (SUMMARY_SHIFT + u32::from(f.summary_bit[d]));
+            hook = f.next[d].load(Ordering::Acquire, guard);
+        }
+        summary
+    }
+
+    /// Re-derives a bucket's summary from its chain after a removal in the
+    /// middle of it, so stale bits do not accumulate. Caller holds
+    /// `self.removal`.
+    fn resummarize(&self, bucket: &AtomicU64, guard: &Guard) {
+        let mut word = bucket.load(Ordering::Acquire);
+        loop {
+            let summary = self.chain_summary(self.head(word), guard);
+            let new = (word & !SUMMARY) | summary;
+            // A failed exchange means an insert pushed a hook meanwhile.
+            match bucket.compare_exchange(word, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Checks that every bucket's summary covers the hooks in its chain.
+    #[cfg(test)]
+    pub(crate) fn assert_summaries_cover_chains(&self) {
+        let guard = epoch::pin();
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            let word = bucket.load(Ordering::Acquire);
+            let chain = self.chain_summary(self.head(word), &guard);
+            assert_eq!(chain & !word, 0, "bucket {i}: summary misses a hook");
+        }
     }
 
     /// Asks the CPU to start loading the bucket of `key`, so a lookup a
     /// little later finds it in cache.
     #[inline(always)]
     pub fn prefetch(&self, key: &PackedKey) {
-        prefetch(self.bucket(key) as *const Atomic<Flow> as *const u8);
+        prefetch(self.slot(key).0 as *const AtomicU64 as *const u8);
     }
 
     /// Finds the entry one of whose directions has `key`.
@@ -854,7 +940,12 @@ impl ConnTrack {
     /// [`Self::lookup`] by packed key.
     #[inline]
     pub fn lookup_packed<'g>(&'g self, key: &PackedKey, guard: &'g Guard) -> Option<Found<'g>> {
-        let mut cur = self.bucket(key).load(Ordering::Acquire, guard);
+        let (bucket, bit) = self.slot(key);
+        let word = bucket.load(Ordering::Acquire);
+        if word & bit == 0 {
+            return None;
+        }
+        let mut cur = self.head(word);
         while let Some(flow) = deref_in_epoch(cur) {
             let dir = Direction::from_tag(cur.tag());
             if flow.keys[dir.tag()] == *key {
@@ -913,6 +1004,7 @@ impl ConnTrack {
             reply_next_seq: AtomicU32::new(0),
             record_timeout_ms: new.record_timeout.as_millis() as u64,
             tag: new.tag,
+            summary_bit: [self.summary_bit(&original), self.summary_bit(&reply)],
         }) else {
             // Every slot holds a live or a not yet recycled entry.
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -947,6 +1039,12 @@ impl ConnTrack {
         })
     }
 
+    /// A key's bit position in its bucket's chain summary.
+    #[inline(always)]
+    fn summary_bit(&self, key: &PackedKey) -> u8 {
+        (self.hasher.hash_packed(key) >> 60) as u8
+    }
+
     /// Pushes one hook of `flow` at the head of its bucket, unless an entry
     /// with the same key appeared there first.
     fn link<'g>(
@@ -957,13 +1055,15 @@ impl ConnTrack {
     ) -> Result<(), Found<'g>> {
         let flow_ref = deref_in_epoch(flow).expect("non-null");
         let key = *flow_ref.packed(dir);
-        let bucket = self.bucket(&key);
-        let mine = flow.with_tag(dir.tag());
-        let mut head = bucket.load(Ordering::Acquire, guard);
+        let (bucket, bit) = self.slot(&key);
+        let mine = self.head_word(flow.with_tag(dir.tag())) | bit;
+        let mut word = bucket.load(Ordering::Acquire);
         let mut scanned_to = Shared::null();
         loop {
-            // Look for a duplicate among entries pushed since the last scan.
-            let mut cur = head;
+            let head = self.head(word);
+            // Look for a duplicate among hooks pushed since the last scan;
+            // none can be there if the summary lacks this key's bit.
+            let mut cur = if word & bit != 0 { head } else { scanned_to };
             while cur != scanned_to {
                 let Some(f) = deref_in_epoch(cur) else { break };
                 let d = Direction::from_tag(cur.tag());
@@ -977,9 +1077,10 @@ impl ConnTrack {
             }
             scanned_to = head;
             flow_ref.next[dir.tag()].store(head, Ordering::Relaxed);
-            match bucket.compare_exchange(head, mine, Ordering::Release, Ordering::Acquire, guard) {
+            let new = mine | (word & SUMMARY);
+            match bucket.compare_exchange(word, new, Ordering::Release, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
-                Err(e) => head = e.current,
+                Err(now) => word = now,
             }
         }
     }
@@ -987,14 +1088,16 @@ impl ConnTrack {
     /// Unlinks one hook. Caller holds `self.removal`.
     fn unlink(&self, flow: Shared<'_, Flow>, dir: Direction, guard: &Guard) {
         let flow_ref = deref_in_epoch(flow).expect("non-null");
-        let bucket = self.bucket(flow_ref.packed(dir));
+        let (bucket, _) = self.slot(flow_ref.packed(dir));
         let target = flow.with_tag(dir.tag());
         loop {
-            let head = bucket.load(Ordering::Acquire, guard);
+            let word = bucket.load(Ordering::Acquire);
+            let head = self.head(word);
             let after = flow_ref.next[dir.tag()].load(Ordering::Acquire, guard);
             if head == target {
+                let new = self.head_word(after) | self.chain_summary(after, guard);
                 if bucket
-                    .compare_exchange(head, after, Ordering::Release, Ordering::Relaxed, guard)
+                    .compare_exchange(word, new, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
                 {
                     return;
@@ -1011,6 +1114,7 @@ impl ConnTrack {
                     // Only removals write a non-head link, and we hold the
                     // removal lock.
                     p.next[pd].store(after, Ordering::Release);
+                    self.resummarize(bucket, guard);
                     return;
                 }
                 prev = next;
@@ -1028,7 +1132,7 @@ impl ConnTrack {
         let mut removed = Vec::new();
         let mut unlinked: Vec<u32> = Vec::new();
         for bucket in self.buckets.iter() {
-            let mut cur = bucket.load(Ordering::Acquire, &guard);
+            let mut cur = self.head(bucket.load(Ordering::Acquire));
             while let Some(f) = deref_in_epoch(cur) {
                 let dir = Direction::from_tag(cur.tag());
                 let next = f.next[dir.tag()].load(Ordering::Acquire, &guard);
@@ -1085,7 +1189,7 @@ impl ConnTrack {
         let mut retired = self.removal.lock();
         let guard = epoch::pin();
         let key = key.pack();
-        let mut cur = self.bucket(&key).load(Ordering::Acquire, &guard);
+        let mut cur = self.head(self.slot(&key).0.load(Ordering::Acquire));
         let mut found = None;
         while let Some(f) = deref_in_epoch(cur) {
             let dir = Direction::from_tag(cur.tag());
@@ -1118,7 +1222,7 @@ impl ConnTrack {
         let guard = epoch::pin();
         let mut out = Vec::with_capacity(self.len());
         for bucket in self.buckets.iter() {
-            let mut cur = bucket.load(Ordering::Acquire, &guard);
+            let mut cur = self.head(bucket.load(Ordering::Acquire));
             while let Some(f) = deref_in_epoch(cur) {
                 let dir = Direction::from_tag(cur.tag());
                 if dir == Direction::Original {

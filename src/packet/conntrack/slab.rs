@@ -85,7 +85,7 @@ impl Slab {
 
     /// The entry at `index`.
     #[inline(always)]
-    fn ptr(&self, index: u32) -> *mut Flow {
+    pub(super) fn ptr(&self, index: u32) -> *mut Flow {
         debug_assert!((index as usize) < self.capacity);
         // SAFETY: `index` is below `capacity` (indices only come from
         // `take`), so the offset stays inside the allocation.
