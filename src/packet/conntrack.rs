@@ -40,7 +40,7 @@
 //! conntrack defaults (`nf_conntrack_tcp_timeout_*`, `nf_conntrack_udp_*`).
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +177,53 @@ impl PackedKey {
         ])
     }
 
+    /// The reply key of this (original) flow key once translated to
+    /// `backend`: the backend answers the client from its own address and
+    /// port. When the client is the backend itself (hairpin), the reply
+    /// goes to the original destination instead, as the client's source
+    /// is rewritten to it (a kernel drops a packet from its own address to
+    /// itself).
+    #[inline(always)]
+    pub fn nat_reply(&self, backend: SocketAddr) -> PackedKey {
+        let (b, b_v6) = match backend.ip() {
+            IpAddr::V4(v4) => (u64::from(u32::from(v4)), 0),
+            IpAddr::V6(v6) => (u128::from(v6) as u64, 1),
+        };
+        let b_hi = match backend.ip() {
+            IpAddr::V4(_) => 0,
+            IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+        };
+        let fam = self.0[4] >> 48;
+        let (src_v6, dst_v6) = (fam & 1, fam >> 1 & 1);
+        let hairpin = b == self.0[0] && b_hi == self.0[1] && b_v6 == src_v6;
+        let (c, c_hi, c_v6) = if hairpin {
+            (self.0[2], self.0[3], dst_v6)
+        } else {
+            (self.0[0], self.0[1], src_v6)
+        };
+        let protocol = (self.0[4] >> 32) as u8;
+        PackedKey([
+            b,
+            b_hi,
+            c,
+            c_hi,
+            PackedKey::meta(
+                backend.port(),
+                self.src_port(),
+                protocol,
+                EntryKind::Flow,
+                b_v6 | c_v6 << 1,
+            ),
+        ])
+    }
+
+    /// The same key with another destination port.
+    #[inline(always)]
+    pub fn with_dst_port(mut self, port: u16) -> PackedKey {
+        self.0[4] = (self.0[4] & !0xffff_0000) | u64::from(port) << 16;
+        self
+    }
+
     /// Whether both addresses are IPv4.
     #[inline(always)]
     pub fn is_v4(&self) -> bool {
@@ -207,6 +254,12 @@ impl PackedKey {
         (self.0[4] >> 16) as u16
     }
 
+    /// IP protocol number.
+    #[inline(always)]
+    pub fn protocol(&self) -> u8 {
+        (self.0[4] >> 32) as u8
+    }
+
     /// The readable form.
     pub fn unpack(&self) -> FlowKey {
         let fam = self.0[4] >> 48;
@@ -231,6 +284,39 @@ impl PackedKey {
             kind,
         }
     }
+}
+
+/// A packed key with its hash under one table's seed, so the several steps
+/// of a new flow (prefetch, lookup, insert) hash it once.
+#[derive(Clone, Copy, Debug)]
+pub struct HashedKey {
+    key: PackedKey,
+    hash: u64,
+}
+
+impl HashedKey {
+    /// The key.
+    #[inline(always)]
+    pub fn key(&self) -> &PackedKey {
+        &self.key
+    }
+}
+
+/// A new flow's entry in packed form ([`ConnTrack::insert_packed`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PackedEntry {
+    /// Key of the initiator's direction, hashed by the same table.
+    pub original: HashedKey,
+    /// Key of the reply direction (for records: the value they hold).
+    pub reply: PackedKey,
+    /// Whether the reply key is hooked into the table.
+    pub hook_reply: bool,
+    /// Initial state.
+    pub state: FlowState,
+    /// Timeout for [`FlowState::Record`] entries, in milliseconds.
+    pub record_timeout_ms: u64,
+    /// Opaque number kept with the entry.
+    pub tag: u32,
 }
 
 /// Flow hashing with a per-table random seed, so a remote peer cannot aim
@@ -757,6 +843,12 @@ const HEAD_REPLY: u64 = 1 << 32;
 const SUMMARY_SHIFT: u32 = 48;
 const SUMMARY: u64 = 0xffff << SUMMARY_SHIFT;
 
+/// A key hash's bit position in its bucket's chain summary.
+#[inline(always)]
+fn summary_bit(hash: u64) -> u8 {
+    (hash >> 60) as u8
+}
+
 // Two cache lines per entry; growing it costs memory and a miss per flow.
 const _: () = assert!(std::mem::size_of::<Flow>() <= 128);
 
@@ -855,10 +947,25 @@ impl ConnTrack {
         self.buckets.len() * std::mem::size_of::<AtomicU64>() + self.slab.bytes()
     }
 
+    /// `key` with its hash, for [`Self::prefetch`], [`Self::lookup_packed`]
+    /// and [`Self::insert_packed`].
+    #[inline(always)]
+    pub fn hashed(&self, key: PackedKey) -> HashedKey {
+        HashedKey {
+            key,
+            hash: self.hasher.hash_packed(&key),
+        }
+    }
+
     /// The bucket of `key` and the key's bit in its chain summary.
     #[inline(always)]
     fn slot(&self, key: &PackedKey) -> (&AtomicU64, u64) {
-        let hash = self.hasher.hash_packed(key);
+        self.slot_of(self.hasher.hash_packed(key))
+    }
+
+    /// The bucket of a key hash and its bit in the chain summary.
+    #[inline(always)]
+    fn slot_of(&self, hash: u64) -> (&AtomicU64, u64) {
         (
             &self.buckets[hash as usize & self.mask],
             1 << (SUMMARY_SHIFT + (hash >> 60) as u32),
@@ -927,20 +1034,21 @@ impl ConnTrack {
     /// Asks the CPU to start loading the bucket of `key`, so a lookup a
     /// little later finds it in cache.
     #[inline(always)]
-    pub fn prefetch(&self, key: &PackedKey) {
-        prefetch(self.slot(key).0 as *const AtomicU64 as *const u8);
+    pub fn prefetch(&self, key: &HashedKey) {
+        prefetch(self.slot_of(key.hash).0 as *const AtomicU64 as *const u8);
     }
 
     /// Finds the entry one of whose directions has `key`.
     #[inline]
     pub fn lookup<'g>(&'g self, key: &FlowKey, guard: &'g Guard) -> Option<Found<'g>> {
-        self.lookup_packed(&key.pack(), guard)
+        self.lookup_packed(&self.hashed(key.pack()), guard)
     }
 
-    /// [`Self::lookup`] by packed key.
+    /// [`Self::lookup`] by hashed packed key.
     #[inline]
-    pub fn lookup_packed<'g>(&'g self, key: &PackedKey, guard: &'g Guard) -> Option<Found<'g>> {
-        let (bucket, bit) = self.slot(key);
+    pub fn lookup_packed<'g>(&'g self, key: &HashedKey, guard: &'g Guard) -> Option<Found<'g>> {
+        let (bucket, bit) = self.slot_of(key.hash);
+        let key = &key.key;
         let word = bucket.load(Ordering::Acquire);
         if word & bit == 0 {
             return None;
@@ -967,8 +1075,27 @@ impl ConnTrack {
         now: Timestamp,
         guard: &'g Guard,
     ) -> Result<Found<'g>, InsertError> {
-        let original = new.original.pack();
-        let reply = new.reply.pack();
+        let entry = PackedEntry {
+            original: self.hashed(new.original.pack()),
+            reply: new.reply.pack(),
+            hook_reply: new.hook_reply,
+            state: new.state,
+            record_timeout_ms: new.record_timeout.as_millis() as u64,
+            tag: new.tag,
+        };
+        self.insert_packed(&entry, now, guard)
+    }
+
+    /// [`Self::insert`] of a packed entry (the router's new-flow path).
+    #[inline]
+    pub fn insert_packed<'g>(
+        &'g self,
+        new: &PackedEntry,
+        now: Timestamp,
+        guard: &'g Guard,
+    ) -> Result<Found<'g>, InsertError> {
+        let original = new.original.key;
+        let reply = self.hashed(new.reply);
         if new.hook_reply {
             // Start fetching the reply bucket now (a cache miss there is
             // much of a new flow's cost). The reply tuple is checked before
@@ -996,15 +1123,15 @@ impl ConnTrack {
         }
         let Some(entry) = self.slab.take(Flow {
             next: [Atomic::null(), Atomic::null()],
-            keys: [original, reply],
+            keys: [original, reply.key],
             state: AtomicU8::new(new.state as u8),
             hooks: AtomicU8::new(0),
             last_seen_ms: AtomicU64::new(now.as_millis()),
             original_next_seq: AtomicU32::new(0),
             reply_next_seq: AtomicU32::new(0),
-            record_timeout_ms: new.record_timeout.as_millis() as u64,
+            record_timeout_ms: new.record_timeout_ms,
             tag: new.tag,
-            summary_bit: [self.summary_bit(&original), self.summary_bit(&reply)],
+            summary_bit: [summary_bit(new.original.hash), summary_bit(reply.hash)],
         }) else {
             // Every slot holds a live or a not yet recycled entry.
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -1014,7 +1141,7 @@ impl ConnTrack {
         };
         let flow = Shared::from(entry as *const Flow);
         let flow_ref = deref_in_epoch(flow).expect("non-null");
-        match self.link(flow, Direction::Original, guard) {
+        match self.link(flow, Direction::Original, new.original.hash, guard) {
             Ok(()) => {}
             Err(existing) => {
                 self.count.fetch_sub(1, Ordering::Relaxed);
@@ -1029,7 +1156,7 @@ impl ConnTrack {
         // against a concurrent insert without a lock; this flow then goes
         // without a reply hook (its replies reach the other flow) until it
         // expires.
-        if new.hook_reply && self.link(flow, Direction::Reply, guard).is_ok() {
+        if new.hook_reply && self.link(flow, Direction::Reply, reply.hash, guard).is_ok() {
             hooks |= HOOKS_REPLY;
         }
         flow_ref.hooks.store(hooks, Ordering::Release);
@@ -1039,23 +1166,19 @@ impl ConnTrack {
         })
     }
 
-    /// A key's bit position in its bucket's chain summary.
-    #[inline(always)]
-    fn summary_bit(&self, key: &PackedKey) -> u8 {
-        (self.hasher.hash_packed(key) >> 60) as u8
-    }
-
-    /// Pushes one hook of `flow` at the head of its bucket, unless an entry
-    /// with the same key appeared there first.
+    /// Pushes one hook of `flow` (whose key in `dir` hashes to `hash`) at
+    /// the head of its bucket, unless an entry with the same key appeared
+    /// there first.
     fn link<'g>(
         &self,
         flow: Shared<'g, Flow>,
         dir: Direction,
+        hash: u64,
         guard: &'g Guard,
     ) -> Result<(), Found<'g>> {
         let flow_ref = deref_in_epoch(flow).expect("non-null");
         let key = *flow_ref.packed(dir);
-        let (bucket, bit) = self.slot(&key);
+        let (bucket, bit) = self.slot_of(hash);
         let mine = self.head_word(flow.with_tag(dir.tag())) | bit;
         let mut word = bucket.load(Ordering::Acquire);
         let mut scanned_to = Shared::null();

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 
 use super::conntrack::{
     proto, ConnTrack, ConnTrackConfig, Direction, EntryKind, Flow, FlowHasher, FlowKey, FlowState,
-    FlowSummary, InsertError, NewEntry, PackedKey,
+    FlowSummary, HashedKey, InsertError, NewEntry, PackedEntry, PackedKey,
 };
 use super::maglev::MaglevError;
 use super::service::{Backend, BackendSet, Frontend, PoolId, PoolSpec, ServicePool};
@@ -898,7 +898,9 @@ impl Router {
         let ports = b.get(20..24)?;
         let sport = u16::from_be_bytes([ports[0], ports[1]]);
         let dport = u16::from_be_bytes([ports[2], ports[3]]);
-        let key = PackedKey::v4_flow(src, dst, sport, dport, protocol);
+        let key = self
+            .conntrack
+            .hashed(PackedKey::v4_flow(src, dst, sport, dport, protocol));
         // The bucket is most likely not in cache: start loading it while
         // the header is checked.
         self.conntrack.prefetch(&key);
@@ -944,7 +946,7 @@ impl Router {
                 let backend = match pool {
                     Some(pool) if syn_only && pool.affinity_timeout().is_none() => pool
                         .backends()
-                        .choose(self.choice_hasher.hash_packed(&key))
+                        .choose(self.choice_hasher.hash_packed(key.key()))
                         .map(|b| (b, pool.id())),
                     _ => None,
                 };
@@ -952,15 +954,7 @@ impl Router {
                     *untracked = true;
                     return None;
                 };
-                let flow_key = FlowKey {
-                    src: IpAddr::V4(Ipv4Addr::from(src)),
-                    dst: IpAddr::V4(Ipv4Addr::from(dst)),
-                    src_port: sport,
-                    dst_port: dport,
-                    protocol,
-                    kind: EntryKind::Flow,
-                };
-                match self.insert_service_flow(now, &flow_key, backend, pool, guard) {
+                match self.insert_service_flow(now, &key, backend, pool, guard) {
                     Ok(flow) => (flow, Direction::Original),
                     Err(v) => return Some(v),
                 }
@@ -1102,7 +1096,8 @@ impl Router {
         let Some(backend) = backend else {
             return Err(self.reject(pkt, info, DropReason::NoEndpoints));
         };
-        self.insert_service_flow(now, key, backend, pool.id(), guard)
+        let key = self.conntrack.hashed(key.pack());
+        self.insert_service_flow(now, &key, backend, pool.id(), guard)
     }
 
     /// Tracks a new flow `key` of a service pool going to `backend`.
@@ -1110,38 +1105,25 @@ impl Router {
     fn insert_service_flow<'g>(
         &'g self,
         now: Timestamp,
-        key: &FlowKey,
+        key: &HashedKey,
         backend: SocketAddr,
         pool: PoolId,
         guard: &'g epoch::Guard,
     ) -> Result<&'g Flow, Verdict> {
-        // Hairpin: a pod reaching itself through its own service. Its kernel
-        // would drop a packet from its own address to itself, so the source
-        // becomes the frontend address.
-        let client = if backend.ip() == key.src {
-            key.dst
-        } else {
-            key.src
-        };
-        let reply = FlowKey {
-            src: backend.ip(),
-            dst: client,
-            src_port: backend.port(),
-            dst_port: key.src_port,
-            protocol: key.protocol,
-            kind: EntryKind::Flow,
-        };
-        let state = if key.protocol == proto::TCP {
+        // Hairpin (a pod reaching itself through its own service) is
+        // handled by the reply key: see `PackedKey::nat_reply`.
+        let reply = key.key().nat_reply(backend);
+        let state = if key.key().protocol() == proto::TCP {
             FlowState::SynSent
         } else {
             FlowState::Unreplied
         };
-        let mut entry = NewEntry {
+        let mut entry = PackedEntry {
             original: *key,
             reply,
             hook_reply: true,
             state,
-            record_timeout: std::time::Duration::ZERO,
+            record_timeout_ms: 0,
             tag: pool.0,
         };
         // The same client port may reach one backend through two frontends
@@ -1151,11 +1133,11 @@ impl Router {
         // the ephemeral range, derived from the flow so they are stable.
         for attempt in 0..=8u64 {
             if attempt > 0 {
-                let seed = self.choice_hasher.hash(key);
+                let seed = self.choice_hasher.hash_packed(key.key());
                 let h = seed.wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                entry.reply.dst_port = 32_768 + (h % 28_232) as u16;
+                entry.reply = reply.with_dst_port(32_768 + (h % 28_232) as u16);
             }
-            match self.conntrack.insert(entry, now, guard) {
+            match self.conntrack.insert_packed(&entry, now, guard) {
                 Ok(found) => return Ok(found.flow),
                 Err(InsertError::TableFull { .. }) => {
                     return Err(Verdict::Drop(DropReason::ConntrackFull))

@@ -410,3 +410,46 @@ fn chain_summaries_follow_removals() {
         assert_eq!(bucket.load(Ordering::Relaxed), 0);
     }
 }
+
+/// The packed reply key equals the one spelled out field by field, for
+/// IPv4 and IPv6, with and without hairpin, and its port can be moved.
+#[test]
+fn nat_reply_key_matches_the_spelled_out_reply() {
+    use std::net::{Ipv6Addr, SocketAddr};
+    let v6 = |d: u16| IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, d));
+    let cases = [
+        (v4(5), vip(), SocketAddr::new(v4(9), 8080)),
+        (v4(9), vip(), SocketAddr::new(v4(9), 8080)),
+        (v6(5), v6(0xa), SocketAddr::new(v6(9), 8443)),
+        (v6(9), v6(0xa), SocketAddr::new(v6(9), 8443)),
+    ];
+    for (src, dst, backend) in cases {
+        for protocol in [proto::TCP, proto::UDP] {
+            let original = FlowKey {
+                src,
+                dst,
+                src_port: 40_000,
+                dst_port: 80,
+                protocol,
+                kind: EntryKind::Flow,
+            };
+            let client = if backend.ip() == src { dst } else { src };
+            let expected = FlowKey {
+                src: backend.ip(),
+                dst: client,
+                src_port: backend.port(),
+                dst_port: 40_000,
+                protocol,
+                kind: EntryKind::Flow,
+            };
+            let reply = original.pack().nat_reply(backend);
+            assert_eq!(reply, expected.pack(), "{original:?} -> {backend}");
+            assert_eq!(reply.unpack(), expected);
+            let moved = FlowKey {
+                dst_port: 33_000,
+                ..expected
+            };
+            assert_eq!(reply.with_dst_port(33_000), moved.pack());
+        }
+    }
+}
