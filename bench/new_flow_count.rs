@@ -7,7 +7,9 @@
 //! The workload is the `fastpath/new_flow` benchmark's: SYNs from host-side
 //! clients to one service of 10 endpoints through a worker handle, 4,096 new
 //! flows a round, the oldest round removed after each as a sweep would, so
-//! the table holds 65,536 flows. Only [`one_packet`] is counted.
+//! the table holds 65,536 flows. Only [`one_packet`] is counted. Then, as
+//! `fastpath/hit` does, one established flow's data segment 100,000 times
+//! through [`one_hit`], counted apart.
 //!
 //! `cargo bench --bench new_flow_count -- ROUNDS` (default 40).
 
@@ -108,6 +110,73 @@ fn main() {
     }
     assert_eq!(forwarded, rounds as usize * BATCH, "every SYN opens a flow");
     println!("new_flow_count.flows: {forwarded}");
+
+    // Hits: the handshake of one more flow, then its ACK segment again and
+    // again (the table still holds the churned flows).
+    let client = Ipv4Addr::new(12, 0, 0, 1);
+    let mut w = r.worker();
+    let mut segment = syn;
+    segment[12..16].copy_from_slice(&client.octets());
+    segment[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+    let send = |w: &mut Worker<'_>, buf: &mut PacketBuf, p: &[u8; 40]| {
+        let mut p = *p;
+        p[10..12].fill(0);
+        let sum = checksum::finish(checksum::sum(&p[..20], 0));
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        buf.buffer_mut()[..40].copy_from_slice(&p);
+        buf.set_len(40);
+        w.process(now, buf, Link::Host)
+    };
+    let Verdict::Forward(Link::Pod(_)) = send(&mut w, &mut buf, &segment) else {
+        panic!("SYN not forwarded to a pod");
+    };
+    let mut synack = [0u8; 40];
+    synack.copy_from_slice(&buf.as_slice()[..40]);
+    synack.copy_within(12..16, 16); // reply: server -> client
+    synack[12..16].copy_from_slice(&buf.as_slice()[16..20]);
+    synack[16..20].copy_from_slice(&client.octets());
+    synack.copy_within(20..22, 22);
+    synack[20..22].copy_from_slice(&buf.as_slice()[22..24]);
+    synack[22..24].copy_from_slice(&40_000u16.to_be_bytes());
+    synack[8] = 64;
+    synack[33] = 0x12;
+    assert!(matches!(
+        send(&mut w, &mut buf, &synack),
+        Verdict::Forward(Link::Host)
+    ));
+    segment[33] = 0x10;
+    assert!(matches!(
+        send(&mut w, &mut buf, &segment),
+        Verdict::Forward(_)
+    ));
+    let mut data = segment;
+    let sum = checksum::finish(checksum::sum(&data[..20], 0));
+    data[10..12].copy_from_slice(&sum.to_be_bytes());
+    let hits = if std::env::args().any(|a| a == "--bench") {
+        100_000
+    } else {
+        1_000
+    };
+    for n in 0..hits {
+        buf.buffer_mut()[..40].copy_from_slice(&data);
+        buf.set_len(40);
+        assert!(matches!(
+            one_hit(&mut w, now, &mut buf, std::hint::black_box(Link::Host)),
+            Verdict::Forward(_)
+        ));
+        if n % 64 == 63 {
+            w.end_batch();
+        }
+    }
+    println!("new_flow_count.hits: {hits}");
+}
+
+/// The counted part of a hit: one established flow's packet (a function of
+/// its own, with the link as an argument so it is not merged with
+/// [`one_packet`]).
+#[inline(never)]
+fn one_hit(w: &mut Worker<'_>, now: Timestamp, buf: &mut PacketBuf, ingress: Link) -> Verdict {
+    w.process(now, buf, ingress)
 }
 
 /// The counted part: one packet through the worker.

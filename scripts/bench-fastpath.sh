@@ -15,6 +15,7 @@
 #   maglev.build_ms               Maglev table for 1,000 backends
 #   conntrack.bytes_per_flow      heap bytes per flow with 1,000,000 flows
 #   fastpath.new_flow_instructions  instructions per new flow (callgrind)
+#   fastpath.hit_instructions     instructions per conntrack hit (callgrind)
 #   fastpath.new_flow_cache_misses  last-level misses per new flow, reads
 #                                 and writes, callgrind simulating a 2 MiB
 #                                 cache (one core's L2 here); prefetches
@@ -76,22 +77,28 @@ count_bin=$(cargo bench --bench new_flow_count --no-run --message-format=json 2>
 for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="new_flow_count" and m.get("executable"): print(m["executable"])')
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+out=$(mktemp) hits_out=$(mktemp)
+trap 'rm -f "$out" "$hits_out"' EXIT
 rounds=40
-valgrind --tool=callgrind --cache-sim=yes --D1=49152,12,64 --LL=2097152,16,64 \
-    --toggle-collect='new_flow_count::one_packet' --callgrind-out-file="$out" \
-    "$count_bin" --bench "$rounds" >&2 2>/dev/null
-python3 - "$out" "$rounds" <<'PY'
+sim=(--cache-sim=yes --D1=49152,12,64 --LL=2097152,16,64)
+valgrind --tool=callgrind "${sim[@]}" --toggle-collect='new_flow_count::one_packet' \
+    --callgrind-out-file="$out" "$count_bin" --bench "$rounds" >&2 2>/dev/null
+valgrind --tool=callgrind "${sim[@]}" --toggle-collect='new_flow_count::one_hit' \
+    --callgrind-out-file="$hits_out" "$count_bin" --bench "$rounds" >&2 2>/dev/null
+python3 - "$out" "$hits_out" "$rounds" <<'PY'
 import sys
-events, totals = None, None
-for line in open(sys.argv[1]):
-    if line.startswith("events:"):
-        events = line.split()[1:]
-    elif line.startswith("totals:") or line.startswith("summary:"):
-        totals = [int(x) for x in line.split()[1:]]
-c = dict(zip(events, totals))
-flows = int(sys.argv[2]) * 4096
+def counts(path):
+    events, totals = None, None
+    for line in open(path):
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("totals:") or line.startswith("summary:"):
+            totals = [int(x) for x in line.split()[1:]]
+    return dict(zip(events, totals))
+c = counts(sys.argv[1])
+flows = int(sys.argv[3]) * 4096
 print(f"fastpath.new_flow_instructions: {c['Ir'] / flows:.0f}")
 print(f"fastpath.new_flow_cache_misses: {(c['DLmr'] + c['DLmw']) / flows:.2f}")
+h = counts(sys.argv[2])
+print(f"fastpath.hit_instructions: {h['Ir'] / 100_000:.0f}")
 PY
