@@ -5,35 +5,17 @@
 //!
 //! `cargo bench --bench conntrack_memory`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use podnet::packet::conntrack::ConnTrackConfig;
 use podnet::packet::service::{Backend, Frontend, PoolId, PoolSpec};
 use podnet::packet::{Link, PacketBuf, PodAddrs, PodId, Router, RouterConfig, Timestamp, Verdict};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged and only
-// keeps a count of the bytes live.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "../tests/alloc_support/mod.rs"]
+mod alloc_support;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: alloc_support::Counting = alloc_support::Counting;
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -52,7 +34,7 @@ fn main() {
     } else {
         10_000
     };
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = alloc_support::live_bytes();
     let rss_before = rss_bytes();
     let r = Router::new(RouterConfig {
         conntrack: ConnTrackConfig {
@@ -87,7 +69,6 @@ fn main() {
         }],
     )
     .unwrap();
-    let after_setup = LIVE.load(Ordering::Relaxed);
     // UDP datagrams from distinct host-side clients, each a new flow.
     let mut buf = PacketBuf::new(2048);
     for n in 0..flows {
@@ -117,12 +98,11 @@ fn main() {
         assert_eq!(v, Verdict::Forward(Link::Pod(PodId(1))), "flow {n}");
     }
     assert_eq!(r.conntrack().len(), flows);
-    let live = LIVE.load(Ordering::Relaxed);
+    let live = alloc_support::live_bytes();
     let rss = rss_bytes();
     // The table allocates its buckets and entry storage for `max_entries`
     // at creation; all of it belongs to the flows it holds, so the whole
     // heap growth since before the router is counted.
-    let _ = after_setup;
     let per_flow = (live - before) as f64 / flows as f64;
     println!("conntrack.bytes_per_flow: {per_flow:.1}");
     println!(

@@ -7,9 +7,7 @@
 //! A counting global allocator (this test binary's own) measures live heap
 //! bytes; no root needed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use podnet::packet::conntrack::{
@@ -17,27 +15,10 @@ use podnet::packet::conntrack::{
 };
 use podnet::packet::Timestamp;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged and only
-// keeps a count of the bytes live.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod alloc_support;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: alloc_support::Counting = alloc_support::Counting;
 
 const BATCH: u32 = 2048;
 const LIVE_BATCHES: u32 = 8;
@@ -98,14 +79,14 @@ fn heap_follows_live_flows_under_churn() {
         step(k);
         k += 1;
     }
-    let steady = LIVE.load(Ordering::Relaxed);
+    let steady = alloc_support::live_bytes();
     assert_eq!(ct.len(), (BATCH * LIVE_BATCHES) as usize);
     // Eight times the live population churned through.
     while k < 10 * LIVE_BATCHES {
         step(k);
         k += 1;
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = alloc_support::live_bytes();
     assert_eq!(ct.len(), (BATCH * LIVE_BATCHES) as usize);
     let growth = after.saturating_sub(steady);
     // Retired batches wait a removal pass or two for the epoch to move on;

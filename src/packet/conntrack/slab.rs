@@ -263,46 +263,37 @@ mod tests {
         assert_eq!(back, [taken[3], taken[4]].into_iter().collect());
     }
 
+    /// Four threads take entries until none is left; every index taken.
+    fn take_all_on_four_threads(slab: &std::sync::Arc<Slab>) -> Vec<u32> {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let slab = slab.clone();
+                std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    while let Some(e) = slab.take(blank()) {
+                        mine.push(slab.index_of(e));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    }
+
     #[test]
     fn concurrent_takers_never_share_an_entry() {
         let slab = std::sync::Arc::new(Slab::new(20_000));
         slab.recycle(std::iter::empty());
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let slab = slab.clone();
-                std::thread::spawn(move || {
-                    let mut mine = Vec::new();
-                    while let Some(e) = slab.take(blank()) {
-                        mine.push(slab.index_of(e));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        let all: Vec<u32> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        let all = take_all_on_four_threads(&slab);
         assert_eq!(all.len(), 20_000);
         assert_eq!(all.iter().collect::<HashSet<_>>().len(), 20_000);
         // Recycled by the control side, taken concurrently again.
         slab.recycle(all.iter().copied());
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let slab = slab.clone();
-                std::thread::spawn(move || {
-                    let mut mine = Vec::new();
-                    while let Some(e) = slab.take(blank()) {
-                        mine.push(slab.index_of(e));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        let again: HashSet<u32> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        let again = take_all_on_four_threads(&slab);
         assert_eq!(again.len(), 20_000);
+        assert_eq!(again.iter().collect::<HashSet<_>>().len(), 20_000);
     }
 }
