@@ -453,3 +453,82 @@ fn nat_reply_key_matches_the_spelled_out_reply() {
         }
     }
 }
+
+/// Entries are recycled while workers keep reading: a table far smaller
+/// than the flows churned through it, so every entry is reused many times.
+/// A reader never sees an entry change under it (its keys always match
+/// what it looked up, for as long as it holds it), and the long-lived
+/// flows stay findable from both sides.
+#[test]
+fn recycled_entries_never_change_under_a_reader() {
+    // Storage for 2,048 + 1/8 + 256 = 2,560 entries; each worker gets three
+    // times that many flows in, so entries are reused.
+    const PER_WORKER: u64 = 3 * 2560;
+    let ct = Arc::new(table(2048));
+    {
+        let g = epoch::pin();
+        for p in 0..200u16 {
+            ct.insert(entry(200, p, 201), T0, &g).unwrap();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let workers: Vec<_> = (0..2u8)
+        .map(|w| {
+            let ct = ct.clone();
+            std::thread::spawn(move || {
+                let mut inserted = 0u64;
+                let mut port = 0u16;
+                while inserted < PER_WORKER && std::time::Instant::now() < deadline {
+                    // Batches of 50 packets under one pin, as a worker's are.
+                    let g = epoch::pin();
+                    for _ in 0..50 {
+                        port = port.wrapping_add(1);
+                        let e = entry(w + 1, port, 50);
+                        match ct.insert(e, T0, &g) {
+                            Ok(f) => {
+                                assert_eq!(f.flow.original(), e.original);
+                                inserted += 1;
+                            }
+                            // Full of flows awaiting removal or recycling:
+                            // let the remover run (this machine may have
+                            // fewer cores than threads).
+                            Err(InsertError::TableFull { .. }) => std::thread::yield_now(),
+                            Err(other) => panic!("{other:?}"),
+                        }
+                        let stable = entry(200, port % 200, 201);
+                        let f = ct.lookup(&stable.original, &g).expect("stable flow lost");
+                        let r = ct.lookup(&stable.reply, &g).expect("reply hook lost");
+                        assert!(std::ptr::eq(f.flow, r.flow));
+                        if let Some(f) = ct.lookup(&e.original, &g) {
+                            // Held across more work: must stay this flow.
+                            let _ = ct.lookup(&entry(200, 7, 201).original, &g);
+                            assert_eq!(f.flow.original(), e.original);
+                            assert_eq!(f.flow.reply(), e.reply);
+                        }
+                    }
+                }
+                inserted
+            })
+        })
+        .collect();
+    let remover = {
+        let ct = ct.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                ct.remove_where(|f| f.reply().src == v4(50));
+            }
+        })
+    };
+    let inserted: Vec<u64> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    stop.store(true, Ordering::Relaxed);
+    remover.join().unwrap();
+    assert!(
+        inserted.iter().all(|&n| n >= PER_WORKER),
+        "entries were not recycled within a minute: {inserted:?} flows in"
+    );
+    ct.remove_where(|f| f.reply().src == v4(50));
+    assert_eq!(ct.len(), 200);
+    ct.assert_summaries_cover_chains();
+}
