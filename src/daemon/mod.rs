@@ -192,6 +192,10 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             router.sweep(controller.dataplane().now());
             last_sweep = Instant::now();
+        } else {
+            // Flows removed by the last sweep or a teardown become reusable
+            // as soon as the workers have moved on, not a second later.
+            router.reclaim();
         }
         let _ = wake_rx.recv_timeout(Duration::from_millis(50));
     }

@@ -292,6 +292,9 @@ impl PackedKey {
 pub struct HashedKey {
     key: PackedKey,
     hash: u64,
+    /// The table whose seed made `hash` ([`ConnTrack::hashed`]); another
+    /// table's hash would put the key in the wrong bucket.
+    table: u32,
 }
 
 impl HashedKey {
@@ -833,6 +836,8 @@ pub struct ConnTrack {
     retired: AtomicUsize,
     /// Where entries live.
     slab: Slab,
+    /// Tells this table's [`HashedKey`]s from other tables'.
+    id: u32,
 }
 
 /// Bucket word: slab index + 1 of the head hook (0: empty chain).
@@ -856,7 +861,7 @@ const _: () = assert!(std::mem::size_of::<Flow>() <= 128);
 /// pass or two before they are recycled, and the table should not refuse
 /// flows meanwhile.
 fn slab_capacity(max_entries: usize) -> usize {
-    max_entries + max_entries / 8 + 256
+    max_entries.saturating_add(max_entries / 8 + 256)
 }
 
 /// Unlinked entries waiting for every reader that could hold them to leave,
@@ -887,7 +892,10 @@ impl Retired {
             safe.push(self.batches.pop_front().expect("front exists").entries);
         }
         let recycled = safe.iter().map(Vec::len).sum();
-        slab.recycle(safe.into_iter().flatten());
+        // SAFETY: the caller holds the removal lock; each batch holds
+        // entries unlinked by one pass, once each, whose epoch-GC flag is
+        // set (every guard that could have reached them is gone).
+        unsafe { slab.recycle(safe.into_iter().flatten()) };
         recycled
     }
 }
@@ -908,6 +916,10 @@ impl ConnTrack {
         let buckets = (config.max_entries.max(16) * 2).next_power_of_two();
         ConnTrack {
             slab: Slab::new(slab_capacity(config.max_entries)),
+            id: {
+                static NEXT: AtomicU32 = AtomicU32::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
             buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
             mask: buckets - 1,
             hasher: FlowHasher::random(),
@@ -954,6 +966,7 @@ impl ConnTrack {
         HashedKey {
             key,
             hash: self.hasher.hash_packed(&key),
+            table: self.id,
         }
     }
 
@@ -961,6 +974,17 @@ impl ConnTrack {
     #[inline(always)]
     fn slot(&self, key: &PackedKey) -> (&AtomicU64, u64) {
         self.slot_of(self.hasher.hash_packed(key))
+    }
+
+    /// `key`'s hash under this table's seed: the one it carries, unless
+    /// another table made it.
+    #[inline(always)]
+    fn hash_of(&self, key: &HashedKey) -> u64 {
+        if key.table == self.id {
+            key.hash
+        } else {
+            self.hasher.hash_packed(&key.key)
+        }
     }
 
     /// The bucket of a key hash and its bit in the chain summary.
@@ -979,8 +1003,10 @@ impl ConnTrack {
         if index == 0 {
             return Shared::null();
         }
-        Shared::from(self.slab.ptr(index as u32 - 1) as *const Flow)
-            .with_tag(usize::from(word & HEAD_REPLY != 0))
+        // SAFETY: bucket words are only written with indices of entries
+        // of this table's slab (`head_word`).
+        let entry = unsafe { self.slab.ptr(index as u32 - 1) };
+        Shared::from(entry as *const Flow).with_tag(usize::from(word & HEAD_REPLY != 0))
     }
 
     /// The bucket word naming `hook` as head (no summary bits).
@@ -1035,7 +1061,7 @@ impl ConnTrack {
     /// little later finds it in cache.
     #[inline(always)]
     pub fn prefetch(&self, key: &HashedKey) {
-        prefetch(self.slot_of(key.hash).0 as *const AtomicU64 as *const u8);
+        prefetch(self.slot_of(self.hash_of(key)).0 as *const AtomicU64 as *const u8);
     }
 
     /// Finds the entry one of whose directions has `key`.
@@ -1047,7 +1073,7 @@ impl ConnTrack {
     /// [`Self::lookup`] by hashed packed key.
     #[inline]
     pub fn lookup_packed<'g>(&'g self, key: &HashedKey, guard: &'g Guard) -> Option<Found<'g>> {
-        let (bucket, bit) = self.slot_of(key.hash);
+        let (bucket, bit) = self.slot_of(self.hash_of(key));
         let key = &key.key;
         let word = bucket.load(Ordering::Acquire);
         if word & bit == 0 {
@@ -1095,12 +1121,22 @@ impl ConnTrack {
         guard: &'g Guard,
     ) -> Result<Found<'g>, InsertError> {
         let original = new.original.key;
+        let original_hash = self.hash_of(&new.original);
         let reply = self.hashed(new.reply);
         if new.hook_reply {
             // Start fetching the reply bucket now (a cache miss there is
-            // much of a new flow's cost). The reply tuple is checked before
-            // an entry is taken, so clashing packets cannot use up entries.
+            // much of a new flow's cost).
             self.prefetch(&reply);
+        }
+        // Both tuples are checked before an entry is taken, so packets that
+        // repeat an existing entry (first fragments, affinity records) or
+        // clash with one cannot use entries up. A miss here costs little:
+        // the original bucket was just looked at, and its summary usually
+        // answers.
+        // (A key found on another flow's reply side is that flow, as a
+        // failed link below would also report.)
+        if let Some(existing) = self.lookup_packed(&new.original, guard) {
+            return Ok(existing);
         }
         if self.count.fetch_add(1, Ordering::Relaxed) >= self.config.max_entries {
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -1131,7 +1167,7 @@ impl ConnTrack {
             reply_next_seq: AtomicU32::new(0),
             record_timeout_ms: new.record_timeout_ms,
             tag: new.tag,
-            summary_bit: [summary_bit(new.original.hash), summary_bit(reply.hash)],
+            summary_bit: [summary_bit(original_hash), summary_bit(reply.hash)],
         }) else {
             // Every slot holds a live or a not yet recycled entry.
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -1141,13 +1177,14 @@ impl ConnTrack {
         };
         let flow = Shared::from(entry as *const Flow);
         let flow_ref = deref_in_epoch(flow).expect("non-null");
-        match self.link(flow, Direction::Original, new.original.hash, guard) {
+        match self.link(flow, Direction::Original, original_hash, guard) {
             Ok(()) => {}
             Err(existing) => {
                 self.count.fetch_sub(1, Ordering::Relaxed);
                 // `flow` was never published (the CAS that would have
                 // published it failed), so no other thread can see it.
-                self.slab.give_back_unpublished(entry);
+                // SAFETY: taken above and never linked.
+                unsafe { self.slab.give_back_unpublished(entry) };
                 return Ok(existing);
             }
         }
@@ -1303,8 +1340,31 @@ impl ConnTrack {
         // advance the epoch and run what has expired.
         guard.flush();
         drop(guard);
+        self.reclaim_locked(retired);
+    }
+
+    /// Recycles removed entries whose readers have all moved on. Cheap (no
+    /// scan of the table): call it often from a control thread, so that
+    /// the entries of a large sweep or teardown are reused within moments
+    /// rather than at the next sweep. Returns how many it recycled.
+    pub fn reclaim(&self) -> usize {
+        let mut retired = self.removal.lock();
+        self.reclaim_locked(&mut retired)
+    }
+
+    fn reclaim_locked(&self, retired: &mut Retired) -> usize {
+        if retired.batches.is_empty() {
+            return 0;
+        }
+        // Each flush advances the epoch at most one step, and a batch is
+        // safe two steps after it was sealed; workers that have unpinned
+        // since do not hold it back.
+        for _ in 0..2 {
+            epoch::pin().flush();
+        }
         let recycled = retired.recycle_safe(&self.slab);
         self.retired.fetch_sub(recycled, Ordering::Relaxed);
+        recycled
     }
 
     /// Removes the entry whose original key is `key`, if any.

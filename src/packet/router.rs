@@ -784,6 +784,13 @@ impl Router {
         self.conntrack.sweep(now)
     }
 
+    /// Makes the storage of removed flows reusable once no worker can still
+    /// hold them; cheap (no table scan). Call it often from a control
+    /// thread (more often than [`Router::sweep`]).
+    pub fn reclaim(&self) -> usize {
+        self.conntrack.reclaim()
+    }
+
     /// Every tracked flow and record.
     pub fn flows(&self) -> Vec<FlowSummary> {
         self.conntrack.entries()

@@ -84,11 +84,13 @@ impl Slab {
     }
 
     /// The entry at `index`.
+    ///
+    /// # Safety
+    /// `index` must be below the capacity (an index this slab handed out).
     #[inline(always)]
-    pub(super) fn ptr(&self, index: u32) -> *mut Flow {
+    pub(super) unsafe fn ptr(&self, index: u32) -> *mut Flow {
         debug_assert!((index as usize) < self.capacity);
-        // SAFETY: `index` is below `capacity` (indices only come from
-        // `take`), so the offset stays inside the allocation.
+        // SAFETY: per the caller, the offset stays inside the allocation.
         unsafe { self.base.as_ptr().add(index as usize) }
     }
 
@@ -106,7 +108,8 @@ impl Slab {
     pub(super) fn take(&self, flow: Flow) -> Option<*mut Flow> {
         let index = self.pop_recycled().or_else(|| self.take_fresh())?;
         self.prefetch_next();
-        let entry = self.ptr(index);
+        // SAFETY: both sources only hold indices below the capacity.
+        let entry = unsafe { self.ptr(index) };
         // SAFETY: an index from the ring or the fresh range is in no chain
         // of the table and no reader holds its entry (it was recycled only
         // after its epoch passed), so this thread owns the entry alone.
@@ -136,20 +139,24 @@ impl Slab {
     #[inline]
     fn pop_recycled(&self) -> Option<u32> {
         let mask = self.ring.len() as u64 - 1;
-        let mut head = self.head.load(Ordering::Relaxed);
+        let mut head = self.head.load(Ordering::Acquire);
         loop {
-            if head == self.tail.load(Ordering::Acquire) {
+            // `>=`, not `==`: a `head` newer than the `tail` this thread
+            // sees (another consumer just took the last one) is empty too.
+            if head >= self.tail.load(Ordering::Acquire) {
                 return None;
             }
             // Cannot be overwritten before the CAS below: the producer only
             // writes position `head + ring.len()` once the ring holds more
-            // distinct indices than there are entries, which it cannot.
+            // distinct indices than there are entries, which it cannot; the
+            // acquire/release on `head` orders this read before any later
+            // consumer's pop, and so before the producer's next lap.
             let index = self.ring[(head & mask) as usize].load(Ordering::Relaxed);
             match self.head.compare_exchange_weak(
                 head,
                 head + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
+                Ordering::AcqRel,
+                Ordering::Acquire,
             ) {
                 Ok(_) => return Some(index),
                 Err(now) => head = now,
@@ -166,9 +173,12 @@ impl Slab {
         (index < self.capacity).then_some(index as u32)
     }
 
-    /// Returns an entry that `take` handed out and that was never linked
-    /// into the table, so no other thread has seen it.
-    pub(super) fn give_back_unpublished(&self, entry: *mut Flow) {
+    /// Returns an entry that `take` handed out.
+    ///
+    /// # Safety
+    /// `entry` came from this slab's `take`, was never linked into the
+    /// table (so no other thread has seen it) and is given back once.
+    pub(super) unsafe fn give_back_unpublished(&self, entry: *mut Flow) {
         let guard = epoch::pin();
         let mine = Shared::from(entry as *const Flow);
         let mut head = self.unpublished.load(Ordering::Relaxed, &guard);
@@ -188,10 +198,15 @@ impl Slab {
         }
     }
 
-    /// Makes entries available again: `indices` (unlinked, and their epoch
-    /// passed) and every entry given back unpublished. Only one thread at a
-    /// time may call this (the table's removal lock).
-    pub(super) fn recycle(&self, indices: impl IntoIterator<Item = u32>) {
+    /// Makes entries available again: `indices` and every entry given back
+    /// unpublished.
+    ///
+    /// # Safety
+    /// Only one thread at a time may call this (the table's removal lock),
+    /// and every index is one this slab handed out, unlinked from the
+    /// table, whose epoch has passed (no reader can hold it), and not
+    /// already recycled.
+    pub(super) unsafe fn recycle(&self, indices: impl IntoIterator<Item = u32>) {
         let guard = epoch::pin();
         let mask = self.ring.len() as u64 - 1;
         let mut tail = self.tail.load(Ordering::Relaxed);
@@ -246,17 +261,21 @@ mod tests {
             slab.take(blank()).is_none(),
             "a full slab hands out nothing"
         );
-        slab.recycle(taken[10..20].iter().copied());
+        // SAFETY (here and below): one thread; indices taken, never
+        // linked anywhere, recycled or given back once.
+        unsafe { slab.recycle(taken[10..20].iter().copied()) };
         let again: HashSet<u32> = (0..10)
             .map(|_| slab.index_of(slab.take(blank()).unwrap()))
             .collect();
         assert_eq!(again, taken[10..20].iter().copied().collect());
         assert!(slab.take(blank()).is_none());
         // Entries given back unpublished come back with the next recycle.
-        slab.give_back_unpublished(slab.ptr(taken[3]));
-        slab.give_back_unpublished(slab.ptr(taken[4]));
+        unsafe {
+            slab.give_back_unpublished(slab.ptr(taken[3]));
+            slab.give_back_unpublished(slab.ptr(taken[4]));
+        }
         assert!(slab.take(blank()).is_none());
-        slab.recycle([]);
+        unsafe { slab.recycle([]) };
         let back: HashSet<u32> = (0..2)
             .map(|_| slab.index_of(slab.take(blank()).unwrap()))
             .collect();
@@ -286,12 +305,14 @@ mod tests {
     #[test]
     fn concurrent_takers_never_share_an_entry() {
         let slab = std::sync::Arc::new(Slab::new(20_000));
-        slab.recycle(std::iter::empty());
+        // SAFETY (here and below): the test thread is the only recycler,
+        // and every index was taken and is recycled once.
+        unsafe { slab.recycle(std::iter::empty()) };
         let all = take_all_on_four_threads(&slab);
         assert_eq!(all.len(), 20_000);
         assert_eq!(all.iter().collect::<HashSet<_>>().len(), 20_000);
         // Recycled by the control side, taken concurrently again.
-        slab.recycle(all.iter().copied());
+        unsafe { slab.recycle(all.iter().copied()) };
         let again = take_all_on_four_threads(&slab);
         assert_eq!(again.len(), 20_000);
         assert_eq!(again.iter().collect::<HashSet<_>>().len(), 20_000);

@@ -532,3 +532,90 @@ fn recycled_entries_never_change_under_a_reader() {
     assert_eq!(ct.len(), 200);
     ct.assert_summaries_cover_chains();
 }
+
+/// A hashed key made by another table still finds its own bucket here, so
+/// its entry can be found and removed like any other.
+#[test]
+fn a_key_hashed_by_another_table_goes_to_this_tables_bucket() {
+    let (a, b) = (table(1024), table(1024));
+    let g = epoch::pin();
+    for p in 0..32u16 {
+        let e = entry(5, p, 9);
+        let packed = PackedEntry {
+            original: a.hashed(e.original.pack()),
+            reply: e.reply.pack(),
+            hook_reply: true,
+            state: FlowState::SynSent,
+            record_timeout_ms: 0,
+            tag: 0,
+        };
+        b.insert_packed(&packed, T0, &g).unwrap();
+        assert!(b.lookup_packed(&a.hashed(e.original.pack()), &g).is_some());
+        assert!(b.lookup(&e.original, &g).is_some());
+    }
+    drop(g);
+    assert_eq!(b.remove_where(|_| true).len(), 32);
+    assert_eq!(b.len(), 0);
+    assert!(
+        b.entries().is_empty(),
+        "an entry stayed linked after removal"
+    );
+    b.assert_summaries_cover_chains();
+}
+
+/// Inserting what is already there (a repeated first fragment, an
+/// affinity record) returns the entry and takes no storage: thousands of
+/// repeats leave room for every new flow the limit allows.
+#[test]
+fn repeated_inserts_of_existing_entries_use_no_storage() {
+    // Records hook only their original side, so nothing but the original
+    // key tells a repeat.
+    let record = |p: u16| NewEntry {
+        hook_reply: false,
+        state: FlowState::Record,
+        record_timeout: Duration::from_secs(30),
+        ..entry(5, p, 9)
+    };
+    let ct = table(1024);
+    let g = epoch::pin();
+    for p in 0..10u16 {
+        ct.insert(record(p), T0, &g).unwrap();
+    }
+    for n in 0..5000u16 {
+        let f = ct.insert(record(n % 10), T0, &g).unwrap();
+        assert_eq!(f.flow.original(), record(n % 10).original);
+    }
+    for p in 10..1024u16 {
+        ct.insert(entry(6, p, 9), T0, &g)
+            .unwrap_or_else(|e| panic!("flow {p}: {e}"));
+    }
+    assert_eq!(ct.len(), 1024);
+}
+
+/// After a sweep empties a full table, its entries are reusable as soon as
+/// readers have moved on (`reclaim`), not a sweep later: the table takes a
+/// full load of new flows again.
+#[test]
+fn a_full_table_emptied_by_a_sweep_takes_a_full_load_again() {
+    let ct = table(1024);
+    {
+        let g = epoch::pin();
+        for p in 0..1024u16 {
+            ct.insert(entry(5, p, 9), T0, &g).unwrap();
+        }
+    }
+    assert_eq!(ct.remove_where(|_| true).len(), 1024);
+    // Other tests of this process pin guards too; the epoch still moves on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ct.retired_len() != 0 && std::time::Instant::now() < deadline {
+        ct.reclaim();
+        std::thread::yield_now();
+    }
+    assert_eq!(ct.retired_len(), 0, "removed entries were not reclaimed");
+    let g = epoch::pin();
+    for p in 0..1024u16 {
+        ct.insert(entry(6, p, 9), T0, &g)
+            .unwrap_or_else(|e| panic!("flow {p}: {e}"));
+    }
+    assert_eq!(ct.len(), 1024);
+}
