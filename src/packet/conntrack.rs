@@ -1065,6 +1065,10 @@ impl ConnTrack {
     }
 
     /// Finds the entry one of whose directions has `key`.
+    ///
+    /// The guard must come from `crossbeam::epoch::pin()` (the default
+    /// collector, which reclamation waits for); another collector's guard
+    /// protects nothing here and panics.
     #[inline]
     pub fn lookup<'g>(&'g self, key: &FlowKey, guard: &'g Guard) -> Option<Found<'g>> {
         self.lookup_packed(&self.hashed(key.pack()), guard)
@@ -1073,6 +1077,14 @@ impl ConnTrack {
     /// [`Self::lookup`] by hashed packed key.
     #[inline]
     pub fn lookup_packed<'g>(&'g self, key: &HashedKey, guard: &'g Guard) -> Option<Found<'g>> {
+        check_guard(guard);
+        self.find(key, guard)
+    }
+
+    /// [`Self::lookup_packed`] for a guard known to be the default
+    /// collector's (the router's own, from `epoch::pin`).
+    #[inline]
+    pub(crate) fn find<'g>(&'g self, key: &HashedKey, guard: &'g Guard) -> Option<Found<'g>> {
         let (bucket, bit) = self.slot_of(self.hash_of(key));
         let key = &key.key;
         let word = bucket.load(Ordering::Acquire);
@@ -1094,7 +1106,8 @@ impl ConnTrack {
     }
 
     /// Adds an entry, or returns the entry already there for the same
-    /// original key (another worker raced us to it).
+    /// original key (another worker raced us to it). The guard must come
+    /// from `crossbeam::epoch::pin()`, as for [`Self::lookup`].
     pub fn insert<'g>(
         &'g self,
         new: NewEntry,
@@ -1112,9 +1125,22 @@ impl ConnTrack {
         self.insert_packed(&entry, now, guard)
     }
 
-    /// [`Self::insert`] of a packed entry (the router's new-flow path).
+    /// [`Self::insert`] of a packed entry.
     #[inline]
     pub fn insert_packed<'g>(
+        &'g self,
+        new: &PackedEntry,
+        now: Timestamp,
+        guard: &'g Guard,
+    ) -> Result<Found<'g>, InsertError> {
+        check_guard(guard);
+        self.add(new, now, guard)
+    }
+
+    /// [`Self::insert_packed`] for a guard known to be the default
+    /// collector's (the router's new-flow path).
+    #[inline]
+    pub(crate) fn add<'g>(
         &'g self,
         new: &PackedEntry,
         now: Timestamp,
@@ -1135,7 +1161,7 @@ impl ConnTrack {
         // answers.
         // (A key found on another flow's reply side is that flow, as a
         // failed link below would also report.)
-        if let Some(existing) = self.lookup_packed(&new.original, guard) {
+        if let Some(existing) = self.find(&new.original, guard) {
             return Ok(existing);
         }
         if self.count.fetch_add(1, Ordering::Relaxed) >= self.config.max_entries {
@@ -1145,7 +1171,7 @@ impl ConnTrack {
             });
         }
         if new.hook_reply {
-            if let Some(existing) = self.lookup_packed(&reply, guard) {
+            if let Some(existing) = self.find(&reply, guard) {
                 self.count.fetch_sub(1, Ordering::Relaxed);
                 // The same flow seen from its reply side means it exists.
                 if existing.flow.keys[0] == original {
@@ -1428,6 +1454,18 @@ fn summary(f: &Flow) -> FlowSummary {
         original_next_seq: f.original_next_seq(),
         reply_next_seq: f.reply_next_seq(),
     }
+}
+
+/// Panics unless `guard` pins the default epoch collector: removals defer
+/// reclamation to it, so only its guards keep entries from being reused.
+#[inline(always)]
+fn check_guard(guard: &Guard) {
+    assert!(
+        guard
+            .collector()
+            .is_some_and(|c| c == epoch::default_collector()),
+        "connection tracking needs a guard from crossbeam::epoch::pin()"
+    );
 }
 
 /// A hint to the CPU to start loading the cache line at `addr`.

@@ -938,7 +938,8 @@ impl Router {
             }
             _ => return None,
         };
-        let (flow, direction) = match self.conntrack.lookup_packed(&key, guard) {
+        // The router's guards are always `epoch::pin()`'s.
+        let (flow, direction) = match self.conntrack.find(&key, guard) {
             Some(found) => (found.flow, found.direction),
             None => {
                 // A new flow to a service without affinity takes this path
@@ -1144,7 +1145,7 @@ impl Router {
                 let h = seed.wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 entry.reply = reply.with_dst_port(32_768 + (h % 28_232) as u16);
             }
-            match self.conntrack.insert_packed(&entry, now, guard) {
+            match self.conntrack.add(&entry, now, guard) {
                 Ok(found) => return Ok(found.flow),
                 Err(InsertError::TableFull { .. }) => {
                     return Err(Verdict::Drop(DropReason::ConntrackFull))

@@ -619,3 +619,15 @@ fn a_full_table_emptied_by_a_sweep_takes_a_full_load_again() {
     }
     assert_eq!(ct.len(), 1024);
 }
+
+/// Reclamation waits for the default collector's guards only; a guard of
+/// another collector would protect nothing, so it is refused.
+#[test]
+#[should_panic(expected = "crossbeam::epoch::pin")]
+fn a_guard_of_another_collector_is_refused() {
+    let ct = table(16);
+    let collector = epoch::Collector::new();
+    let handle = collector.register();
+    let guard = handle.pin();
+    let _ = ct.lookup(&entry(1, 1, 9).original, &guard);
+}
