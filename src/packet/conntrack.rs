@@ -1155,14 +1155,15 @@ impl ConnTrack {
             self.prefetch(&reply);
         }
         // Both tuples are checked before an entry is taken, so packets that
-        // repeat an existing entry (first fragments, affinity records) or
-        // clash with one cannot use entries up. A miss here costs little:
-        // the original bucket was just looked at, and its summary usually
-        // answers.
-        // (A key found on another flow's reply side is that flow, as a
-        // failed link below would also report.)
-        if let Some(existing) = self.find(&new.original, guard) {
-            return Ok(existing);
+        // repeat an existing entry or clash with one cannot use entries up.
+        // A flow's repeat shows in its reply tuple (below); a record (first
+        // fragment, affinity) has only its original key to show it. The
+        // router looked a new flow's original key up just before, so it is
+        // not looked up twice.
+        if !new.hook_reply {
+            if let Some(existing) = self.find(&new.original, guard) {
+                return Ok(existing);
+            }
         }
         if self.count.fetch_add(1, Ordering::Relaxed) >= self.config.max_entries {
             self.count.fetch_sub(1, Ordering::Relaxed);
