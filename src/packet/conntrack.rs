@@ -11,7 +11,7 @@
 //! * an insert only ever compare-and-swaps a bucket head;
 //! * a removal swaps a bucket head or stores into the `next` link of a
 //!   predecessor, which no other thread writes;
-//! * unlinked flows are freed once no reader can still hold them, and an
+//! * unlinked flows are reused once no reader can still hold them, and an
 //!   unlinked flow keeps its `next` links, so a reader standing on it walks on
 //!   safely.
 //!
@@ -201,7 +201,6 @@ impl PackedKey {
         } else {
             (self.0[0], self.0[1], src_v6)
         };
-        let protocol = (self.0[4] >> 32) as u8;
         PackedKey([
             b,
             b_hi,
@@ -210,7 +209,7 @@ impl PackedKey {
             PackedKey::meta(
                 backend.port(),
                 self.src_port(),
-                protocol,
+                self.protocol(),
                 EntryKind::Flow,
                 b_v6 | c_v6 << 1,
             ),
@@ -308,7 +307,8 @@ impl HashedKey {
 /// A new flow's entry in packed form ([`ConnTrack::insert_packed`]).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedEntry {
-    /// Key of the initiator's direction, hashed by the same table.
+    /// Key of the initiator's direction, as [`ConnTrack::hashed`] made it
+    /// (a key hashed by another table is hashed again).
     pub original: HashedKey,
     /// Key of the reply direction (for records: the value they hold).
     pub reply: PackedKey,
@@ -541,7 +541,7 @@ pub struct Flow {
     /// Insertion progress: [`HOOKS_REPLY`] once the reply hook is in the
     /// table (records have none), [`HOOKS_DONE`] once the inserter has
     /// finished linking. Removers leave an entry alone until it is done, or
-    /// a reply hook linked after the removal would point at freed memory.
+    /// a reply hook linked after the removal would point at a reused entry.
     hooks: AtomicU8,
     last_seen_ms: AtomicU64,
     /// For TCP: the next sequence number each side will send, i.e. what the
