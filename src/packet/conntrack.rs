@@ -113,15 +113,8 @@ impl FlowKey {
     /// The packed form the table stores and compares.
     #[inline]
     pub fn pack(&self) -> PackedKey {
-        #[inline]
-        fn bits(a: IpAddr) -> (u128, u64) {
-            match a {
-                IpAddr::V4(v4) => (u128::from(u32::from(v4)), 0),
-                IpAddr::V6(v6) => (u128::from(v6), 1),
-            }
-        }
-        let (s, fs) = bits(self.src);
-        let (d, fd) = bits(self.dst);
+        let (s, fs) = addr_bits(self.src);
+        let (d, fd) = addr_bits(self.dst);
         PackedKey([
             s as u64,
             (s >> 64) as u64,
@@ -135,6 +128,16 @@ impl FlowKey {
                 fs | fd << 1,
             ),
         ])
+    }
+}
+
+/// An address as a packed key stores it (IPv4 in the low 32 bits) and its
+/// family bit (1 for IPv6).
+#[inline(always)]
+fn addr_bits(a: IpAddr) -> (u128, u64) {
+    match a {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)), 0),
+        IpAddr::V6(v6) => (u128::from(v6), 1),
     }
 }
 
@@ -185,14 +188,8 @@ impl PackedKey {
     /// itself).
     #[inline(always)]
     pub fn nat_reply(&self, backend: SocketAddr) -> PackedKey {
-        let (b, b_v6) = match backend.ip() {
-            IpAddr::V4(v4) => (u64::from(u32::from(v4)), 0),
-            IpAddr::V6(v6) => (u128::from(v6) as u64, 1),
-        };
-        let b_hi = match backend.ip() {
-            IpAddr::V4(_) => 0,
-            IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
-        };
+        let (bits, b_v6) = addr_bits(backend.ip());
+        let (b, b_hi) = (bits as u64, (bits >> 64) as u64);
         let fam = self.0[4] >> 48;
         let (src_v6, dst_v6) = (fam & 1, fam >> 1 & 1);
         let hairpin = b == self.0[0] && b_hi == self.0[1] && b_v6 == src_v6;
@@ -1410,14 +1407,14 @@ impl ConnTrack {
             }
             cur = f.next[dir.tag()].load(Ordering::Acquire, &guard);
         }
-        let Some((s, entry, hooks)) = found else {
-            self.retire(&mut retired, Vec::new(), guard);
-            return None;
-        };
-        self.detach(entry, hooks, &guard);
-        let unlinked = vec![self.slab.index_of(entry.as_raw())];
+        let mut unlinked = Vec::new();
+        let removed = found.map(|(s, entry, hooks)| {
+            self.detach(entry, hooks, &guard);
+            unlinked.push(self.slab.index_of(entry.as_raw()));
+            s
+        });
         self.retire(&mut retired, unlinked, guard);
-        Some(s)
+        removed
     }
 
     /// Removes every entry idle longer than its timeout; returns how many.
