@@ -1,0 +1,567 @@
+//! [`FileStore`]: the durable store podnetd keeps its objects in.
+//!
+//! # On-disk layout (`<state_dir>/store/`)
+//!
+//! * `lock`: held with an exclusive advisory lock while the store is open, so
+//!   a second daemon on the same directory fails instead of writing beside
+//!   the first.
+//! * `snapshot`: every key at one revision. A header line
+//!   `podnet-store-snapshot <format> <generation> <revision> <body length> <crc32 of body>`,
+//!   then the keys as records (below). Replaced only by write-temp, fsync,
+//!   rename, fsync-dir.
+//! * `log`: the writes since that snapshot. A header line
+//!   `podnet-store-log <format> <generation>`, then records, then zeros to
+//!   the end of the preallocated file.
+//!
+//! A record is `[u32 LE length][u32 LE !length][u32 LE crc32 of payload]`
+//! then its payload: `[u8 op (1 put, 2 delete)][u64 revision][u64 create
+//! revision][u64 version][u32 key length][key][value]`, all little endian.
+//!
+//! Why a log: rewriting every object per write costs time in proportion to
+//! the objects held (the old daemon re-serialised its whole state file per
+//! change). Appending one record to a log whose blocks were written when it
+//! was made costs one `fdatasync` that touches no metadata. When a record
+//! does not fit, or on every open, the store is compacted into a snapshot of
+//! the next generation and a fresh log.
+//!
+//! Crash rules: a write returns only after its record is on disk. A log
+//! whose generation is older than the snapshot's is what an interrupted
+//! compaction left and is ignored (the snapshot holds it). A damaged record
+//! followed only by zeros is the one write that was cut short and never
+//! acknowledged, and is dropped (the length is stored twice so that a
+//! damaged length is told from a cut write). Anything else that does not
+//! parse or check out is [`OpenError::Corrupt`], naming the file, and the
+//! files are left untouched for the operator.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::engine::{Engine, DEFAULT_HISTORY};
+use super::{
+    Event, EventKind, KeyValue, KvStore, Precondition, Revision, WatchError, WatchReceiver,
+    WriteError,
+};
+
+const FORMAT: u32 = 1;
+const SNAPSHOT_MAGIC: &str = "podnet-store-snapshot";
+const LOG_MAGIC: &str = "podnet-store-log";
+/// Size of a fresh log: a few thousand pod writes before a compaction.
+const LOG_CAPACITY: u64 = 16 << 20;
+const RECORD_HEADER: usize = 12;
+const PAYLOAD_FIXED: usize = 1 + 8 + 8 + 8 + 4;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A file system call failed.
+    #[error("could not {op} {}: {source}; check the permissions and free space of the state directory", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error of the system call.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process holds the directory.
+    #[error("{} is locked by another process; is another podnetd using this state directory?", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A file is damaged; it was left untouched.
+    #[error("object store file {} is corrupt: {reason}; it was left untouched: restore the store directory from a backup, or move it away to start empty (every object is then forgotten)", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The durable store (layout and crash rules in the module docs).
+pub struct FileStore {
+    inner: Mutex<Inner>,
+    dir: PathBuf,
+}
+
+struct Inner {
+    engine: Engine,
+    generation: u64,
+    /// `None` after a failed write: the next write compacts into a new
+    /// generation rather than trust a log that may hold half a record.
+    log: Option<LogWriter>,
+    log_capacity: u64,
+    /// Held for the lifetime of the store; the OS drops it if we die.
+    _lock: File,
+}
+
+struct LogWriter {
+    file: File,
+    offset: u64,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) `<state_dir>/store`, locks it, loads it and
+    /// compacts it into a new generation.
+    pub fn open(state_dir: impl AsRef<Path>) -> Result<FileStore, OpenError> {
+        Self::open_with(state_dir, LOG_CAPACITY, DEFAULT_HISTORY)
+    }
+
+    /// [`FileStore::open`] with a log of `log_capacity` bytes and a watch
+    /// history of `history` events (small values let tests reach compaction
+    /// and 410 quickly).
+    pub fn open_with(
+        state_dir: impl AsRef<Path>,
+        log_capacity: u64,
+        history: usize,
+    ) -> Result<FileStore, OpenError> {
+        let dir = state_dir.as_ref().join("store");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(OpenError::Locked { path: lock_path }),
+            Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+        }
+        let (generation, revision, keys) = load(&dir)?;
+        let mut inner = Inner {
+            engine: Engine::new(keys, revision, history),
+            generation,
+            log: None,
+            log_capacity: log_capacity.max(4096),
+            _lock: lock,
+        };
+        inner
+            .compact(&dir, None)
+            .map_err(|e| io_err("compact", &dir)(e))?;
+        Ok(FileStore {
+            inner: Mutex::new(inner),
+            dir,
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Inner {
+    /// Makes `event` durable: appended to the log, or, when it does not fit,
+    /// in a snapshot of the next generation.
+    fn persist(&mut self, dir: &Path, record: &[u8], event: &Event) -> io::Result<()> {
+        if let Some(log) = self.log.as_mut() {
+            if log.offset + record.len() as u64 <= self.log_capacity {
+                let written = log
+                    .file
+                    .write_all_at(record, log.offset)
+                    .and_then(|()| log.file.sync_data());
+                return match written {
+                    Ok(()) => {
+                        log.offset += record.len() as u64;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.log = None;
+                        Err(e)
+                    }
+                };
+            }
+        }
+        self.compact(dir, Some(event))
+    }
+
+    /// Writes every key (with `pending` applied) as the snapshot of the next
+    /// generation, then an empty log for it.
+    fn compact(&mut self, dir: &Path, pending: Option<&Event>) -> io::Result<()> {
+        self.log = None;
+        let generation = self.generation + 1;
+        let mut body = Vec::new();
+        let mut revision = self.engine.revision();
+        let pending_key = pending.map(|e| e.kv.key.as_str());
+        for kv in self.engine.keys() {
+            if Some(kv.key.as_str()) != pending_key {
+                encode_put(&mut body, kv);
+            }
+        }
+        if let Some(event) = pending {
+            if event.kind == EventKind::Put {
+                encode_put(&mut body, &event.kv);
+            }
+            revision = event.revision();
+        }
+        let mut snapshot = format!(
+            "{SNAPSHOT_MAGIC} {FORMAT} {generation} {revision} {} {:08x}\n",
+            body.len(),
+            crc32fast::hash(&body)
+        )
+        .into_bytes();
+        snapshot.extend_from_slice(&body);
+        // The snapshot must be durable before a log of its generation is: a
+        // newer log beside an older snapshot reads as corruption.
+        replace(dir, &dir.join("snapshot"), &snapshot)?;
+
+        let mut log = format!("{LOG_MAGIC} {FORMAT} {generation}\n").into_bytes();
+        let header = log.len() as u64;
+        let capacity = self.log_capacity.max(header + 1);
+        log.resize(capacity as usize, 0);
+        let file = replace(dir, &dir.join("log"), &log)?;
+        self.generation = generation;
+        self.log = Some(LogWriter {
+            file,
+            offset: header,
+        });
+        Ok(())
+    }
+}
+
+impl KvStore for FileStore {
+    fn revision(&self) -> Revision {
+        self.inner.lock().engine.revision()
+    }
+
+    fn get(&self, key: &str) -> Option<KeyValue> {
+        self.inner.lock().engine.get(key)
+    }
+
+    fn range(&self, prefix: &str) -> (Vec<KeyValue>, Revision) {
+        self.inner.lock().engine.range(prefix)
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        value: Arc<[u8]>,
+        precondition: Precondition,
+    ) -> Result<KeyValue, WriteError> {
+        // Prepared and written under one lock, so revisions stay in order.
+        let mut inner = self.inner.lock();
+        let event = inner.engine.prepare_put(key, value, precondition)?;
+        let record = encode_record(&event);
+        inner
+            .persist(&self.dir, &record, &event)
+            .map_err(|e| WriteError::Storage(format!("{}: {e}", self.dir.display())))?;
+        let kv = event.kv.clone();
+        inner.engine.commit(event);
+        Ok(kv)
+    }
+
+    fn delete(&self, key: &str, precondition: Precondition) -> Result<KeyValue, WriteError> {
+        let mut inner = self.inner.lock();
+        let event = inner.engine.prepare_delete(key, precondition)?;
+        let record = encode_record(&event);
+        inner
+            .persist(&self.dir, &record, &event)
+            .map_err(|e| WriteError::Storage(format!("{}: {e}", self.dir.display())))?;
+        let gone = event.kv.clone();
+        inner.engine.commit(event);
+        Ok(gone)
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> Result<WatchReceiver, WatchError> {
+        self.inner.lock().engine.watch(prefix, after)
+    }
+
+    fn oldest_watchable(&self) -> Revision {
+        self.inner.lock().engine.oldest_watchable()
+    }
+}
+
+fn encode_put(out: &mut Vec<u8>, kv: &KeyValue) {
+    encode(out, OP_PUT, kv, &kv.value);
+}
+
+fn encode_record(event: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECORD_HEADER + PAYLOAD_FIXED + event.kv.key.len());
+    match event.kind {
+        EventKind::Put => encode(&mut out, OP_PUT, &event.kv, &event.kv.value),
+        EventKind::Delete => encode(&mut out, OP_DELETE, &event.kv, &[]),
+    }
+    out
+}
+
+fn encode(out: &mut Vec<u8>, op: u8, kv: &KeyValue, value: &[u8]) {
+    let len = PAYLOAD_FIXED + kv.key.len() + value.len();
+    let start = out.len();
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&(!(len as u32)).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let payload = out.len();
+    out.push(op);
+    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
+    out.extend_from_slice(&kv.create_revision.to_le_bytes());
+    out.extend_from_slice(&kv.version.to_le_bytes());
+    out.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
+    out.extend_from_slice(kv.key.as_bytes());
+    out.extend_from_slice(value);
+    let crc = crc32fast::hash(&out[payload..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// One record read at an offset.
+enum Slot {
+    /// A record that checks out, and the offset after it.
+    Record(u8, KeyValue, usize),
+    /// Only zeros from here: the end of the written part.
+    End,
+    /// Something that is not a whole, intact record; `extent` is where it
+    /// claims to end, if its length is intact.
+    Damaged {
+        reason: String,
+        extent: Option<usize>,
+    },
+}
+
+fn read_slot(bytes: &[u8], offset: usize) -> Slot {
+    let rest = &bytes[offset..];
+    if rest.iter().all(|&b| b == 0) {
+        return Slot::End;
+    }
+    if rest.len() < RECORD_HEADER {
+        return Slot::Damaged {
+            reason: "a record header cut short".into(),
+            extent: None,
+        };
+    }
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    let len = u32_at(rest, 0);
+    if !len != u32_at(rest, 4) {
+        return Slot::Damaged {
+            reason: "a record length that does not match its copy".into(),
+            extent: None,
+        };
+    }
+    let len = len as usize;
+    let extent = offset + RECORD_HEADER + len;
+    if len < PAYLOAD_FIXED || extent > bytes.len() {
+        return Slot::Damaged {
+            reason: format!("a record of {len} bytes that does not fit"),
+            extent: None,
+        };
+    }
+    let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
+    if crc32fast::hash(payload) != u32_at(rest, 8) {
+        return Slot::Damaged {
+            reason: "a record whose checksum does not match".into(),
+            extent: Some(extent),
+        };
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().unwrap());
+    let op = payload[0];
+    let key_len = u32_at(payload, 25) as usize;
+    if PAYLOAD_FIXED + key_len > len || !(op == OP_PUT || op == OP_DELETE) {
+        return Slot::Damaged {
+            reason: "a record with a bad operation or key length".into(),
+            extent: Some(extent),
+        };
+    }
+    let Ok(key) = std::str::from_utf8(&payload[PAYLOAD_FIXED..PAYLOAD_FIXED + key_len]) else {
+        return Slot::Damaged {
+            reason: "a record whose key is not UTF-8".into(),
+            extent: Some(extent),
+        };
+    };
+    let kv = KeyValue {
+        key: key.to_string(),
+        value: Arc::from(&payload[PAYLOAD_FIXED + key_len..]),
+        mod_revision: u64_at(1),
+        create_revision: u64_at(9),
+        version: u64_at(17),
+    };
+    Slot::Record(op, kv, extent)
+}
+
+type Loaded = (u64, Revision, BTreeMap<String, KeyValue>);
+
+/// Reads the snapshot and replays the log of its generation.
+fn load(dir: &Path) -> Result<Loaded, OpenError> {
+    let snapshot_path = dir.join("snapshot");
+    let log_path = dir.join("log");
+    let snapshot = read_if_exists(&snapshot_path)?;
+    let log = read_if_exists(&log_path)?;
+    let mut keys = BTreeMap::new();
+    let (generation, mut revision) = match snapshot {
+        None => {
+            if let Some(log) = &log {
+                // A log with records but no snapshot: the snapshot was lost.
+                if let Some((_, body)) = split_header(log) {
+                    if body.iter().any(|&b| b != 0) {
+                        return Err(OpenError::Corrupt {
+                            path: snapshot_path,
+                            reason: "missing, while the log beside it holds writes".into(),
+                        });
+                    }
+                }
+            }
+            (0, 0)
+        }
+        Some(bytes) => read_snapshot(&snapshot_path, &bytes, &mut keys)?,
+    };
+    let Some(log) = log else {
+        return Ok((generation, revision, keys));
+    };
+    let corrupt = |reason: String| OpenError::Corrupt {
+        path: log_path.clone(),
+        reason,
+    };
+    let (header, _) = split_header(&log)
+        .ok_or_else(|| corrupt("no header line (truncated or not a podnet file)".into()))?;
+    let fields: Vec<&str> = header.split(' ').collect();
+    let [magic, format, log_generation] = fields[..] else {
+        return Err(corrupt(format!("bad header {header:?}")));
+    };
+    if magic != LOG_MAGIC || format != FORMAT.to_string() {
+        return Err(corrupt(format!("bad header {header:?}")));
+    }
+    let log_generation: u64 = log_generation
+        .parse()
+        .map_err(|_| corrupt(format!("bad generation in header {header:?}")))?;
+    if log_generation < generation {
+        // Left by a compaction cut short; the snapshot holds all of it.
+        return Ok((generation, revision, keys));
+    }
+    if log_generation > generation {
+        return Err(corrupt(format!(
+            "generation {log_generation} is newer than the snapshot's {generation} (the snapshot was replaced by an older one?)"
+        )));
+    }
+    let mut offset = header.len() + 1;
+    loop {
+        match read_slot(&log, offset) {
+            Slot::End => break,
+            Slot::Record(op, kv, next) => {
+                if kv.mod_revision != revision + 1 {
+                    return Err(corrupt(format!(
+                        "record at byte {offset} has revision {}, expected {}",
+                        kv.mod_revision,
+                        revision + 1
+                    )));
+                }
+                revision = kv.mod_revision;
+                if op == OP_PUT {
+                    keys.insert(kv.key.clone(), kv);
+                } else {
+                    keys.remove(&kv.key);
+                }
+                offset = next;
+            }
+            Slot::Damaged { reason, extent } => {
+                let after = extent.unwrap_or(offset + RECORD_HEADER).min(log.len());
+                if log[after..].iter().all(|&b| b == 0) {
+                    tracing::warn!(
+                        file = %log_path.display(),
+                        "dropping the last record of the object store log, a write cut short ({reason}) that was never acknowledged"
+                    );
+                    break;
+                }
+                return Err(corrupt(format!(
+                    "{reason} at byte {offset}, with writes after it"
+                )));
+            }
+        }
+    }
+    Ok((generation, revision, keys))
+}
+
+fn read_snapshot(
+    path: &Path,
+    bytes: &[u8],
+    keys: &mut BTreeMap<String, KeyValue>,
+) -> Result<(u64, Revision), OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (header, body) = split_header(bytes)
+        .ok_or_else(|| corrupt("no header line (truncated or not a podnet file)".into()))?;
+    let fields: Vec<&str> = header.split(' ').collect();
+    let [magic, format, generation, revision, len, crc] = fields[..] else {
+        return Err(corrupt(format!("bad header {header:?}")));
+    };
+    if magic != SNAPSHOT_MAGIC || format != FORMAT.to_string() {
+        return Err(corrupt(format!("bad header {header:?}")));
+    }
+    let parse = |s: &str, what: &str| -> Result<u64, OpenError> {
+        s.parse()
+            .map_err(|_| corrupt(format!("bad {what} in header {header:?}")))
+    };
+    let generation = parse(generation, "generation")?;
+    let revision = parse(revision, "revision")?;
+    let len = parse(len, "length")? as usize;
+    if body.len() != len {
+        return Err(corrupt(format!(
+            "header announces {len} bytes, the file holds {} (truncated or appended to)",
+            body.len()
+        )));
+    }
+    if crc != format!("{:08x}", crc32fast::hash(body)) {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    let mut offset = 0;
+    while offset < body.len() {
+        match read_slot(body, offset) {
+            Slot::Record(OP_PUT, kv, next) if kv.mod_revision <= revision => {
+                keys.insert(kv.key.clone(), kv);
+                offset = next;
+            }
+            _ => return Err(corrupt(format!("bad record at byte {offset}"))),
+        }
+    }
+    Ok((generation, revision))
+}
+
+/// Atomically replaces `path` with `contents`: temp file, fsync, rename,
+/// fsync of the directory. Returns the new file, open for writing.
+fn replace(dir: &Path, path: &Path, contents: &[u8]) -> io::Result<File> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+fn split_header(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let end = bytes.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..end]).ok()?;
+    Some((header, &bytes[end + 1..]))
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, OpenError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> OpenError + 'p {
+    move |source| OpenError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}

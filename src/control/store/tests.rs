@@ -1,0 +1,315 @@
+//! Store behaviour, the same for [`MemStore`] and [`FileStore`]; durability
+//! and damaged files for [`FileStore`].
+
+use std::fs;
+use std::sync::Arc;
+
+use super::file::OpenError;
+use super::*;
+
+fn val(s: &str) -> Arc<[u8]> {
+    Arc::from(s.as_bytes())
+}
+
+fn stores(dir: &tempfile::TempDir) -> Vec<Box<dyn KvStore>> {
+    vec![
+        Box::new(MemStore::with_history(8)),
+        Box::new(FileStore::open_with(dir.path(), 4096, 8).unwrap()),
+    ]
+}
+
+#[test]
+fn revisions_count_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in stores(&dir) {
+        assert_eq!(s.revision(), 0);
+        let a = s.put("/a", val("1"), Precondition::Absent).unwrap();
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 1, 1));
+        let a2 = s.put("/a", val("2"), Precondition::ModRevision(1)).unwrap();
+        assert_eq!((a2.create_revision, a2.mod_revision, a2.version), (1, 2, 2));
+        s.put("/b", val("x"), Precondition::None).unwrap();
+        let (items, rev) = s.range("/");
+        assert_eq!(rev, 3);
+        assert_eq!(items.len(), 2);
+        let gone = s.delete("/a", Precondition::None).unwrap();
+        assert_eq!(&*gone.value, b"2");
+        assert_eq!(s.revision(), 4);
+        assert!(s.get("/a").is_none());
+    }
+}
+
+#[test]
+fn stale_revision_and_existing_key_conflict_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in stores(&dir) {
+        s.put("/a", val("1"), Precondition::Absent).unwrap();
+        s.put("/a", val("2"), Precondition::None).unwrap();
+        let err = s
+            .put("/a", val("3"), Precondition::ModRevision(1))
+            .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict { current: Some(ref kv), .. } if kv.mod_revision == 2)
+        );
+        assert!(matches!(
+            s.put("/a", val("3"), Precondition::Absent),
+            Err(WriteError::Conflict { .. })
+        ));
+        assert!(matches!(
+            s.delete("/a", Precondition::ModRevision(1)),
+            Err(WriteError::Conflict { .. })
+        ));
+        assert!(matches!(
+            s.delete("/nope", Precondition::None),
+            Err(WriteError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.put("/nope", val("1"), Precondition::ModRevision(1)),
+            Err(WriteError::Conflict { current: None, .. })
+        ));
+        assert_eq!(s.revision(), 2);
+        assert_eq!(&*s.get("/a").unwrap().value, b"2");
+    }
+}
+
+#[test]
+fn range_is_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in stores(&dir) {
+        for k in ["/pods/a/x", "/pods/b/y", "/podsx/z", "/services/a/s"] {
+            s.put(k, val("v"), Precondition::None).unwrap();
+        }
+        let keys: Vec<String> = s.range("/pods/").0.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(keys, ["/pods/a/x", "/pods/b/y"]);
+    }
+}
+
+#[test]
+fn watch_replays_history_then_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in stores(&dir) {
+        s.put("/pods/a", val("1"), Precondition::None).unwrap();
+        s.put("/svc/a", val("1"), Precondition::None).unwrap();
+        s.put("/pods/b", val("1"), Precondition::None).unwrap();
+        let mut w = s.watch("/pods/", 1).unwrap();
+        s.delete("/pods/a", Precondition::None).unwrap();
+        s.put("/svc/b", val("1"), Precondition::None).unwrap();
+        let e = w.try_recv().unwrap();
+        assert_eq!(
+            (e.kind.clone(), e.kv.key.as_str(), e.revision()),
+            (EventKind::Put, "/pods/b", 3)
+        );
+        let e = w.try_recv().unwrap();
+        assert_eq!(
+            (e.kind.clone(), e.kv.key.as_str(), e.revision()),
+            (EventKind::Delete, "/pods/a", 4)
+        );
+        assert_eq!(&*e.prev.unwrap().value, b"1");
+        assert!(
+            w.try_recv().is_err(),
+            "events of other prefixes are not delivered"
+        );
+    }
+}
+
+#[test]
+fn watch_from_before_the_history_is_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in stores(&dir) {
+        for i in 0..20 {
+            s.put("/k", val(&i.to_string()), Precondition::None)
+                .unwrap();
+        }
+        // 8 events kept: 13..=20, so a watch can start after 12.
+        assert_eq!(s.oldest_watchable(), 12);
+        assert_eq!(
+            s.watch("/", 5).unwrap_err(),
+            WatchError::Compacted {
+                requested: 5,
+                oldest: 12
+            }
+        );
+        let mut w = s.watch("/", 12).unwrap();
+        assert_eq!(w.try_recv().unwrap().revision(), 13);
+    }
+}
+
+#[test]
+fn a_slow_watcher_is_cut_off_not_the_writer() {
+    let s = MemStore::new();
+    let mut w = s.watch("/", 0).unwrap();
+    for i in 0..engine::WATCH_QUEUE + 10 {
+        s.put(&format!("/k{i}"), val("v"), Precondition::None)
+            .unwrap();
+    }
+    let mut seen = 0;
+    while let Ok(e) = w.try_recv() {
+        seen += 1;
+        assert_eq!(e.revision(), seen);
+    }
+    assert_eq!(seen as usize, engine::WATCH_QUEUE);
+    // The stream ended: the watcher knows to resume from revision `seen`.
+    assert!(matches!(
+        w.try_recv(),
+        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
+    ));
+    let mut resumed = s.watch("/", seen).unwrap();
+    assert_eq!(resumed.try_recv().unwrap().revision(), seen + 1);
+}
+
+#[test]
+fn file_store_survives_reopen_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = FileStore::open_with(dir.path(), 4096, 8).unwrap();
+        // Far more than a 4 KiB log holds: several compactions.
+        for i in 0..300 {
+            s.put(
+                &format!("/k{}", i % 50),
+                val(&format!("value {i}")),
+                Precondition::None,
+            )
+            .unwrap();
+        }
+        s.delete("/k7", Precondition::None).unwrap();
+        // A value larger than the whole log goes straight into a snapshot.
+        s.put("/big", Arc::from(vec![7u8; 10_000]), Precondition::None)
+            .unwrap();
+    }
+    let s = FileStore::open_with(dir.path(), 4096, 8).unwrap();
+    assert_eq!(s.revision(), 302);
+    assert!(s.get("/k7").is_none());
+    let k3 = s.get("/k3").unwrap();
+    assert_eq!(&*k3.value, b"value 253");
+    assert_eq!(
+        (k3.create_revision, k3.mod_revision, k3.version),
+        (4, 254, 6)
+    );
+    assert_eq!(s.get("/big").unwrap().value.len(), 10_000);
+    assert_eq!(s.range("/").0.len(), 50);
+    // Revisions go on from where they were; the history starts empty.
+    assert_eq!(s.oldest_watchable(), 302);
+    assert_eq!(
+        s.put("/k3", val("x"), Precondition::ModRevision(254))
+            .unwrap()
+            .mod_revision,
+        303
+    );
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = FileStore::open(dir.path()).unwrap();
+    assert!(matches!(
+        FileStore::open(dir.path()),
+        Err(OpenError::Locked { .. })
+    ));
+}
+
+/// Writes `n` keys with a fresh store, returning the log's bytes and where
+/// each record starts.
+fn written_log(dir: &std::path::Path, n: usize) -> (Vec<u8>, Vec<usize>) {
+    let s = FileStore::open_with(dir, 1 << 20, 8).unwrap();
+    let log = dir.join("store/log");
+    let header = fs::read(&log)
+        .unwrap()
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let mut starts = vec![header];
+    for i in 0..n {
+        s.put(&format!("/k{i}"), val(&format!("v{i}")), Precondition::None)
+            .unwrap();
+        let bytes = fs::read(&log).unwrap();
+        let end = bytes.len() - bytes.iter().rev().position(|&b| b != 0).unwrap();
+        starts.push(end);
+    }
+    drop(s);
+    (fs::read(&log).unwrap(), starts)
+}
+
+#[test]
+fn a_write_cut_short_is_dropped_at_every_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, starts) = written_log(dir.path(), 3);
+    let (last, end) = (starts[2], starts[3]);
+    for cut in last..end {
+        let mut damaged = log.clone();
+        damaged[cut..end].fill(0);
+        fs::write(dir.path().join("store/log"), &damaged).unwrap();
+        let s = FileStore::open_with(dir.path(), 1 << 20, 8).unwrap();
+        assert_eq!(s.revision(), 2, "cut at {cut}");
+        assert!(s.get("/k2").is_none());
+        drop(s);
+        // Put the full log back for the next cut (the open compacted it away).
+        restore(dir.path(), &log);
+    }
+}
+
+fn restore(dir: &std::path::Path, log: &[u8]) {
+    // The snapshot of generation 1 (empty) goes with this log.
+    let snapshot = format!(
+        "podnet-store-snapshot 1 1 0 0 {:08x}\n",
+        crc32fast::hash(&[])
+    );
+    fs::write(dir.join("store/snapshot"), snapshot).unwrap();
+    fs::write(dir.join("store/log"), log).unwrap();
+}
+
+#[test]
+fn damage_before_acknowledged_writes_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, starts) = written_log(dir.path(), 3);
+    restore(dir.path(), &log);
+    let mut damaged = log.clone();
+    damaged[starts[1] + 20] ^= 0xff;
+    fs::write(dir.path().join("store/log"), &damaged).unwrap();
+    let err = FileStore::open_with(dir.path(), 1 << 20, 8)
+        .err()
+        .expect("corrupt");
+    let text = err.to_string();
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{text}");
+    assert!(text.contains("store/log"), "{text}");
+    assert_eq!(
+        fs::read(dir.path().join("store/log")).unwrap(),
+        damaged,
+        "left untouched"
+    );
+}
+
+#[test]
+fn a_lost_or_damaged_snapshot_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = FileStore::open_with(dir.path(), 1 << 20, 8).unwrap();
+        s.put("/a", val("1"), Precondition::None).unwrap();
+    }
+    {
+        // Reopening compacted /a into the snapshot; write one more to the log.
+        let s = FileStore::open_with(dir.path(), 1 << 20, 8).unwrap();
+        s.put("/b", val("1"), Precondition::None).unwrap();
+    }
+    let snap = dir.path().join("store/snapshot");
+    let good = fs::read(&snap).unwrap();
+    let mut garbled = good.clone();
+    let last = garbled.len() - 1;
+    garbled[last] ^= 1;
+    for (what, bytes) in [
+        ("garbled", Some(garbled)),
+        ("truncated", Some(good[..good.len() - 3].to_vec())),
+        ("missing", None),
+    ] {
+        match &bytes {
+            Some(b) => fs::write(&snap, b).unwrap(),
+            None => fs::remove_file(&snap).unwrap(),
+        }
+        let err = FileStore::open_with(dir.path(), 1 << 20, 8)
+            .err()
+            .unwrap_or_else(|| panic!("{what} snapshot accepted"));
+        assert!(err.to_string().contains("store/snapshot"), "{what}: {err}");
+        fs::write(&snap, &good).unwrap();
+    }
+    let s = FileStore::open_with(dir.path(), 1 << 20, 8).unwrap();
+    assert_eq!(s.range("/").0.len(), 2);
+}
