@@ -3,7 +3,11 @@
 //! | module | owns |
 //! |---|---|
 //! | [`ipam`] | pod address allocation from the node subnet |
+//! | [`kinds`] | the Kubernetes kinds served: defaults, validation, table columns; one file each |
+//! | [`objects`] | Kubernetes objects over the store: metadata, concurrency, deletion, garbage collection |
 //! | [`store`] | the revisioned key-value store under every object (etcd-shaped trait, durable file store) |
 
 pub mod ipam;
+pub mod kinds;
+pub mod objects;
 pub mod store;
