@@ -9,6 +9,8 @@
 //! | [`handler`] | [`ApiHandler`], the operations the daemon implements, and the router that validates requests before they reach it |
 //! | [`http`] | the server: [`serve`] on a `UnixListener`, one thread per connection |
 //! | [`client`] | [`ApiClient`], typed methods for every route |
+//! | [`kube`] | the Kubernetes API over HTTPS (kubectl, client libraries) |
+//! | [`pki`] | the node's CA, serving and admin certificates, the admin kubeconfig |
 //!
 //! Routes (all JSON unless noted; errors are `{"error": "..."}` with a 4xx/5xx):
 //!
@@ -34,7 +36,9 @@
 pub mod client;
 pub mod handler;
 pub mod http;
+pub mod kube;
 pub mod parse;
+pub mod pki;
 pub mod types;
 
 pub use client::{ApiClient, ClientError, DEFAULT_SOCKET};

@@ -274,7 +274,7 @@ impl Objects {
     }
 
     /// Decodes a stored value, with `resourceVersion` set.
-    fn decode(kv: &super::store::KeyValue) -> Value {
+    pub fn object_of(kv: &super::store::KeyValue) -> Value {
         let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), kv.mod_revision.to_string().into());
@@ -327,7 +327,7 @@ impl Objects {
         let nskind = kinds::of::<k8s_openapi::api::core::v1::Namespace>();
         match self.kv.get(&Self::key(nskind, None, ns)) {
             Some(kv)
-                if Self::decode(&kv)
+                if Self::object_of(&kv)
                     .pointer("/metadata/deletionTimestamp")
                     .is_none() =>
             {
@@ -436,7 +436,7 @@ impl Objects {
             return Ok(obj);
         }
         match self.kv.put(&key, Self::encode(&obj), Precondition::Absent) {
-            Ok(kv) => Ok(Self::decode(&kv)),
+            Ok(kv) => Ok(Self::object_of(&kv)),
             Err(WriteError::Conflict { .. }) => Err(ObjectError::AlreadyExists {
                 plural: qualified(kind),
                 name,
@@ -454,7 +454,7 @@ impl Objects {
     ) -> Result<Value, ObjectError> {
         self.kv
             .get(&Self::key(kind, namespace, name))
-            .map(|kv| Self::decode(&kv))
+            .map(|kv| Self::object_of(&kv))
             .ok_or_else(|| ObjectError::NotFound {
                 plural: qualified(kind),
                 name: name.into(),
@@ -473,7 +473,7 @@ impl Objects {
         let (kvs, revision) = self.kv.range(&Self::prefix(kind, namespace));
         let items = kvs
             .iter()
-            .map(Self::decode)
+            .map(Self::object_of)
             .filter(|o| labels.matches_object(o) && fields.matches_object(o))
             .collect();
         (items, revision)
@@ -496,7 +496,7 @@ impl Objects {
             plural: qualified(kind),
             name: name.into(),
         })?;
-        let old = Self::decode(&current);
+        let old = Self::object_of(&current);
         if meta_str(&obj, "name").is_some_and(|n| n != name) {
             return Err(ObjectError::BadRequest(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -620,7 +620,7 @@ impl Objects {
             Self::encode(&obj),
             Precondition::ModRevision(precondition),
         ) {
-            Ok(kv) => Ok(Self::decode(&kv)),
+            Ok(kv) => Ok(Self::object_of(&kv)),
             Err(WriteError::Conflict { .. }) => Err(self.conflict(kind, name)),
             Err(e) => Err(storage(e)),
         }
@@ -655,7 +655,7 @@ impl Objects {
         {
             return Err(self.conflict(kind, name));
         }
-        let mut obj = Self::decode(&current);
+        let mut obj = Self::object_of(&current);
         if opts.dry_run {
             return Ok(obj);
         }
@@ -715,7 +715,7 @@ impl Objects {
             Self::encode(&obj),
             Precondition::ModRevision(current.mod_revision),
         ) {
-            Ok(kv) => Ok(Self::decode(&kv)),
+            Ok(kv) => Ok(Self::object_of(&kv)),
             Err(WriteError::Conflict { .. }) => Err(self.conflict(kind, name)),
             Err(e) => Err(storage(e)),
         }
@@ -734,7 +734,7 @@ impl Objects {
         let key = Self::key(kind, namespace, name);
         let pre = revision.map_or(Precondition::None, Precondition::ModRevision);
         let gone = match self.kv.delete(&key, pre) {
-            Ok(kv) => Self::decode(&kv),
+            Ok(kv) => Self::object_of(&kv),
             Err(WriteError::Conflict { .. }) => return Err(self.conflict(kind, name)),
             Err(WriteError::NotFound { .. }) => {
                 return Err(ObjectError::NotFound {
@@ -767,7 +767,7 @@ impl Objects {
                 continue;
             }
             for kv in self.kv.range(&Self::prefix(kind, namespace)).0 {
-                let obj = Self::decode(&kv);
+                let obj = Self::object_of(&kv);
                 let owned = obj
                     .pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
@@ -842,7 +842,7 @@ impl Objects {
     pub fn finish_foreground_deletions(&self) {
         for kind in KINDS.iter() {
             for kv in self.kv.range(&Self::prefix(kind, None)).0 {
-                let obj = Self::decode(&kv);
+                let obj = Self::object_of(&kv);
                 let waiting = obj
                     .pointer("/metadata/finalizers")
                     .and_then(Value::as_array)
@@ -887,7 +887,7 @@ impl Objects {
 
     /// Decodes a watch event's object (with its resourceVersion).
     pub fn event_object(event: &super::store::Event) -> Value {
-        Self::decode(&event.kv)
+        Self::object_of(&event.kv)
     }
 
     /// The typed object `K` named `name`.

@@ -1,0 +1,715 @@
+//! The Kubernetes API, served over HTTPS by podnetd, so that kubectl and
+//! client libraries work against it unchanged.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`discovery`] | `/api`, `/apis`, resource lists, `/version`, OpenAPI v3 |
+//! | [`table`] | `Table` answers for `kubectl get` |
+//! | [`status`] | `Status` error bodies |
+//! | [`patch`] | JSON merge, JSON and strategic merge patches; server-side apply |
+//! | [`watch`] | `?watch=true` streams |
+//! | [`server`] | TLS, HTTP/1.1 and HTTP/2 (hyper), authentication, limits |
+//!
+//! Every request goes through [`KubeApi::handle`]; the object rules live
+//! in [`crate::control::objects`], so this layer only parses requests and
+//! shapes answers.
+//!
+//! Server-side apply (`application/apply-patch+yaml`) is a whole-object
+//! upsert: the applied configuration is created, or merged (as a JSON
+//! merge patch) into the live object. Field ownership (`managedFields`)
+//! and conflicts between managers are not tracked.
+
+pub mod discovery;
+pub mod patch;
+pub mod server;
+pub mod status;
+pub mod strategic_merge;
+pub mod table;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::control::kinds::{self, Kind};
+use crate::control::objects::{
+    DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ObjectError, Objects,
+    Propagation, WriteOptions,
+};
+use table::IncludeObject;
+
+/// The body of every answer: whole, or streamed (watch).
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body, as the Kubernetes API server allows (3 MiB).
+pub const MAX_BODY: usize = 3 << 20;
+
+/// The API over an object store.
+#[derive(Clone)]
+pub struct KubeApi {
+    objects: Objects,
+}
+
+/// The parsed query string.
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        let mut map = HashMap::new();
+        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            map.insert(percent_decode(k), percent_decode(v));
+        }
+        Query(map)
+    }
+
+    /// One parameter.
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escaped = (b == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)? << 4) | hex(*bytes.get(i + 2)?)?))
+            .flatten();
+        match (b, escaped) {
+            (_, Some(decoded)) => {
+                out.push(decoded);
+                i += 2;
+            }
+            (b'+', None) => out.push(b' '),
+            (b, None) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON answer.
+pub fn json_response(code: u16, body: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).expect("JSON values serialize");
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)).boxed())
+        .expect("a valid response")
+}
+
+/// A `Status` failure answer.
+pub fn failure(code: u16, reason: &str, message: &str) -> Response<Body> {
+    json_response(code, &status::failure(code, reason, message))
+}
+
+/// A request refused before it reached the objects.
+pub struct Reject {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+impl Reject {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Reject {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: String) -> Self {
+        Reject {
+            code: 400,
+            reason: "BadRequest",
+            message,
+        }
+    }
+}
+
+impl From<Reject> for Response<Body> {
+    fn from(r: Reject) -> Self {
+        failure(r.code, r.reason, &r.message)
+    }
+}
+
+/// Where a request points, once the path is read.
+struct Target {
+    kind: &'static Kind,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+enum Route {
+    Json(Value),
+    Resource(Target),
+    NotFound,
+}
+
+fn route(path: &str) -> Route {
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (group, version, rest) = match segs.as_slice() {
+        [] => {
+            return Route::Json(
+                json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version", "/metrics", "/openapi/v3"]}),
+            )
+        }
+        ["version"] => return Route::Json(discovery::version()),
+        ["api"] => return Route::Json(discovery::core_versions()),
+        ["apis"] => return Route::Json(discovery::group_list()),
+        ["apis", g] => return discovery::group(g).map_or(Route::NotFound, Route::Json),
+        ["openapi", "v3"] => return Route::Json(discovery::openapi_v3_root()),
+        ["openapi", "v3", rest @ ..] => {
+            return discovery::openapi_v3_group_version(&rest.join("/"))
+                .map_or(Route::NotFound, Route::Json)
+        }
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Route::NotFound,
+    };
+    if rest.is_empty() {
+        return discovery::resource_list(group, version).map_or(Route::NotFound, Route::Json);
+    }
+    // `namespaces/NS/PLURAL...` is a namespaced collection; `namespaces/NAME`
+    // and `namespaces/NAME/status` are the Namespace itself.
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, more @ ..]
+            if kinds::find(group, version, plural).is_some_and(|k| k.namespaced) =>
+        {
+            (Some(ns.to_string()), [&[*plural][..], more].concat())
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let Some(kind) = kinds::find(group, version, rest[0]) else {
+        return Route::NotFound;
+    };
+    if rest.len() > 3 {
+        return Route::NotFound;
+    }
+    Route::Resource(Target {
+        kind,
+        namespace,
+        name: rest.get(1).map(|s| s.to_string()),
+        subresource: rest.get(2).map(|s| s.to_string()),
+    })
+}
+
+fn wants_table(req: &Request<hyper::body::Incoming>) -> bool {
+    req.headers()
+        .get("accept")
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
+}
+
+fn write_options(q: &Query) -> Result<WriteOptions, Reject> {
+    let field_validation = match q.get("fieldValidation") {
+        None | Some("") | Some("Warn") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some(other) => {
+            return Err(Reject::new(
+                400,
+                "BadRequest",
+                format!("fieldValidation {other:?} is not one of Ignore, Warn, Strict"),
+            ))
+        }
+    };
+    let dry_run = match q.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(Reject::new(
+                400,
+                "BadRequest",
+                format!("dryRun {other:?} is not supported, only All"),
+            ))
+        }
+    };
+    Ok(WriteOptions {
+        dry_run,
+        field_validation,
+    })
+}
+
+impl KubeApi {
+    /// The API over `objects`.
+    pub fn new(objects: Objects) -> Self {
+        Self { objects }
+    }
+
+    /// The object store.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    fn error(&self, kind: &Kind, e: &ObjectError) -> Response<Body> {
+        json_response(e.code(), &status::from_error(e, kind.group, kind.kind))
+    }
+
+    /// Answers one request (already authenticated).
+    pub async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let query = Query::parse(req.uri().query());
+        match path.as_str() {
+            "/healthz" | "/livez" | "/readyz" => {
+                return Response::builder()
+                    .header("content-type", "text/plain")
+                    .body(Full::new(Bytes::from_static(b"ok")).boxed())
+                    .expect("a valid response")
+            }
+            _ => {}
+        }
+        let target = match route(&path) {
+            Route::Json(v) if req.method() == Method::GET => return json_response(200, &v),
+            Route::Json(_) => return failure(405, "MethodNotAllowed", "only GET is served here"),
+            Route::NotFound => {
+                return failure(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+            }
+            Route::Resource(t) => t,
+        };
+        let table = wants_table(&req);
+        let method = req.method().clone();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return failure(
+                    400,
+                    "BadRequest",
+                    &format!("could not read the request body: {e}"),
+                )
+            }
+        };
+        if body.len() > MAX_BODY {
+            return failure(
+                413,
+                "RequestEntityTooLarge",
+                &format!("the request body is larger than {MAX_BODY} bytes"),
+            );
+        }
+        let now = SystemTime::now();
+        let kind = target.kind;
+        if kind.namespaced && target.namespace.is_none() && target.name.is_some() {
+            return failure(404, "NotFound", "the server could not find the requested resource (a namespaced resource needs /namespaces/NS/)");
+        }
+        let ns = target.namespace.as_deref();
+        match (
+            &method,
+            target.name.as_deref(),
+            target.subresource.as_deref(),
+        ) {
+            (&Method::GET, None, _) if query.flag("watch") => {
+                watch::serve(self.objects.clone(), kind, ns, &query, table)
+            }
+            (&Method::GET, None, _) => self.list(kind, ns, &query, table, now),
+            (&Method::POST, None, _) => {
+                let opts = match write_options(&query) {
+                    Ok(o) => o,
+                    Err(r) => return r.into(),
+                };
+                let obj = match parse_body(&body, &content_type) {
+                    Ok(v) => v,
+                    Err(r) => return r.into(),
+                };
+                match self.objects.create(kind, ns, obj, opts, now) {
+                    Ok(created) => json_response(201, &created),
+                    Err(e) => self.error(kind, &e),
+                }
+            }
+            (&Method::DELETE, None, _) => self.delete_collection(kind, ns, &query, now),
+            (&Method::GET, Some(name), None) => match self.objects.get(kind, ns, name) {
+                Ok(obj) if table => json_response(
+                    200,
+                    &table::table(
+                        kind,
+                        &[obj],
+                        None,
+                        IncludeObject::parse(query.get("includeObject")),
+                        now,
+                    ),
+                ),
+                Ok(obj) => json_response(200, &obj),
+                Err(e) => self.error(kind, &e),
+            },
+            (&Method::GET, Some(name), Some("status")) if kind.status => {
+                match self.objects.get(kind, ns, name) {
+                    Ok(obj) => json_response(200, &obj),
+                    Err(e) => self.error(kind, &e),
+                }
+            }
+            (_, Some(name), Some("scale")) if kind.scale => {
+                self.scale(kind, ns, name, &method, &body, &content_type, &query)
+            }
+            (&Method::PUT, Some(name), sub @ (None | Some("status")))
+                if sub.is_none() || kind.status =>
+            {
+                let opts = match write_options(&query) {
+                    Ok(o) => o,
+                    Err(r) => return r.into(),
+                };
+                let obj = match parse_body(&body, &content_type) {
+                    Ok(v) => v,
+                    Err(r) => return r.into(),
+                };
+                match self.objects.update(kind, ns, name, obj, sub, opts) {
+                    Ok(obj) => json_response(200, &obj),
+                    Err(e) => self.error(kind, &e),
+                }
+            }
+            (&Method::PATCH, Some(name), sub @ (None | Some("status")))
+                if sub.is_none() || kind.status =>
+            {
+                let opts = match write_options(&query) {
+                    Ok(o) => o,
+                    Err(r) => return r.into(),
+                };
+                match patch::patch(
+                    &self.objects,
+                    kind,
+                    ns,
+                    name,
+                    sub,
+                    &content_type,
+                    &body,
+                    opts,
+                    now,
+                ) {
+                    Ok((code, obj)) => json_response(code, &obj),
+                    Err(patch::PatchFailure::Object(e)) => self.error(kind, &e),
+                    Err(patch::PatchFailure::Response(code, reason, message)) => {
+                        failure(code, reason, &message)
+                    }
+                }
+            }
+            (&Method::DELETE, Some(name), None) => {
+                let opts = match delete_options(&query, &body) {
+                    Ok(o) => o,
+                    Err(r) => return r.into(),
+                };
+                match self.objects.delete(kind, ns, name, opts, now) {
+                    Ok(obj) => json_response(200, &obj),
+                    Err(e) => self.error(kind, &e),
+                }
+            }
+            _ => failure(
+                405,
+                "MethodNotAllowed",
+                &format!("{method} is not supported on {path}"),
+            ),
+        }
+    }
+
+    fn selectors(kind: &Kind, query: &Query) -> Result<(LabelSelector, FieldSelector), Reject> {
+        let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
+            .map_err(|e| Reject::bad(e.to_string()))?;
+        let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), kind.fields)
+            .map_err(|e| Reject::bad(e.to_string()))?;
+        Ok((labels, fields))
+    }
+
+    fn list(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        query: &Query,
+        table: bool,
+        now: SystemTime,
+    ) -> Response<Body> {
+        let (labels, fields) = match Self::selectors(kind, query) {
+            Ok(s) => s,
+            Err(r) => return r.into(),
+        };
+        let (items, revision) = self.objects.list(kind, ns, &labels, &fields);
+        if table {
+            let include = IncludeObject::parse(query.get("includeObject"));
+            return json_response(
+                200,
+                &table::table(kind, &items, Some(revision.to_string()), include, now),
+            );
+        }
+        json_response(
+            200,
+            &json!({
+                "kind": format!("{}List", kind.kind),
+                "apiVersion": kind.api_version,
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": items,
+            }),
+        )
+    }
+
+    fn delete_collection(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        query: &Query,
+        now: SystemTime,
+    ) -> Response<Body> {
+        let (labels, fields) = match Self::selectors(kind, query) {
+            Ok(s) => s,
+            Err(r) => return r.into(),
+        };
+        let opts = match delete_options(query, &Bytes::new()) {
+            Ok(o) => o,
+            Err(r) => return r.into(),
+        };
+        let (items, revision) = self.objects.list(kind, ns, &labels, &fields);
+        let mut deleted = Vec::new();
+        for item in items {
+            let name = item
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
+            match self.objects.delete(kind, item_ns, name, opts, now) {
+                Ok(obj) => deleted.push(obj),
+                Err(ObjectError::NotFound { .. }) => {}
+                Err(e) => return self.error(kind, &e),
+            }
+        }
+        json_response(
+            200,
+            &json!({
+                "kind": format!("{}List", kind.kind),
+                "apiVersion": kind.api_version,
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": deleted,
+            }),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn scale(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        method: &Method,
+        body: &Bytes,
+        content_type: &str,
+        query: &Query,
+    ) -> Response<Body> {
+        let obj = match self.objects.get(kind, ns, name) {
+            Ok(o) => o,
+            Err(e) => return self.error(kind, &e),
+        };
+        let scale = patch::scale_of(&obj);
+        let wanted = match *method {
+            Method::GET => return json_response(200, &scale),
+            Method::PUT => match parse_body(body, content_type) {
+                Ok(v) => v,
+                Err(r) => return r.into(),
+            },
+            Method::PATCH => match patch::apply_patch_document(&scale, content_type, body) {
+                Ok(v) => v,
+                Err(patch::PatchFailure::Response(code, reason, message)) => {
+                    return failure(code, reason, &message)
+                }
+                Err(patch::PatchFailure::Object(e)) => return self.error(kind, &e),
+            },
+            _ => return failure(405, "MethodNotAllowed", "scale takes GET, PUT and PATCH"),
+        };
+        let Some(replicas) = wanted.pointer("/spec/replicas").and_then(Value::as_i64) else {
+            return failure(422, "Invalid", "spec.replicas: Required value");
+        };
+        if let Some(rv) = wanted
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if *method == Method::PUT
+                && rv
+                    != obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+            {
+                return self.error(kind, &ObjectError::Conflict { plural: kind.plural.into(), name: name.into(), message: "the object has been modified; please apply your changes to the latest version and try again".into() });
+            }
+        }
+        let opts = match write_options(query) {
+            Ok(o) => o,
+            Err(r) => return r.into(),
+        };
+        let mut updated = obj.clone();
+        updated["spec"]["replicas"] = replicas.into();
+        match self.objects.update(kind, ns, name, updated, None, opts) {
+            Ok(o) => json_response(200, &patch::scale_of(&o)),
+            Err(e) => self.error(kind, &e),
+        }
+    }
+}
+
+/// Reads a JSON (or YAML) request body.
+fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, Reject> {
+    if content_type.contains("protobuf") {
+        return Err(Reject { code: 415, reason: "UnsupportedMediaType", message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into() });
+    }
+    let parsed: Result<Value, String> = if content_type.contains("yaml") {
+        std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|s| serde_saphyr::from_str(s).map_err(|e| e.to_string()))
+    } else {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    };
+    match parsed {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err(Reject::new(
+            400,
+            "BadRequest",
+            "the request body is not an object",
+        )),
+        Err(e) => Err(Reject::new(
+            400,
+            "BadRequest",
+            format!("the request body could not be decoded: {e}"),
+        )),
+    }
+}
+
+fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, Reject> {
+    let body: Value = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| Reject::bad(format!("DeleteOptions could not be decoded: {e}")))?
+    };
+    let policy = query
+        .get("propagationPolicy")
+        .map(str::to_string)
+        .or_else(|| {
+            body.get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            match body
+                .get("orphanDependents")
+                .and_then(Value::as_bool)
+                .or(query.get("orphanDependents").map(|v| v == "true"))
+            {
+                Some(true) => Some("Orphan".into()),
+                _ => None,
+            }
+        });
+    let propagation = match policy.as_deref() {
+        None | Some("Background") => Propagation::Background,
+        Some("Foreground") => Propagation::Foreground,
+        Some("Orphan") => Propagation::Orphan,
+        Some(other) => {
+            return Err(Reject::new(
+                400,
+                "BadRequest",
+                format!("propagationPolicy {other:?} is not one of Background, Foreground, Orphan"),
+            ))
+        }
+    };
+    let grace = query
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+        .or_else(|| body.get("gracePeriodSeconds").and_then(Value::as_i64));
+    let dry_run = query.get("dryRun") == Some("All")
+        || body
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|x| x == "All"));
+    let precondition_revision = body
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|rv| rv.parse().ok());
+    Ok(DeleteOptions {
+        dry_run,
+        grace_period_seconds: grace,
+        propagation,
+        precondition_revision,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let t = |p: &str| match route(p) {
+            Route::Resource(t) => (t.kind.kind, t.namespace, t.name, t.subresource),
+            _ => panic!("{p} not a resource"),
+        };
+        assert_eq!(t("/api/v1/pods"), ("Pod", None, None, None));
+        assert_eq!(
+            t("/api/v1/namespaces/default/pods/web/status"),
+            (
+                "Pod",
+                Some("default".into()),
+                Some("web".into()),
+                Some("status".into())
+            )
+        );
+        assert_eq!(
+            t("/api/v1/namespaces/kube-system"),
+            ("Namespace", None, Some("kube-system".into()), None)
+        );
+        assert_eq!(
+            t("/api/v1/namespaces/x/status"),
+            ("Namespace", None, Some("x".into()), Some("status".into()))
+        );
+        assert_eq!(
+            t("/apis/apps/v1/namespaces/d/deployments/web/scale"),
+            (
+                "Deployment",
+                Some("d".into()),
+                Some("web".into()),
+                Some("scale".into())
+            )
+        );
+        assert!(matches!(
+            route("/apis/apps/v1/namespaces/d/widgets"),
+            Route::NotFound
+        ));
+        assert!(matches!(route("/apis/apps/v1"), Route::Json(_)));
+    }
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=1"));
+        assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
+        assert!(q.flag("watch"));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}
