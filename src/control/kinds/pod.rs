@@ -308,7 +308,13 @@ impl KindRules for Pod {
         };
         let mut errors = validate_pod_spec(spec, "spec");
         if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
-            if immutable_part(old_spec) != immutable_part(spec) {
+            let mut new_part = immutable_part(spec);
+            // Binding (an unset nodeName set once) is what the scheduler
+            // does through `pods/binding`; allowed here on update.
+            if old_spec.node_name.is_none() {
+                new_part.node_name = None;
+            }
+            if immutable_part(old_spec) != new_part {
                 errors.push(FieldError::forbidden(
                     "spec",
                     "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations` (only additions to existing tolerations)",

@@ -1,0 +1,334 @@
+//! Services and Pods -> Endpoints and EndpointSlices, as the endpoints and
+//! endpointslice controllers do it.
+//!
+//! Every pod with an IP that the service's selector picks is an endpoint:
+//! `ready` while its Ready condition is true and it is not terminating,
+//! `serving` while Ready is true even when terminating, `terminating` once
+//! it is being deleted. The fast path sends new connections to ready
+//! endpoints only and lets established ones finish on terminating ones.
+//! A named `targetPort` is looked up in each pod's container ports.
+//! Services without a selector are left alone (their endpoints are the
+//! user's), as in Kubernetes. One EndpointSlice per service and address
+//! family, owned by the service, so both go together.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+};
+use k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+use super::replica_set::pod_ready;
+use super::{event_kind, key_of, meta_str, Key, Next, Reconciler};
+use crate::control::kinds;
+use crate::control::objects::{LabelSelector, ObjectError, Objects};
+use crate::control::store::Event;
+
+/// The Endpoints and EndpointSlice reconciler, keyed by Service.
+pub struct ServiceEndpoints;
+
+/// The label tying an EndpointSlice to its service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+const MANAGER: &str = "endpointslice-controller.k8s.io";
+
+fn selector_of(svc: &Service) -> Option<LabelSelector> {
+    let sel = svc.spec.as_ref()?.selector.as_ref()?;
+    (!sel.is_empty()).then(|| LabelSelector::from_map(sel))
+}
+
+/// A service port as resolved on a pod: name, port, protocol.
+type ResolvedPort = (Option<String>, i32, String);
+
+/// The port a service port reaches on `pod`.
+fn target_port(pod: &Pod, target: Option<&IntOrString>, port: i32) -> Option<i32> {
+    match target {
+        None => Some(port),
+        Some(IntOrString::Int(p)) => Some(*p),
+        Some(IntOrString::String(name)) => pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port),
+    }
+}
+
+fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
+impl Reconciler for ServiceEndpoints {
+    fn kind(&self) -> &'static str {
+        "Service"
+    }
+
+    fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key> {
+        match event_kind(event) {
+            Some(("Service", obj)) => vec![key_of("Service", &obj)],
+            Some(("Endpoints", obj)) => vec![key_of("Service", &obj)],
+            Some(("EndpointSlice", obj)) => {
+                let svc = obj
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .and_then(Value::as_str);
+                svc.map(|name| Key {
+                    kind: "Service",
+                    namespace: meta_str(&obj, "namespace").into(),
+                    name: name.into(),
+                })
+                .into_iter()
+                .collect()
+            }
+            Some(("Pod", obj)) => {
+                let ns = meta_str(&obj, "namespace").to_string();
+                let mut label_sets = vec![obj.pointer("/metadata/labels").cloned()];
+                label_sets.push(
+                    event
+                        .prev
+                        .as_ref()
+                        .and_then(|p| Objects::object_of(p).pointer("/metadata/labels").cloned()),
+                );
+                let label_sets: Vec<BTreeMap<String, String>> = label_sets
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| serde_json::from_value(l).ok())
+                    .collect();
+                objects
+                    .list_as::<Service>(Some(&ns), &LabelSelector::default())
+                    .into_iter()
+                    .filter(|s| {
+                        selector_of(s).is_some_and(|sel| label_sets.iter().any(|l| sel.matches(l)))
+                    })
+                    .map(|s| Key {
+                        kind: "Service",
+                        namespace: ns.clone(),
+                        name: s.metadata.name.unwrap_or_default(),
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn reconcile(
+        &self,
+        objects: &Objects,
+        key: &Key,
+        now: SystemTime,
+    ) -> Result<Next, ObjectError> {
+        let ns = key.namespace.as_str();
+        let svc: Service = match objects.get_as(Some(ns), &key.name) {
+            Ok(s) => s,
+            Err(ObjectError::NotFound { .. }) => {
+                // The Endpoints go with the service (the slices are owned
+                // and collected).
+                let _ = objects.remove(
+                    kinds::of::<Endpoints>(),
+                    Some(ns),
+                    &key.name,
+                    None,
+                    Default::default(),
+                );
+                return Ok(Next::Done);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(selector) = selector_of(&svc) else {
+            return Ok(Next::Done);
+        };
+        let mut pods: Vec<Pod> = objects
+            .list_as::<Pod>(Some(ns), &selector)
+            .into_iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_ref())
+                    .is_some_and(|ip| !ip.is_empty())
+            })
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .collect();
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let svc_ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
+
+        // Endpoints: subsets grouped by the resolved ports.
+        let mut subsets: BTreeMap<Vec<ResolvedPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+            BTreeMap::new();
+        for pod in &pods {
+            let ports: Vec<ResolvedPort> = svc_ports
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.name.clone(),
+                        target_port(pod, p.target_port.as_ref(), p.port)?,
+                        p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    ))
+                })
+                .collect();
+            let addr = EndpointAddress {
+                ip: pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_default(),
+                hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()),
+                node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+                target_ref: Some(pod_ref(pod)),
+            };
+            let entry = subsets.entry(ports).or_default();
+            if pod_ready(pod) && pod.metadata.deletion_timestamp.is_none() {
+                entry.0.push(addr);
+            } else {
+                entry.1.push(addr);
+            }
+        }
+        let subsets: Vec<EndpointSubset> = subsets
+            .into_iter()
+            .map(|(ports, (ready, not_ready))| EndpointSubset {
+                addresses: (!ready.is_empty()).then_some(ready),
+                not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+                ports: Some(
+                    ports
+                        .into_iter()
+                        .map(|(name, port, protocol)| EndpointPort {
+                            name,
+                            port,
+                            protocol: Some(protocol),
+                            app_protocol: None,
+                        })
+                        .collect(),
+                ),
+            })
+            .collect();
+        let labels = svc.metadata.labels.clone();
+        let endpoints = Endpoints {
+            metadata: ObjectMeta {
+                name: Some(key.name.clone()),
+                namespace: Some(ns.into()),
+                labels: labels.clone(),
+                ..Default::default()
+            },
+            subsets: (!subsets.is_empty()).then_some(subsets),
+        };
+        match objects.get_as::<Endpoints>(Some(ns), &key.name) {
+            Ok(mut existing) => {
+                if existing.subsets != endpoints.subsets || existing.metadata.labels != labels {
+                    existing.subsets = endpoints.subsets.clone();
+                    existing.metadata.labels = labels.clone();
+                    objects.update_as(&existing, None)?;
+                }
+            }
+            Err(ObjectError::NotFound { .. }) => {
+                objects.create_as(Some(ns), &endpoints, now)?;
+            }
+            Err(e) => return Err(e),
+        }
+
+        // One EndpointSlice (IPv4).
+        let slice_ports: Vec<SlicePort> = svc_ports
+            .iter()
+            .map(|p| SlicePort {
+                name: Some(p.name.clone().unwrap_or_default()),
+                port: pods
+                    .first()
+                    .and_then(|pod| target_port(pod, p.target_port.as_ref(), p.port))
+                    .or(match &p.target_port {
+                        Some(IntOrString::Int(t)) => Some(*t),
+                        None => Some(p.port),
+                        _ => None,
+                    }),
+                protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
+                app_protocol: p.app_protocol.clone(),
+            })
+            .collect();
+        let endpoints: Vec<Endpoint> = pods
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_ref())
+                    .is_some_and(|ip| ip.contains('.'))
+            })
+            .map(|pod| {
+                let terminating = pod.metadata.deletion_timestamp.is_some();
+                Endpoint {
+                    addresses: vec![pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.clone())
+                        .unwrap_or_default()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(pod_ready(pod) && !terminating),
+                        serving: Some(pod_ready(pod)),
+                        terminating: Some(terminating),
+                    }),
+                    hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()),
+                    node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+                    target_ref: Some(pod_ref(pod)),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut slice_labels = labels.unwrap_or_default();
+        slice_labels.insert(SERVICE_NAME_LABEL.into(), key.name.clone());
+        slice_labels.insert(MANAGED_BY.into(), MANAGER.into());
+        let existing: Vec<EndpointSlice> = objects.list_as::<EndpointSlice>(
+            Some(ns),
+            &LabelSelector::parse(&format!("{SERVICE_NAME_LABEL}={}", key.name))
+                .map_err(|e| ObjectError::BadRequest(e.to_string()))?,
+        );
+        let owner = super::controller_ref(&svc);
+        match existing.into_iter().next() {
+            Some(mut slice) => {
+                let eps = (!endpoints.is_empty()).then_some(endpoints);
+                if slice.endpoints != eps
+                    || slice.ports.as_ref() != Some(&slice_ports)
+                    || slice.metadata.labels.as_ref() != Some(&slice_labels)
+                {
+                    slice.endpoints = eps;
+                    slice.ports = Some(slice_ports);
+                    slice.metadata.labels = Some(slice_labels);
+                    objects.update_as(&slice, None)?;
+                }
+            }
+            None => {
+                let slice = EndpointSlice {
+                    metadata: ObjectMeta {
+                        generate_name: Some(format!("{}-", key.name)),
+                        namespace: Some(ns.into()),
+                        labels: Some(slice_labels),
+                        owner_references: Some(vec![owner]),
+                        ..Default::default()
+                    },
+                    address_type: "IPv4".into(),
+                    endpoints: (!endpoints.is_empty()).then_some(endpoints),
+                    ports: Some(slice_ports),
+                };
+                objects.create_as(Some(ns), &slice, now)?;
+            }
+        }
+        Ok(Next::Done)
+    }
+}

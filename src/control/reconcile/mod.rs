@@ -1,0 +1,316 @@
+//! Reconcilers: one per kind, each reading the object store and writing
+//! what follows from it, as Kubernetes' controllers do.
+//!
+//! | module | turns | into |
+//! |---|---|---|
+//! | [`replica_set`] | ReplicaSets | Pods from the template, and the ReplicaSet's status |
+//! | [`deployment`] | Deployments | ReplicaSets (rolling update, recreate, history) and status |
+//! | [`endpoints`] | Services and Pods | Endpoints and EndpointSlices (ready, serving, terminating) |
+//!
+//! A reconciler is a function of the store and the time (passed in): it
+//! reads what is, writes what should be with compare-and-swap, and says
+//! when it wants to look again. [`Manager`] feeds it: it watches the store
+//! and queues the objects an event concerns (the object itself, its
+//! controlling owner, the services selecting a pod). Tests drive a manager
+//! step by step with [`Manager::run_until_idle`], without root and
+//! without threads.
+
+pub mod deployment;
+pub mod endpoints;
+pub mod replica_set;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::{Metadata, Resource};
+use serde_json::Value;
+
+use super::objects::{ObjectError, Objects};
+use super::store::{Event, Revision, WatchReceiver};
+
+/// What a reconciler is asked to look at: kind, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// The kind (`ReplicaSet`).
+    pub kind: &'static str,
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+/// What a reconciler wants after a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Next {
+    /// Nothing until something changes.
+    #[default]
+    Done,
+    /// Another look after this long (a deadline, a back-off).
+    After(Duration),
+}
+
+/// One reconciler.
+pub trait Reconciler: Send + Sync {
+    /// The kind it reconciles.
+    fn kind(&self) -> &'static str;
+
+    /// The keys (of [`Reconciler::kind`]) a store event concerns.
+    fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key>;
+
+    /// Brings one object's world in line with it.
+    fn reconcile(&self, objects: &Objects, key: &Key, now: SystemTime)
+        -> Result<Next, ObjectError>;
+}
+
+/// Feeds reconcilers from a store watch and runs them.
+pub struct Manager {
+    objects: Objects,
+    reconcilers: Vec<Box<dyn Reconciler>>,
+    events: WatchReceiver,
+    queue: BTreeSet<Key>,
+    /// Keys to look at again, and when.
+    later: BTreeMap<Key, SystemTime>,
+    last: Revision,
+}
+
+/// How many passes a key may take in one [`Manager::run_until_idle`]
+/// before it is left for the next (a reconciler that never settles must
+/// not hang the loop).
+const MAX_PASSES: usize = 64;
+
+impl Manager {
+    /// A manager over `objects` that starts with every existing object of
+    /// each reconciler's kind queued.
+    pub fn new(objects: Objects, reconcilers: Vec<Box<dyn Reconciler>>) -> Self {
+        let start = objects.kv().revision();
+        let events = objects
+            .kv()
+            .watch("/registry/", start)
+            .expect("a watch from the current revision always starts");
+        let mut m = Self {
+            objects,
+            reconcilers,
+            events,
+            queue: BTreeSet::new(),
+            later: BTreeMap::new(),
+            last: start,
+        };
+        m.queue_all();
+        m
+    }
+
+    fn queue_all(&mut self) {
+        for r in &self.reconcilers {
+            let kind = super::kinds::KINDS
+                .iter()
+                .find(|k| k.kind == r.kind())
+                .expect("reconcilers are for registered kinds");
+            for obj in self.objects.kv().range(&Objects::prefix(kind, None)).0 {
+                let v = Objects::object_of(&obj);
+                self.queue.insert(Key {
+                    kind: r.kind(),
+                    namespace: meta_str(&v, "namespace").to_string(),
+                    name: meta_str(&v, "name").to_string(),
+                });
+            }
+        }
+    }
+
+    /// Takes the events that arrived and queues what they concern; returns
+    /// false if the watch ended (fell behind), after queueing everything
+    /// again from a fresh watch.
+    fn drain_events(&mut self) {
+        loop {
+            match self.events.try_recv() {
+                Ok(event) => {
+                    self.last = event.revision();
+                    for r in &self.reconcilers {
+                        self.queue.extend(r.keys_for(&self.objects, &event));
+                    }
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    // Cut off as too slow: start over from what is.
+                    let now = self.objects.kv().revision();
+                    self.events = self
+                        .objects
+                        .kv()
+                        .watch("/registry/", now)
+                        .expect("a watch from the current revision always starts");
+                    self.last = now;
+                    self.queue_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs every queued and due key, and what their writes cause, until
+    /// nothing is left to do at `now`. Returns when the next timed look is
+    /// due, if any.
+    pub fn run_until_idle(&mut self, now: SystemTime) -> Option<SystemTime> {
+        let due: Vec<Key> = self
+            .later
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            self.later.remove(&k);
+            self.queue.insert(k);
+        }
+        let mut passes: BTreeMap<Key, usize> = BTreeMap::new();
+        loop {
+            self.drain_events();
+            let Some(key) = self.queue.pop_first() else {
+                break;
+            };
+            let n = passes.entry(key.clone()).or_default();
+            *n += 1;
+            if *n > MAX_PASSES {
+                tracing::warn!(
+                    ?key,
+                    "reconciler keeps changing its object; looking again later"
+                );
+                self.later.insert(key, now + Duration::from_secs(1));
+                continue;
+            }
+            let Some(r) = self.reconcilers.iter().find(|r| r.kind() == key.kind) else {
+                continue;
+            };
+            match r.reconcile(&self.objects, &key, now) {
+                Ok(Next::Done) => {}
+                Ok(Next::After(d)) => {
+                    self.later.insert(key, now + d);
+                }
+                Err(ObjectError::Conflict { .. }) => {
+                    // Someone wrote in between: look again at once.
+                    self.queue.insert(key);
+                }
+                Err(ObjectError::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(?key, error = %e, "reconcile failed; retrying in 1s");
+                    self.later.insert(key, now + Duration::from_secs(1));
+                }
+            }
+        }
+        self.later.values().min().copied()
+    }
+
+    /// Blocks until the store changes or `until`, for a manager thread.
+    pub fn wait(&mut self, until: Option<SystemTime>) {
+        let timeout = until
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        let Ok(rt) = rt else { return };
+        let got = rt.block_on(async { tokio::time::timeout(timeout, self.events.recv()).await });
+        if let Ok(Some(event)) = got {
+            self.last = event.revision();
+            for r in &self.reconcilers {
+                self.queue.extend(r.keys_for(&self.objects, &event));
+            }
+        }
+    }
+}
+
+/// A metadata string field of an object's JSON, or "".
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The key of an event's object under `kind`.
+pub fn key_of(kind: &'static str, obj: &Value) -> Key {
+    Key {
+        kind,
+        namespace: meta_str(obj, "namespace").to_string(),
+        name: meta_str(obj, "name").to_string(),
+    }
+}
+
+/// The kind of an event's object.
+pub fn event_kind(event: &Event) -> Option<(&'static str, Value)> {
+    let obj = Objects::object_of(&event.kv);
+    let kind = obj.get("kind").and_then(Value::as_str)?;
+    let kind = super::kinds::KINDS.iter().find(|k| k.kind == kind)?.kind;
+    Some((kind, obj))
+}
+
+/// Keys of `owner_kind` controlling the event's object (and the object's
+/// previous state), from their `ownerReferences`.
+pub fn controller_keys(owner_kind: &'static str, event: &Event) -> Vec<Key> {
+    let mut keys = Vec::new();
+    let objs = std::iter::once(Objects::object_of(&event.kv))
+        .chain(event.prev.as_ref().map(Objects::object_of));
+    for obj in objs {
+        let refs = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for r in refs {
+            if r.get("kind").and_then(Value::as_str) == Some(owner_kind)
+                && r.get("controller").and_then(Value::as_bool) == Some(true)
+            {
+                keys.push(Key {
+                    kind: owner_kind,
+                    namespace: meta_str(&obj, "namespace").to_string(),
+                    name: r
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                });
+            }
+        }
+    }
+    keys
+}
+
+/// The controller reference to put on objects `owner` makes.
+pub fn controller_ref<K: Resource + Metadata<Ty = ObjectMeta>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::API_VERSION.into(),
+        kind: K::KIND.into(),
+        name: owner.metadata().name.clone().unwrap_or_default(),
+        uid: owner.metadata().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Whether `obj` is controlled by `owner` (uid match).
+pub fn is_controlled_by(obj: &ObjectMeta, owner: &ObjectMeta) -> bool {
+    obj.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == owner.uid.as_ref())
+}
+
+/// A stable short hash of a value's JSON (FNV-1a, 32 bits), spelled with
+/// the API server's safe alphabet: the `pod-template-hash`.
+pub fn template_hash(v: &Value) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h: u32 = 0x811c9dc5;
+    for b in serde_json::to_vec(v).unwrap_or_default() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    let mut out = String::new();
+    let mut n = h as u64;
+    while n > 0 || out.is_empty() {
+        out.push(ALPHABET[(n % ALPHABET.len() as u64) as usize] as char);
+        n /= ALPHABET.len() as u64;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
