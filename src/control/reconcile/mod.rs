@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | [`replica_set`] | ReplicaSets | Pods from the template, and the ReplicaSet's status |
 //! | [`deployment`] | Deployments | ReplicaSets (rolling update, recreate, history) and status |
+//! | [`stateful_set`] | StatefulSets | Pods with stable names, in order; rolling updates from the highest ordinal |
 //! | [`endpoints`] | Services and Pods | Endpoints and EndpointSlices (ready, serving, terminating) |
 //!
 //! A reconciler is a function of the store and the time (passed in): it
@@ -18,6 +19,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod replica_set;
+pub mod stateful_set;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::deployment::{Deployments, REVISION};
 use super::endpoints::ServiceEndpoints;
 use super::replica_set::{pod_ready, ReplicaSets};
+use super::stateful_set::{ordinal, StatefulSets};
 use super::*;
 use crate::control::kinds;
 use crate::control::objects::{DeleteOptions, LabelSelector, WriteOptions};
@@ -32,6 +33,7 @@ impl World {
             vec![
                 Box::new(ReplicaSets),
                 Box::new(Deployments),
+                Box::new(StatefulSets),
                 Box::new(ServiceEndpoints),
             ],
         );
@@ -405,4 +407,120 @@ fn endpoints_follow_ready_pods_and_terminating_ones_are_marked() {
         .objects
         .list_as::<EndpointSlice>(Some("default"), &LabelSelector::default())
         .is_empty());
+}
+
+fn names(w: &World) -> Vec<String> {
+    let mut n: Vec<String> = w
+        .pods()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn stateful_set_pods_come_in_order_keep_their_names_and_go_in_reverse() {
+    let mut w = World::new();
+    w.apply(json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "x"}]}}}}));
+    w.settle();
+    assert_eq!(names(&w), ["db-0"], "db-1 waits for db-0 to be ready");
+    w.kubelet(false);
+    w.settle();
+    assert_eq!(names(&w), ["db-0"]);
+    for _ in 0..3 {
+        w.kubelet(true);
+        w.settle();
+    }
+    assert_eq!(names(&w), ["db-0", "db-1", "db-2"]);
+    let p0: Pod = w.objects.get_as(Some("default"), "db-0").unwrap();
+    assert_eq!(p0.spec.as_ref().unwrap().hostname.as_deref(), Some("db-0"));
+    assert_eq!(p0.spec.as_ref().unwrap().subdomain.as_deref(), Some("db"));
+    let ip0 = p0.status.unwrap().pod_ip;
+    // Deleted: back with the same name.
+    w.objects
+        .delete(
+            kinds::of::<Pod>(),
+            Some("default"),
+            "db-0",
+            DeleteOptions::default(),
+            w.now,
+        )
+        .unwrap();
+    w.kubelet(true);
+    w.settle();
+    assert_eq!(names(&w), ["db-0", "db-1", "db-2"]);
+    let again: Pod = w.objects.get_as(Some("default"), "db-0").unwrap();
+    assert_ne!(again.metadata.uid, p0.metadata.uid, "a new pod");
+    let _ = ip0; // its address is IPAM's part (identity per pod name)
+                 // Scale to 1: db-2 goes first, then db-1.
+    w.kubelet(true);
+    w.settle();
+    let mut set: k8s_openapi::api::apps::v1::StatefulSet =
+        w.objects.get_as(Some("default"), "db").unwrap();
+    set.spec.replicas = Some(1);
+    w.objects.update_as(&set, None).unwrap();
+    w.settle();
+    let terminating: Vec<String> = w
+        .pods()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert_eq!(terminating, ["db-2"], "one at a time, from the top");
+    for _ in 0..3 {
+        w.kubelet(true);
+        w.settle();
+    }
+    assert_eq!(names(&w), ["db-0"]);
+    let st = w
+        .objects
+        .get_as::<k8s_openapi::api::apps::v1::StatefulSet>(Some("default"), "db")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!((st.replicas, st.ready_replicas), (1, Some(1)));
+}
+
+#[test]
+fn stateful_set_rolls_from_the_highest_ordinal() {
+    let mut w = World::new();
+    w.apply(json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"replicas": 3, "podManagementPolicy": "Parallel", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "v1"}]}}}}));
+    w.settle();
+    assert_eq!(
+        names(&w),
+        ["db-0", "db-1", "db-2"],
+        "Parallel makes all at once"
+    );
+    w.kubelet(true);
+    w.settle();
+    let mut set: k8s_openapi::api::apps::v1::StatefulSet =
+        w.objects.get_as(Some("default"), "db").unwrap();
+    set.spec.template.spec.as_mut().unwrap().containers[0].image = Some("v2".into());
+    w.objects.update_as(&set, None).unwrap();
+    let mut order = Vec::new();
+    for _ in 0..12 {
+        w.settle();
+        for p in w.pods() {
+            if p.metadata.deletion_timestamp.is_some() {
+                order.push(ordinal("db", p.metadata.name.as_deref().unwrap()).unwrap());
+            }
+        }
+        w.kubelet(true);
+    }
+    w.settle();
+    assert_eq!(order, [2, 1, 0]);
+    let images: Vec<String> = w
+        .pods()
+        .into_iter()
+        .map(|p| p.spec.unwrap().containers[0].image.clone().unwrap())
+        .collect();
+    assert_eq!(images, ["v2", "v2", "v2"]);
+    assert_eq!(ordinal("db", "db-01"), None);
+    assert_eq!(ordinal("db", "dbx-1"), None);
 }
