@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use super::validate::{dns1035_label, port, FieldError};
+use super::validate::{dns1123_label, port, FieldError};
 use super::{age_cell, name_cell, Column, KindRules};
 
 const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
@@ -82,7 +82,7 @@ impl KindRules for Service {
             errors.extend(port(p.port, &format!("{path}.port")));
             match &p.name {
                 Some(n) if !n.is_empty() => {
-                    if let Some(why) = dns1035_label(n) {
+                    if let Some(why) = dns1123_label(n) {
                         errors.push(FieldError::invalid(
                             format!("{path}.name"),
                             format!("\"{n}\""),

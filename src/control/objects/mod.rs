@@ -177,10 +177,25 @@ pub struct DeleteOptions {
     pub precondition_revision: Option<Revision>,
 }
 
+/// A step every create and update passes before it is written (the API
+/// server's mutating and validating admission): cluster IP allocation, for
+/// example.
+pub trait Admission: Send + Sync {
+    /// Sees (and may change or refuse) an object about to be created
+    /// (`old` is `None`) or updated. Runs after validation.
+    fn admit(&self, kind: &Kind, obj: &mut Value, old: Option<&Value>) -> Result<(), ObjectError>;
+
+    /// The object admitted for creation was not written after all (a dry
+    /// run, a conflict), or a stored object was removed: release what
+    /// `admit` took for it.
+    fn abandoned(&self, kind: &Kind, obj: &Value);
+}
+
 /// Where objects live, and the rules of the API server over them.
 #[derive(Clone)]
 pub struct Objects {
     kv: Arc<dyn KvStore>,
+    admission: Vec<Arc<dyn Admission>>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -238,7 +253,10 @@ impl Objects {
     /// The object store over `kv`, with the system namespaces made if
     /// missing.
     pub fn new(kv: Arc<dyn KvStore>, now: SystemTime) -> Result<Self, ObjectError> {
-        let objects = Self { kv };
+        let objects = Self {
+            kv,
+            admission: Vec::new(),
+        };
         let ns = kinds::of::<k8s_openapi::api::core::v1::Namespace>();
         for name in SYSTEM_NAMESPACES {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
@@ -248,6 +266,32 @@ impl Objects {
             }
         }
         Ok(objects)
+    }
+
+    /// Adds an admission step (see [`Admission`]).
+    pub fn with_admission(mut self, step: Arc<dyn Admission>) -> Self {
+        self.admission.push(step);
+        self
+    }
+
+    fn admit(&self, kind: &Kind, obj: &mut Value, old: Option<&Value>) -> Result<(), ObjectError> {
+        for (i, step) in self.admission.iter().enumerate() {
+            if let Err(e) = step.admit(kind, obj, old) {
+                if old.is_none() {
+                    for earlier in &self.admission[..i] {
+                        earlier.abandoned(kind, obj);
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn abandon(&self, kind: &Kind, obj: &Value) {
+        for step in &self.admission {
+            step.abandoned(kind, obj);
+        }
     }
 
     /// The store underneath.
@@ -424,24 +468,31 @@ impl Objects {
         if let Some(ns) = &namespace {
             self.namespace_exists(ns)?;
         }
-        let obj = Self::check(kind, &obj, None, opts)?;
+        let mut obj = Self::check(kind, &obj, None, opts)?;
         let key = Self::key(kind, namespace.as_deref(), &name);
+        if self.kv.get(&key).is_some() {
+            return Err(ObjectError::AlreadyExists {
+                plural: qualified(kind),
+                name,
+            });
+        }
+        self.admit(kind, &mut obj, None)?;
         if opts.dry_run {
-            if self.kv.get(&key).is_some() {
-                return Err(ObjectError::AlreadyExists {
-                    plural: qualified(kind),
-                    name,
-                });
-            }
+            self.abandon(kind, &obj);
             return Ok(obj);
         }
         match self.kv.put(&key, Self::encode(&obj), Precondition::Absent) {
             Ok(kv) => Ok(Self::object_of(&kv)),
-            Err(WriteError::Conflict { .. }) => Err(ObjectError::AlreadyExists {
-                plural: qualified(kind),
-                name,
-            }),
-            Err(e) => Err(storage(e)),
+            Err(e) => {
+                self.abandon(kind, &obj);
+                match e {
+                    WriteError::Conflict { .. } => Err(ObjectError::AlreadyExists {
+                        plural: qualified(kind),
+                        name,
+                    }),
+                    e => Err(storage(e)),
+                }
+            }
         }
     }
 
@@ -577,6 +628,7 @@ impl Objects {
             }
         }
         let mut obj = Self::check(kind, &obj, Some(&old), opts)?;
+        self.admit(kind, &mut obj, Some(&old))?;
         let spec_changed = {
             let strip = |v: &Value| {
                 let mut v = v.clone();
@@ -744,6 +796,7 @@ impl Objects {
             }
             Err(e) => return Err(storage(e)),
         };
+        self.abandon(kind, &gone);
         self.collect_dependents(&gone, propagation);
         if kind.is::<k8s_openapi::api::core::v1::Namespace>() {
             for k in KINDS.iter().filter(|k| k.namespaced) {
