@@ -3,6 +3,7 @@
 //!
 //! | module | turns | into |
 //! |---|---|---|
+//! | [`pod`] | Pods on this node | network, processes, restarts, probes, termination, status (the kubelet), through a [`pod::PodRuntime`] |
 //! | [`replica_set`] | ReplicaSets | Pods from the template, and the ReplicaSet's status |
 //! | [`deployment`] | Deployments | ReplicaSets (rolling update, recreate, history) and status |
 //! | [`stateful_set`] | StatefulSets | Pods with stable names, in order; rolling updates from the highest ordinal |
@@ -18,6 +19,7 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod pod;
 pub mod replica_set;
 pub mod stateful_set;
 
@@ -314,5 +316,7 @@ pub fn template_hash(v: &Value) -> String {
     out
 }
 
+#[cfg(test)]
+mod pod_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,339 @@
+//! The kubelet reconciler against a fake runtime and a fake clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use super::pod::{Kubelet, PodRuntime, ProcessState};
+use super::replica_set::pod_ready;
+use super::*;
+use crate::control::kinds;
+use crate::control::objects::{DeleteOptions, WriteOptions};
+use crate::control::store::MemStore;
+
+/// A start the fake saw: pod, argv, env.
+type Started = (String, Vec<String>, Vec<(String, String)>);
+
+struct Fake {
+    now: Mutex<SystemTime>,
+    procs: Mutex<HashMap<(String, String), ProcessState>>,
+    networks: Mutex<HashMap<String, String>>,
+    started: Mutex<Vec<Started>>,
+    signals: Mutex<Vec<(String, bool)>>,
+    probe_ok: Mutex<bool>,
+    /// Processes that ignore SIGTERM.
+    stubborn: Mutex<bool>,
+}
+
+impl Default for Fake {
+    fn default() -> Self {
+        Fake {
+            now: Mutex::new(SystemTime::UNIX_EPOCH),
+            procs: Default::default(),
+            networks: Default::default(),
+            started: Default::default(),
+            signals: Default::default(),
+            probe_ok: Default::default(),
+            stubborn: Default::default(),
+        }
+    }
+}
+
+impl PodRuntime for Fake {
+    fn node_name(&self) -> String {
+        "node-1".into()
+    }
+    fn host_ip(&self) -> String {
+        "192.0.2.1".into()
+    }
+    fn setup_network(&self, pod: &Pod) -> Result<String, String> {
+        let mut n = self.networks.lock();
+        let len = n.len();
+        Ok(n.entry(pod.metadata.name.clone().unwrap())
+            .or_insert_with(|| format!("10.244.0.{}", len + 2))
+            .clone())
+    }
+    fn teardown_network(&self, pod: &Pod) {
+        self.networks
+            .lock()
+            .remove(pod.metadata.name.as_deref().unwrap());
+    }
+    fn start(
+        &self,
+        pod: &Pod,
+        container: &str,
+        argv: &[String],
+        env: &[(String, String)],
+    ) -> Result<(), String> {
+        let name = pod.metadata.name.clone().unwrap();
+        self.started
+            .lock()
+            .push((name.clone(), argv.to_vec(), env.to_vec()));
+        self.procs.lock().insert(
+            (name, container.into()),
+            ProcessState::Running(*self.now.lock()),
+        );
+        Ok(())
+    }
+    fn state(&self, pod: &Pod, container: &str) -> ProcessState {
+        *self
+            .procs
+            .lock()
+            .get(&(pod.metadata.name.clone().unwrap(), container.into()))
+            .unwrap_or(&ProcessState::Absent)
+    }
+    fn signal(&self, pod: &Pod, container: &str, kill: bool) {
+        let name = pod.metadata.name.clone().unwrap();
+        self.signals.lock().push((name.clone(), kill));
+        if kill || !*self.stubborn.lock() {
+            let code = if kill { 137 } else { 143 };
+            self.procs.lock().insert(
+                (name, container.into()),
+                ProcessState::Exited(code, *self.now.lock()),
+            );
+        }
+    }
+    fn probe(&self, _: &Pod, _: &Container, _: &Probe) -> bool {
+        *self.probe_ok.lock()
+    }
+    fn forget(&self, _: &str, name: &str) {
+        self.networks.lock().remove(name);
+    }
+}
+
+struct Node {
+    objects: Objects,
+    manager: Manager,
+    rt: Arc<Fake>,
+    now: SystemTime,
+}
+
+impl Node {
+    fn new() -> Node {
+        let objects = Objects::new(Arc::new(MemStore::new()), SystemTime::now()).unwrap();
+        let rt = Arc::new(Fake::default());
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        *rt.now.lock() = now;
+        let manager = Manager::new(objects.clone(), vec![Box::new(Kubelet::new(rt.clone()))]);
+        Node {
+            objects,
+            manager,
+            rt,
+            now,
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        *self.rt.now.lock() = self.now;
+        self.manager.run_until_idle(self.now);
+    }
+
+    fn pod(&self, name: &str) -> Pod {
+        self.objects.get_as(Some("default"), name).unwrap()
+    }
+
+    fn exit(&mut self, name: &str, code: i32) {
+        self.rt.procs.lock().insert(
+            (name.into(), "c".into()),
+            ProcessState::Exited(code, self.now),
+        );
+        // The runtime's exit notice: the pod is looked at again.
+        let mut p = self.pod(name);
+        p.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("test/poke".into(), format!("{:?}", self.now));
+        self.objects.update_as(&p, None).unwrap();
+    }
+
+    fn create(&mut self, spec: serde_json::Value) {
+        self.objects
+            .create(
+                kinds::of::<Pod>(),
+                Some("default"),
+                spec,
+                WriteOptions::default(),
+                self.now,
+            )
+            .unwrap();
+        self.advance(Duration::ZERO);
+    }
+}
+
+fn pod_json(name: &str, policy: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut c = json!({"name": "c", "image": "python:3", "args": ["python3", "-m", "http.server"], "env": [{"name": "X", "value": "1"}]});
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"restartPolicy": policy, "containers": [c]}})
+}
+
+#[test]
+fn a_pod_is_bound_addressed_started_and_ready() {
+    let mut n = Node::new();
+    n.create(pod_json("web", "Always", json!({})));
+    let p = n.pod("web");
+    assert_eq!(
+        p.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("node-1")
+    );
+    let st = p.status.clone().unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert_eq!(st.pod_ip.as_deref(), Some("10.244.0.2"));
+    assert_eq!(st.host_ip.as_deref(), Some("192.0.2.1"));
+    assert!(pod_ready(&p), "no readiness probe: ready while running");
+    let started = n.rt.started.lock().clone();
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        started[0].1,
+        ["python3", "-m", "http.server"],
+        "args alone when command is empty"
+    );
+    assert_eq!(started[0].2, [("X".to_string(), "1".to_string())]);
+}
+
+#[test]
+fn restart_policy_and_crash_loop_back_off() {
+    let mut n = Node::new();
+    n.create(pod_json("always", "Always", json!({})));
+    n.exit("always", 1);
+    n.advance(Duration::ZERO);
+    let cs = n
+        .pod("always")
+        .status
+        .unwrap()
+        .container_statuses
+        .unwrap()
+        .remove(0);
+    assert_eq!(cs.restart_count, 1);
+    assert_eq!(
+        cs.state.unwrap().waiting.unwrap().reason.as_deref(),
+        Some("CrashLoopBackOff")
+    );
+    assert_eq!(cs.last_state.unwrap().terminated.unwrap().exit_code, 1);
+    assert!(!pod_ready(&n.pod("always")));
+    n.advance(Duration::from_secs(9));
+    assert_eq!(n.rt.started.lock().len(), 1, "still backing off");
+    n.advance(Duration::from_secs(1));
+    assert_eq!(n.rt.started.lock().len(), 2, "restarted after 10 s");
+    assert!(pod_ready(&n.pod("always")));
+    // The second crash waits 20 s.
+    n.exit("always", 2);
+    n.advance(Duration::from_secs(19));
+    assert_eq!(n.rt.started.lock().len(), 2);
+    n.advance(Duration::from_secs(1));
+    assert_eq!(n.rt.started.lock().len(), 3);
+
+    n.create(pod_json("once", "OnFailure", json!({})));
+    n.exit("once", 0);
+    n.advance(Duration::ZERO);
+    assert_eq!(
+        n.pod("once").status.unwrap().phase.as_deref(),
+        Some("Succeeded")
+    );
+    n.create(pod_json("never", "Never", json!({})));
+    n.exit("never", 3);
+    n.advance(Duration::from_secs(60));
+    let st = n.pod("never").status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.container_statuses.unwrap()[0].restart_count, 0);
+}
+
+#[test]
+fn readiness_and_liveness_probes() {
+    let mut n = Node::new();
+    let probes = json!({
+        "readinessProbe": {"tcpSocket": {"port": 8000}, "initialDelaySeconds": 2, "periodSeconds": 1, "failureThreshold": 2},
+        "livenessProbe": {"tcpSocket": {"port": 8000}, "initialDelaySeconds": 30, "periodSeconds": 5, "failureThreshold": 3},
+    });
+    n.create(pod_json("web", "Always", probes));
+    assert!(
+        !pod_ready(&n.pod("web")),
+        "not ready before the first probe"
+    );
+    *n.rt.probe_ok.lock() = true;
+    n.advance(Duration::from_secs(2));
+    assert!(pod_ready(&n.pod("web")));
+    // Two failures make it not ready; the process keeps running.
+    *n.rt.probe_ok.lock() = false;
+    n.advance(Duration::from_secs(1));
+    assert!(pod_ready(&n.pod("web")), "one failure is not enough");
+    n.advance(Duration::from_secs(1));
+    assert!(!pod_ready(&n.pod("web")));
+    assert_eq!(n.rt.started.lock().len(), 1);
+    // Liveness from 30 s: three failures 5 s apart kill and restart it.
+    for _ in 0..40 {
+        n.advance(Duration::from_secs(1));
+    }
+    let kills = n.rt.signals.lock().iter().filter(|(_, kill)| *kill).count();
+    assert_eq!(kills, 1, "killed once by the liveness probe");
+    assert_eq!(
+        n.pod("web").status.unwrap().container_statuses.unwrap()[0].restart_count,
+        1
+    );
+}
+
+#[test]
+fn deletion_terms_then_kills_then_removes() {
+    let mut n = Node::new();
+    let mut spec = pod_json("web", "Always", json!({}));
+    spec["spec"]["terminationGracePeriodSeconds"] = 5.into();
+    n.create(spec);
+    n.objects
+        .delete(
+            kinds::of::<Pod>(),
+            Some("default"),
+            "web",
+            DeleteOptions::default(),
+            n.now,
+        )
+        .unwrap();
+    // Polite processes go at SIGTERM.
+    n.advance(Duration::ZERO);
+    n.advance(Duration::from_millis(200));
+    assert!(
+        n.objects.get_as::<Pod>(Some("default"), "web").is_err(),
+        "removed once its process stopped"
+    );
+    assert!(n.rt.networks.lock().is_empty(), "network removed");
+    assert_eq!(*n.rt.signals.lock(), [("web".to_string(), false)]);
+
+    // A stubborn one gets SIGKILL after the grace period.
+    *n.rt.stubborn.lock() = true;
+    n.rt.signals.lock().clear();
+    let mut spec = pod_json("slow", "Always", json!({}));
+    spec["spec"]["terminationGracePeriodSeconds"] = 5.into();
+    n.create(spec);
+    n.objects
+        .delete(
+            kinds::of::<Pod>(),
+            Some("default"),
+            "slow",
+            DeleteOptions::default(),
+            n.now,
+        )
+        .unwrap();
+    n.advance(Duration::ZERO);
+    for _ in 0..20 {
+        n.advance(Duration::from_millis(200));
+    }
+    assert!(
+        n.objects.get_as::<Pod>(Some("default"), "slow").is_ok(),
+        "still within its grace period"
+    );
+    for _ in 0..10 {
+        n.advance(Duration::from_millis(200));
+    }
+    assert!(n.objects.get_as::<Pod>(Some("default"), "slow").is_err());
+    assert_eq!(
+        *n.rt.signals.lock(),
+        [("slow".to_string(), false), ("slow".to_string(), true)]
+    );
+}
