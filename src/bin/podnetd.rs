@@ -42,6 +42,20 @@ struct Args {
     /// Packet worker threads [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
+    /// Run the Kubernetes control plane: the object store, one reconciler per
+    /// kind and the Kubernetes API over HTTPS (kubectl), instead of the
+    /// podnet-API controller.
+    #[arg(long)]
+    kube_api: bool,
+    /// Where the Kubernetes API listens [default: 127.0.0.1:6443].
+    #[arg(long, value_name = "ADDR:PORT")]
+    api_listen: Option<std::net::SocketAddr>,
+    /// Where the admin kubeconfig is written [default: /etc/podnet/admin.kubeconfig].
+    #[arg(long, value_name = "PATH")]
+    admin_kubeconfig: Option<PathBuf>,
+    /// This node's name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// Log filter (tracing syntax) [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -92,6 +106,18 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.workers {
         config.workers = v;
+    }
+    if args.kube_api {
+        config.kube_api = true;
+    }
+    if let Some(v) = args.api_listen {
+        config.api_listen = v;
+    }
+    if let Some(v) = args.admin_kubeconfig {
+        config.admin_kubeconfig = v;
+    }
+    if let Some(v) = args.node_name {
+        config.node_name = Some(v);
     }
 
     let shutdown = Arc::new(AtomicBool::new(false));

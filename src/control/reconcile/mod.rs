@@ -65,6 +65,21 @@ pub trait Reconciler: Send + Sync {
     /// Brings one object's world in line with it.
     fn reconcile(&self, objects: &Objects, key: &Key, now: SystemTime)
         -> Result<Next, ObjectError>;
+
+    /// The keys to look at when the manager starts: every stored object of
+    /// [`Reconciler::kind`], unless the reconciler keys by something else.
+    fn initial_keys(&self, objects: &Objects) -> Vec<Key> {
+        let Some(kind) = super::kinds::KINDS.iter().find(|k| k.kind == self.kind()) else {
+            return Vec::new();
+        };
+        objects
+            .kv()
+            .range(&Objects::prefix(kind, None))
+            .0
+            .iter()
+            .map(|kv| key_of(self.kind(), &Objects::object_of(kv)))
+            .collect()
+    }
 }
 
 /// Feeds reconcilers from a store watch and runs them.
@@ -76,6 +91,20 @@ pub struct Manager {
     /// Keys to look at again, and when.
     later: BTreeMap<Key, SystemTime>,
     last: Revision,
+    pokes: tokio::sync::mpsc::UnboundedReceiver<Key>,
+    poker: Poker,
+}
+
+/// Asks a [`Manager`] to look at a key soon, from any thread (a runtime
+/// that saw a process exit, for example).
+#[derive(Clone)]
+pub struct Poker(tokio::sync::mpsc::UnboundedSender<Key>);
+
+impl Poker {
+    /// Queues `key`.
+    pub fn poke(&self, key: Key) {
+        let _ = self.0.send(key);
+    }
 }
 
 /// How many passes a key may take in one [`Manager::run_until_idle`]
@@ -92,6 +121,7 @@ impl Manager {
             .kv()
             .watch("/registry/", start)
             .expect("a watch from the current revision always starts");
+        let (tx, pokes) = tokio::sync::mpsc::unbounded_channel();
         let mut m = Self {
             objects,
             reconcilers,
@@ -99,6 +129,8 @@ impl Manager {
             queue: BTreeSet::new(),
             later: BTreeMap::new(),
             last: start,
+            pokes,
+            poker: Poker(tx),
         };
         m.queue_all();
         m
@@ -106,25 +138,22 @@ impl Manager {
 
     fn queue_all(&mut self) {
         for r in &self.reconcilers {
-            let kind = super::kinds::KINDS
-                .iter()
-                .find(|k| k.kind == r.kind())
-                .expect("reconcilers are for registered kinds");
-            for obj in self.objects.kv().range(&Objects::prefix(kind, None)).0 {
-                let v = Objects::object_of(&obj);
-                self.queue.insert(Key {
-                    kind: r.kind(),
-                    namespace: meta_str(&v, "namespace").to_string(),
-                    name: meta_str(&v, "name").to_string(),
-                });
-            }
+            self.queue.extend(r.initial_keys(&self.objects));
         }
     }
 
     /// Takes the events that arrived and queues what they concern; returns
     /// false if the watch ended (fell behind), after queueing everything
     /// again from a fresh watch.
+    /// A handle to queue keys from elsewhere.
+    pub fn poker(&self) -> Poker {
+        self.poker.clone()
+    }
+
     fn drain_events(&mut self) {
+        while let Ok(key) = self.pokes.try_recv() {
+            self.queue.insert(key);
+        }
         loop {
             match self.events.try_recv() {
                 Ok(event) => {
@@ -202,22 +231,39 @@ impl Manager {
         self.later.values().min().copied()
     }
 
-    /// Blocks until the store changes or `until`, for a manager thread.
-    pub fn wait(&mut self, until: Option<SystemTime>) {
+    /// Blocks until the store changes, a key is poked, or `until` (at most
+    /// `max`), for a manager thread.
+    pub fn wait(&mut self, until: Option<SystemTime>, max: Duration) {
+        if !self.queue.is_empty() {
+            return;
+        }
         let timeout = until
-            .and_then(|t| t.duration_since(SystemTime::now()).ok())
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build();
-        let Ok(rt) = rt else { return };
-        let got = rt.block_on(async { tokio::time::timeout(timeout, self.events.recv()).await });
-        if let Ok(Some(event)) = got {
-            self.last = event.revision();
-            for r in &self.reconcilers {
-                self.queue.extend(r.keys_for(&self.objects, &event));
+            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+            .unwrap_or(max)
+            .min(max);
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let (events, pokes) = (&mut self.events, &mut self.pokes);
+        let got = rt.block_on(async {
+            tokio::select! {
+                e = events.recv() => Some(Ok(e)),
+                k = pokes.recv() => Some(Err(k)),
+                _ = tokio::time::sleep(timeout) => None,
             }
+        });
+        match got {
+            Some(Ok(Some(event))) => {
+                self.last = event.revision();
+                for r in &self.reconcilers {
+                    self.queue.extend(r.keys_for(&self.objects, &event));
+                }
+            }
+            Some(Err(Some(key))) => {
+                self.queue.insert(key);
+            }
+            _ => {}
         }
     }
 }

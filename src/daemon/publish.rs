@@ -1,0 +1,188 @@
+//! Services and their EndpointSlices -> the fast path: one pool per
+//! service port, reached at the cluster IP, balanced over the ready
+//! endpoints (terminating but serving ones keep their flows, and take new
+//! ones only when no endpoint is ready). Flows to endpoints that left are
+//! reset, so clients see a reset rather than a silent timeout.
+//!
+//! A reconciler keyed by Service (under the tag `EndpointSlice`, the kind
+//! whose changes it mostly follows).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use super::dataplane::Dataplane;
+use crate::control::objects::{LabelSelector, ObjectError, Objects};
+use crate::control::reconcile::endpoints::SERVICE_NAME_LABEL;
+use crate::control::reconcile::{event_kind, meta_str, Key, Next, Reconciler};
+use crate::control::store::Event;
+use crate::packet::conntrack::proto;
+use crate::packet::router::FlowSelector;
+use crate::packet::service::{Backend, Frontend, PoolId, PoolSpec, DEFAULT_AFFINITY_TIMEOUT};
+
+const TAG: &str = "EndpointSlice";
+
+#[derive(Default)]
+struct Published {
+    /// Pools of each service (namespace, name), one per port, with their spec.
+    services: BTreeMap<(String, String), Vec<PoolSpec>>,
+    backends: HashMap<PoolId, Vec<Backend>>,
+    next_pool: u32,
+    ids: HashMap<(String, String, String), PoolId>,
+}
+
+/// The fast-path publisher.
+pub struct FastPathPublisher {
+    dataplane: Arc<Dataplane>,
+    state: Mutex<Published>,
+}
+
+fn protocol_number(p: Option<&str>) -> u8 {
+    match p {
+        Some("UDP") => proto::UDP,
+        _ => proto::TCP,
+    }
+}
+
+impl FastPathPublisher {
+    /// A publisher into `dataplane`'s router.
+    pub fn new(dataplane: Arc<Dataplane>) -> Self {
+        Self { dataplane, state: Mutex::new(Published { next_pool: 1, ..Default::default() }) }
+    }
+
+    fn publish_specs(&self, st: &mut Published) {
+        let specs: Vec<PoolSpec> = st.services.values().flatten().cloned().collect();
+        match self.dataplane.router().set_services(&specs) {
+            Ok(gone) => {
+                for pool in gone {
+                    st.backends.remove(&pool);
+                    self.dataplane.router().reset_flows(FlowSelector::Pool(pool), &mut |l, p| self.dataplane.send_packet(l, p));
+                }
+            }
+            Err(e) => tracing::error!("cannot publish services: {e}"),
+        }
+    }
+}
+
+impl Reconciler for FastPathPublisher {
+    fn kind(&self) -> &'static str {
+        TAG
+    }
+
+    fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
+        match event_kind(event) {
+            Some(("Service", obj)) => vec![Key { kind: TAG, namespace: meta_str(&obj, "namespace").into(), name: meta_str(&obj, "name").into() }],
+            Some(("EndpointSlice", obj)) => obj
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .and_then(Value::as_str)
+                .map(|svc| Key { kind: TAG, namespace: meta_str(&obj, "namespace").into(), name: svc.into() })
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn initial_keys(&self, objects: &Objects) -> Vec<Key> {
+        objects
+            .list_as::<Service>(None, &LabelSelector::default())
+            .into_iter()
+            .map(|s| Key { kind: TAG, namespace: s.metadata.namespace.unwrap_or_default(), name: s.metadata.name.unwrap_or_default() })
+            .collect()
+    }
+
+    fn reconcile(&self, objects: &Objects, key: &Key, _now: SystemTime) -> Result<Next, ObjectError> {
+        let id = (key.namespace.clone(), key.name.clone());
+        let svc = match objects.get_as::<Service>(Some(&key.namespace), &key.name) {
+            Ok(s) => Some(s),
+            Err(ObjectError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let spec = svc.as_ref().and_then(|s| s.spec.clone()).unwrap_or_default();
+        let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let mut st = self.state.lock();
+        // Pools: one per port, reached at the cluster IP.
+        let mut pools = Vec::new();
+        if let (Some(ip), Some(_)) = (cluster_ip, &svc) {
+            for p in spec.ports.iter().flatten() {
+                let port_key = (key.namespace.clone(), key.name.clone(), p.name.clone().unwrap_or_else(|| p.port.to_string()));
+                let pool = match st.ids.get(&port_key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = PoolId(st.next_pool);
+                        st.next_pool += 1;
+                        st.ids.insert(port_key, id);
+                        id
+                    }
+                };
+                pools.push((
+                    PoolSpec {
+                        id: pool,
+                        frontends: vec![Frontend { addr: ip, port: p.port as u16, protocol: protocol_number(p.protocol.as_deref()) }],
+                        session_affinity: (spec.session_affinity.as_deref() == Some("ClientIP")).then_some(DEFAULT_AFFINITY_TIMEOUT),
+                    },
+                    p.name.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        let specs: Vec<PoolSpec> = pools.iter().map(|(s, _)| s.clone()).collect();
+        if st.services.get(&id) != Some(&specs) {
+            if specs.is_empty() {
+                st.services.remove(&id);
+                st.ids.retain(|k, _| (k.0.as_str(), k.1.as_str()) != (key.namespace.as_str(), key.name.as_str()));
+            } else {
+                st.services.insert(id.clone(), specs);
+            }
+            self.publish_specs(&mut st);
+        }
+        // Backends from the slices.
+        let slices: Vec<EndpointSlice> = objects.list_as(
+            Some(&key.namespace),
+            &LabelSelector::parse(&format!("{SERVICE_NAME_LABEL}={}", key.name)).map_err(|e| ObjectError::BadRequest(e.to_string()))?,
+        );
+        let mut removed = Vec::new();
+        for (pool, port_name) in &pools {
+            let mut backends = Vec::new();
+            for slice in &slices {
+                let Some(port) = slice.ports.iter().flatten().find(|p| p.name.clone().unwrap_or_default() == *port_name).and_then(|p| p.port) else {
+                    continue;
+                };
+                for e in slice.endpoints.iter().flatten() {
+                    let c = e.conditions.clone().unwrap_or_default();
+                    let ready = c.ready.unwrap_or(true);
+                    let serving = c.serving.unwrap_or(ready);
+                    let terminating = c.terminating.unwrap_or(false);
+                    if !(ready || (terminating && serving)) {
+                        continue;
+                    }
+                    for a in &e.addresses {
+                        if let Ok(ip) = a.parse::<IpAddr>() {
+                            backends.push(Backend { addr: SocketAddr::new(ip, port as u16), terminating: !ready });
+                        }
+                    }
+                }
+            }
+            backends.sort_by_key(|b| b.addr);
+            backends.dedup_by_key(|b| b.addr);
+            if st.backends.get(&pool.id) == Some(&backends) {
+                continue;
+            }
+            match self.dataplane.router().set_endpoints(pool.id, &backends) {
+                Ok(change) => removed.extend(change.removed),
+                Err(e) => tracing::error!(service = %key.name, "cannot publish endpoints: {e}"),
+            }
+            st.backends.insert(pool.id, backends);
+        }
+        drop(st);
+        if !removed.is_empty() {
+            self.dataplane.router().reset_flows(FlowSelector::Backends(&removed), &mut |l, p| self.dataplane.send_packet(l, p));
+        }
+        Ok(Next::Done)
+    }
+}

@@ -1,0 +1,412 @@
+//! The host side of the kubelet: [`HostRuntime`] implements
+//! [`PodRuntime`] with network namespaces, TUN devices, IPAM addresses and
+//! processes.
+//!
+//! A pod `NAME` in namespace `NS` lives in the network namespace
+//! `/var/run/netns/NS.NAME` (a namespace name has no dot, so the first dot
+//! splits the two), with a persistent TUN `eth0` configured there (address
+//! /32, `lo` up, `default dev eth0`, MTU) whose descriptor the data plane
+//! serves. A StatefulSet's pod takes its address with the IPAM identity
+//! `NS/NAME`, so it comes back with the same one. A container's process is
+//! the leader of its own process group (signals go to the group); its
+//! output is appended to `STATE/logs/NS_NAME_CONTAINER.log`.
+//!
+//! Exits are noticed by [`HostRuntime::reap`] (on SIGCHLD) and reported
+//! through the `exited` callback, so the kubelet looks at the pod at once.
+//! After a daemon restart, pod namespaces are reattached and whatever
+//! processes still run in them are stopped: the kubelet starts the
+//! containers again (their restart counts go on).
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use parking_lot::Mutex;
+
+use super::config::DaemonConfig;
+use super::dataplane::Dataplane;
+use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
+use crate::control::reconcile::pod::{PodRuntime, ProcessState};
+use crate::packet::router::FlowSelector;
+use crate::packet::{Link, PodAddrs, PodId};
+use crate::sys::netns::{self, NetNs};
+use crate::sys::process::{self, Signal};
+use crate::sys::{link, tun::Tun};
+
+struct Process {
+    child: Child,
+    started: SystemTime,
+    exit: Option<(i32, SystemTime)>,
+}
+
+struct PodEntry {
+    uid: String,
+    netns: String,
+    ip: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+    id: PodId,
+    tun: Arc<Tun>,
+    containers: HashMap<String, Process>,
+}
+
+/// Pods on this host.
+pub struct HostRuntime {
+    config: DaemonConfig,
+    node_name: String,
+    dataplane: Arc<Dataplane>,
+    ipam: Mutex<Ipam>,
+    pods: Mutex<HashMap<(String, String), PodEntry>>,
+    exited: Box<dyn Fn(&str, &str) + Send + Sync>,
+}
+
+/// The network namespace name of a pod.
+pub fn netns_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}
+
+fn key(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn configure_eth0(mtu: u32, ip: Ipv4Addr, v6: Option<Ipv6Addr>) -> Result<(), link::LinkError> {
+    link::set_up("lo")?;
+    link::set_mtu("eth0", mtu)?;
+    link::add_address("eth0", IpNet::from(ipnet::Ipv4Net::new(ip, 32).expect("/32")))?;
+    if let Some(v6) = v6 {
+        link::add_address("eth0", IpNet::from(ipnet::Ipv6Net::new(v6, 128).expect("/128")))?;
+    }
+    link::set_up("eth0")?;
+    link::add_route("0.0.0.0/0".parse().expect("literal"), "eth0")?;
+    if v6.is_some() {
+        link::add_route("::/0".parse().expect("literal"), "eth0")?;
+    }
+    Ok(())
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Whether a StatefulSet controls the pod (its address is then sticky).
+fn stateful(pod: &Pod) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.kind == "StatefulSet")
+}
+
+impl HostRuntime {
+    /// A runtime for this node; `exited(namespace, name)` is called when a
+    /// pod's process exits.
+    pub fn new(
+        config: DaemonConfig,
+        node_name: String,
+        dataplane: Arc<Dataplane>,
+        ipam: Ipam,
+        exited: Box<dyn Fn(&str, &str) + Send + Sync>,
+    ) -> Self {
+        let _ = std::fs::create_dir_all(config.state_dir.join("logs"));
+        Self { config, node_name, dataplane, ipam: Mutex::new(ipam), pods: Mutex::new(HashMap::new()), exited }
+    }
+
+    /// The log file of a container.
+    pub fn log_path(&self, namespace: &str, name: &str, container: &str) -> PathBuf {
+        self.config.state_dir.join("logs").join(format!("{namespace}_{name}_{container}.log"))
+    }
+
+    fn publish_pods(&self, pods: &HashMap<(String, String), PodEntry>) {
+        let table: Vec<(PodId, PodAddrs)> =
+            pods.values().map(|e| (e.id, PodAddrs { v4: Some(e.ip), v6: e.ipv6 })).collect();
+        if let Err(e) = self.dataplane.router().set_pods(&table) {
+            tracing::error!("cannot publish pod addresses: {e}");
+        }
+    }
+
+    /// Notices exited processes and reports them.
+    pub fn reap(&self) {
+        let mut done = Vec::new();
+        for ((ns, name), entry) in self.pods.lock().iter_mut() {
+            for p in entry.containers.values_mut() {
+                if p.exit.is_none() {
+                    if let Ok(Some(status)) = p.child.try_wait() {
+                        p.exit = Some((exit_code(status), SystemTime::now()));
+                        done.push((ns.clone(), name.clone()));
+                    }
+                }
+            }
+        }
+        for (ns, name) in done {
+            (self.exited)(&ns, &name);
+        }
+    }
+
+    /// Stops every process of every pod (SIGKILL), for a reset.
+    pub fn kill_all(&self) {
+        for entry in self.pods.lock().values_mut() {
+            for p in entry.containers.values_mut() {
+                let _ = process::kill_group(p.child.id(), Signal::SIGKILL);
+                let _ = p.child.wait();
+            }
+        }
+    }
+
+    fn teardown(&self, entry: PodEntry) {
+        let router = self.dataplane.router();
+        router.reset_flows(FlowSelector::Client(IpAddr::V4(entry.ip)), &mut |l, p| self.dataplane.send_packet(l, p));
+        self.dataplane.remove(Link::Pod(entry.id));
+        let _ = entry.tun.set_persistent(false);
+        for mut p in entry.containers.into_values() {
+            let _ = process::kill_group(p.child.id(), Signal::SIGKILL);
+            let _ = p.child.wait();
+        }
+        stop_processes_in(&entry.netns);
+        if let Err(e) = netns::remove(&entry.netns) {
+            tracing::warn!(netns = %entry.netns, "cannot remove the pod's namespace: {e}");
+        }
+        let _ = self.ipam.lock().release(&OwnerKey::from(entry.uid.clone()), SystemTime::now());
+    }
+}
+
+/// Kills (SIGKILL) every process whose network namespace is the named one.
+pub fn stop_processes_in(ns_name: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(PathBuf::from(netns::NETNS_RUN_DIR).join(ns_name)) else {
+        return;
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(m) = std::fs::metadata(p.path().join("ns/net")) {
+            if m.ino() == target.ino() && m.dev() == target.dev() {
+                let _ = process::kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// An HTTP GET against `addr` with a deadline; true for a 2xx or 3xx.
+fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kube-probe/1.37\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    if s.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let code: u16 = std::str::from_utf8(&head[9..12]).ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+    head.starts_with(b"HTTP/1.") && (200..400).contains(&code)
+}
+
+fn probe_port(c: &Container, port: &IntOrString) -> Option<u16> {
+    match port {
+        IntOrString::Int(p) => u16::try_from(*p).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+impl PodRuntime for HostRuntime {
+    fn node_name(&self) -> String {
+        self.node_name.clone()
+    }
+
+    fn host_ip(&self) -> String {
+        self.config.gateway().to_string()
+    }
+
+    fn setup_network(&self, pod: &Pod) -> Result<String, String> {
+        let (ns, name) = key(pod);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut pods = self.pods.lock();
+        if let Some(e) = pods.get(&(ns.clone(), name.clone())) {
+            if e.uid == uid {
+                return Ok(e.ip.to_string());
+            }
+        }
+        if let Some(old) = pods.remove(&(ns.clone(), name.clone())) {
+            // The same name, a new pod (a StatefulSet's): the old one's
+            // network goes first.
+            self.teardown(old);
+        }
+        let mut req = AllocateRequest::new(uid.clone()).families(Families::Configured);
+        if stateful(pod) {
+            req = req.identity(format!("{ns}/{name}"));
+        }
+        let alloc = self.ipam.lock().allocate(req, SystemTime::now()).map_err(|e| format!("no address for the pod: {e}"))?;
+        let release = || {
+            let _ = self.ipam.lock().release(&OwnerKey::from(uid.clone()), SystemTime::now());
+        };
+        let Some(ip) = alloc.v4 else {
+            release();
+            return Err("IPAM returned no IPv4 address".into());
+        };
+        let ns_name = netns_name(&ns, &name);
+        // A namespace of that name left by a crash (or by the daemon before
+        // a restart) is ours to replace, with whatever still runs in it.
+        stop_processes_in(&ns_name);
+        let _ = netns::remove(&ns_name);
+        let handle = NetNs::create(&ns_name).map_err(|e| {
+            release();
+            format!("cannot create the network namespace {ns_name}: {e}")
+        })?;
+        let (mtu, v6) = (self.config.mtu, alloc.v6);
+        let made = handle.run(move || -> Result<Tun, String> {
+            let tun = Tun::create("eth0", true).map_err(|e| e.to_string())?;
+            if let Err(e) = configure_eth0(mtu, ip, v6) {
+                let _ = tun.set_persistent(false);
+                return Err(e.to_string());
+            }
+            Ok(tun)
+        });
+        let tun = match made.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                let _ = netns::remove(&ns_name);
+                release();
+                return Err(format!("cannot set up eth0 of {ns_name}: {e}"));
+            }
+        };
+        let _ = tun.set_nonblocking(true);
+        let used: std::collections::HashSet<u32> = pods.values().map(|e| e.id.0).collect();
+        let id = PodId((1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX - 1));
+        pods.insert(
+            (ns, name),
+            PodEntry { uid, netns: ns_name, ip, ipv6: v6, id, tun: tun.clone(), containers: HashMap::new() },
+        );
+        self.publish_pods(&pods);
+        self.dataplane.add(Link::Pod(id), tun);
+        Ok(ip.to_string())
+    }
+
+    fn teardown_network(&self, pod: &Pod) {
+        let entry = self.pods.lock().remove(&key(pod));
+        if let Some(entry) = entry {
+            self.teardown(entry);
+            self.publish_pods(&self.pods.lock());
+        }
+    }
+
+    fn start(&self, pod: &Pod, container: &str, argv: &[String], env: &[(String, String)]) -> Result<(), String> {
+        let (ns, name) = key(pod);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(&ns, &name, container))
+            .map_err(|e| format!("cannot open the container log: {e}"))?;
+        let mut pods = self.pods.lock();
+        let entry = pods.get_mut(&(ns.clone(), name.clone())).ok_or("the pod has no network yet")?;
+        if argv.is_empty() {
+            return Err("the container has neither command nor args: podnet runs commands, it does not pull images".into());
+        }
+        let handle = NetNs::open(&entry.netns).map_err(|e| e.to_string())?;
+        let mut env = env.to_vec();
+        env.push(("HOSTNAME".into(), name.clone()));
+        let child = process::spawn_in(&handle, argv, &env, log).map_err(|e| e.to_string())?;
+        entry.containers.insert(container.to_string(), Process { child, started: SystemTime::now(), exit: None });
+        Ok(())
+    }
+
+    fn state(&self, pod: &Pod, container: &str) -> ProcessState {
+        let mut pods = self.pods.lock();
+        let Some(entry) = pods.get_mut(&key(pod)) else {
+            return ProcessState::Absent;
+        };
+        if entry.uid != pod.metadata.uid.clone().unwrap_or_default() {
+            return ProcessState::Absent;
+        }
+        let Some(p) = entry.containers.get_mut(container) else {
+            return ProcessState::Absent;
+        };
+        if p.exit.is_none() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                p.exit = Some((exit_code(status), SystemTime::now()));
+            }
+        }
+        match p.exit {
+            Some((code, at)) => ProcessState::Exited(code, at),
+            None => ProcessState::Running(p.started),
+        }
+    }
+
+    fn signal(&self, pod: &Pod, container: &str, kill: bool) {
+        let pods = self.pods.lock();
+        if let Some(p) = pods.get(&key(pod)).and_then(|e| e.containers.get(container)) {
+            if p.exit.is_none() {
+                let sig = if kill { Signal::SIGKILL } else { Signal::SIGTERM };
+                if let Err(e) = process::kill_group(p.child.id(), sig) {
+                    tracing::warn!(pod = ?key(pod), container, "cannot signal: {e}");
+                }
+            }
+        }
+    }
+
+    fn probe(&self, pod: &Pod, container: &Container, probe: &Probe) -> bool {
+        let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<IpAddr>().ok()) else {
+            return false;
+        };
+        if let Some(t) = &probe.tcp_socket {
+            let Some(port) = probe_port(container, &t.port) else { return false };
+            return TcpStream::connect_timeout(&SocketAddr::new(ip, port), timeout).is_ok();
+        }
+        if let Some(h) = &probe.http_get {
+            let Some(port) = probe_port(container, &h.port) else { return false };
+            let host = h.host.clone().unwrap_or_else(|| ip.to_string());
+            return http_get(SocketAddr::new(ip, port), &host, h.path.as_deref().unwrap_or("/"), timeout);
+        }
+        if let Some(e) = &probe.exec {
+            let argv = e.command.clone().unwrap_or_default();
+            let (ns, name) = key(pod);
+            let Ok(handle) = NetNs::open(&netns_name(&ns, &name)) else { return false };
+            let Ok(devnull) = OpenOptions::new().write(true).open("/dev/null") else { return false };
+            let Ok(mut child) = process::spawn_in(&handle, &argv, &[], devnull) else { return false };
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return status.success(),
+                    Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                    _ => {
+                        let _ = process::kill_group(child.id(), Signal::SIGKILL);
+                        let _ = child.wait();
+                        return false;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn forget(&self, namespace: &str, name: &str) {
+        let entry = self.pods.lock().remove(&(namespace.to_string(), name.to_string()));
+        if let Some(entry) = entry {
+            self.teardown(entry);
+            self.publish_pods(&self.pods.lock());
+        }
+    }
+}
