@@ -42,6 +42,10 @@ struct Args {
     /// Packet worker threads [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
+    /// TUN devices without offloads (no virtio-net headers, checksum or
+    /// segmentation offload): one MTU-sized packet per read or write.
+    #[arg(long)]
+    no_offload: bool,
     /// Log filter (tracing syntax) [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -92,6 +96,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.workers {
         config.workers = v;
+    }
+    if args.no_offload {
+        config.offload = false;
     }
 
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -34,6 +34,11 @@ pub struct DaemonConfig {
     pub ip_quarantine_secs: u64,
     /// Seconds a deleted pod's process gets between SIGTERM and SIGKILL.
     pub termination_grace_secs: u64,
+    /// TUN offloads (virtio-net headers, checksum and segmentation
+    /// offload) on every device the daemon creates: one read or write
+    /// moves up to 64 KiB. Off (`offload = false`, `--no-offload`): one
+    /// MTU-sized packet per read or write.
+    pub offload: bool,
 }
 
 impl Default for DaemonConfig {
@@ -49,6 +54,7 @@ impl Default for DaemonConfig {
             workers: 0,
             ip_quarantine_secs: 30,
             termination_grace_secs: 5,
+            offload: true,
         }
     }
 }
@@ -96,6 +102,7 @@ struct FileConfig {
     workers: Option<usize>,
     ip_quarantine_secs: Option<u64>,
     termination_grace_secs: Option<u64>,
+    offload: Option<bool>,
 }
 
 impl DaemonConfig {
@@ -133,6 +140,7 @@ impl DaemonConfig {
             workers: f.workers.unwrap_or(d.workers),
             ip_quarantine_secs: f.ip_quarantine_secs.unwrap_or(d.ip_quarantine_secs),
             termination_grace_secs: f.termination_grace_secs.unwrap_or(d.termination_grace_secs),
+            offload: f.offload.unwrap_or(d.offload),
         };
         c.validate()?;
         Ok(c)
@@ -249,6 +257,8 @@ mod tests {
         assert_eq!(c.mtu, 1400);
         let e = DaemonConfig::from_toml("nod-subnet = \"10.244.3.0/24\"").unwrap_err();
         assert!(e.to_string().contains("nod-subnet"), "{e}");
+        assert!(c.offload, "offloads are on by default");
+        assert!(!DaemonConfig::from_toml("offload = false").unwrap().offload);
         let e = DaemonConfig::from_toml("mtu = 10").unwrap_err();
         assert!(e.to_string().contains("mtu"), "{e}");
         let e = DaemonConfig::from_toml("service-cidr = \"10.244.0.0/16\"").unwrap_err();

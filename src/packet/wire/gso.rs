@@ -12,15 +12,18 @@
 //!   last segment, CWR only on the first; the full checksum.
 //! * UDP: length and the full checksum (0 stored as 0xffff).
 //!
-//! The checksums are complete, so the receiving kernel verifies them: this
-//! path is also how the root tests check the NAT's seeds against a real
-//! receiver.
+//! The checksums are complete, so the receiving kernel verifies them. With
+//! a partial checksum (the usual case) each segment's checksum is finished
+//! from the super-packet's seed, as the kernel's GSO does, rather than
+//! recomputed from the addresses: a wrong seed left by the NAT makes
+//! segments the receiver drops, which is how the root tests check the
+//! seeds against a real kernel.
 
 use std::net::IpAddr;
 
-use super::checksum::{finish, pseudo_header, sum};
+use super::checksum::{diff16, finish, pseudo_header, sum};
 use super::field::{get16, get32, get_v4, get_v6, ipv4, ipv6, proto, set16, set32, tcp, udp};
-use super::virtio::{check, VnetError, VnetHdr};
+use super::virtio::{apply_to_seed, check, VnetError, VnetHdr};
 use super::{IpVersion, PacketInfo};
 
 /// Why a super-packet cannot be segmented.
@@ -45,6 +48,8 @@ pub struct Segmenter {
     payload: usize,
     size: usize,
     segments: usize,
+    /// The transport checksum field holds a pseudo-header seed.
+    seeded: bool,
 }
 
 impl Segmenter {
@@ -78,6 +83,7 @@ impl Segmenter {
             payload,
             size,
             segments: payload.div_ceil(size).max(1),
+            seeded: hdr.needs_csum(),
         })
     }
 
@@ -146,6 +152,25 @@ impl Segmenter {
             set16(&mut seg[l4..], udp::LENGTH, (len - l4) as u16);
             udp::CHECKSUM
         };
+        let l4_len = (len - l4) as u16;
+        if self.seeded {
+            // As the kernel's GSO does: each segment's checksum grows from
+            // the super-packet's seed (with the length changed), so a wrong
+            // seed makes wrong segments, which the receiver refuses.
+            let super_len = (self.headers + self.payload - l4) as u16;
+            let seed = get16(seg, l4 + check_at);
+            set16(
+                seg,
+                l4 + check_at,
+                apply_to_seed(seed, diff16(super_len, l4_len)),
+            );
+            let mut c = finish(sum(&seg[l4..], 0));
+            if c == 0 && info.protocol == proto::UDP {
+                c = 0xffff;
+            }
+            set16(seg, l4 + check_at, c);
+            return Ok(len);
+        }
         set16(seg, l4 + check_at, 0);
         // Addresses from the bytes: the packet may have been rewritten since `info`.
         let (src, dst) = match info.version {
@@ -158,7 +183,7 @@ impl Segmenter {
                 IpAddr::V6(get_v6(seg, ipv6::DST)),
             ),
         };
-        let pseudo = pseudo_header(src, dst, info.protocol, (len - l4) as u32);
+        let pseudo = pseudo_header(src, dst, info.protocol, u32::from(l4_len));
         let mut c = finish(sum(&seg[l4..], pseudo));
         if c == 0 && info.protocol == proto::UDP {
             c = 0xffff;
