@@ -11,7 +11,7 @@
 mod sys_support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,9 +27,12 @@ use sys_support::NsGuard;
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 5);
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 6);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 5);
+const SERVER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 6);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x10);
 
-/// Opens `eth0` in `ns` and configures it as the daemon does a pod's.
-fn pod_eth0(ns: &NsGuard, ip: Ipv4Addr, offload: bool) -> Tun {
+/// Opens `eth0` in `ns` and configures it as the daemon does a dual-stack pod's.
+fn pod_eth0(ns: &NsGuard, ip: Ipv4Addr, ip6: Ipv6Addr, offload: bool) -> Tun {
     let tun = ns
         .ns
         .run(
@@ -44,8 +47,10 @@ fn pod_eth0(ns: &NsGuard, ip: Ipv4Addr, offload: bool) -> Tun {
                 link::set_up("lo")?;
                 link::set_mtu("eth0", 1500)?;
                 link::add_address("eth0", format!("{ip}/32").parse().unwrap())?;
+                link::add_address("eth0", format!("{ip6}/128").parse().unwrap())?;
                 link::set_up("eth0")?;
                 link::add_route("0.0.0.0/0".parse().unwrap(), "eth0")?;
+                link::add_route("::/0".parse().unwrap(), "eth0")?;
                 Ok(tun)
             },
         )
@@ -107,9 +112,10 @@ def recv_all(c, n):
 "#;
 
 const SERVER: &str = r#"
-s = socket.socket()
+s = socket.socket(socket.AF_INET6)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 8080))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 8080))
 s.listen(1)
 print("listening", flush=True)
 c, _ = s.accept()
@@ -137,7 +143,7 @@ c.close()
 print("client ok", flush=True)
 "#;
 
-fn python_in(ns: &NsGuard, script: &str, vip: Ipv4Addr, bytes: usize) -> ChildGuard {
+fn python_in(ns: &NsGuard, script: &str, vip: IpAddr, bytes: usize) -> ChildGuard {
     ChildGuard(
         Command::new("ip")
             .args(["netns", "exec", ns.name(), "python3", "-c"])
@@ -151,9 +157,10 @@ fn python_in(ns: &NsGuard, script: &str, vip: Ipv4Addr, bytes: usize) -> ChildGu
     )
 }
 
-/// Two pod namespaces (client 10.244.0.5, server .6) joined by an
-/// in-process data plane, with a service 10.96.0.10:`port` -> server
-/// :`target_port` over `protocol`. Fields drop in order: the data plane
+/// Two dual-stack pod namespaces (client 10.244.0.5 and fd00:10:244::5,
+/// server .6 and ::6) joined by an in-process data plane, with a service
+/// 10.96.0.10 and fd00:10:96::10, port `ports.0` -> server `ports.1`
+/// over `protocol`. Fields drop in order: the data plane
 /// (closing the devices) before the namespaces.
 struct TwoPods {
     dataplane: Dataplane,
@@ -167,39 +174,52 @@ impl TwoPods {
     fn new(client_offload: bool, server_offload: bool, protocol: u8, ports: (u16, u16)) -> TwoPods {
         let client_ns = NsGuard::new("offc");
         let server_ns = NsGuard::new("offs");
-        let client = Arc::new(pod_eth0(&client_ns, CLIENT_IP, client_offload));
-        let server = Arc::new(pod_eth0(&server_ns, SERVER_IP, server_offload));
+        let client = Arc::new(pod_eth0(&client_ns, CLIENT_IP, CLIENT_IP6, client_offload));
+        let server = Arc::new(pod_eth0(&server_ns, SERVER_IP, SERVER_IP6, server_offload));
         let client_udp_offload = client.udp_offload();
 
         let router = Arc::new(Router::new(RouterConfig::default()));
         let (c, s) = (PodId(1), PodId(2));
-        let addrs = |ip| PodAddrs {
+        let addrs = |ip, ip6| PodAddrs {
             v4: Some(ip),
-            v6: None,
+            v6: Some(ip6),
         };
         router
-            .set_pods(&[(c, addrs(CLIENT_IP)), (s, addrs(SERVER_IP))])
+            .set_pods(&[
+                (c, addrs(CLIENT_IP, CLIENT_IP6)),
+                (s, addrs(SERVER_IP, SERVER_IP6)),
+            ])
             .unwrap();
-        router
-            .set_services(&[PoolSpec {
-                id: PoolId(1),
+        // One pool per family: a service address translates to a backend
+        // of its own family.
+        let pools = [
+            (PoolId(1), IpAddr::V4(VIP), IpAddr::V4(SERVER_IP)),
+            (PoolId(2), IpAddr::V6(VIP6), IpAddr::V6(SERVER_IP6)),
+        ];
+        let specs: Vec<PoolSpec> = pools
+            .iter()
+            .map(|&(id, vip, _)| PoolSpec {
+                id,
                 frontends: vec![Frontend {
-                    addr: IpAddr::V4(VIP),
+                    addr: vip,
                     port: ports.0,
                     protocol,
                 }],
                 session_affinity: None,
-            }])
-            .unwrap();
-        router
-            .set_endpoints(
-                PoolId(1),
-                &[Backend {
-                    addr: SocketAddr::from((SERVER_IP, ports.1)),
-                    terminating: false,
-                }],
-            )
-            .unwrap();
+            })
+            .collect();
+        router.set_services(&specs).unwrap();
+        for (id, _, backend) in pools {
+            router
+                .set_endpoints(
+                    id,
+                    &[Backend {
+                        addr: SocketAddr::new(backend, ports.1),
+                        terminating: false,
+                    }],
+                )
+                .unwrap();
+        }
         let dataplane = Dataplane::start(router.clone(), 2, Instant::now()).unwrap();
         dataplane.add(Link::Pod(c), client);
         dataplane.add(Link::Pod(s), server);
@@ -213,15 +233,15 @@ impl TwoPods {
     }
 
     /// Runs `server` in the server pod until it prints `listening`, then
-    /// `client` in the client pod; both must succeed.
-    fn run(&self, server: &str, client: &str, bytes: usize) {
-        let mut srv = python_in(&self.server_ns, server, VIP, bytes);
+    /// `client` in the client pod, towards `vip`; both must succeed.
+    fn run(&self, server: &str, client: &str, bytes: usize, vip: IpAddr) {
+        let mut srv = python_in(&self.server_ns, server, vip, bytes);
         let mut line = String::new();
         BufReader::new(srv.0.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "listening");
-        let cli = python_in(&self.client_ns, client, VIP, bytes);
+        let cli = python_in(&self.client_ns, client, vip, bytes);
         let cli_out = finish(cli, Duration::from_secs(60));
         let srv_out = finish(srv, Duration::from_secs(30));
         assert!(cli_out.contains("client ok"), "{cli_out}");
@@ -247,11 +267,11 @@ impl TwoPods {
     }
 }
 
-/// Moves `bytes` each way over one TCP connection client -> service ->
-/// server; returns (super-packets segmented, packets forwarded to pods).
-fn transfer(client_offload: bool, server_offload: bool, bytes: usize) -> (u64, u64) {
+/// Moves `bytes` each way over one TCP connection client -> service `vip`
+/// -> server; returns (super-packets segmented, packets forwarded to pods).
+fn transfer(client_offload: bool, server_offload: bool, bytes: usize, vip: IpAddr) -> (u64, u64) {
     let pods = TwoPods::new(client_offload, server_offload, 6, (80, 8080));
-    pods.run(SERVER, CLIENT, bytes);
+    pods.run(SERVER, CLIENT, bytes, vip);
     pods.finish()
 }
 
@@ -259,7 +279,7 @@ const BYTES: usize = 16 << 20;
 
 #[test]
 fn tcp_through_a_service_with_offloads_on_both_sides_moves_super_packets_whole() {
-    let (segmented, forwarded) = transfer(true, true, BYTES);
+    let (segmented, forwarded) = transfer(true, true, BYTES, IpAddr::V4(VIP));
     assert_eq!(segmented, 0, "both sides take super-packets: none is cut");
     // 32 MiB moved in both directions, plus ACKs: one MSS per packet would
     // take more than 2 * 16 MiB / 1460 forwarded packets. Fewer show that
@@ -276,7 +296,7 @@ fn tcp_to_a_receiver_without_offloads_is_segmented_and_verified_by_its_kernel() 
     // The server's kernel gets only plain segments (no virtio header) and
     // verifies every checksum: a wrong seed from the NAT, or a wrong
     // segment, loses data and fails the SHA-256 check.
-    let (segmented, _) = transfer(true, false, BYTES);
+    let (segmented, _) = transfer(true, false, BYTES, IpAddr::V4(VIP));
     assert!(
         segmented > 0,
         "the client's super-packets were cut in software"
@@ -285,16 +305,35 @@ fn tcp_to_a_receiver_without_offloads_is_segmented_and_verified_by_its_kernel() 
 
 #[test]
 fn tcp_without_offloads_on_either_side_still_works() {
-    let (segmented, _) = transfer(false, false, 4 << 20);
+    let (segmented, _) = transfer(false, false, 4 << 20, IpAddr::V4(VIP));
     assert_eq!(segmented, 0);
+}
+
+/// IPv6 (TSO6 super-packets, the general path rather than the IPv4 fast
+/// path): whole to a receiver with offloads, segmented and verified by the
+/// kernel of one without.
+#[test]
+fn tcp_over_ipv6_through_a_service_with_and_without_receiver_offloads() {
+    let (segmented, forwarded) = transfer(true, true, BYTES, IpAddr::V6(VIP6));
+    assert_eq!(segmented, 0);
+    assert!(
+        forwarded < 2 * BYTES as u64 / 1440,
+        "{forwarded} packets forwarded"
+    );
+    let (segmented, _) = transfer(true, false, BYTES, IpAddr::V6(VIP6));
+    assert!(
+        segmented > 0,
+        "the client's super-packets were cut in software"
+    );
 }
 
 /// UDP segmentation offload (a socket with UDP_SEGMENT): the client's
 /// kernel hands over one super-datagram of 10 segments; the server must
 /// receive the 10 datagrams intact, through the service's NAT.
 const UDP_SERVER: &str = r#"
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 9000))
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 9000))
 print("listening", flush=True)
 seen = set()
 while len(seen) < 10:
@@ -307,7 +346,7 @@ print("server ok", flush=True)
 "#;
 
 const UDP_CLIENT: &str = r#"
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(17, 103, 1400)  # SOL_UDP, UDP_SEGMENT: 1400-byte segments
 s.connect((sys.argv[1], 53))
 s.settimeout(1)
@@ -325,11 +364,16 @@ else:
 "#;
 
 #[test]
-fn udp_super_datagrams_reach_receivers_with_and_without_offloads() {
-    for server_offload in [true, false] {
+fn udp_super_datagrams_reach_receivers_with_and_without_offloads_over_both_families() {
+    for (server_offload, vip) in [
+        (true, IpAddr::V4(VIP)),
+        (false, IpAddr::V4(VIP)),
+        (true, IpAddr::V6(VIP6)),
+        (false, IpAddr::V6(VIP6)),
+    ] {
         let pods = TwoPods::new(true, server_offload, 17, (53, 9000));
         let uso = pods.client_udp_offload;
-        pods.run(UDP_SERVER, UDP_CLIENT, 1396 * 10);
+        pods.run(UDP_SERVER, UDP_CLIENT, 1396 * 10, vip);
         let (segmented, _) = pods.finish();
         if !server_offload && uso {
             assert!(
@@ -350,7 +394,12 @@ fn udp_super_datagrams_reach_receivers_with_and_without_offloads() {
 #[test]
 fn offload_devices_take_virtio_headers_and_reattach_with_the_same_flags() {
     let ns = NsGuard::new("offd");
-    let tun = pod_eth0(&ns, Ipv4Addr::new(10, 99, 0, 2), true);
+    let tun = pod_eth0(
+        &ns,
+        Ipv4Addr::new(10, 99, 0, 2),
+        "fd00:99::2".parse().unwrap(),
+        true,
+    );
     // UDP 10.99.1.1:40000 -> 10.99.0.2:9 (closed), its checksum left partial:
     // the field holds the pseudo-header seed.
     let payload = b"offload";
