@@ -55,12 +55,13 @@ bench_iperf_json() {
     rm -f "$err"
 }
 
-# bench_iperf_tcp_gbps NS IP PORT [SECS] — one iperf3 TCP stream from NS to IP:PORT; prints receiver Gbit/s.
+# bench_iperf_tcp_gbps NS IP PORT [SECS] [STREAMS] — iperf3 TCP (one stream unless STREAMS) from NS to
+# IP:PORT; prints receiver Gbit/s, all streams together.
 bench_iperf_tcp_gbps() {
     local ns=${1:?bench_iperf_tcp_gbps: NS missing} ip=${2:?IP missing} port=${3:?PORT missing}
-    local secs=${4:-5} out rc=0
+    local secs=${4:-5} streams=${5:-1} out rc=0
     out=$(mktemp "${TMPDIR:-/tmp}/pnbench-tcp.XXXXXX")
-    BENCH_IPERF_SECS=$secs bench_iperf_json "$ns" "$out" -c "$ip" -p "$port" -t "$secs" || rc=$?
+    BENCH_IPERF_SECS=$secs bench_iperf_json "$ns" "$out" -c "$ip" -p "$port" -t "$secs" -P "$streams" || rc=$?
     if [ "$rc" -eq 0 ]; then
         python3 - "$out" <<'PY' || rc=$?
 import json, sys
