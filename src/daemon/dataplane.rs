@@ -411,7 +411,7 @@ fn finish_in_software(out: &Tun, buf: &mut PacketBuf, segment: &mut [u8], stats:
     };
     stats.segmented.fetch_add(1, Ordering::Relaxed);
     for i in 0..segmenter.segments() {
-        match segmenter.write(packet, &info, i, segment) {
+        match segmenter.write(packet, i, segment) {
             Ok(n) => {
                 if out.write(&segment[..n]).is_err() {
                     stats.write_errors.fetch_add(1, Ordering::Relaxed);

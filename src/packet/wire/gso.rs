@@ -44,6 +44,9 @@ pub enum GsoError {
 /// many segments it makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segmenter {
+    version: IpVersion,
+    protocol: u8,
+    l4: usize,
     headers: usize,
     payload: usize,
     size: usize,
@@ -55,11 +58,17 @@ pub struct Segmenter {
 impl Segmenter {
     /// Prepares `packet` for segmentation by `hdr`. `info` is
     /// [`super::parse`]'s view of it (addresses and ports may have been
-    /// rewritten since; offsets, lengths and protocol may not). A packet that is not a super-packet
-    /// is one segment (its checksum completed if partial).
+    /// rewritten since; offsets, lengths and protocol may not). A packet
+    /// that is not a super-packet is one segment (its checksum completed if
+    /// partial). A stale or forged `info` gives an error or wrong segments,
+    /// never a panic.
     pub fn new(packet: &[u8], info: &PacketInfo, hdr: &VnetHdr) -> Result<Segmenter, GsoError> {
         check(hdr, info)?;
         let l4 = info.l4_offset;
+        let min_l4 = match info.version {
+            IpVersion::V4 => ipv4::HEADER_LEN,
+            IpVersion::V6 => ipv6::HEADER_LEN,
+        };
         let headers = match info.protocol {
             proto::TCP => {
                 let off = packet.get(l4 + tcp::DATA_OFF).ok_or(GsoError::Truncated)?;
@@ -69,7 +78,12 @@ impl Segmenter {
             _ => return Err(VnetError::BadGso.into()),
         };
         let len = info.packet_len.min(packet.len());
-        if headers > len {
+        let l4_header = if info.protocol == proto::TCP {
+            tcp::HEADER_LEN
+        } else {
+            udp::HEADER_LEN
+        };
+        if l4 < min_l4 || headers < l4 + l4_header || headers > len {
             return Err(GsoError::Truncated);
         }
         let payload = len - headers;
@@ -79,6 +93,9 @@ impl Segmenter {
             payload.max(1)
         };
         Ok(Segmenter {
+            version: info.version,
+            protocol: info.protocol,
+            l4,
             headers,
             payload,
             size,
@@ -98,15 +115,12 @@ impl Segmenter {
     }
 
     /// Writes segment `index` (< [`Segmenter::segments`]) of `packet` into
-    /// `out`; returns its length. `packet` and `info` must be those given to
+    /// `out`; returns its length. `packet` must be the one given to
     /// [`Segmenter::new`].
-    pub fn write(
-        &self,
-        packet: &[u8],
-        info: &PacketInfo,
-        index: usize,
-        out: &mut [u8],
-    ) -> Result<usize, GsoError> {
+    pub fn write(&self, packet: &[u8], index: usize, out: &mut [u8]) -> Result<usize, GsoError> {
+        if index >= self.segments {
+            return Err(GsoError::Truncated);
+        }
         let from = self.headers + index * self.size;
         let chunk = self
             .size
@@ -115,14 +129,14 @@ impl Segmenter {
         if out.len() < len {
             return Err(GsoError::BufferTooSmall);
         }
-        if from + chunk > packet.len() || index >= self.segments {
+        if from + chunk > packet.len() {
             return Err(GsoError::Truncated);
         }
         out[..self.headers].copy_from_slice(&packet[..self.headers]);
         out[self.headers..len].copy_from_slice(&packet[from..from + chunk]);
         let seg = &mut out[..len];
-        let l4 = info.l4_offset;
-        match info.version {
+        let l4 = self.l4;
+        match self.version {
             IpVersion::V4 => {
                 set16(seg, ipv4::TOTAL_LEN, len as u16);
                 let id = get16(seg, ipv4::IDENT).wrapping_add(index as u16);
@@ -135,7 +149,7 @@ impl Segmenter {
                 set16(seg, ipv6::PAYLOAD_LEN, (len - ipv6::HEADER_LEN) as u16);
             }
         }
-        let check_at = if info.protocol == proto::TCP {
+        let check_at = if self.protocol == proto::TCP {
             let t = &mut seg[l4..];
             let seq = get32(t, tcp::SEQ).wrapping_add((index * self.size) as u32);
             set32(t, tcp::SEQ, seq);
@@ -165,7 +179,7 @@ impl Segmenter {
                 apply_to_seed(seed, diff16(super_len, l4_len)),
             );
             let mut c = finish(sum(&seg[l4..], 0));
-            if c == 0 && info.protocol == proto::UDP {
+            if c == 0 && self.protocol == proto::UDP {
                 c = 0xffff;
             }
             set16(seg, l4 + check_at, c);
@@ -173,7 +187,7 @@ impl Segmenter {
         }
         set16(seg, l4 + check_at, 0);
         // Addresses from the bytes: the packet may have been rewritten since `info`.
-        let (src, dst) = match info.version {
+        let (src, dst) = match self.version {
             IpVersion::V4 => (
                 IpAddr::V4(get_v4(seg, ipv4::SRC)),
                 IpAddr::V4(get_v4(seg, ipv4::DST)),
@@ -183,9 +197,9 @@ impl Segmenter {
                 IpAddr::V6(get_v6(seg, ipv6::DST)),
             ),
         };
-        let pseudo = pseudo_header(src, dst, info.protocol, u32::from(l4_len));
+        let pseudo = pseudo_header(src, dst, self.protocol, u32::from(l4_len));
         let mut c = finish(sum(&seg[l4..], pseudo));
-        if c == 0 && info.protocol == proto::UDP {
+        if c == 0 && self.protocol == proto::UDP {
             c = 0xffff;
         }
         set16(seg, l4 + check_at, c);

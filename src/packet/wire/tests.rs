@@ -1794,7 +1794,7 @@ fn check_segments(b: &[u8], hdr: &VnetHdr) {
     let mut joined = Vec::new();
     let v4_id = u16::from_be_bytes([b[4], b[5]]);
     for i in 0..seg.segments() {
-        let n = seg.write(b, &info, i, &mut out).unwrap();
+        let n = seg.write(b, i, &mut out).unwrap();
         let s = &out[..n];
         smoltcp_verify(s);
         let si = parse(s).unwrap();
@@ -1842,10 +1842,10 @@ fn check_segments(b: &[u8], hdr: &VnetHdr) {
         joined.extend_from_slice(&s[headers..]);
     }
     assert_eq!(joined, payload);
-    assert!(seg.write(b, &info, seg.segments(), &mut out).is_err());
+    assert!(seg.write(b, seg.segments(), &mut out).is_err());
     if !payload.is_empty() {
         assert_eq!(
-            seg.write(b, &info, 0, &mut out[..headers]),
+            seg.write(b, 0, &mut out[..headers]),
             Err(gso::GsoError::BufferTooSmall)
         );
     }
@@ -1919,5 +1919,55 @@ proptest! {
     ) {
         let (b, hdr) = super_packet(v6, udp_l4, payload, size, flags);
         check_segments(&b, &hdr);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Segmentation and checksum completion never panic, whatever the
+    /// header says and even when the parsed view belongs to another packet.
+    #[test]
+    fn offload_functions_never_panic(
+        spec in spec_strategy(),
+        other in spec_strategy(),
+        flips in prop::collection::vec((0usize..120, any::<u8>()), 0..4),
+        hdr in any::<[u8; HEADER_LEN]>(),
+        forged in any::<bool>(),
+    ) {
+        let mut bytes = spec.build();
+        let other = other.build();
+        let Ok(own) = parse(&bytes) else { return Ok(()) };
+        let info = if forged { parse(&other).unwrap_or(own) } else { own };
+        for (i, x) in flips {
+            let n = bytes.len();
+            bytes[i % n] ^= x;
+        }
+        let raw = VnetHdr::from_bytes(&hdr);
+        // Also headers that fit the packet as a kernel's would, so that
+        // segmentation gets going, with any segment size.
+        let fitting = VnetHdr {
+            flags: vflags::NEEDS_CSUM,
+            gso_type: match (info.protocol, info.version) {
+                (17, _) => vgso::UDP_L4,
+                (_, IpVersion::V4) => vgso::TCPV4,
+                _ => vgso::TCPV6,
+            },
+            csum_start: info.l4_offset as u16,
+            csum_offset: if info.protocol == 17 { 6 } else { 16 },
+            gso_size: raw.gso_size % 1500 + 1,
+            hdr_len: raw.hdr_len,
+        };
+        for h in [raw, fitting] {
+            let _ = check(&h, &info);
+            let _ = complete_checksum(&mut bytes.clone(), &h, info.protocol);
+            if let Ok(seg) = Segmenter::new(&bytes, &info, &h) {
+                let mut out = vec![0u8; 2048];
+                for i in 0..seg.segments().min(8) {
+                    let _ = seg.write(&bytes, i, &mut out);
+                }
+                let _ = seg.write(&bytes, usize::MAX, &mut out);
+            }
+        }
     }
 }
