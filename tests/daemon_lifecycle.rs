@@ -220,15 +220,14 @@ fn restart_keeps_pods_and_services(sig: &str) {
     let restarted = Instant::now();
     node.start_daemon();
     let after = snapshot(&node);
-    // Reattached by name with the same flags: offloads on, as at creation.
-    assert!(
-        node.vnet_hdr(&node.ns, "podnet0"),
-        "podnet0 without offloads"
-    );
+    // Reattached by name with the same flags as at creation.
+    let offload = node.offload();
+    assert_eq!(node.vnet_hdr(&node.ns, "podnet0"), offload, "podnet0");
     for name in before.keys() {
-        assert!(
+        assert_eq!(
             node.vnet_hdr(name, "eth0"),
-            "{name}'s eth0 reattached without offloads"
+            offload,
+            "{name}'s eth0 reattached with other offload flags"
         );
     }
     assert_eq!(
@@ -564,7 +563,7 @@ const BULK_BYTES: usize = 8 << 20;
 #[test]
 fn a_restart_with_offloads_off_reattaches_pods_without_them() {
     let _s = serial();
-    let mut node = Node::start();
+    let mut node = Node::start_with(&[]);
     let web = node.name("off");
     let label = format!("app={web}");
     node.run_pod(&web, &[&label], &bulk_server());

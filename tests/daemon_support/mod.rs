@@ -192,13 +192,16 @@ pub struct Node {
 
 impl Node {
     /// Creates the node namespace and starts the daemon in it; waits until
-    /// its API answers.
+    /// its API answers. The daemon gets the flags in
+    /// `PODNET_TEST_DAEMON_FLAGS` (whitespace-separated), so the whole suite
+    /// can run with, say, `--no-offload` (scripts/test.sh does).
     pub fn start() -> Node {
-        Node::start_with(&[])
+        let flags = std::env::var("PODNET_TEST_DAEMON_FLAGS").unwrap_or_default();
+        Node::start_with(&flags.split_whitespace().collect::<Vec<_>>())
     }
 
-    /// As [`Node::start`], with extra `podnetd` flags (kept for restarts;
-    /// see [`Node::set_daemon_args`]).
+    /// As [`Node::start`], with exactly these extra `podnetd` flags (kept
+    /// for restarts; see [`Node::set_daemon_args`]).
     pub fn start_with(daemon_args: &[&str]) -> Node {
         require_env();
         static N: AtomicU32 = AtomicU32::new(0);
@@ -283,6 +286,11 @@ impl Node {
     /// Extra `podnetd` flags for the next [`Node::start_daemon`].
     pub fn set_daemon_args(&mut self, args: &[&str]) {
         self.daemon_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Whether the daemon runs with offloads (no `--no-offload` flag).
+    pub fn offload(&self) -> bool {
+        !self.daemon_args.iter().any(|a| a == "--no-offload")
     }
 
     /// Whether the TUN device `dev` in namespace `ns` was last opened with
