@@ -5,6 +5,9 @@
 #   fastpath.hit_ns               64-byte TCP packet of an established flow:
 #                                 conntrack hit, rewrite, checksums (Worker path)
 #   fastpath.hit_unbatched_ns     the same through Router::process
+#   fastpath.gso_rewrite_ns       the same flow's 64 KiB TSO super-packet with
+#                                 a partial checksum (NEEDS_CSUM): headers and
+#                                 seed rewritten, the payload untouched
 #   fastpath.new_flow_ns          SYN of a new flow: miss, service lookup,
 #                                 Maglev, conntrack insert, rewrite
 #   fastpath.hit_ns_under_updates hit while another thread publishes 1,000
@@ -49,6 +52,7 @@ if len(v) > 1: print(f"{n}_range: {min(v):.{d}f}-{max(v):.{d}f}")' "$@"
 cargo bench --bench fastpath -- "${args[@]}" >&2
 cargo bench --bench maglev -- "${args[@]}" '^maglev/build_1000$' >&2
 echo "fastpath.hit_unbatched_ns: $(fmt "$(median fastpath_hit_unbatched)" 1 1)"
+echo "fastpath.gso_rewrite_ns: $(fmt "$(median fastpath_gso_rewrite)" 1 1)"
 echo "snapshot.update_us: $(fmt "$(median snapshot_update)" 1000 2)"
 echo "maglev.build_ms: $(fmt "$(median maglev/build_1000)" 1000000 2)"
 hit=() under=() slowdown=() new_flow=()

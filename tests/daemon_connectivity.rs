@@ -441,3 +441,31 @@ fn an_existing_namespace_is_attached_as_a_pod() {
         "eth0 stays after delete"
     );
 }
+
+/// Offloads on (the default): every device the daemon creates has
+/// virtio-net headers. `--no-offload`: none has, and pod -> service, host
+/// -> pod and bulk TCP still work.
+#[test]
+fn offloads_are_on_by_default_and_off_by_flag() {
+    let _s = serial();
+    for (flags, on) in [(&[][..], true), (&["--no-offload"][..], false)] {
+        let node = Node::start_with(flags);
+        let web = node.name("web");
+        let label = format!("app={web}");
+        node.run_pod(&web, &[&label], &whoami_server(8080));
+        let client = node.name("cli");
+        node.run_pod(&client, &[], &sleeper());
+        node.wait_running(&client);
+        assert_eq!(node.vnet_hdr(&node.ns, "podnet0"), on, "podnet0 {flags:?}");
+        for pod in [&web, &client] {
+            assert_eq!(node.vnet_hdr(pod, "eth0"), on, "{pod} eth0 {flags:?}");
+        }
+        let ip = node.pod_ip(&web);
+        let svc = node.name("svc");
+        let vip = node.create_service(&svc, &label, &["80:8080"], &[]);
+        let body = node.curl_until_ok(&client, &format!("http://{vip}/"));
+        assert_eq!(body, format!("{web} {ip}"), "pod -> service {flags:?}");
+        let body = node.curl_until_ok(&node.ns, &format!("http://{ip}:8080/"));
+        assert_eq!(body, format!("{web} {ip}"), "host -> pod {flags:?}");
+    }
+}

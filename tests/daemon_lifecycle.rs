@@ -220,6 +220,16 @@ fn restart_keeps_pods_and_services(sig: &str) {
     let restarted = Instant::now();
     node.start_daemon();
     let after = snapshot(&node);
+    // Reattached by name with the same flags as at creation.
+    let offload = node.offload();
+    assert_eq!(node.vnet_hdr(&node.ns, "podnet0"), offload, "podnet0");
+    for name in before.keys() {
+        assert_eq!(
+            node.vnet_hdr(name, "eth0"),
+            offload,
+            "{name}'s eth0 reattached with other offload flags"
+        );
+    }
     assert_eq!(
         after,
         before,
@@ -522,4 +532,86 @@ fn a_restart_repairs_a_pods_eth0() {
     assert!(run(&["-n", &web, "route"]).contains("default dev eth0"));
     let body = node.curl_until_ok(&node.ns, &format!("http://{ip}:8080/"));
     assert_eq!(body, format!("{web} {ip}"));
+}
+
+/// A pod server that sends `BULK_BYTES` to every connection on port 9000.
+fn bulk_server() -> Vec<String> {
+    let code = format!(
+        r#"import socket, threading
+data = bytes(range(256)) * ({BULK_BYTES} // 256)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", 9000))
+s.listen(8)
+def serve(c):
+    c.sendall(data)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,)).start()
+"#
+    );
+    vec!["python3".into(), "-c".into(), code]
+}
+
+const BULK_BYTES: usize = 8 << 20;
+
+/// Offloads are a daemon setting, not a device's: a daemon restarted with
+/// `--no-offload` reattaches the pods' devices without virtio-net headers
+/// (and clears their offload mask, or the kernel would still hand it
+/// super-packets), and traffic keeps working, bulk TCP included.
+#[test]
+fn a_restart_with_offloads_off_reattaches_pods_without_them() {
+    let _s = serial();
+    let mut node = Node::start_with(&[]);
+    let web = node.name("off");
+    let label = format!("app={web}");
+    node.run_pod(&web, &[&label], &bulk_server());
+    let client = node.name("cli");
+    node.run_pod(&client, &[], &["sleep".to_string(), "3600".to_string()]);
+    node.wait_running(&client);
+    node.wait_running(&web);
+    let svc = node.name("svc");
+    let vip = node.create_service(&svc, &label, &["80:9000"], &[]);
+    // Bulk TCP from the pod through the service, counted by the client.
+    let code = format!(
+        r#"import socket, time
+for attempt in range(100):
+    try:
+        s = socket.create_connection(("{vip}", 80), timeout=10)
+        break
+    except OSError:
+        time.sleep(0.1)
+n = 0
+while True:
+    b = s.recv(1 << 20)
+    if not b:
+        break
+    n += len(b)
+print(n)
+"#
+    );
+    let bulk = |node: &Node| {
+        let (out, err, ok) = node.python(&client, &code, Duration::from_secs(30));
+        assert!(ok, "bulk transfer through {vip} failed: {out}{err}");
+        assert_eq!(out.trim(), BULK_BYTES.to_string(), "bytes received");
+    };
+    bulk(&node);
+    assert!(node.vnet_hdr(&web, "eth0") && node.vnet_hdr(&node.ns, "podnet0"));
+
+    assert!(node
+        .signal_daemon("TERM", Duration::from_secs(10))
+        .is_some());
+    node.set_daemon_args(&["--no-offload"]);
+    node.start_daemon();
+    for pod in [&web, &client] {
+        assert!(
+            !node.vnet_hdr(pod, "eth0"),
+            "{pod}'s eth0 still has offloads"
+        );
+    }
+    assert!(!node.vnet_hdr(&node.ns, "podnet0"));
+    // With a stale offload mask the daemon would read super-packets it
+    // cannot frame, and this would fail.
+    bulk(&node);
 }

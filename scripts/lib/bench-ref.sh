@@ -8,6 +8,7 @@
 #   ref_tcp_gbps 5 3                # prints e2e.kernel_tcp_gbps, sets REF_TCP_GBPS
 #   ref_udp_kpps 5 3                # prints e2e.kernel_udp_kpps, sets REF_UDP_KPPS
 #   ref_cni_ms 20                   # prints e2e.cni_ref_ms, sets REF_CNI_MS
+#   ref_forwarder_up                # two namespaces joined by the ceiling forwarder
 #
 # The ref_* functions and bench_median_of keep their results in globals and
 # register cleanups, so call them in the main shell, not inside $(...). The
@@ -54,12 +55,13 @@ bench_iperf_json() {
     rm -f "$err"
 }
 
-# bench_iperf_tcp_gbps NS IP PORT [SECS] — one iperf3 TCP stream from NS to IP:PORT; prints receiver Gbit/s.
+# bench_iperf_tcp_gbps NS IP PORT [SECS] [STREAMS] — iperf3 TCP (one stream unless STREAMS) from NS to
+# IP:PORT; prints receiver Gbit/s, all streams together.
 bench_iperf_tcp_gbps() {
     local ns=${1:?bench_iperf_tcp_gbps: NS missing} ip=${2:?IP missing} port=${3:?PORT missing}
-    local secs=${4:-5} out rc=0
+    local secs=${4:-5} streams=${5:-1} out rc=0
     out=$(mktemp "${TMPDIR:-/tmp}/pnbench-tcp.XXXXXX")
-    BENCH_IPERF_SECS=$secs bench_iperf_json "$ns" "$out" -c "$ip" -p "$port" -t "$secs" || rc=$?
+    BENCH_IPERF_SECS=$secs bench_iperf_json "$ns" "$out" -c "$ip" -p "$port" -t "$secs" -P "$streams" || rc=$?
     if [ "$rc" -eq 0 ]; then
         python3 - "$out" <<'PY' || rc=$?
 import json, sys
@@ -117,23 +119,33 @@ bench_median_of() {
     BENCH_MEDIAN=$(pn_median <<<"$BENCH_RUNS")
 }
 
-# bench_alternate RUNS CMD_A CMD_B — run the command lines CMD_A and CMD_B (each prints one number) in turns,
-# A B A B ..., so machine load hits both alike; sets BENCH_RUNS_A/B and BENCH_MEDIAN_A/B. Use it for ratios:
+# bench_alternate RUNS CMD_A CMD_B [CMD_C] — run the command lines CMD_A and CMD_B (and CMD_C; each prints one
+# number) in turns, A B A B ..., so machine load hits them alike; sets BENCH_RUNS_A/B/C and BENCH_MEDIAN_A/B/C.
+# Use it for ratios:
 #   bench_alternate 3 "bench_iperf_tcp_gbps $POD_A $SVC_IP 5201 5" "bench_iperf_tcp_gbps $REF_POD1 $REF_VIP 5201 5"
 bench_alternate() {
-    local runs=${1:?bench_alternate: RUNS missing} a=${2:?CMD_A missing} b=${3:?CMD_B missing} i v
+    local runs=${1:?bench_alternate: RUNS missing} a=${2:?CMD_A missing} b=${3:?CMD_B missing} c=${4:-} i v
     BENCH_RUNS_A=""
     BENCH_RUNS_B=""
+    BENCH_RUNS_C=""
     for ((i = 1; i <= runs; i++)); do
         v=$(eval "$a") || { echo "bench: run $i of '$a' failed" >&2; return 1; }
         BENCH_RUNS_A+="${BENCH_RUNS_A:+ }$v"
         v=$(eval "$b") || { echo "bench: run $i of '$b' failed" >&2; return 1; }
         BENCH_RUNS_B+="${BENCH_RUNS_B:+ }$v"
+        if [ -n "$c" ]; then
+            v=$(eval "$c") || { echo "bench: run $i of '$c' failed" >&2; return 1; }
+            BENCH_RUNS_C+="${BENCH_RUNS_C:+ }$v"
+        fi
     done
     # shellcheck disable=SC2034 # results for the caller
     BENCH_MEDIAN_A=$(pn_median <<<"$BENCH_RUNS_A")
     # shellcheck disable=SC2034
     BENCH_MEDIAN_B=$(pn_median <<<"$BENCH_RUNS_B")
+    if [ -n "$c" ]; then
+        # shellcheck disable=SC2034
+        BENCH_MEDIAN_C=$(pn_median <<<"$BENCH_RUNS_C")
+    fi
 }
 
 # ref_topology_up [PREFIX] — node ns + pod1/pod2 ns on routed veths, VIP DNAT to pod2, iperf3 server in pod2.
@@ -289,4 +301,45 @@ ref_cni_del() {
     [ -e "/var/run/netns/$ns" ] || return 0
     CNI_COMMAND=DEL CNI_CONTAINERID=$ns CNI_NETNS=/var/run/netns/$ns CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
         pn_timeout 20 ip netns exec "$node" /usr/lib/cni/ptp <"$conf" >/dev/null 2>&1 || true
+}
+
+# ref_forwarder_up [PREFIX] [--no-offload] — the ceiling forwarder (bench/ceiling_forwarder.rs): namespaces
+# PREFIX-a (REF_FWD_A_IP) and PREFIX-b (REF_FWD_B_IP), each with a TUN device the forwarder joins to the
+# other's (offloads on unless --no-offload), iperf3 server in PREFIX-b. Sets REF_FWD_A, REF_FWD_B.
+# The one-hop ceiling of a plain userspace design: no parsing, no NAT, one read and one write per packet.
+REF_FWD_A_IP=10.251.0.1
+REF_FWD_B_IP=10.251.0.2
+REF_FWD_A=""
+REF_FWD_B=""
+ref_forwarder_up() {
+    [ -n "$REF_FWD_A" ] && return 0
+    local p=${1:-pnfwd$$} flag=${2:-} bin log i
+    pn_require_root
+    (cd "$PN_ROOT" && cargo bench --bench ceiling_forwarder --no-run -q) >&2 || {
+        echo "ref_forwarder_up: building the ceiling forwarder failed" >&2
+        return 1
+    }
+    bin=$(cd "$PN_ROOT" && cargo bench --bench ceiling_forwarder --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="ceiling_forwarder" and m.get("executable"): print(m["executable"])')
+    [ -x "$bin" ] || { echo "ref_forwarder_up: no ceiling_forwarder executable" >&2; return 1; }
+    REF_FWD_A=$p-a
+    REF_FWD_B=$p-b
+    pn_ns_add "$REF_FWD_A"
+    pn_ns_add "$REF_FWD_B"
+    log=$(mktemp "${TMPDIR:-/tmp}/pnfwd.XXXXXX")
+    pn_cleanup_register rm -f "$log"
+    # shellcheck disable=SC2086 # $flag is empty or one word
+    "$bin" "$REF_FWD_A" "$REF_FWD_A_IP" "$REF_FWD_B" "$REF_FWD_B_IP" $flag </dev/null >"$log" 2>&1 &
+    pn_cleanup_register pn_kill "$!"
+    for ((i = 0; i < 100; i++)); do
+        grep -q '^ready' "$log" && break
+        sleep 0.1
+    done
+    grep -q '^ready' "$log" || { echo "ref_forwarder_up: forwarder not ready: $(cat "$log")" >&2; return 1; }
+    bench_note "ceiling forwarder ${flag:-(offloads on)}: $REF_FWD_A ($REF_FWD_A_IP) <-> $REF_FWD_B ($REF_FWD_B_IP)"
+    pn_bg "$REF_FWD_B" iperf3 -s -p "$REF_PORT" --idle-timeout 300
+    pn_wait_tcp "$REF_FWD_A" "$REF_FWD_B_IP" "$REF_PORT" 10
 }

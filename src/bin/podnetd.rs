@@ -56,6 +56,10 @@ struct Args {
     /// This node's name [default: the host name].
     #[arg(long, value_name = "NAME")]
     node_name: Option<String>,
+    /// TUN devices without offloads (no virtio-net headers, checksum or
+    /// segmentation offload): one MTU-sized packet per read or write.
+    #[arg(long)]
+    no_offload: bool,
     /// Log filter (tracing syntax) [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -118,6 +122,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.node_name {
         config.node_name = Some(v);
+    }
+    if args.no_offload {
+        config.offload = false;
     }
 
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -43,6 +43,11 @@ pub struct DaemonConfig {
     pub admin_kubeconfig: PathBuf,
     /// This node's name [default: the host name].
     pub node_name: Option<String>,
+    /// TUN offloads (virtio-net headers, checksum and segmentation
+    /// offload) on every device the daemon creates: one read or write
+    /// moves up to 64 KiB. Off (`offload = false`, `--no-offload`): one
+    /// MTU-sized packet per read or write.
+    pub offload: bool,
 }
 
 impl Default for DaemonConfig {
@@ -62,6 +67,7 @@ impl Default for DaemonConfig {
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 6443)),
             admin_kubeconfig: PathBuf::from("/etc/podnet/admin.kubeconfig"),
             node_name: None,
+            offload: true,
         }
     }
 }
@@ -113,6 +119,7 @@ struct FileConfig {
     api_listen: Option<std::net::SocketAddr>,
     admin_kubeconfig: Option<PathBuf>,
     node_name: Option<String>,
+    offload: Option<bool>,
 }
 
 impl DaemonConfig {
@@ -154,6 +161,7 @@ impl DaemonConfig {
             api_listen: f.api_listen.unwrap_or(d.api_listen),
             admin_kubeconfig: f.admin_kubeconfig.unwrap_or(d.admin_kubeconfig),
             node_name: f.node_name.or(d.node_name),
+            offload: f.offload.unwrap_or(d.offload),
         };
         c.validate()?;
         Ok(c)
@@ -270,6 +278,8 @@ mod tests {
         assert_eq!(c.mtu, 1400);
         let e = DaemonConfig::from_toml("nod-subnet = \"10.244.3.0/24\"").unwrap_err();
         assert!(e.to_string().contains("nod-subnet"), "{e}");
+        assert!(c.offload, "offloads are on by default");
+        assert!(!DaemonConfig::from_toml("offload = false").unwrap().offload);
         let e = DaemonConfig::from_toml("mtu = 10").unwrap_err();
         assert!(e.to_string().contains("mtu"), "{e}");
         let e = DaemonConfig::from_toml("service-cidr = \"10.244.0.0/16\"").unwrap_err();

@@ -42,7 +42,10 @@ use crate::packet::service::{Backend, Frontend, PoolId, PoolSpec, DEFAULT_AFFINI
 use crate::packet::{Link, PodAddrs, PodId};
 use crate::sys::netns::{self, NetNs};
 use crate::sys::process::{self, Signal};
-use crate::sys::{link, tun::Tun};
+use crate::sys::{
+    link,
+    tun::{Tun, TunOptions},
+};
 
 /// What owns a pod.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +273,15 @@ impl Controller {
         &self.dataplane
     }
 
+    /// How a pod's `eth0` is opened, when created and when reattached
+    /// after a restart (the same flags both times).
+    fn eth0_options(&self) -> TunOptions {
+        TunOptions {
+            persistent: true,
+            offload: self.config.offload,
+        }
+    }
+
     /// Whether `podnet reset` asked for everything to be removed.
     pub fn reset_requested(&self) -> bool {
         self.reset_requested.load(Ordering::Relaxed)
@@ -292,8 +304,9 @@ impl Controller {
                 .map_err(|e| e.to_string())
                 .and_then(|ns| {
                     let (mtu, ip, v6) = (self.config.mtu, rec.ip, rec.ipv6);
+                    let options = self.eth0_options();
                     ns.run(move || -> Result<Tun, String> {
-                        let tun = Tun::create("eth0", true).map_err(|e| e.to_string())?;
+                        let tun = Tun::open("eth0", options).map_err(|e| e.to_string())?;
                         // Idempotent: puts back whatever someone removed
                         // while the daemon was away.
                         if let Some(ip) = ip {
@@ -403,8 +416,9 @@ impl Controller {
         };
         let mtu = self.config.mtu;
         let v6 = alloc.v6;
+        let options = self.eth0_options();
         let configured = ns.run(move || -> Result<Tun, String> {
-            let tun = Tun::create("eth0", true).map_err(|e| e.to_string())?;
+            let tun = Tun::open("eth0", options).map_err(|e| e.to_string())?;
             if let Err(e) = configure_eth0(mtu, ip, v6) {
                 let _ = tun.set_persistent(false);
                 return Err(e.to_string());

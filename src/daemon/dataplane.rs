@@ -2,11 +2,20 @@
 //! the [`Router`].
 //!
 //! Each TUN descriptor belongs to exactly one worker, which polls it with
-//! `mio` (edge-triggered), reads every waiting packet, runs it through its
-//! [`crate::packet::router::Worker`] and writes it to the device the verdict
-//! names. Devices are handed to workers round robin. The control plane
-//! reaches workers only through the router's snapshots and a command
-//! channel (add or remove a device), never a lock on the packet path.
+//! `mio` (edge-triggered), reads every waiting packet (until `EAGAIN`), runs
+//! it through its [`crate::packet::router::Worker`] and writes it to the
+//! device the verdict names. Devices are handed to workers round robin. The
+//! control plane reaches workers only through the router's snapshots and a
+//! command channel (add or remove a device), never a lock on the packet path.
+//!
+//! Offloads: a device with offloads reads a packet with its virtio-net
+//! header, which travels with the packet through the router
+//! ([`PacketBuf::vnet`]). Writing, a super-packet or partial checksum goes
+//! out whole to a device that takes it; to one that does not (offloads off,
+//! or a USO packet to a device without USO) it is finished in software: the
+//! checksum completed, a super-packet cut into segments
+//! ([`crate::packet::wire::gso`]). Each worker owns its buffers, allocated
+//! once: the packet (room for a 64 KiB super-packet) and one segment.
 
 use std::collections::HashMap;
 use std::io;
@@ -21,8 +30,10 @@ use crossbeam::channel::{unbounded, Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::packet::{Link, PacketBuf, Router, Timestamp, Verdict};
-use crate::sys::tun::Tun;
+use crate::packet::wire::gso::Segmenter;
+use crate::packet::wire::virtio::{self, VnetHdr};
+use crate::packet::{wire, Link, PacketBuf, Router, Timestamp, Verdict};
+use crate::sys::tun::{Tun, VNET_HDR_LEN};
 
 /// Every device a verdict can name.
 #[derive(Default)]
@@ -60,6 +71,14 @@ pub struct DataplaneStats {
     pub write_errors: AtomicU64,
     /// Reads that failed with something other than "no more packets".
     pub read_errors: AtomicU64,
+    /// Super-packets cut into segments in software, for a device that
+    /// cannot take them whole.
+    pub segmented: AtomicU64,
+    /// Partial checksums finished in software, for such a device.
+    pub checksums_finished: AtomicU64,
+    /// Packets with an offload state that could not be finished or
+    /// segmented (dropped).
+    pub offload_errors: AtomicU64,
 }
 
 /// The running workers.
@@ -213,7 +232,7 @@ fn worker_loop(
     let mut next_token = 0usize;
     let mut worker = router.worker();
     let mut links = arc_swap::Cache::new(links);
-    let mut buf = PacketBuf::new(PacketBuf::DEFAULT_CAPACITY);
+    let mut bufs = Buffers::new();
     loop {
         worker.end_batch();
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(500))) {
@@ -250,7 +269,7 @@ fn worker_loop(
                                 &devices,
                                 &mut worker,
                                 &mut links,
-                                &mut buf,
+                                &mut bufs,
                                 clock,
                                 stats,
                             );
@@ -269,7 +288,7 @@ fn worker_loop(
                 &devices,
                 &mut worker,
                 &mut links,
-                &mut buf,
+                &mut bufs,
                 clock,
                 stats,
             );
@@ -284,6 +303,25 @@ fn forget(poll: &Poll, devices: &mut HashMap<Token, (Link, Arc<Tun>)>, token: To
     }
 }
 
+/// A worker's buffers, allocated once.
+struct Buffers {
+    /// The packet being processed: a 64 KiB super-packet fits.
+    packet: PacketBuf,
+    /// One segment of a super-packet cut in software.
+    segment: Box<[u8]>,
+}
+
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            // 64 KiB of packet (an IPv6 super-packet's payload length may
+            // reach 65,535 behind its 40-byte header) and room to spare.
+            packet: PacketBuf::new(PacketBuf::DEFAULT_CAPACITY + 1024),
+            segment: vec![0; PacketBuf::DEFAULT_CAPACITY + 1024].into_boxed_slice(),
+        }
+    }
+}
+
 /// Reads every packet waiting on one device (edge-triggered polling needs
 /// the device drained) and sends each where the router says.
 fn drain(
@@ -291,7 +329,7 @@ fn drain(
     devices: &HashMap<Token, (Link, Arc<Tun>)>,
     worker: &mut crate::packet::router::Worker<'_>,
     links: &mut arc_swap::Cache<&ArcSwap<LinkTable>, Arc<LinkTable>>,
-    buf: &mut PacketBuf,
+    bufs: &mut Buffers,
     clock: Instant,
     stats: &DataplaneStats,
 ) {
@@ -299,8 +337,13 @@ fn drain(
         return;
     };
     let now = Timestamp::from_millis(clock.elapsed().as_millis() as u64);
+    let Buffers {
+        packet: buf,
+        segment,
+    } = bufs;
     loop {
-        let n = match tun.read(buf.buffer_mut()) {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        let n = match tun.read_offload(&mut hdr, buf.buffer_mut()) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -312,13 +355,72 @@ fn drain(
             }
         };
         buf.set_len(n);
-        let written = match worker.process(now, buf, *ingress) {
-            Verdict::Forward(link) => links.load().get(link).map(|out| out.write(buf.as_slice())),
-            Verdict::Reply => Some(tun.write(buf.as_slice())),
-            Verdict::Drop(_) => None,
-        };
-        if let Some(Err(_)) = written {
+        buf.set_vnet(VnetHdr::from_bytes(&hdr));
+        match worker.process(now, buf, *ingress) {
+            Verdict::Forward(link) => {
+                if let Some(out) = links.load().get(link) {
+                    send(out, buf, segment, stats);
+                }
+            }
+            Verdict::Reply => send(tun, buf, segment, stats),
+            Verdict::Drop(_) => {}
+        }
+    }
+}
+
+/// Writes a processed packet to `out`: whole where `out` takes its offload
+/// state, otherwise finished (checksum) or segmented in software.
+fn send(out: &Tun, buf: &mut PacketBuf, segment: &mut [u8], stats: &DataplaneStats) {
+    let hdr = buf.vnet();
+    let uso = hdr.gso_type & !virtio::gso::ECN == virtio::gso::UDP_L4;
+    let result = if hdr.is_plain() {
+        out.write(buf.as_slice())
+    } else if out.offload() && (!uso || out.udp_offload()) {
+        out.write_offload(&hdr.to_bytes(), buf.as_slice())
+    } else {
+        return finish_in_software(out, buf, segment, stats);
+    };
+    if result.is_err() {
+        stats.write_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The software fallback of [`send`]: one plain packet with its checksum
+/// completed, or the segments of a super-packet.
+fn finish_in_software(out: &Tun, buf: &mut PacketBuf, segment: &mut [u8], stats: &DataplaneStats) {
+    let hdr = buf.vnet();
+    let Ok(info) = wire::parse(buf.as_slice()) else {
+        stats.offload_errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if !hdr.is_gso() {
+        if !virtio::complete_checksum(buf.as_mut_slice(), &hdr, info.protocol) {
+            stats.offload_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        stats.checksums_finished.fetch_add(1, Ordering::Relaxed);
+        if out.write(buf.as_slice()).is_err() {
             stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    let packet = buf.as_slice();
+    let Ok(segmenter) = Segmenter::new(packet, &info, &hdr) else {
+        stats.offload_errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    stats.segmented.fetch_add(1, Ordering::Relaxed);
+    for i in 0..segmenter.segments() {
+        match segmenter.write(packet, i, segment) {
+            Ok(n) => {
+                if out.write(&segment[..n]).is_err() {
+                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                stats.offload_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
     }
 }

@@ -36,7 +36,10 @@ use dataplane::Dataplane;
 
 use crate::packet::router::NodeNetwork;
 use crate::packet::{Link, Router, RouterConfig};
-use crate::sys::{link, tun::Tun};
+use crate::sys::{
+    link,
+    tun::{Tun, TunOptions},
+};
 
 /// Why the daemon stopped with an error. Each message says which stage
 /// failed and what to do.
@@ -229,7 +232,11 @@ fn setup_host_device(config: &DaemonConfig) -> Result<Arc<Tun>, DaemonError> {
         message,
     };
     let dev = &config.host_device;
-    let tun = Tun::create(dev, false).map_err(|e| fail(e.to_string()))?;
+    let options = TunOptions {
+        persistent: false,
+        offload: config.offload,
+    };
+    let tun = Tun::open(dev, options).map_err(|e| fail(e.to_string()))?;
     tun.set_nonblocking(true).map_err(|e| fail(e.to_string()))?;
     let gw = Ipv4Net::new(config.gateway(), config.node_subnet.prefix_len()).expect("valid prefix");
     link::set_mtu(dev, config.mtu).map_err(|e| fail(e.to_string()))?;

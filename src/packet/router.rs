@@ -30,6 +30,7 @@ use super::conntrack::{
 };
 use super::maglev::MaglevError;
 use super::service::{Backend, BackendSet, Frontend, PoolId, PoolSpec, ServicePool};
+use super::wire::virtio::{self, L4Checksum, VnetError, VnetHdr};
 use super::wire::{self, Endpoints, Fragment, IcmpErrorKind, PacketInfo, TcpFlags, Transport};
 use super::Timestamp;
 
@@ -87,11 +88,15 @@ pub enum DropReason {
     UnknownPod = 9,
     /// The packet is bigger than the buffer can carry after rewriting.
     TooBig = 10,
+    /// The packet's virtio-net header (offloads) cannot be honoured: a
+    /// super-packet whose GSO type or size does not fit it, or a partial
+    /// checksum that cannot be finished.
+    BadOffload = 11,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::Spoofed,
         DropReason::TtlExceeded,
@@ -103,6 +108,7 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::UnknownPod,
         DropReason::TooBig,
+        DropReason::BadOffload,
     ];
 
     /// A short name for metrics and the CLI.
@@ -119,15 +125,23 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::UnknownPod => "unknown_pod",
             DropReason::TooBig => "too_big",
+            DropReason::BadOffload => "bad_offload",
         }
     }
 }
 
 /// A caller-owned packet buffer: capacity for the largest packet plus room
-/// to build an ICMP error around it, and the length of the packet in it.
+/// to build an ICMP error around it, the length of the packet in it, and the
+/// packet's offload state (its virtio-net header; [`VnetHdr::NONE`] for a
+/// plain packet).
+///
+/// The router keeps the offload state valid: a rewrite of a packet with a
+/// partial checksum keeps the seed right (see [`wire::virtio`]), a
+/// super-packet stays one packet, and a generated reply is plain.
 pub struct PacketBuf {
     data: Box<[u8]>,
     len: usize,
+    vnet: VnetHdr,
 }
 
 impl PacketBuf {
@@ -140,6 +154,7 @@ impl PacketBuf {
         PacketBuf {
             data: vec![0; capacity.max(1280)].into_boxed_slice(),
             len: 0,
+            vnet: VnetHdr::NONE,
         }
     }
 
@@ -190,6 +205,18 @@ impl PacketBuf {
     /// Capacity.
     pub fn capacity(&self) -> usize {
         self.data.len()
+    }
+
+    /// The packet's offload state.
+    #[inline]
+    pub fn vnet(&self) -> VnetHdr {
+        self.vnet
+    }
+
+    /// Sets the packet's offload state (as read with the packet).
+    #[inline]
+    pub fn set_vnet(&mut self, hdr: VnetHdr) {
+        self.vnet = hdr;
     }
 }
 
@@ -536,6 +563,9 @@ impl Worker<'_> {
         let guard = self.guard.get_or_insert_with(epoch::pin);
         let snap = self.snapshot.load();
         let v = self.router.process_inner(now, pkt, ingress, snap, guard);
+        if v == Verdict::Reply {
+            pkt.vnet = VnetHdr::NONE;
+        }
         self.router.counters.count(self.stripe, v);
         v
     }
@@ -809,6 +839,9 @@ impl Router {
         let snap = self.snapshot.load();
         let guard = epoch::pin();
         let v = self.process_inner(now, pkt, ingress, &snap, &guard);
+        if v == Verdict::Reply {
+            pkt.vnet = VnetHdr::NONE;
+        }
         let stripe = STRIPE.with(|s| *s);
         self.counters.count(stripe, v);
         v
@@ -847,6 +880,21 @@ impl Router {
         };
         // Link-layer padding beyond the IP length is not part of the packet.
         pkt.set_len(info.packet_len);
+        let l4 = match virtio::check(&pkt.vnet, &info) {
+            Ok(mode) => mode,
+            Err(VnetError::ForeignPartial) if matches!(info.fragment, Fragment::None) => {
+                // A partial checksum this path does not rewrite in place
+                // (ICMP, other protocols): finish it, as the kernel does
+                // before forwarding such a packet where it cannot stay partial.
+                let hdr = pkt.vnet;
+                if !virtio::complete_checksum(pkt.as_mut_slice(), &hdr, info.protocol) {
+                    return Verdict::Drop(DropReason::BadOffload);
+                }
+                pkt.vnet.flags &= !virtio::flags::NEEDS_CSUM;
+                L4Checksum::Full
+            }
+            Err(_) => return Verdict::Drop(DropReason::BadOffload),
+        };
         if let Link::Pod(id) = ingress {
             match snap.pod(id) {
                 Some(addrs) if addrs.owns(info.src) => {}
@@ -856,7 +904,7 @@ impl Router {
         }
         match info.transport {
             Transport::Tcp { .. } | Transport::Udp { .. } => {
-                self.flow_packet(now, pkt, &info, ingress, snap, guard, untracked)
+                self.flow_packet(now, pkt, &info, ingress, snap, guard, untracked, l4)
             }
             Transport::IcmpError { .. } => self.icmp_error(now, pkt, &info, ingress, snap, guard),
             Transport::IcmpEcho { .. } | Transport::Other => match info.fragment {
@@ -883,6 +931,7 @@ impl Router {
         untracked: &mut bool,
     ) -> Option<Verdict> {
         use wire::checksum::{apply, diff16, diff32};
+        let vnet = pkt.vnet;
         let b = pkt.as_mut_slice();
         let h: &[u8; 20] = b.get(..20)?.try_into().ok()?;
         if h[0] != 0x45 {
@@ -937,6 +986,10 @@ impl Router {
                 (6, 8)
             }
             _ => return None,
+        };
+        let partial = match virtio::check_fields(&vnet, wire::IpVersion::V4, protocol, 20, true) {
+            Ok(mode) => mode == L4Checksum::Seed,
+            Err(_) => return None,
         };
         // The router's guards are always `epoch::pin()`'s.
         let (flow, direction) = match self.conntrack.find(&key, guard) {
@@ -999,7 +1052,10 @@ impl Router {
         let ip_check = apply(be16(10), addr_diff + ttl_diff);
         let l4_old = u16::from_be_bytes([l4[check_at], l4[check_at + 1]]);
         let l4_diff = addr_diff + diff16(sport, new_sport) + diff16(dport, new_dport);
-        let l4_check = if protocol == proto::UDP && l4_old == 0 {
+        let l4_check = if partial {
+            // The field holds the pseudo-header seed: only addresses count.
+            virtio::apply_to_seed(l4_old, addr_diff)
+        } else if protocol == proto::UDP && l4_old == 0 {
             0 // no UDP checksum: stays absent
         } else {
             match apply(l4_old, l4_diff) {
@@ -1034,6 +1090,7 @@ impl Router {
         snap: &Snapshot,
         guard: &epoch::Guard,
         untracked: bool,
+        l4: L4Checksum,
     ) -> Verdict {
         let key = flow_key(info);
         let found = if untracked {
@@ -1069,7 +1126,7 @@ impl Router {
             flow.track_datagram(dir);
         }
         let t = translation(flow, dir);
-        wire::rewrite(pkt.as_mut_slice(), info, &t);
+        wire::rewrite_with(pkt.as_mut_slice(), info, &t, l4);
         if let Fragment::First { id } = info.fragment {
             self.remember_fragment(now, info, id, &t, guard);
         }

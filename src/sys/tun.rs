@@ -9,11 +9,20 @@
 //! daemon reattaches by name (`TUNSETIFF` on an existing device with the same
 //! flags) and pods keep their addresses and routes.
 //!
-//! Creation, reads and writes go through `tun-rs` (which also carries the
-//! offload and multi-queue modes planned later); clearing the persist flag is a
-//! direct `TUNSETPERSIST` ioctl because `tun-rs` can only set it.
+//! With offloads ([`TunOptions::offload`]) a device is also `IFF_VNET_HDR`
+//! with `TUNSETOFFLOAD` `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`, plus
+//! `TUN_F_USO4 | TUN_F_USO6` where the kernel has them (6.2+): every read
+//! and write then carries a 10-byte virtio-net header before the packet,
+//! and one read can return a 64 KiB super-packet with a partial checksum
+//! (see `packet::wire::virtio`). `IFF_VNET_HDR` belongs to the descriptor,
+//! the offload mask to the device: a reattach sets both again, and one
+//! without offloads clears the mask, so a device left by a daemon with
+//! offloads never hands super-packets to one without.
+//!
+//! Creation, reads and writes go through `tun-rs`; clearing the persist flag
+//! is a direct `TUNSETPERSIST` ioctl because `tun-rs` can only set it.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use tun_rs::{DeviceBuilder, SyncDevice};
@@ -44,10 +53,25 @@ pub enum TunError {
     Name { name: String, source: io::Error },
 }
 
+/// Length of the virtio-net header before each packet of a device with
+/// offloads (`struct virtio_net_hdr`).
+pub const VNET_HDR_LEN: usize = 10;
+
+/// How to open a TUN device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunOptions {
+    /// Keep the device after the descriptor closes (pods' `eth0`).
+    pub persistent: bool,
+    /// Virtio-net headers with checksum and segmentation offloads.
+    pub offload: bool,
+}
+
 /// An open TUN device.
 pub struct Tun {
     device: SyncDevice,
     name: String,
+    offload: bool,
+    udp_offload: bool,
 }
 
 impl std::fmt::Debug for Tun {
@@ -55,6 +79,7 @@ impl std::fmt::Debug for Tun {
         f.debug_struct("Tun")
             .field("name", &self.name)
             .field("fd", &self.device.as_raw_fd())
+            .field("offload", &self.offload)
             .finish()
     }
 }
@@ -64,10 +89,27 @@ impl Tun {
     /// attaches to it if a persistent TUN device of that name exists there.
     /// `persistent` sets or clears the persist flag either way: a persistent
     /// device outlives this value; a non-persistent one goes away with it.
+    /// Offloads are off; see [`Tun::open`].
     pub fn create(name: &str, persistent: bool) -> Result<Tun, TunError> {
+        Tun::open(
+            name,
+            TunOptions {
+                persistent,
+                offload: false,
+            },
+        )
+    }
+
+    /// Creates or attaches to the TUN device `name` as [`Tun::create`]
+    /// does, with or without offloads. Offloads need a little-endian host
+    /// (a TUN device's virtio header is in the host's byte order); elsewhere
+    /// the device opens without them.
+    pub fn open(name: &str, options: TunOptions) -> Result<Tun, TunError> {
         validate_name(name)?;
+        let offload = options.offload && cfg!(target_endian = "little");
         let device = DeviceBuilder::new()
             .name(name)
+            .offload(offload)
             .build_sync()
             .map_err(|source| TunError::Create {
                 name: name.to_owned(),
@@ -78,10 +120,12 @@ impl Tun {
             source,
         })?;
         let tun = Tun {
+            udp_offload: offload && device.udp_gso(),
             device,
             name: actual,
+            offload,
         };
-        tun.set_persistent(persistent)?;
+        tun.set_persistent(options.persistent)?;
         Ok(tun)
     }
 
@@ -117,15 +161,77 @@ impl Tun {
         self.device.set_nonblocking(on)
     }
 
+    /// Whether reads and writes carry a virtio-net header (checksum and
+    /// TCP segmentation offloads are on).
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// Whether UDP segmentation offload (USO) is on too.
+    pub fn udp_offload(&self) -> bool {
+        self.udp_offload
+    }
+
     /// Reads one packet into `buf`; returns its length. A packet longer than
-    /// `buf` is truncated, so size `buf` for the MTU.
+    /// `buf` is truncated, so size `buf` for the MTU. On a device with
+    /// offloads the virtio-net header is read and dropped: use
+    /// [`Tun::read_offload`] there, which tells a super-packet or a partial
+    /// checksum from a plain packet.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.offload {
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            return self.read_offload(&mut hdr, buf);
+        }
         self.device.recv(buf)
     }
 
-    /// Writes one IP packet (it enters the device's namespace as if received).
+    /// Reads one packet into `buf` and its virtio-net header into `hdr`
+    /// (all zero on a device without offloads: a plain packet); returns the
+    /// packet's length. Size `buf` for 64 KiB on a device with offloads.
+    pub fn read_offload(&self, hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<usize> {
+        if !self.offload {
+            *hdr = [0; VNET_HDR_LEN];
+            return self.device.recv(buf);
+        }
+        let n = self
+            .device
+            .recv_vectored(&mut [IoSliceMut::new(hdr), IoSliceMut::new(buf)])?;
+        if n < VNET_HDR_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TUN read shorter than its virtio-net header",
+            ));
+        }
+        Ok(n - VNET_HDR_LEN)
+    }
+
+    /// Writes one plain IP packet (it enters the device's namespace as if
+    /// received); on a device with offloads, behind an all-zero header.
     pub fn write(&self, packet: &[u8]) -> io::Result<usize> {
+        if self.offload {
+            return self.write_offload(&[0; VNET_HDR_LEN], packet);
+        }
         self.device.send(packet)
+    }
+
+    /// Writes one packet behind the virtio-net header `hdr`; returns the
+    /// packet bytes written. A device without offloads takes only plain
+    /// packets (an all-zero `hdr`): anything else is refused with
+    /// `InvalidInput`, as the caller must segment or finish it first.
+    pub fn write_offload(&self, hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<usize> {
+        if !self.offload {
+            if hdr.iter().any(|&b| b != 0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "offload header on a TUN device without offloads",
+                ));
+            }
+            return self.device.send(packet);
+        }
+        let n = self
+            .device
+            .send_vectored(&[IoSlice::new(hdr), IoSlice::new(packet)])?;
+        Ok(n.saturating_sub(VNET_HDR_LEN))
     }
 
     /// The raw descriptor, for registering with epoll/mio.

@@ -184,14 +184,25 @@ pub struct Node {
     pub sock: PathBuf,
     pub log: PathBuf,
     daemon: Option<Child>,
+    /// Flags given to `podnetd` beyond the harness's own.
+    daemon_args: Vec<String>,
     names: AtomicU32,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Node {
     /// Creates the node namespace and starts the daemon in it; waits until
-    /// its API answers.
+    /// its API answers. The daemon gets the flags in
+    /// `PODNET_TEST_DAEMON_FLAGS` (whitespace-separated), so the whole suite
+    /// can run with, say, `--no-offload` (scripts/test.sh does).
     pub fn start() -> Node {
+        let flags = std::env::var("PODNET_TEST_DAEMON_FLAGS").unwrap_or_default();
+        Node::start_with(&flags.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// As [`Node::start`], with exactly these extra `podnetd` flags (kept
+    /// for restarts; see [`Node::set_daemon_args`]).
+    pub fn start_with(daemon_args: &[&str]) -> Node {
         require_env();
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -211,9 +222,11 @@ impl Node {
             log: dir.join("podnetd.log"),
             dir,
             daemon: None,
+            daemon_args: Vec::new(),
             names: AtomicU32::new(0),
             _tmp: Some(tmp),
         };
+        node.set_daemon_args(daemon_args);
         // From here on, Drop cleans up whatever exists.
         sh_ok(Command::new("ip").args(["netns", "add", &ns]));
         sh_ok(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
@@ -244,6 +257,7 @@ impl Node {
             .arg("--socket")
             .arg(&self.sock)
             .args(["--workers", "2"])
+            .args(&self.daemon_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -267,6 +281,31 @@ impl Node {
             self.sock.display(),
             self.daemon_log()
         );
+    }
+
+    /// Extra `podnetd` flags for the next [`Node::start_daemon`].
+    pub fn set_daemon_args(&mut self, args: &[&str]) {
+        self.daemon_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Whether the daemon runs with offloads (no `--no-offload` flag).
+    pub fn offload(&self) -> bool {
+        !self.daemon_args.iter().any(|a| a == "--no-offload")
+    }
+
+    /// Whether the TUN device `dev` in namespace `ns` was last opened with
+    /// virtio-net headers (offloads), as `ip -d link` reports it.
+    pub fn vnet_hdr(&self, ns: &str, dev: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-d", "link", "show", "dev", dev])
+            .output()
+            .expect("ip");
+        let text = text(&out.stdout);
+        assert!(
+            text.contains("tun type tun"),
+            "{dev} in {ns} is not a TUN device: {text}"
+        );
+        text.contains("vnet_hdr on")
     }
 
     /// The daemon's pid.

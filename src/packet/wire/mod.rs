@@ -9,6 +9,8 @@
 //! | [`parse_inner`] | the packet embedded in an ICMP error ([`InnerPacket`]) |
 //! | [`rewrite`], [`decrement_ttl`], [`rewrite_icmp_error`] | in-place NAT rewrites with incremental checksums |
 //! | [`write_tcp_reset`], [`write_icmp_error`] | replies a router generates, built in the caller's buffer |
+//! | [`virtio`] | the virtio-net header of offloading TUN devices; partial-checksum rules |
+//! | [`gso`] | software segmentation of super-packets |
 //!
 //! Contract: [`parse`] never panics, and once it returned `Ok(info)` for a
 //! buffer, no other function here panics on that buffer with that `info`
@@ -31,17 +33,19 @@
 
 pub mod checksum;
 mod field;
+pub mod gso;
 mod parse;
 mod reply;
 mod rewrite;
 #[cfg(test)]
 mod tests;
+pub mod virtio;
 
 use std::net::IpAddr;
 
 pub use parse::{parse, parse_inner};
 pub use reply::{write_icmp_error, write_tcp_reset, write_tcp_rst, IcmpErrorKind};
-pub use rewrite::{decrement_ttl, rewrite, rewrite_icmp_error};
+pub use rewrite::{decrement_ttl, rewrite, rewrite_icmp_error, rewrite_with};
 
 /// IP version of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

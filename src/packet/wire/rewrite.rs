@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use super::checksum::apply;
 use super::field::{get16, icmp, ipv4, ipv6, proto, replace16, replace_addr, set16, tcp, udp};
 use super::parse::inner_echo_type;
+use super::virtio::{apply_to_seed, L4Checksum};
 use super::{Endpoints, Fragment, InnerPacket, IpVersion, PacketInfo, Transport};
 
 /// True when `addr` belongs to `version`.
@@ -77,6 +78,16 @@ impl L4Edit {
 /// buffer is left untouched.
 #[inline]
 pub fn rewrite(buf: &mut [u8], info: &PacketInfo, new: &Endpoints) {
+    rewrite_with(buf, info, new, L4Checksum::Full);
+}
+
+/// [`rewrite`] for a packet whose TCP/UDP checksum field may hold a
+/// partial-checksum seed ([`L4Checksum::Seed`], from
+/// [`super::virtio::check`]): then only the address change is added to the
+/// field, as a plain sum, and the UDP "0 means absent" rule does not apply
+/// (a seed is never "absent"). `Seed` is ignored for other protocols.
+#[inline]
+pub fn rewrite_with(buf: &mut [u8], info: &PacketInfo, new: &Endpoints, l4: L4Checksum) {
     if !family_is(info.version, new.src) || !family_is(info.version, new.dst) {
         return;
     }
@@ -112,19 +123,32 @@ pub fn rewrite(buf: &mut [u8], info: &PacketInfo, new: &Endpoints) {
         set16(pkt, ipv4::CHECKSUM, apply(check, addr_diff));
     }
 
-    let l4 = &mut pkt[info.l4_offset..];
+    let l4_bytes = &mut pkt[info.l4_offset..];
     let _ = match edit {
         L4Edit::None => 0,
+        L4Edit::Ports { check, .. } if l4 == L4Checksum::Seed => {
+            replace16(l4_bytes, 0, new.src_port);
+            replace16(l4_bytes, 2, new.dst_port);
+            if addr_diff != 0 {
+                let seed = get16(l4_bytes, check);
+                set16(l4_bytes, check, apply_to_seed(seed, addr_diff));
+            }
+            0
+        }
         L4Edit::Ports { check, udp } => {
-            let diff = addr_diff + replace16(l4, 0, new.src_port) + replace16(l4, 2, new.dst_port);
-            update_transport_check(l4, check, udp, diff)
+            let diff = addr_diff
+                + replace16(l4_bytes, 0, new.src_port)
+                + replace16(l4_bytes, 2, new.dst_port);
+            update_transport_check(l4_bytes, check, udp, diff)
         }
         L4Edit::Ident { ident } => {
             let pseudo = if v6 { addr_diff } else { 0 };
-            let diff = pseudo + replace16(l4, icmp::IDENT, ident);
-            update_transport_check(l4, icmp::CHECKSUM, false, diff)
+            let diff = pseudo + replace16(l4_bytes, icmp::IDENT, ident);
+            update_transport_check(l4_bytes, icmp::CHECKSUM, false, diff)
         }
-        L4Edit::Icmpv6PseudoOnly => update_transport_check(l4, icmp::CHECKSUM, false, addr_diff),
+        L4Edit::Icmpv6PseudoOnly => {
+            update_transport_check(l4_bytes, icmp::CHECKSUM, false, addr_diff)
+        }
     };
 }
 

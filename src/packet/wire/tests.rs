@@ -1591,3 +1591,383 @@ proptest! {
         exercise(&b, &Endpoints { src: s, dst: d, ..e });
     }
 }
+
+// ---------------------------------------------------------------------------
+// Offloads: the virtio-net header, partial-checksum seeds, segmentation.
+// ---------------------------------------------------------------------------
+
+use super::gso::Segmenter;
+use super::virtio::{
+    check, complete_checksum, flags as vflags, gso as vgso, L4Checksum, VirtioNetHdr, VnetError,
+    VnetHdr, HEADER_LEN,
+};
+
+/// Whether two checksum-field values are the same ones-complement number.
+fn same_ones_complement(a: u16, b: u16) -> bool {
+    a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0)
+}
+
+/// Turns a built TCP/UDP packet into what a kernel with checksum offload
+/// hands over: the checksum field holds the pseudo-header seed.
+fn make_partial(buf: &mut [u8]) -> VnetHdr {
+    let info = parse(buf).unwrap();
+    let l4_len = (info.packet_len - info.l4_offset) as u32;
+    let seed = checksum::fold(pseudo_header(info.src, info.dst, info.protocol, l4_len));
+    let off: u16 = if info.protocol == 6 { 16 } else { 6 };
+    let at = info.l4_offset + usize::from(off);
+    buf[at..at + 2].copy_from_slice(&seed.to_be_bytes());
+    VnetHdr {
+        flags: vflags::NEEDS_CSUM,
+        csum_start: info.l4_offset as u16,
+        csum_offset: off,
+        ..VnetHdr::NONE
+    }
+}
+
+#[test]
+fn virtio_header_view_both_ways() {
+    // What a kernel hands over for a TSO4 super-packet: NEEDS_CSUM, TCPV4,
+    // hdr_len 66, gso_size 1448, csum_start 20, csum_offset 16 (little-endian).
+    let bytes: [u8; HEADER_LEN] = [1, 1, 66, 0, 0xa8, 0x05, 20, 0, 16, 0];
+    let view = VirtioNetHdr::new_checked(&bytes[..]).unwrap();
+    let h = VnetHdr::parse(&view);
+    assert_eq!(
+        h,
+        VnetHdr {
+            flags: vflags::NEEDS_CSUM,
+            gso_type: vgso::TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 20,
+            csum_offset: 16,
+        }
+    );
+    assert!(h.needs_csum() && h.is_gso() && !h.is_plain());
+    assert_eq!(h.to_bytes(), bytes);
+    assert_eq!(VnetHdr::from_bytes(&bytes), h);
+    for len in 0..HEADER_LEN {
+        assert!(VirtioNetHdr::new_checked(&bytes[..len]).is_err());
+    }
+    assert!(VnetHdr::NONE.is_plain());
+    assert_eq!(VnetHdr::NONE.to_bytes(), [0; HEADER_LEN]);
+}
+
+#[test]
+fn virtio_check_decides_checksum_treatment() {
+    let tcp4 = Spec::simple("10.0.0.1", "10.0.0.2", tcp(1, 2, 0x10)).build();
+    let udp6 = Spec::simple("fd00::1", "fd00::2", udp(1, 2)).build();
+    let echo = Spec::simple(
+        "10.0.0.1",
+        "10.0.0.2",
+        L4::Echo {
+            request: true,
+            ident: 1,
+            seq_no: 1,
+        },
+    )
+    .build();
+    let (i_tcp4, i_udp6, i_echo) = (
+        parse(&tcp4).unwrap(),
+        parse(&udp6).unwrap(),
+        parse(&echo).unwrap(),
+    );
+    let partial = |start, off| VnetHdr {
+        flags: vflags::NEEDS_CSUM,
+        csum_start: start,
+        csum_offset: off,
+        ..VnetHdr::NONE
+    };
+    let gso = |ty, size| VnetHdr {
+        gso_type: ty,
+        gso_size: size,
+        ..partial(20, 16)
+    };
+    assert_eq!(check(&VnetHdr::NONE, &i_tcp4), Ok(L4Checksum::Full));
+    assert_eq!(check(&partial(20, 16), &i_tcp4), Ok(L4Checksum::Seed));
+    assert_eq!(check(&partial(40, 6), &i_udp6), Ok(L4Checksum::Seed));
+    assert_eq!(
+        check(&gso(vgso::TCPV4, 1448), &i_tcp4),
+        Ok(L4Checksum::Seed)
+    );
+    assert_eq!(
+        check(&gso(vgso::TCPV4 | vgso::ECN, 1448), &i_tcp4),
+        Ok(L4Checksum::Seed)
+    );
+    // Somewhere else than the TCP/UDP checksum: finish it first.
+    assert_eq!(
+        check(&partial(20, 6), &i_tcp4),
+        Err(VnetError::ForeignPartial)
+    );
+    assert_eq!(
+        check(&partial(20, 2), &i_echo),
+        Err(VnetError::ForeignPartial)
+    );
+    // Super-packets that cannot be segmented as they say.
+    assert_eq!(
+        check(&gso(vgso::TCPV6, 1448), &i_tcp4),
+        Err(VnetError::BadGso)
+    );
+    assert_eq!(check(&gso(vgso::TCPV4, 0), &i_tcp4), Err(VnetError::BadGso));
+    assert_eq!(
+        check(&gso(vgso::UDP, 1448), &i_tcp4),
+        Err(VnetError::BadGso)
+    );
+    assert_eq!(check(&gso(9, 1448), &i_tcp4), Err(VnetError::BadGso));
+    let g = VnetHdr {
+        csum_offset: 6,
+        ..gso(vgso::TCPV4, 1448)
+    };
+    assert_eq!(check(&g, &i_tcp4), Err(VnetError::BadGso));
+}
+
+#[test]
+fn complete_checksum_finishes_a_seed() {
+    for spec in [
+        Spec::simple("10.0.0.1", "10.0.0.2", tcp(1, 2, 0x18)),
+        Spec::simple("fd00::1", "fd00::2", udp(53, 5353)),
+    ] {
+        let want = spec.build();
+        let mut b = want.clone();
+        let hdr = make_partial(&mut b);
+        assert_ne!(b, want);
+        assert!(complete_checksum(&mut b, &hdr, spec.proto()));
+        assert_eq!(b, want);
+        smoltcp_verify(&b);
+        let far = VnetHdr {
+            csum_offset: b.len() as u16,
+            ..hdr
+        };
+        assert!(!complete_checksum(&mut b, &far, spec.proto()));
+        assert_eq!(b, want);
+    }
+}
+
+/// A TCP or UDP super-packet as a kernel with TSO/USO hands it over.
+fn super_packet(
+    v6: bool,
+    udp_l4: bool,
+    payload: usize,
+    gso_size: u16,
+    flags: u8,
+) -> (Vec<u8>, VnetHdr) {
+    let (src, dst) = if v6 {
+        ("fd00::5", "fd00:10::9")
+    } else {
+        ("10.244.0.5", "10.96.0.10")
+    };
+    let l4 = if udp_l4 {
+        udp(4000, 53)
+    } else {
+        L4::Tcp {
+            sport: 40000,
+            dport: 80,
+            seq: 0xffff_f000, // wraps within the packet
+            ack: 77,
+            flags,
+            opts: vec![1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], // NOP NOP timestamps
+        }
+    };
+    let mut spec = Spec::simple(src, dst, l4);
+    spec.payload = (0..payload).map(|i| (i * 31 + 7) as u8).collect();
+    let mut b = spec.build();
+    let mut hdr = make_partial(&mut b);
+    hdr.gso_size = gso_size;
+    hdr.gso_type = match (udp_l4, v6) {
+        (true, _) => vgso::UDP_L4,
+        (false, false) => vgso::TCPV4,
+        (false, true) => vgso::TCPV6,
+    };
+    (b, hdr)
+}
+
+/// Segments a super-packet and checks each segment as a receiving stack
+/// would: every checksum, lengths, IDs, sequence numbers, flags, and the
+/// payload reassembled.
+fn check_segments(b: &[u8], hdr: &VnetHdr) {
+    let info = parse(b).unwrap();
+    let seg = Segmenter::new(b, &info, hdr).unwrap();
+    let headers = seg.header_len();
+    let payload = &b[headers..];
+    let size = usize::from(hdr.gso_size);
+    assert_eq!(seg.segments(), payload.len().div_ceil(size).max(1));
+    let mut out = vec![0u8; 65_536];
+    let mut joined = Vec::new();
+    let v4_id = u16::from_be_bytes([b[4], b[5]]);
+    for i in 0..seg.segments() {
+        let n = seg.write(b, i, &mut out).unwrap();
+        let s = &out[..n];
+        smoltcp_verify(s);
+        let si = parse(s).unwrap();
+        assert_eq!(si.packet_len, n);
+        assert_eq!(
+            (si.src, si.dst, si.protocol),
+            (info.src, info.dst, info.protocol)
+        );
+        assert!(n - headers <= size);
+        if info.version == IpVersion::V4 {
+            assert_eq!(
+                u16::from_be_bytes([s[4], s[5]]),
+                v4_id.wrapping_add(i as u16)
+            );
+        }
+        let last = i + 1 == seg.segments();
+        match (si.transport, info.transport) {
+            (
+                Transport::Tcp { seq, flags, .. },
+                Transport::Tcp {
+                    seq: seq0,
+                    flags: flags0,
+                    ..
+                },
+            ) => {
+                assert_eq!(seq, seq0.wrapping_add((i * size) as u32));
+                let mut want = flags0.0;
+                if !last {
+                    want &= !0x09;
+                }
+                if i > 0 {
+                    want &= !0x80;
+                }
+                assert_eq!(flags.0, want, "segment {i}");
+            }
+            (Transport::Udp { .. }, Transport::Udp { .. }) => {
+                let l4 = &s[si.l4_offset..];
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([l4[4], l4[5]])),
+                    n - si.l4_offset
+                );
+            }
+            other => panic!("transport changed: {other:?}"),
+        }
+        joined.extend_from_slice(&s[headers..]);
+    }
+    assert_eq!(joined, payload);
+    assert!(seg.write(b, seg.segments(), &mut out).is_err());
+    if !payload.is_empty() {
+        assert_eq!(
+            seg.write(b, 0, &mut out[..headers]),
+            Err(gso::GsoError::BufferTooSmall)
+        );
+    }
+}
+
+#[test]
+fn segmentation_fixtures() {
+    // PSH, FIN and CWR set on the super-packet: FIN and PSH belong to the
+    // last segment only, CWR to the first.
+    for v6 in [false, true] {
+        for udp_l4 in [false, true] {
+            for (payload, size) in [
+                (4000, 1000),
+                (4321, 1448),
+                (10, 1448),
+                (0, 536),
+                (65_000, 1448),
+            ] {
+                let (b, hdr) = super_packet(v6, udp_l4, payload, size, 0x10 | 0x08 | 0x01 | 0x80);
+                check_segments(&b, &hdr);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// NAT of a packet whose checksum field holds a partial-checksum seed:
+    /// the seed equals the pseudo-header sum of the new addresses computed
+    /// from scratch, the other bytes equal the translated packet's, and the
+    /// checksum finished afterwards is the translated packet's full checksum.
+    #[test]
+    fn seed_rewrite_matches_recomputation(
+        (spec, new) in spec_and_endpoints()
+            .prop_filter("unfragmented TCP/UDP", |(s, _)| s.frag == Frag::None
+                && matches!(s.l4, L4::Tcp { .. } | L4::Udp { .. }))
+    ) {
+        let mut spec = spec;
+        if let L4::Udp { no_checksum, .. } = &mut spec.l4 {
+            *no_checksum = false; // a partial checksum is never "absent"
+        }
+        let mut b = spec.build();
+        let hdr = make_partial(&mut b);
+        let info = parse(&b).unwrap();
+        prop_assert_eq!(check(&hdr, &info), Ok(L4Checksum::Seed));
+        rewrite_with(&mut b, &info, &new, L4Checksum::Seed);
+
+        let want = spec.translated(&new).build();
+        let at = info.l4_offset + usize::from(hdr.csum_offset);
+        let l4_len = (info.packet_len - info.l4_offset) as u32;
+        let seed = u16::from_be_bytes([b[at], b[at + 1]]);
+        let fresh = checksum::fold(pseudo_header(new.src, new.dst, info.protocol, l4_len));
+        prop_assert!(same_ones_complement(seed, fresh), "seed {:#06x} fresh {:#06x}", seed, fresh);
+        prop_assert_eq!(&b[..at], &want[..at]);
+        prop_assert_eq!(&b[at + 2..], &want[at + 2..]);
+
+        prop_assert!(complete_checksum(&mut b, &hdr, info.protocol));
+        prop_assert_eq!(&b, &want);
+        smoltcp_verify(&b);
+    }
+
+    /// Any super-packet, cut at any size, makes segments a receiver accepts.
+    #[test]
+    fn segmentation_properties(
+        v6 in any::<bool>(),
+        udp_l4 in any::<bool>(),
+        payload in 0usize..9000,
+        size in 1u16..2000,
+        flags in any::<u8>(),
+    ) {
+        let (b, hdr) = super_packet(v6, udp_l4, payload, size, flags);
+        check_segments(&b, &hdr);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Segmentation and checksum completion never panic, whatever the
+    /// header says and even when the parsed view belongs to another packet.
+    #[test]
+    fn offload_functions_never_panic(
+        spec in spec_strategy(),
+        other in spec_strategy(),
+        flips in prop::collection::vec((0usize..120, any::<u8>()), 0..4),
+        hdr in any::<[u8; HEADER_LEN]>(),
+        forged in any::<bool>(),
+    ) {
+        let mut bytes = spec.build();
+        let other = other.build();
+        let Ok(own) = parse(&bytes) else { return Ok(()) };
+        let info = if forged { parse(&other).unwrap_or(own) } else { own };
+        for (i, x) in flips {
+            let n = bytes.len();
+            bytes[i % n] ^= x;
+        }
+        let raw = VnetHdr::from_bytes(&hdr);
+        // Also headers that fit the packet as a kernel's would, so that
+        // segmentation gets going, with any segment size.
+        let fitting = VnetHdr {
+            flags: vflags::NEEDS_CSUM,
+            gso_type: match (info.protocol, info.version) {
+                (17, _) => vgso::UDP_L4,
+                (_, IpVersion::V4) => vgso::TCPV4,
+                _ => vgso::TCPV6,
+            },
+            csum_start: info.l4_offset as u16,
+            csum_offset: if info.protocol == 17 { 6 } else { 16 },
+            gso_size: raw.gso_size % 1500 + 1,
+            hdr_len: raw.hdr_len,
+        };
+        for h in [raw, fitting] {
+            let _ = check(&h, &info);
+            let _ = complete_checksum(&mut bytes.clone(), &h, info.protocol);
+            if let Ok(seg) = Segmenter::new(&bytes, &info, &h) {
+                let mut out = vec![0u8; 2048];
+                for i in 0..seg.segments().min(8) {
+                    let _ = seg.write(&bytes, i, &mut out);
+                }
+                let _ = seg.write(&bytes, usize::MAX, &mut out);
+            }
+        }
+    }
+}
