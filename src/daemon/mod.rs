@@ -5,6 +5,9 @@
 //! |---|---|
 //! | [`config`] | defaults, the TOML file, validation |
 //! | [`dataplane`] | worker threads: TUN devices <-> [`crate::packet::Router`] |
+//! | [`kube`] | `--kube-api`: the object store, the reconcilers and the Kubernetes API over HTTPS |
+//! | [`runtime`] | the kubelet's host side: pod namespaces, TUN devices, addresses, processes |
+//! | [`publish`] | Services and EndpointSlices -> fast-path pools |
 //! | [`controller`] | pods, deployments, statefulsets, services; supervision; the API handler |
 //!
 //! [`run`] takes the configuration and a shutdown flag, so tests start the
@@ -21,6 +24,9 @@
 pub mod config;
 pub mod controller;
 pub mod dataplane;
+pub mod kube;
+pub mod publish;
+pub mod runtime;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -123,6 +129,9 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
     }));
     let dataplane = Dataplane::start(router.clone(), config.worker_count(), clock)
         .map_err(DaemonError::Workers)?;
+    if config.kube_api {
+        return kube::run(config, shutdown, router, dataplane);
+    }
     // Opening the state takes its lock: a second daemon stops here, before
     // touching the host device.
     let controller = Arc::new(Controller::open(
@@ -226,7 +235,7 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
 
 /// Creates `podnet0` with the gateway address (its connected route covers
 /// the pod subnet) and a route for the service CIDR.
-fn setup_host_device(config: &DaemonConfig) -> Result<Arc<Tun>, DaemonError> {
+pub(crate) fn setup_host_device(config: &DaemonConfig) -> Result<Arc<Tun>, DaemonError> {
     let fail = |message: String| DaemonError::HostDevice {
         device: config.host_device.clone(),
         message,

@@ -53,7 +53,13 @@ fn protocol_number(p: Option<&str>) -> u8 {
 impl FastPathPublisher {
     /// A publisher into `dataplane`'s router.
     pub fn new(dataplane: Arc<Dataplane>) -> Self {
-        Self { dataplane, state: Mutex::new(Published { next_pool: 1, ..Default::default() }) }
+        Self {
+            dataplane,
+            state: Mutex::new(Published {
+                next_pool: 1,
+                ..Default::default()
+            }),
+        }
     }
 
     fn publish_specs(&self, st: &mut Published) {
@@ -62,7 +68,11 @@ impl FastPathPublisher {
             Ok(gone) => {
                 for pool in gone {
                     st.backends.remove(&pool);
-                    self.dataplane.router().reset_flows(FlowSelector::Pool(pool), &mut |l, p| self.dataplane.send_packet(l, p));
+                    self.dataplane
+                        .router()
+                        .reset_flows(FlowSelector::Pool(pool), &mut |l, p| {
+                            self.dataplane.send_packet(l, p)
+                        });
                 }
             }
             Err(e) => tracing::error!("cannot publish services: {e}"),
@@ -77,12 +87,20 @@ impl Reconciler for FastPathPublisher {
 
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("Service", obj)) => vec![Key { kind: TAG, namespace: meta_str(&obj, "namespace").into(), name: meta_str(&obj, "name").into() }],
+            Some(("Service", obj)) => vec![Key {
+                kind: TAG,
+                namespace: meta_str(&obj, "namespace").into(),
+                name: meta_str(&obj, "name").into(),
+            }],
             Some(("EndpointSlice", obj)) => obj
                 .pointer("/metadata/labels")
                 .and_then(|l| l.get(SERVICE_NAME_LABEL))
                 .and_then(Value::as_str)
-                .map(|svc| Key { kind: TAG, namespace: meta_str(&obj, "namespace").into(), name: svc.into() })
+                .map(|svc| Key {
+                    kind: TAG,
+                    namespace: meta_str(&obj, "namespace").into(),
+                    name: svc.into(),
+                })
                 .into_iter()
                 .collect(),
             _ => Vec::new(),
@@ -93,25 +111,41 @@ impl Reconciler for FastPathPublisher {
         objects
             .list_as::<Service>(None, &LabelSelector::default())
             .into_iter()
-            .map(|s| Key { kind: TAG, namespace: s.metadata.namespace.unwrap_or_default(), name: s.metadata.name.unwrap_or_default() })
+            .map(|s| Key {
+                kind: TAG,
+                namespace: s.metadata.namespace.unwrap_or_default(),
+                name: s.metadata.name.unwrap_or_default(),
+            })
             .collect()
     }
 
-    fn reconcile(&self, objects: &Objects, key: &Key, _now: SystemTime) -> Result<Next, ObjectError> {
+    fn reconcile(
+        &self,
+        objects: &Objects,
+        key: &Key,
+        _now: SystemTime,
+    ) -> Result<Next, ObjectError> {
         let id = (key.namespace.clone(), key.name.clone());
         let svc = match objects.get_as::<Service>(Some(&key.namespace), &key.name) {
             Ok(s) => Some(s),
             Err(ObjectError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        let spec = svc.as_ref().and_then(|s| s.spec.clone()).unwrap_or_default();
+        let spec = svc
+            .as_ref()
+            .and_then(|s| s.spec.clone())
+            .unwrap_or_default();
         let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
         let mut st = self.state.lock();
         // Pools: one per port, reached at the cluster IP.
         let mut pools = Vec::new();
         if let (Some(ip), Some(_)) = (cluster_ip, &svc) {
             for p in spec.ports.iter().flatten() {
-                let port_key = (key.namespace.clone(), key.name.clone(), p.name.clone().unwrap_or_else(|| p.port.to_string()));
+                let port_key = (
+                    key.namespace.clone(),
+                    key.name.clone(),
+                    p.name.clone().unwrap_or_else(|| p.port.to_string()),
+                );
                 let pool = match st.ids.get(&port_key) {
                     Some(id) => *id,
                     None => {
@@ -124,8 +158,13 @@ impl Reconciler for FastPathPublisher {
                 pools.push((
                     PoolSpec {
                         id: pool,
-                        frontends: vec![Frontend { addr: ip, port: p.port as u16, protocol: protocol_number(p.protocol.as_deref()) }],
-                        session_affinity: (spec.session_affinity.as_deref() == Some("ClientIP")).then_some(DEFAULT_AFFINITY_TIMEOUT),
+                        frontends: vec![Frontend {
+                            addr: ip,
+                            port: p.port as u16,
+                            protocol: protocol_number(p.protocol.as_deref()),
+                        }],
+                        session_affinity: (spec.session_affinity.as_deref() == Some("ClientIP"))
+                            .then_some(DEFAULT_AFFINITY_TIMEOUT),
                     },
                     p.name.clone().unwrap_or_default(),
                 ));
@@ -135,7 +174,9 @@ impl Reconciler for FastPathPublisher {
         if st.services.get(&id) != Some(&specs) {
             if specs.is_empty() {
                 st.services.remove(&id);
-                st.ids.retain(|k, _| (k.0.as_str(), k.1.as_str()) != (key.namespace.as_str(), key.name.as_str()));
+                st.ids.retain(|k, _| {
+                    (k.0.as_str(), k.1.as_str()) != (key.namespace.as_str(), key.name.as_str())
+                });
             } else {
                 st.services.insert(id.clone(), specs);
             }
@@ -144,13 +185,20 @@ impl Reconciler for FastPathPublisher {
         // Backends from the slices.
         let slices: Vec<EndpointSlice> = objects.list_as(
             Some(&key.namespace),
-            &LabelSelector::parse(&format!("{SERVICE_NAME_LABEL}={}", key.name)).map_err(|e| ObjectError::BadRequest(e.to_string()))?,
+            &LabelSelector::parse(&format!("{SERVICE_NAME_LABEL}={}", key.name))
+                .map_err(|e| ObjectError::BadRequest(e.to_string()))?,
         );
         let mut removed = Vec::new();
         for (pool, port_name) in &pools {
             let mut backends = Vec::new();
             for slice in &slices {
-                let Some(port) = slice.ports.iter().flatten().find(|p| p.name.clone().unwrap_or_default() == *port_name).and_then(|p| p.port) else {
+                let Some(port) = slice
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.clone().unwrap_or_default() == *port_name)
+                    .and_then(|p| p.port)
+                else {
                     continue;
                 };
                 for e in slice.endpoints.iter().flatten() {
@@ -163,7 +211,10 @@ impl Reconciler for FastPathPublisher {
                     }
                     for a in &e.addresses {
                         if let Ok(ip) = a.parse::<IpAddr>() {
-                            backends.push(Backend { addr: SocketAddr::new(ip, port as u16), terminating: !ready });
+                            backends.push(Backend {
+                                addr: SocketAddr::new(ip, port as u16),
+                                terminating: !ready,
+                            });
                         }
                     }
                 }
@@ -181,7 +232,11 @@ impl Reconciler for FastPathPublisher {
         }
         drop(st);
         if !removed.is_empty() {
-            self.dataplane.router().reset_flows(FlowSelector::Backends(&removed), &mut |l, p| self.dataplane.send_packet(l, p));
+            self.dataplane
+                .router()
+                .reset_flows(FlowSelector::Backends(&removed), &mut |l, p| {
+                    self.dataplane.send_packet(l, p)
+                });
         }
         Ok(Next::Done)
     }

@@ -37,9 +37,10 @@ use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
 use crate::control::reconcile::pod::{PodRuntime, ProcessState};
 use crate::packet::router::FlowSelector;
 use crate::packet::{Link, PodAddrs, PodId};
+use crate::sys::link;
 use crate::sys::netns::{self, NetNs};
 use crate::sys::process::{self, Signal};
-use crate::sys::{link, tun::Tun};
+use crate::sys::tun::{Tun, TunOptions};
 
 struct Process {
     child: Child,
@@ -57,6 +58,9 @@ struct PodEntry {
     containers: HashMap<String, Process>,
 }
 
+/// Called with a pod's namespace and name when one of its processes exits.
+pub type ExitNotice = Box<dyn Fn(&str, &str) + Send + Sync>;
+
 /// Pods on this host.
 pub struct HostRuntime {
     config: DaemonConfig,
@@ -64,7 +68,7 @@ pub struct HostRuntime {
     dataplane: Arc<Dataplane>,
     ipam: Mutex<Ipam>,
     pods: Mutex<HashMap<(String, String), PodEntry>>,
-    exited: Box<dyn Fn(&str, &str) + Send + Sync>,
+    exited: ExitNotice,
 }
 
 /// The network namespace name of a pod.
@@ -74,7 +78,10 @@ pub fn netns_name(namespace: &str, name: &str) -> String {
 
 fn key(pod: &Pod) -> (String, String) {
     (
-        pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        pod.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         pod.metadata.name.clone().unwrap_or_default(),
     )
 }
@@ -82,9 +89,15 @@ fn key(pod: &Pod) -> (String, String) {
 fn configure_eth0(mtu: u32, ip: Ipv4Addr, v6: Option<Ipv6Addr>) -> Result<(), link::LinkError> {
     link::set_up("lo")?;
     link::set_mtu("eth0", mtu)?;
-    link::add_address("eth0", IpNet::from(ipnet::Ipv4Net::new(ip, 32).expect("/32")))?;
+    link::add_address(
+        "eth0",
+        IpNet::from(ipnet::Ipv4Net::new(ip, 32).expect("/32")),
+    )?;
     if let Some(v6) = v6 {
-        link::add_address("eth0", IpNet::from(ipnet::Ipv6Net::new(v6, 128).expect("/128")))?;
+        link::add_address(
+            "eth0",
+            IpNet::from(ipnet::Ipv6Net::new(v6, 128).expect("/128")),
+        )?;
     }
     link::set_up("eth0")?;
     link::add_route("0.0.0.0/0".parse().expect("literal"), "eth0")?;
@@ -96,7 +109,9 @@ fn configure_eth0(mtu: u32, ip: Ipv4Addr, v6: Option<Ipv6Addr>) -> Result<(), li
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// Whether a StatefulSet controls the pod (its address is then sticky).
@@ -116,20 +131,40 @@ impl HostRuntime {
         node_name: String,
         dataplane: Arc<Dataplane>,
         ipam: Ipam,
-        exited: Box<dyn Fn(&str, &str) + Send + Sync>,
+        exited: ExitNotice,
     ) -> Self {
         let _ = std::fs::create_dir_all(config.state_dir.join("logs"));
-        Self { config, node_name, dataplane, ipam: Mutex::new(ipam), pods: Mutex::new(HashMap::new()), exited }
+        Self {
+            config,
+            node_name,
+            dataplane,
+            ipam: Mutex::new(ipam),
+            pods: Mutex::new(HashMap::new()),
+            exited,
+        }
     }
 
     /// The log file of a container.
     pub fn log_path(&self, namespace: &str, name: &str, container: &str) -> PathBuf {
-        self.config.state_dir.join("logs").join(format!("{namespace}_{name}_{container}.log"))
+        self.config
+            .state_dir
+            .join("logs")
+            .join(format!("{namespace}_{name}_{container}.log"))
     }
 
     fn publish_pods(&self, pods: &HashMap<(String, String), PodEntry>) {
-        let table: Vec<(PodId, PodAddrs)> =
-            pods.values().map(|e| (e.id, PodAddrs { v4: Some(e.ip), v6: e.ipv6 })).collect();
+        let table: Vec<(PodId, PodAddrs)> = pods
+            .values()
+            .map(|e| {
+                (
+                    e.id,
+                    PodAddrs {
+                        v4: Some(e.ip),
+                        v6: e.ipv6,
+                    },
+                )
+            })
+            .collect();
         if let Err(e) = self.dataplane.router().set_pods(&table) {
             tracing::error!("cannot publish pod addresses: {e}");
         }
@@ -165,7 +200,9 @@ impl HostRuntime {
 
     fn teardown(&self, entry: PodEntry) {
         let router = self.dataplane.router();
-        router.reset_flows(FlowSelector::Client(IpAddr::V4(entry.ip)), &mut |l, p| self.dataplane.send_packet(l, p));
+        router.reset_flows(FlowSelector::Client(IpAddr::V4(entry.ip)), &mut |l, p| {
+            self.dataplane.send_packet(l, p)
+        });
         self.dataplane.remove(Link::Pod(entry.id));
         let _ = entry.tun.set_persistent(false);
         for mut p in entry.containers.into_values() {
@@ -176,7 +213,10 @@ impl HostRuntime {
         if let Err(e) = netns::remove(&entry.netns) {
             tracing::warn!(netns = %entry.netns, "cannot remove the pod's namespace: {e}");
         }
-        let _ = self.ipam.lock().release(&OwnerKey::from(entry.uid.clone()), SystemTime::now());
+        let _ = self
+            .ipam
+            .lock()
+            .release(&OwnerKey::from(entry.uid.clone()), SystemTime::now());
     }
 }
 
@@ -186,9 +226,13 @@ pub fn stop_processes_in(ns_name: &str) {
     let Ok(target) = std::fs::metadata(PathBuf::from(netns::NETNS_RUN_DIR).join(ns_name)) else {
         return;
     };
-    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
@@ -215,7 +259,10 @@ fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> bool
     if s.read_exact(&mut head).is_err() {
         return false;
     }
-    let code: u16 = std::str::from_utf8(&head[9..12]).ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code: u16 = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     head.starts_with(b"HTTP/1.") && (200..400).contains(&code)
 }
 
@@ -258,9 +305,16 @@ impl PodRuntime for HostRuntime {
         if stateful(pod) {
             req = req.identity(format!("{ns}/{name}"));
         }
-        let alloc = self.ipam.lock().allocate(req, SystemTime::now()).map_err(|e| format!("no address for the pod: {e}"))?;
+        let alloc = self
+            .ipam
+            .lock()
+            .allocate(req, SystemTime::now())
+            .map_err(|e| format!("no address for the pod: {e}"))?;
         let release = || {
-            let _ = self.ipam.lock().release(&OwnerKey::from(uid.clone()), SystemTime::now());
+            let _ = self
+                .ipam
+                .lock()
+                .release(&OwnerKey::from(uid.clone()), SystemTime::now());
         };
         let Some(ip) = alloc.v4 else {
             release();
@@ -276,8 +330,12 @@ impl PodRuntime for HostRuntime {
             format!("cannot create the network namespace {ns_name}: {e}")
         })?;
         let (mtu, v6) = (self.config.mtu, alloc.v6);
+        let options = TunOptions {
+            persistent: true,
+            offload: self.config.offload,
+        };
         let made = handle.run(move || -> Result<Tun, String> {
-            let tun = Tun::create("eth0", true).map_err(|e| e.to_string())?;
+            let tun = Tun::open("eth0", options).map_err(|e| e.to_string())?;
             if let Err(e) = configure_eth0(mtu, ip, v6) {
                 let _ = tun.set_persistent(false);
                 return Err(e.to_string());
@@ -297,7 +355,15 @@ impl PodRuntime for HostRuntime {
         let id = PodId((1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX - 1));
         pods.insert(
             (ns, name),
-            PodEntry { uid, netns: ns_name, ip, ipv6: v6, id, tun: tun.clone(), containers: HashMap::new() },
+            PodEntry {
+                uid,
+                netns: ns_name,
+                ip,
+                ipv6: v6,
+                id,
+                tun: tun.clone(),
+                containers: HashMap::new(),
+            },
         );
         self.publish_pods(&pods);
         self.dataplane.add(Link::Pod(id), tun);
@@ -312,7 +378,13 @@ impl PodRuntime for HostRuntime {
         }
     }
 
-    fn start(&self, pod: &Pod, container: &str, argv: &[String], env: &[(String, String)]) -> Result<(), String> {
+    fn start(
+        &self,
+        pod: &Pod,
+        container: &str,
+        argv: &[String],
+        env: &[(String, String)],
+    ) -> Result<(), String> {
         let (ns, name) = key(pod);
         let log = OpenOptions::new()
             .create(true)
@@ -320,7 +392,9 @@ impl PodRuntime for HostRuntime {
             .open(self.log_path(&ns, &name, container))
             .map_err(|e| format!("cannot open the container log: {e}"))?;
         let mut pods = self.pods.lock();
-        let entry = pods.get_mut(&(ns.clone(), name.clone())).ok_or("the pod has no network yet")?;
+        let entry = pods
+            .get_mut(&(ns.clone(), name.clone()))
+            .ok_or("the pod has no network yet")?;
         if argv.is_empty() {
             return Err("the container has neither command nor args: podnet runs commands, it does not pull images".into());
         }
@@ -328,7 +402,14 @@ impl PodRuntime for HostRuntime {
         let mut env = env.to_vec();
         env.push(("HOSTNAME".into(), name.clone()));
         let child = process::spawn_in(&handle, argv, &env, log).map_err(|e| e.to_string())?;
-        entry.containers.insert(container.to_string(), Process { child, started: SystemTime::now(), exit: None });
+        entry.containers.insert(
+            container.to_string(),
+            Process {
+                child,
+                started: SystemTime::now(),
+                exit: None,
+            },
+        );
         Ok(())
     }
 
@@ -356,9 +437,16 @@ impl PodRuntime for HostRuntime {
 
     fn signal(&self, pod: &Pod, container: &str, kill: bool) {
         let pods = self.pods.lock();
-        if let Some(p) = pods.get(&key(pod)).and_then(|e| e.containers.get(container)) {
+        if let Some(p) = pods
+            .get(&key(pod))
+            .and_then(|e| e.containers.get(container))
+        {
             if p.exit.is_none() {
-                let sig = if kill { Signal::SIGKILL } else { Signal::SIGTERM };
+                let sig = if kill {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                };
                 if let Err(e) = process::kill_group(p.child.id(), sig) {
                     tracing::warn!(pod = ?key(pod), container, "cannot signal: {e}");
                 }
@@ -368,29 +456,51 @@ impl PodRuntime for HostRuntime {
 
     fn probe(&self, pod: &Pod, container: &Container, probe: &Probe) -> bool {
         let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<IpAddr>().ok()) else {
+        let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_ref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+        else {
             return false;
         };
         if let Some(t) = &probe.tcp_socket {
-            let Some(port) = probe_port(container, &t.port) else { return false };
+            let Some(port) = probe_port(container, &t.port) else {
+                return false;
+            };
             return TcpStream::connect_timeout(&SocketAddr::new(ip, port), timeout).is_ok();
         }
         if let Some(h) = &probe.http_get {
-            let Some(port) = probe_port(container, &h.port) else { return false };
+            let Some(port) = probe_port(container, &h.port) else {
+                return false;
+            };
             let host = h.host.clone().unwrap_or_else(|| ip.to_string());
-            return http_get(SocketAddr::new(ip, port), &host, h.path.as_deref().unwrap_or("/"), timeout);
+            return http_get(
+                SocketAddr::new(ip, port),
+                &host,
+                h.path.as_deref().unwrap_or("/"),
+                timeout,
+            );
         }
         if let Some(e) = &probe.exec {
             let argv = e.command.clone().unwrap_or_default();
             let (ns, name) = key(pod);
-            let Ok(handle) = NetNs::open(&netns_name(&ns, &name)) else { return false };
-            let Ok(devnull) = OpenOptions::new().write(true).open("/dev/null") else { return false };
-            let Ok(mut child) = process::spawn_in(&handle, &argv, &[], devnull) else { return false };
+            let Ok(handle) = NetNs::open(&netns_name(&ns, &name)) else {
+                return false;
+            };
+            let Ok(devnull) = OpenOptions::new().write(true).open("/dev/null") else {
+                return false;
+            };
+            let Ok(mut child) = process::spawn_in(&handle, &argv, &[], devnull) else {
+                return false;
+            };
             let deadline = std::time::Instant::now() + timeout;
             loop {
                 match child.try_wait() {
                     Ok(Some(status)) => return status.success(),
-                    Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
                     _ => {
                         let _ = process::kill_group(child.id(), Signal::SIGKILL);
                         let _ = child.wait();
@@ -403,7 +513,10 @@ impl PodRuntime for HostRuntime {
     }
 
     fn forget(&self, namespace: &str, name: &str) {
-        let entry = self.pods.lock().remove(&(namespace.to_string(), name.to_string()));
+        let entry = self
+            .pods
+            .lock()
+            .remove(&(namespace.to_string(), name.to_string()));
         if let Some(entry) = entry {
             self.teardown(entry);
             self.publish_pods(&self.pods.lock());

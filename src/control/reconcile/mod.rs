@@ -241,7 +241,10 @@ impl Manager {
             .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
             .unwrap_or(max)
             .min(max);
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
             std::thread::sleep(timeout);
             return;
         };

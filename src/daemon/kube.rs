@@ -1,0 +1,306 @@
+//! The daemon with the Kubernetes control plane (`--kube-api`): the object
+//! store, one reconciler per kind, the kubelet over the host runtime, the
+//! fast-path publisher, and the Kubernetes API over HTTPS with its PKI and
+//! admin kubeconfig.
+//!
+//! One thread runs the reconcilers ([`Manager`]); it wakes on every store
+//! change, on a pod process's exit (SIGCHLD), and when a reconciler asked
+//! to look again (probes, back-off, grace periods). No lock on objects is
+//! held across netlink, namespace creation or a process spawn: reconcilers
+//! read, act, and write back with compare-and-swap.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::dataplane::Dataplane;
+use super::publish::FastPathPublisher;
+use super::runtime::HostRuntime;
+use super::{setup_host_device, DaemonConfig, DaemonError};
+use crate::api::kube::server::Running;
+use crate::api::kube::KubeApi;
+use crate::api::pki::{default_server_names, Pki};
+use crate::control::alloc::ClusterIps;
+use crate::control::ipam::{Ipam, IpamConfig};
+use crate::control::objects::{ObjectError, Objects};
+use crate::control::reconcile::deployment::Deployments;
+use crate::control::reconcile::endpoints::ServiceEndpoints;
+use crate::control::reconcile::pod::Kubelet;
+use crate::control::reconcile::replica_set::ReplicaSets;
+use crate::control::reconcile::stateful_set::StatefulSets;
+use crate::control::reconcile::{Key, Manager};
+use crate::control::store::FileStore;
+use crate::packet::{Link, Router};
+
+fn state_err(config: &DaemonConfig, message: String) -> DaemonError {
+    DaemonError::State(super::controller::StartError::State {
+        path: config.state_dir.clone(),
+        message,
+    })
+}
+
+/// This host's name, for the Node object.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "podnet-node".into())
+}
+
+fn time(t: SystemTime) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default(),
+    )
+}
+
+/// Writes this node's Node object: pod CIDR, address, Ready, capacity.
+fn register_node(
+    objects: &Objects,
+    config: &DaemonConfig,
+    name: &str,
+    now: SystemTime,
+) -> Result<(), ObjectError> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cidrs = vec![config.node_subnet.to_string()];
+    if let Some(v6) = config.node_subnet_v6 {
+        cidrs.push(v6.to_string());
+    }
+    let status = NodeStatus {
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: config.gateway().to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: name.into(),
+            },
+        ]),
+        capacity: Some(
+            [
+                ("cpu".to_string(), Quantity(cpus.to_string())),
+                (
+                    "pods".to_string(),
+                    Quantity(((1u64 << (32 - config.node_subnet.prefix_len())) - 3).to_string()),
+                ),
+            ]
+            .into(),
+        ),
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("PodnetReady".into()),
+            message: Some("podnetd is running".into()),
+            last_heartbeat_time: Some(time(now)),
+            last_transition_time: Some(time(now)),
+        }]),
+        node_info: Some(NodeSystemInfo {
+            architecture: std::env::consts::ARCH.into(),
+            container_runtime_version: format!("podnet://{}", env!("CARGO_PKG_VERSION")),
+            kernel_version: kernel,
+            kube_proxy_version: String::new(),
+            kubelet_version: format!("v1.{}.0-podnet", crate::api::kube::discovery::KUBE_MINOR),
+            operating_system: std::env::consts::OS.into(),
+            os_image: "podnet".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut node = match objects.get_as::<Node>(None, name) {
+        Ok(n) => n,
+        Err(ObjectError::NotFound { .. }) => {
+            let mut labels = std::collections::BTreeMap::new();
+            labels.insert("kubernetes.io/hostname".to_string(), name.to_string());
+            labels.insert(
+                "kubernetes.io/os".to_string(),
+                std::env::consts::OS.to_string(),
+            );
+            labels.insert(
+                "node-role.kubernetes.io/control-plane".to_string(),
+                String::new(),
+            );
+            let node = Node {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    labels: Some(labels),
+                    ..Default::default()
+                },
+                spec: Some(k8s_openapi::api::core::v1::NodeSpec {
+                    pod_cidr: Some(config.node_subnet.to_string()),
+                    pod_cidrs: Some(cidrs.clone()),
+                    ..Default::default()
+                }),
+                status: None,
+            };
+            objects.create_as(None, &node, now)?
+        }
+        Err(e) => return Err(e),
+    };
+    node.status = Some(status);
+    objects.update_as(&node, Some("status"))?;
+    Ok(())
+}
+
+/// Runs the Kubernetes control plane until `shutdown` is set.
+pub fn run(
+    config: DaemonConfig,
+    shutdown: Arc<AtomicBool>,
+    router: Arc<Router>,
+    dataplane: Dataplane,
+) -> Result<(), DaemonError> {
+    let now = SystemTime::now();
+    let store = Arc::new(
+        FileStore::open(&config.state_dir).map_err(|e| state_err(&config, e.to_string()))?,
+    );
+    let base = Objects::new(store, now).map_err(|e| state_err(&config, e.to_string()))?;
+    let objects = base
+        .clone()
+        .with_admission(Arc::new(ClusterIps::new(config.service_cidr, &base)));
+    let node_name = config.node_name.clone().unwrap_or_else(host_name);
+    register_node(&objects, &config, &node_name, now)
+        .map_err(|e| state_err(&config, format!("cannot register the node: {e}")))?;
+
+    let ipam_store = crate::control::ipam::FileStore::open(&config.state_dir)
+        .map_err(|e| DaemonError::State(super::controller::StartError::Ipam(e.to_string())))?;
+    let ipam = Ipam::open(
+        Box::new(ipam_store),
+        IpamConfig {
+            subnet_v4: Some(config.node_subnet),
+            subnet_v6: config.node_subnet_v6,
+            quarantine: Duration::from_secs(config.ip_quarantine_secs),
+        },
+    )
+    .map_err(|e| DaemonError::State(super::controller::StartError::Ipam(e.to_string())))?;
+
+    let dataplane = Arc::new(dataplane);
+    let host = setup_host_device(&config)?;
+    dataplane.add(Link::Host, host);
+
+    // The API: PKI made or loaded, kubeconfig written, HTTPS served.
+    let service_ip: IpAddr = IpAddr::V4(std::net::Ipv4Addr::from(
+        config.service_cidr.network().to_bits() + 1,
+    ));
+    let mut ips: Vec<IpAddr> = vec![
+        "127.0.0.1".parse().expect("literal"),
+        "::1".parse().expect("literal"),
+        IpAddr::V4(config.gateway()),
+        service_ip,
+    ];
+    if !config.api_listen.ip().is_unspecified() && !ips.contains(&config.api_listen.ip()) {
+        ips.push(config.api_listen.ip());
+    }
+    let pki = Pki::load_or_create(&config.state_dir, &default_server_names(&node_name), &ips)
+        .map_err(|e| state_err(&config, e.to_string()))?;
+    let tls = pki
+        .server_config()
+        .map_err(|e| state_err(&config, e.to_string()))?;
+    let api = Running::start(config.api_listen, tls, KubeApi::new(objects.clone()))
+        .map_err(|e| state_err(&config, e.to_string()))?;
+    let server = format!(
+        "https://{}",
+        if config.api_listen.ip().is_unspecified() {
+            std::net::SocketAddr::new("127.0.0.1".parse().expect("literal"), api.addr.port())
+        } else {
+            api.addr
+        }
+    );
+    pki.write_kubeconfig(&config.admin_kubeconfig, &server)
+        .map_err(|e| state_err(&config, e.to_string()))?;
+
+    // The reconcilers, the kubelet's runtime woken by process exits.
+    let poke_slot: Arc<parking_lot::Mutex<Option<crate::control::reconcile::Poker>>> =
+        Arc::default();
+    let exited = {
+        let slot = poke_slot.clone();
+        Box::new(move |ns: &str, name: &str| {
+            if let Some(p) = slot.lock().as_ref() {
+                p.poke(Key {
+                    kind: "Pod",
+                    namespace: ns.into(),
+                    name: name.into(),
+                });
+            }
+        })
+    };
+    let runtime = Arc::new(HostRuntime::new(
+        config.clone(),
+        node_name.clone(),
+        dataplane.clone(),
+        ipam,
+        exited,
+    ));
+    let mut manager = Manager::new(
+        objects.clone(),
+        vec![
+            Box::new(Kubelet::new(runtime.clone())),
+            Box::new(ReplicaSets),
+            Box::new(Deployments),
+            Box::new(StatefulSets),
+            Box::new(ServiceEndpoints),
+            Box::new(FastPathPublisher::new(dataplane.clone())),
+        ],
+    );
+    *poke_slot.lock() = Some(manager.poker());
+
+    let mut sigchld = signal_hook::iterator::Signals::new([signal_hook::consts::SIGCHLD])
+        .map_err(DaemonError::Workers)?;
+    let sigchld_handle = sigchld.handle();
+    let reaper = {
+        let runtime = runtime.clone();
+        std::thread::Builder::new()
+            .name("podnet-sigchld".into())
+            .spawn(move || {
+                for _ in sigchld.forever() {
+                    runtime.reap();
+                }
+            })
+            .map_err(DaemonError::Workers)?
+    };
+    tracing::info!(
+        api = %server,
+        kubeconfig = %config.admin_kubeconfig.display(),
+        node = %node_name,
+        node_subnet = %config.node_subnet,
+        service_cidr = %config.service_cidr,
+        "podnetd ready (Kubernetes API)"
+    );
+
+    let mut last_sweep = Instant::now();
+    let mut last_gc = Instant::now();
+    while !shutdown.load(Ordering::Relaxed) {
+        let next = manager.run_until_idle(SystemTime::now());
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            router.sweep(dataplane.now());
+            last_sweep = Instant::now();
+        } else {
+            router.reclaim();
+        }
+        if last_gc.elapsed() >= Duration::from_secs(1) {
+            objects.finish_foreground_deletions();
+            last_gc = Instant::now();
+        }
+        manager.wait(next, Duration::from_millis(50));
+    }
+    tracing::info!("stopping");
+    sigchld_handle.close();
+    let _ = reaper.join();
+    api.stop();
+    drop(manager);
+    // Pods keep running across a restart of the daemon; their namespaces
+    // and devices are persistent.
+    drop(runtime);
+    Ok(())
+}
