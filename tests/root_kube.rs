@@ -329,6 +329,24 @@ fn root_kubectl_deploys_pods_behind_a_service_and_follows_changes() {
     expected.sort();
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
 
+    // What the pods printed, and what happened to them.
+    let logs = node.k(&["logs", &pods[0]]);
+    assert!(logs.contains("GET / HTTP/1.1"), "{logs}");
+    let tail = node.k(&["logs", &pods[0], "--tail=1"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    let described = node.k(&["describe", "pod", &pods[0]]);
+    assert!(
+        described.contains("Events:")
+            && described.contains("Started")
+            && described.contains("Scheduled"),
+        "{described}"
+    );
+    let events = node.k(&["get", "events"]);
+    assert!(
+        events.contains("ScalingReplicaSet") && events.contains("SuccessfulCreate"),
+        "{events}"
+    );
+
     // A deleted pod is replaced by a new one with its own address, and the
     // endpoints follow.
     let victim = pods[0].clone();

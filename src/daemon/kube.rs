@@ -33,7 +33,7 @@ use crate::control::reconcile::endpoints::ServiceEndpoints;
 use crate::control::reconcile::pod::Kubelet;
 use crate::control::reconcile::replica_set::ReplicaSets;
 use crate::control::reconcile::stateful_set::StatefulSets;
-use crate::control::reconcile::{Key, Manager};
+use crate::control::reconcile::{events, Key, Manager};
 use crate::control::store::FileStore;
 use crate::packet::{Link, Router};
 
@@ -154,6 +154,18 @@ fn register_node(
     Ok(())
 }
 
+/// Container logs where the host runtime writes them.
+struct StateLogs(std::path::PathBuf);
+
+impl crate::api::kube::logs::LogSource for StateLogs {
+    fn log_path(&self, namespace: &str, pod: &str, container: &str) -> Option<std::path::PathBuf> {
+        Some(
+            self.0
+                .join(super::runtime::log_file_name(namespace, pod, container)),
+        )
+    }
+}
+
 /// Runs the Kubernetes control plane until `shutdown` is set.
 pub fn run(
     config: DaemonConfig,
@@ -207,8 +219,12 @@ pub fn run(
     let tls = pki
         .server_config()
         .map_err(|e| state_err(&config, e.to_string()))?;
-    let api = Running::start(config.api_listen, tls, KubeApi::new(objects.clone()))
-        .map_err(|e| state_err(&config, e.to_string()))?;
+    let api = Running::start(
+        config.api_listen,
+        tls,
+        KubeApi::new(objects.clone()).with_logs(Arc::new(StateLogs(config.state_dir.join("logs")))),
+    )
+    .map_err(|e| state_err(&config, e.to_string()))?;
     let server = format!(
         "https://{}",
         if config.api_listen.ip().is_unspecified() {
@@ -280,6 +296,7 @@ pub fn run(
 
     let mut last_sweep = Instant::now();
     let mut last_gc = Instant::now();
+    let mut last_prune = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         let next = manager.run_until_idle(SystemTime::now());
         if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -291,6 +308,10 @@ pub fn run(
         if last_gc.elapsed() >= Duration::from_secs(1) {
             objects.finish_foreground_deletions();
             last_gc = Instant::now();
+        }
+        if last_prune.elapsed() >= Duration::from_secs(60) {
+            events::prune(&objects, SystemTime::now(), events::EVENT_TTL);
+            last_prune = Instant::now();
         }
         manager.wait(next, Duration::from_millis(50));
     }

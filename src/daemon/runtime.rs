@@ -71,6 +71,11 @@ pub struct HostRuntime {
     exited: ExitNotice,
 }
 
+/// The file name of a container's log under `STATE/logs`.
+pub fn log_file_name(namespace: &str, pod: &str, container: &str) -> String {
+    format!("{namespace}_{pod}_{container}.log")
+}
+
 /// The network namespace name of a pod.
 pub fn netns_name(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
@@ -205,9 +210,15 @@ impl HostRuntime {
         });
         self.dataplane.remove(Link::Pod(entry.id));
         let _ = entry.tun.set_persistent(false);
-        for mut p in entry.containers.into_values() {
+        let (ns, name) = entry
+            .netns
+            .split_once('.')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .unwrap_or_default();
+        for (container, mut p) in entry.containers {
             let _ = process::kill_group(p.child.id(), Signal::SIGKILL);
             let _ = p.child.wait();
+            let _ = std::fs::remove_file(self.log_path(&ns, &name, &container));
         }
         stop_processes_in(&entry.netns);
         if let Err(e) = netns::remove(&entry.netns) {

@@ -27,6 +27,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::events::{record, reference};
 use super::{
     controller_keys, controller_ref, event_kind, is_controlled_by, key_of, template_hash, Key,
     Next, Reconciler,
@@ -126,13 +127,33 @@ fn condition(
 }
 
 impl Deployments {
-    fn scale(objects: &Objects, rs: &ReplicaSet, replicas: i32) -> Result<ReplicaSet, ObjectError> {
-        if rs_replicas(rs) == replicas {
+    fn scale(
+        objects: &Objects,
+        d: &Deployment,
+        rs: &ReplicaSet,
+        replicas: i32,
+        now: SystemTime,
+    ) -> Result<ReplicaSet, ObjectError> {
+        let from = rs_replicas(rs);
+        if from == replicas {
             return Ok(rs.clone());
         }
         let mut rs = rs.clone();
         rs.spec.replicas = Some(replicas);
-        objects.update_as(&rs, None)
+        let rs = objects.update_as(&rs, None)?;
+        let name = rs.metadata.name.clone().unwrap_or_default();
+        let dir = if replicas > from { "up" } else { "down" };
+        let msg = format!("Scaled {dir} replica set {name} from {from} to {replicas}");
+        record(
+            objects,
+            reference(d),
+            false,
+            "ScalingReplicaSet",
+            msg,
+            "deployment-controller",
+            now,
+        );
+        Ok(rs)
     }
 }
 
@@ -252,7 +273,23 @@ impl Reconciler for Deployments {
                     status: None,
                 };
                 match objects.create_as(Some(ns), &rs, now) {
-                    Ok(rs) => rs,
+                    Ok(rs) => {
+                        let n = rs_replicas(&rs);
+                        if n > 0 {
+                            let name = rs.metadata.name.clone().unwrap_or_default();
+                            let msg = format!("Scaled up replica set {name} from 0 to {n}");
+                            record(
+                                objects,
+                                reference(&d),
+                                false,
+                                "ScalingReplicaSet",
+                                msg,
+                                "deployment-controller",
+                                now,
+                            );
+                        }
+                        rs
+                    }
                     // Made by an earlier pass we did not see yet.
                     Err(ObjectError::AlreadyExists { .. }) => {
                         return Err(ObjectError::Conflict {
@@ -269,7 +306,7 @@ impl Reconciler for Deployments {
 
         if recreate {
             for rs in &olds {
-                Self::scale(objects, rs, 0)?;
+                Self::scale(objects, &d, rs, 0, now)?;
             }
             // The new pods start once no old pod is left, terminating ones
             // included.
@@ -288,7 +325,7 @@ impl Reconciler for Deployments {
                 })
                 .count();
             if old_pods == 0 {
-                new_rs = Self::scale(objects, &new_rs, replicas)?;
+                new_rs = Self::scale(objects, &d, &new_rs, replicas, now)?;
             }
         } else {
             let strategy = d
@@ -317,7 +354,7 @@ impl Reconciler for Deployments {
             } else {
                 (new_replicas + (replicas + surge - total).max(0)).min(replicas)
             };
-            new_rs = Self::scale(objects, &new_rs, target)?;
+            new_rs = Self::scale(objects, &d, &new_rs, target, now)?;
             // Shrink old ones within the unavailability budget. Pod counts
             // come from the specs, which are current, so that a status not
             // yet updated cannot make the budget look larger than it is.
@@ -330,7 +367,13 @@ impl Reconciler for Deployments {
                 // Unhealthy old pods go first: they cost no availability.
                 let unhealthy = (rs_replicas(rs) - rs_available(rs)).max(0).min(budget);
                 budget -= unhealthy;
-                olds_now.push(Self::scale(objects, rs, rs_replicas(rs) - unhealthy)?);
+                olds_now.push(Self::scale(
+                    objects,
+                    &d,
+                    rs,
+                    rs_replicas(rs) - unhealthy,
+                    now,
+                )?);
             }
             let available: i32 =
                 olds_now.iter().map(rs_available).sum::<i32>() + rs_available(&new_rs);
@@ -339,7 +382,7 @@ impl Reconciler for Deployments {
                 let down = budget.min(rs_replicas(rs));
                 if down > 0 {
                     budget -= down;
-                    Self::scale(objects, rs, rs_replicas(rs) - down)?;
+                    Self::scale(objects, &d, rs, rs_replicas(rs) - down, now)?;
                 }
             }
         }

@@ -3,6 +3,7 @@
 //!
 //! | module | turns | into |
 //! |---|---|---|
+//! | [`events`] | Events recorded by the others, repeats counted, old ones pruned | |
 //! | [`pod`] | Pods on this node | network, processes, restarts, probes, termination, status (the kubelet), through a [`pod::PodRuntime`] |
 //! | [`replica_set`] | ReplicaSets | Pods from the template, and the ReplicaSet's status |
 //! | [`deployment`] | Deployments | ReplicaSets (rolling update, recreate, history) and status |
@@ -19,6 +20,7 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod events;
 pub mod pod;
 pub mod replica_set;
 pub mod stateful_set;

@@ -31,6 +31,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use parking_lot::Mutex;
 
+use super::events::{record, reference};
 use super::{event_kind, key_of, Key, Next, Reconciler};
 use crate::control::kinds;
 use crate::control::objects::{DeleteOptions, ObjectError, Objects};
@@ -283,6 +284,15 @@ impl<R: PodRuntime> Kubelet<R> {
         let sent = *mem.term_sent.get_or_insert_with(|| {
             for n in &running {
                 self.runtime.signal(pod, n, false);
+                record(
+                    objects,
+                    reference(pod),
+                    false,
+                    "Killing",
+                    format!("Stopping container {n}"),
+                    "kubelet",
+                    now,
+                );
             }
             now
         });
@@ -348,8 +358,21 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
         };
         match spec.node_name.as_deref() {
             None | Some("") => {
-                pod.spec.as_mut().expect("checked").node_name = Some(node);
-                objects.update_as(&pod, None)?;
+                pod.spec.as_mut().expect("checked").node_name = Some(node.clone());
+                let bound = objects.update_as(&pod, None)?;
+                let msg = format!(
+                    "Successfully assigned {}/{} to {node}",
+                    key.namespace, key.name
+                );
+                record(
+                    objects,
+                    reference(&bound),
+                    false,
+                    "Scheduled",
+                    msg,
+                    "default-scheduler",
+                    now,
+                );
                 return Ok(Next::Done);
             }
             Some(n) if n != node => return Ok(Next::Done),
@@ -437,6 +460,19 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                     m.probes.clear();
                     let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
                     if restart {
+                        let msg = format!(
+                            "Back-off restarting failed container {} in pod {}_{}",
+                            c.name, key.name, key.namespace
+                        );
+                        record(
+                            objects,
+                            reference(&pod),
+                            true,
+                            "BackOff",
+                            msg,
+                            "kubelet",
+                            now,
+                        );
                         let exp = m.restarts.clamp(0, 5) as u32;
                         let backoff = (BACKOFF_START * 2u32.pow(exp)).min(BACKOFF_MAX);
                         m.backoff_until = Some(at + backoff);
@@ -465,8 +501,28 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                         .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
                         .collect();
                     match self.runtime.start(&pod, &c.name, &argv(c), &env) {
-                        Ok(()) => state = self.runtime.state(&pod, &c.name),
+                        Ok(()) => {
+                            record(
+                                objects,
+                                reference(&pod),
+                                false,
+                                "Started",
+                                format!("Started container {}", c.name),
+                                "kubelet",
+                                now,
+                            );
+                            state = self.runtime.state(&pod, &c.name);
+                        }
                         Err(e) => {
+                            record(
+                                objects,
+                                reference(&pod),
+                                true,
+                                "Failed",
+                                format!("Error: {e}"),
+                                "kubelet",
+                                now,
+                            );
                             waiting = Some(("RunContainerError", Some(e)));
                             soon(now + BACKOFF_START);
                         }
@@ -535,6 +591,19 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                             }
                             if st.failures >= p.failure_threshold.unwrap_or(3) {
                                 tracing::info!(pod = %key.name, container = %c.name, "liveness probe failed; restarting");
+                                let msg = format!(
+                                    "Container {} failed liveness probe, will be restarted",
+                                    c.name
+                                );
+                                record(
+                                    objects,
+                                    reference(&pod),
+                                    true,
+                                    "Unhealthy",
+                                    msg,
+                                    "kubelet",
+                                    now,
+                                );
                                 self.runtime.signal(&pod, &c.name, true);
                                 st = ProbeState::default();
                                 soon(now + Duration::from_millis(100));

@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::events::{record, reference};
 use super::{
     controller_keys, controller_ref, event_kind, is_controlled_by, key_of, Key, Next, Reconciler,
 };
@@ -145,6 +146,19 @@ impl Reconciler for ReplicaSets {
                     spec.node_name = None;
                 }
                 let created = objects.create_as(Some(&key.namespace), &pod, now)?;
+                let msg = format!(
+                    "Created pod: {}",
+                    created.metadata.name.clone().unwrap_or_default()
+                );
+                record(
+                    objects,
+                    reference(&rs),
+                    false,
+                    "SuccessfulCreate",
+                    msg,
+                    "replicaset-controller",
+                    now,
+                );
                 active.push(created);
             }
         } else if active.len() > want {
@@ -159,7 +173,19 @@ impl Reconciler for ReplicaSets {
                     DeleteOptions::default(),
                     now,
                 ) {
-                    Ok(_) | Err(ObjectError::NotFound { .. }) => {}
+                    Ok(_) => {
+                        let msg = format!("Deleted pod: {name}");
+                        record(
+                            objects,
+                            reference(&rs),
+                            false,
+                            "SuccessfulDelete",
+                            msg,
+                            "replicaset-controller",
+                            now,
+                        );
+                    }
+                    Err(ObjectError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }

@@ -1,0 +1,125 @@
+//! Events: what the reconcilers did, for `kubectl describe` and `kubectl
+//! get events`. A repeat of the same event (same object, reason and
+//! message) counts up on one Event, as the Kubernetes event correlator
+//! does; [`prune`] removes those older than the time to live.
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::{Metadata, Resource};
+
+use crate::control::kinds;
+use crate::control::objects::{DeleteOptions, LabelSelector, ObjectError, Objects};
+
+/// How long an event is kept after it last happened (the API server's default).
+pub const EVENT_TTL: Duration = Duration::from_secs(3600);
+
+fn time(t: SystemTime) -> Time {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
+}
+
+/// A reference to `obj` for an event.
+pub fn reference<K: Resource + Metadata<Ty = ObjectMeta>>(obj: &K) -> ObjectReference {
+    let m = obj.metadata();
+    ObjectReference {
+        api_version: Some(K::API_VERSION.into()),
+        kind: Some(K::KIND.into()),
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Records an event about `involved` (`Normal` or `Warning`), from
+/// `component`. Failures are logged, never returned: an event is never
+/// worth failing the action it reports.
+pub fn record(
+    objects: &Objects,
+    involved: ObjectReference,
+    warning: bool,
+    reason: &str,
+    message: String,
+    component: &str,
+    now: SystemTime,
+) {
+    let ns = involved
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let obj_name = involved.name.clone().unwrap_or_default();
+    let key = format!(
+        "{}/{reason}/{message}",
+        involved.uid.clone().unwrap_or_default()
+    );
+    let name = format!("{obj_name}.{:016x}", fnv(&key));
+    let result = match objects.get_as::<Event>(Some(&ns), &name) {
+        Ok(mut e) => {
+            e.count = Some(e.count.unwrap_or(1) + 1);
+            e.last_timestamp = Some(time(now));
+            objects.update_as(&e, None).map(|_| ())
+        }
+        Err(ObjectError::NotFound { .. }) => {
+            let e = Event {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(ns.clone()),
+                    ..Default::default()
+                },
+                involved_object: involved,
+                reason: Some(reason.into()),
+                message: Some(message),
+                type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+                source: Some(EventSource {
+                    component: Some(component.into()),
+                    host: None,
+                }),
+                reporting_component: Some(component.into()),
+                first_timestamp: Some(time(now)),
+                last_timestamp: Some(time(now)),
+                count: Some(1),
+                ..Default::default()
+            };
+            objects.create_as(Some(&ns), &e, now).map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::debug!(reason, "cannot record an event: {e}");
+    }
+}
+
+/// Deletes events last seen more than `ttl` before `now`.
+pub fn prune(objects: &Objects, now: SystemTime, ttl: Duration) {
+    let cutoff = now.checked_sub(ttl).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff_s = cutoff
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for e in objects.list_as::<Event>(None, &LabelSelector::default()) {
+        let last = e
+            .last_timestamp
+            .as_ref()
+            .or(e.first_timestamp.as_ref())
+            .map_or(0, |t| t.0.as_second());
+        if last < cutoff_s {
+            let _ = objects.delete(
+                kinds::of::<Event>(),
+                e.metadata.namespace.as_deref(),
+                e.metadata.name.as_deref().unwrap_or(""),
+                DeleteOptions::default(),
+                now,
+            );
+        }
+    }
+}
