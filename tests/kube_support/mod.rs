@@ -14,6 +14,7 @@ use podnet::api::kube::server::Running;
 use podnet::api::kube::KubeApi;
 use podnet::api::pki::Pki;
 use podnet::control::objects::Objects;
+use podnet::control::store::engine::DEFAULT_HISTORY;
 use podnet::control::store::FileStore;
 
 /// A running API server and its files.
@@ -30,9 +31,21 @@ impl KubeServer {
         Self::start_in(tempfile::tempdir().unwrap())
     }
 
+    /// Starts a server whose store keeps only `history` events for
+    /// watches, so a watch from an older revision gets 410 Gone soon.
+    pub fn start_with_history(history: usize) -> KubeServer {
+        Self::start_in_with(tempfile::tempdir().unwrap(), history)
+    }
+
     /// Starts (or restarts) a server over the state in `dir`.
     pub fn start_in(dir: tempfile::TempDir) -> KubeServer {
-        let store = Arc::new(FileStore::open(dir.path()).expect("open the store"));
+        Self::start_in_with(dir, DEFAULT_HISTORY)
+    }
+
+    /// [`KubeServer::start_in`] with a watch history of `history` events.
+    pub fn start_in_with(dir: tempfile::TempDir, history: usize) -> KubeServer {
+        let store =
+            Arc::new(FileStore::open_with(dir.path(), 16 << 20, history).expect("open the store"));
         let objects = Objects::new(store, SystemTime::now()).expect("system namespaces");
         let pki = Pki::load_or_create(
             dir.path(),
@@ -123,6 +136,165 @@ impl KubeServer {
     /// The state directory.
     pub fn state(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A file of the PKI (`ca.crt`, `admin.crt`, `admin.key`).
+    pub fn pki(&self, file: &str) -> PathBuf {
+        self.dir.path().join("pki").join(file)
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.running.as_ref().expect("running").addr)
+    }
+
+    /// Runs a Python script that must succeed and print one JSON document
+    /// as its last line of output; that document.
+    pub fn python_json(&self, script: &str) -> serde_json::Value {
+        let out = self.python(script);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the Python script failed:\n{stdout}{}",
+            text(&out.stderr)
+        );
+        let last = stdout.lines().last().unwrap_or("");
+        serde_json::from_str(last).unwrap_or_else(|e| {
+            panic!(
+                "the Python script printed no JSON ({e}):\n{stdout}{}",
+                text(&out.stderr)
+            )
+        })
+    }
+
+    /// Runs curl trusting the server's CA, with `args` (add `--cert` and
+    /// `--key` from [`KubeServer::pki`] to authenticate); `-sS` and
+    /// `-w '\n%{http_code}'` are added, so the last line of stdout is the
+    /// HTTP status.
+    pub fn curl(&self, args: &[&str]) -> (u16, String) {
+        let ca = self.pki("ca.crt");
+        let out = run_with_stdin(
+            Command::new("curl")
+                .args(["-sS", "--max-time", "60", "--cacert"])
+                .arg(&ca)
+                .args(["-w", "\n%{http_code}"])
+                .args(args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default()),
+            None,
+        );
+        let stdout = text(&out.stdout);
+        let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+        let code = code.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "curl {args:?} gave no status:\n{stdout}{}",
+                text(&out.stderr)
+            )
+        });
+        (code, body.to_string())
+    }
+
+    /// curl with the admin client certificate.
+    pub fn curl_admin(&self, args: &[&str]) -> (u16, String) {
+        let (crt, key) = (self.pki("admin.crt"), self.pki("admin.key"));
+        let mut all = vec![
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        self.curl(&all)
+    }
+
+    /// Starts kubectl in the background (`get -w` and the like), its
+    /// stdout collected line by line; killed when dropped.
+    pub fn kubectl_background(&self, args: &[&str]) -> Background {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new(kubectl_path())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        let seen = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let seen = seen.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut s = seen.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }));
+        }
+        Background {
+            child,
+            seen,
+            readers,
+        }
+    }
+}
+
+/// A client running in the background (see [`KubeServer::kubectl_background`]).
+pub struct Background {
+    child: std::process::Child,
+    seen: Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Everything it printed so far (stdout and stderr, by lines).
+    pub fn output(&self) -> String {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `within`) until what it printed satisfies `done`;
+    /// panics with its output if it never does.
+    pub fn wait_for(&self, what: &str, within: std::time::Duration, done: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if done(&self.output()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited {within:?} for {what}; the client printed:\n{}",
+                self.output()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it and returns everything it printed.
+    pub fn stop(mut self) -> String {
+        self.kill();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        self.output()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -102,9 +102,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }
     let mut resources = Vec::new();
     for k in kinds {
+        let mut main_verbs = verbs(false);
+        if k.kind == "Namespace" {
+            // Namespaces are deleted one by one (see `super::KubeApi::handle`).
+            main_verbs.retain(|v| *v != "deletecollection");
+        }
         let mut r = json!({
             "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
-            "kind": k.kind, "verbs": verbs(false),
+            "kind": k.kind, "verbs": main_verbs,
         });
         if !k.short_names.is_empty() {
             r["shortNames"] = json!(k.short_names);

@@ -3,9 +3,12 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`body`] | request bodies, read up to [`MAX_BODY`] (413 beyond) |
 //! | [`discovery`] | `/api`, `/apis`, resource lists, `/version`, OpenAPI v3 |
+//! | [`logs`] | `pods/NAME/log`: a container's output, tailed and followed |
 //! | [`table`] | `Table` answers for `kubectl get` |
 //! | [`status`] | `Status` error bodies |
+//! | [`protobuf`] | Kubernetes protobuf request bodies (`kubectl create KIND`) decoded to JSON |
 //! | [`patch`] | JSON merge, JSON and strategic merge patches; server-side apply |
 //! | [`watch`] | `?watch=true` streams |
 //! | [`server`] | TLS, HTTP/1.1 and HTTP/2 (hyper), authentication, limits |
@@ -19,8 +22,11 @@
 //! merge patch) into the live object. Field ownership (`managedFields`)
 //! and conflicts between managers are not tracked.
 
+pub mod body;
 pub mod discovery;
+pub mod logs;
 pub mod patch;
+pub mod protobuf;
 pub mod server;
 pub mod status;
 pub mod strategic_merge;
@@ -54,6 +60,7 @@ pub const MAX_BODY: usize = 3 << 20;
 #[derive(Clone)]
 pub struct KubeApi {
     objects: Objects,
+    logs: Option<std::sync::Arc<dyn logs::LogSource>>,
 }
 
 /// The parsed query string.
@@ -203,7 +210,13 @@ fn route(path: &str) -> Route {
     let Some(kind) = kinds::find(group, version, rest[0]) else {
         return Route::NotFound;
     };
-    if rest.len() > 3 {
+    // Unknown subresources (and unknown kinds under a namespace, which
+    // read as one) are not found, as on an API server.
+    if rest.len() > 3
+        || rest
+            .get(2)
+            .is_some_and(|sub| !matches!(*sub, "status" | "scale" | "log"))
+    {
         return Route::NotFound;
     }
     Route::Resource(Target {
@@ -258,7 +271,16 @@ fn write_options(q: &Query) -> Result<WriteOptions, Reject> {
 impl KubeApi {
     /// The API over `objects`.
     pub fn new(objects: Objects) -> Self {
-        Self { objects }
+        Self {
+            objects,
+            logs: None,
+        }
+    }
+
+    /// Serves `pods/NAME/log` from `source`.
+    pub fn with_logs(mut self, source: std::sync::Arc<dyn logs::LogSource>) -> Self {
+        self.logs = Some(source);
+        self
     }
 
     /// The object store.
@@ -307,23 +329,16 @@ impl KubeApi {
             .unwrap_or("")
             .trim()
             .to_string();
-        let body = match req.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return failure(
-                    400,
-                    "BadRequest",
-                    &format!("could not read the request body: {e}"),
-                )
-            }
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.parse::<u64>().ok());
+        let version = req.version();
+        let body = match body::read(req.into_body(), declared, version).await {
+            Ok(b) => b,
+            Err(refused) => return refused,
         };
-        if body.len() > MAX_BODY {
-            return failure(
-                413,
-                "RequestEntityTooLarge",
-                &format!("the request body is larger than {MAX_BODY} bytes"),
-            );
-        }
         let now = SystemTime::now();
         let kind = target.kind;
         if kind.namespaced && target.namespace.is_none() && target.name.is_some() {
@@ -344,7 +359,7 @@ impl KubeApi {
                     Ok(o) => o,
                     Err(r) => return r.into(),
                 };
-                let obj = match parse_body(&body, &content_type) {
+                let obj = match parse_object(&body, &content_type, kind) {
                     Ok(v) => v,
                     Err(r) => return r.into(),
                 };
@@ -354,6 +369,13 @@ impl KubeApi {
                 }
             }
             (&Method::DELETE, None, _) => self.delete_collection(kind, ns, &query, now),
+            (&Method::GET, Some(name), Some("log")) if kind.kind == "Pod" => logs::serve(
+                &self.objects,
+                self.logs.as_ref(),
+                ns.unwrap_or("default"),
+                name,
+                &query,
+            ),
             (&Method::GET, Some(name), None) => match self.objects.get(kind, ns, name) {
                 Ok(obj) if table => json_response(
                     200,
@@ -384,7 +406,7 @@ impl KubeApi {
                     Ok(o) => o,
                     Err(r) => return r.into(),
                 };
-                let obj = match parse_body(&body, &content_type) {
+                let obj = match parse_object(&body, &content_type, kind) {
                     Ok(v) => v,
                     Err(r) => return r.into(),
                 };
@@ -423,8 +445,11 @@ impl KubeApi {
                     Ok(o) => o,
                     Err(r) => return r.into(),
                 };
+                if let Some(refused) = refuse_deletion(kind, name) {
+                    return refused;
+                }
                 match self.objects.delete(kind, ns, name, opts, now) {
-                    Ok(obj) => json_response(200, &obj),
+                    Ok(obj) => json_response(200, &deleted(kind, obj)),
                     Err(e) => self.error(kind, &e),
                 }
             }
@@ -482,6 +507,16 @@ impl KubeApi {
         query: &Query,
         now: SystemTime,
     ) -> Response<Body> {
+        if kind.kind == "Namespace" {
+            // As on an API server: namespaces are deleted one by one
+            // (`kubectl delete ns --all` does), never `default` and the
+            // other system ones.
+            return failure(
+                405,
+                "MethodNotAllowed",
+                "namespaces cannot be deleted as a collection; delete them one by one",
+            );
+        }
         let (labels, fields) = match Self::selectors(kind, query) {
             Ok(s) => s,
             Err(r) => return r.into(),
@@ -576,8 +611,76 @@ impl KubeApi {
     }
 }
 
-/// Reads a JSON (or YAML) request body.
+/// Namespaces the API server never deletes (its NamespaceLifecycle
+/// admission): everything podnetd and its users rely on lives there.
+pub const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// The 403 a delete gets when its object may never be deleted.
+fn refuse_deletion(kind: &Kind, name: &str) -> Option<Response<Body>> {
+    (kind.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name)).then(|| {
+        let mut s = status::failure(
+            403,
+            "Forbidden",
+            &format!(
+                "{} \"{name}\" is forbidden: this namespace may not be deleted",
+                kind.plural
+            ),
+        );
+        s["details"] = json!({"name": name, "kind": kind.plural});
+        json_response(403, &s)
+    })
+}
+
+/// Kinds whose delete answers with the deleted object, as their API server
+/// registries do (`ReturnDeletedObject`); the others answer a `Status`
+/// naming it, unless the object is still terminating (finalizers, a pod's
+/// grace period, foreground deletion), which is answered with the object.
+const RETURNS_DELETED_OBJECT: [&str; 3] = ["Pod", "Service", "Namespace"];
+
+/// The answer to a delete that returned `obj`.
+fn deleted(kind: &Kind, obj: Value) -> Value {
+    if obj.pointer("/metadata/deletionTimestamp").is_some()
+        || RETURNS_DELETED_OBJECT.contains(&kind.kind)
+    {
+        return obj;
+    }
+    let meta = |f: &str| obj.pointer(&format!("/metadata/{f}")).cloned();
+    let mut s = status::success();
+    s["details"] = json!({
+        "name": meta("name").unwrap_or(Value::Null),
+        "group": kind.group,
+        "kind": kind.plural,
+        "uid": meta("uid").unwrap_or(Value::Null),
+    });
+    s
+}
+
+/// Reads the object of a create or update of `kind`. A body without
+/// `apiVersion` or `kind` takes them from the path it was sent to, as the
+/// API server's decoder does (the Python client's models leave them out
+/// unless the caller sets them).
+fn parse_object(body: &Bytes, content_type: &str, kind: &Kind) -> Result<Value, Reject> {
+    let mut obj = parse_body(body, content_type)?;
+    for (field, value) in [("apiVersion", kind.api_version), ("kind", kind.kind)] {
+        if obj.get(field).is_none_or(|v| v.is_null() || v == "") {
+            obj[field] = value.into();
+        }
+    }
+    Ok(obj)
+}
+
+/// Reads a JSON, YAML or Kubernetes protobuf request body.
 fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, Reject> {
+    if content_type == "application/vnd.kubernetes.protobuf" {
+        return protobuf::decode(body).map_err(|e| match e {
+            protobuf::DecodeError::Truncated { .. }
+            | protobuf::DecodeError::Malformed { .. }
+            | protobuf::DecodeError::BadMagic => {
+                Reject::bad(format!("the protobuf body could not be decoded: {e}"))
+            }
+            e => Reject::new(415, "UnsupportedMediaType", e.to_string()),
+        });
+    }
     if content_type.contains("protobuf") {
         return Err(Reject { code: 415, reason: "UnsupportedMediaType", message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into() });
     }
