@@ -240,19 +240,21 @@ spec:
     )
 }
 
+/// Running pods matching `selector` that are not being deleted, by name.
 fn pod_names(node: &KubeNode, selector: &str) -> Vec<String> {
-    let out = node.k(&[
-        "get",
-        "pods",
-        "-l",
-        selector,
-        "-o",
-        "jsonpath={range .items[?(@.status.phase==\"Running\")]}{.metadata.name}{\"\\n\"}{end}",
-    ]);
-    out.lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect()
+    let list: serde_json::Value =
+        serde_json::from_str(&node.k(&["get", "pods", "-l", selector, "-o", "json"])).unwrap();
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -472,4 +474,176 @@ spec:
         back.contains(&ip0),
         "db-0 came back with another address: {back} (was {ip0})"
     );
+}
+
+/// A web server that finishes what it is serving on SIGTERM, as a
+/// production server does (the pod leaves the fast path before SIGTERM).
+fn graceful_web(extra_env: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  strategy:
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: web
+        image: python:3
+        env: [{extra_env}]
+        command: ["python3", "-c"]
+        args:
+        - |
+          import http.server, os, signal, threading, time
+          body = os.environ["HOSTNAME"].encode()
+          class H(http.server.BaseHTTPRequestHandler):
+              protocol_version = "HTTP/1.0"
+              def do_GET(self):
+                  self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+              def log_message(self, *a): pass
+          srv = http.server.ThreadingHTTPServer(("", 8080), H)
+          signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=srv.shutdown).start())
+          srv.serve_forever()
+          time.sleep(0.5)
+        readinessProbe:
+          httpGet: {{path: /, port: 8080}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#
+    )
+}
+
+/// A client in the node namespace sending requests to `url` back to back
+/// until `stop` exists; prints `ok N fail M`.
+fn load_client(node: &KubeNode, url: &str, stop: &std::path::Path) -> Child {
+    let code = format!(
+        r#"import os, urllib.request
+ok = fail = 0
+errors = []
+while not os.path.exists({stop:?}):
+    try:
+        with urllib.request.urlopen({url:?}, timeout=5) as r:
+            r.read()
+            ok += 1
+    except Exception as e:
+        fail += 1
+        errors.append(repr(e))
+print("ok", ok, "fail", fail, errors[:5], flush=True)
+"#,
+        stop = stop.display().to_string()
+    );
+    Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", node.netns))
+        .args(["python3", "-c", &code])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn root_rolling_update_under_load_fails_no_request_and_undo_restores() {
+    let _serial = daemon_support::serial();
+    let node = KubeNode::start();
+    node.apply(&graceful_web(""));
+    node.k(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    let cluster_ip = node.k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let before: Vec<String> = pod_names(&node, "app=web");
+
+    let watch_log = node._tmp.path().join("watch.txt");
+    let mut watcher = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", node.netns))
+        .args(["kubectl", "get", "pods", "-w", "-n", &node.namespace])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", node._tmp.path())
+        .env("KUBECONFIG", &node.kubeconfig)
+        .stdout(File::create(&watch_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let stop = node._tmp.path().join("stop");
+    let client = load_client(&node, &format!("http://{cluster_ip}/"), &stop);
+    node.k(&["set", "env", "deployment/web", "X=1"]);
+    node.k(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    std::fs::write(&stop, "").unwrap();
+    let out = client.wait_with_output().unwrap();
+    let report = text(&out.stdout);
+    let words: Vec<&str> = report.split_whitespace().collect();
+    assert!(
+        words.len() >= 4 && words[0] == "ok" && words[2] == "fail",
+        "client: {report}{}",
+        text(&out.stderr)
+    );
+    let (ok, fail): (u64, u64) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+    assert!(ok > 0, "{report}");
+    assert_eq!(
+        fail, 0,
+        "requests failed during the rolling update: {report}"
+    );
+
+    let after = pod_names(&node, "app=web");
+    assert_eq!(after.len(), 3);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "every pod replaced: {before:?} -> {after:?}"
+    );
+    for p in &after {
+        let env = node.k(&["get", "pod", p, "-o", "jsonpath={.spec.containers[0].env}"]);
+        assert!(env.contains("\"X\"") && env.contains("\"1\""), "{p}: {env}");
+    }
+    let history = node.k(&["rollout", "history", "deployment/web"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // `kubectl get pods -w` saw the new pods come.
+    let seen = wait_for(Duration::from_secs(30), || {
+        let w = std::fs::read_to_string(&watch_log).unwrap_or_default();
+        after.iter().all(|p| w.contains(p.as_str())).then_some(w)
+    });
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(
+        seen.is_some(),
+        "kubectl get pods -w did not show {after:?}:\n{}",
+        std::fs::read_to_string(&watch_log).unwrap_or_default()
+    );
+
+    // Undo: the first template again, as revision 3.
+    node.k(&["rollout", "undo", "deployment/web"]);
+    node.k(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    let rev = node.k(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    ]);
+    assert_eq!(rev, "3");
+    let undone = pod_names(&node, "app=web");
+    assert_eq!(undone.len(), 3, "{undone:?}");
+    for p in &undone {
+        let env = node.k(&["get", "pod", p, "-o", "jsonpath={.spec.containers[0].env}"]);
+        assert!(
+            !env.contains("\"X\""),
+            "undo brought back the template without X: {p}: {env}"
+        );
+    }
 }

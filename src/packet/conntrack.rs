@@ -1393,7 +1393,23 @@ impl ConnTrack {
 
     /// Removes the entry whose original key is `key`, if any.
     pub fn remove(&self, key: &FlowKey) -> Option<RemovedFlow> {
-        let mut retired = self.removal.lock();
+        let retired = self.removal.lock();
+        self.remove_with(retired, key)
+    }
+
+    /// [`ConnTrack::remove`] if no other removal is under way (`None`
+    /// then): never waits, so the packet path may use it for its rare
+    /// cases (a new SYN on a finished flow's tuple).
+    pub fn try_remove(&self, key: &FlowKey) -> Option<Option<RemovedFlow>> {
+        let retired = self.removal.try_lock()?;
+        Some(self.remove_with(retired, key))
+    }
+
+    fn remove_with(
+        &self,
+        mut retired: parking_lot::MutexGuard<'_, Retired>,
+        key: &FlowKey,
+    ) -> Option<RemovedFlow> {
         let guard = epoch::pin();
         let key = key.pack();
         let mut cur = self.head(self.slot(&key).0.load(Ordering::Acquire));

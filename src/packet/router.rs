@@ -1021,6 +1021,15 @@ impl Router {
                 }
             }
         };
+        // A new SYN on the tuple of a finished flow (a client port used
+        // again) is a new connection: the general path decides it afresh.
+        if protocol == proto::TCP
+            && direction == Direction::Original
+            && l4[13] & 0x12 == 0x02
+            && matches!(flow.state(), FlowState::Close | FlowState::TimeWait)
+        {
+            return None;
+        }
         let other = flow.packed(match direction {
             Direction::Original => Direction::Reply,
             Direction::Reply => Direction::Original,
@@ -1093,13 +1102,29 @@ impl Router {
         l4: L4Checksum,
     ) -> Verdict {
         let key = flow_key(info);
-        let found = if untracked {
+        let mut found = if untracked {
             None
         } else {
             self.conntrack
                 .lookup(&key, guard)
                 .map(|f| (f.flow, f.direction))
         };
+        // A new SYN on the tuple of a finished flow is a new connection,
+        // as Linux conntrack treats it: the old entry goes and the service
+        // chooses a backend again (the old one may be terminating or gone).
+        // Only when no sweep holds the table's removal lock, so the packet
+        // path never waits; otherwise the tuple reopens as before.
+        if let (Some((flow, Direction::Original)), Transport::Tcp { flags, .. }) =
+            (&found, info.transport)
+        {
+            if flags.contains(TcpFlags::SYN)
+                && !flags.contains(TcpFlags::ACK)
+                && matches!(flow.state(), FlowState::Close | FlowState::TimeWait)
+                && matches!(self.conntrack.try_remove(&key), Some(Some(_)))
+            {
+                found = None;
+            }
+        }
         let (flow, dir) = match found {
             Some(f) => f,
             None => {

@@ -14,9 +14,10 @@
 //! * startup, liveness and readiness probes with their timings; a
 //!   container without a readiness probe is ready while it runs; a
 //!   liveness failure restarts the container;
-//! * a pod being deleted gets SIGTERM, then SIGKILL after its grace
-//!   period; once its processes are gone its network is removed and the
-//!   pod object with it;
+//! * a pod being deleted gets SIGTERM (once its endpoints have left the
+//!   fast path: the manager runs the endpoint and fast-path reconcilers
+//!   in between), then SIGKILL after its grace period; once its processes
+//!   are gone its network is removed and the pod object with it;
 //! * status as a cluster reports it: phase, podIP(s), hostIP, conditions
 //!   (PodScheduled, Initialized, ContainersReady, Ready), container
 //!   statuses with state, lastState, restartCount, ready, started.
@@ -148,6 +149,10 @@ struct PodMemory {
     containers: HashMap<String, ContainerMemory>,
     term_sent: Option<SystemTime>,
     kill_sent: bool,
+    /// Deletion seen once: SIGTERM waits one pass of the manager, so the
+    /// pod's endpoints have left the fast path before its process stops
+    /// accepting (no connection is sent to a process that is exiting).
+    deletion_seen: bool,
 }
 
 /// The pod reconciler.
@@ -270,6 +275,10 @@ impl<R: PodRuntime> Kubelet<R> {
             .collect();
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or("");
+        if !running.is_empty() && !mem.deletion_seen {
+            mem.deletion_seen = true;
+            return Ok(Next::After(Duration::from_millis(1)));
+        }
         if running.is_empty() {
             self.runtime.teardown_network(pod);
             let opts = DeleteOptions {

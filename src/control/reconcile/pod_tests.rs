@@ -295,8 +295,14 @@ fn deletion_terms_then_kills_then_removes() {
             n.now,
         )
         .unwrap();
-    // Polite processes go at SIGTERM.
+    // SIGTERM only after a pass in which the endpoints could leave.
     n.advance(Duration::ZERO);
+    assert!(
+        n.rt.signals.lock().is_empty(),
+        "no SIGTERM in the pass that saw the deletion"
+    );
+    // Polite processes go at SIGTERM.
+    n.advance(Duration::from_millis(200));
     n.advance(Duration::from_millis(200));
     assert!(
         n.objects.get_as::<Pod>(Some("default"), "web").is_err(),

@@ -1215,3 +1215,49 @@ fn offload_headers_that_cannot_be_honoured_are_dropped_or_finished() {
         })
     );
 }
+
+#[test]
+fn a_new_syn_on_a_finished_flows_tuple_chooses_a_backend_again() {
+    let r = router();
+    let (b, _) = established(&r, 40000);
+    let dying = if b == ip(6) { 6 } else { 7 };
+    let other = if dying == 6 { 7 } else { 6 };
+    // The client ends the connection; its port is free to use again.
+    let mut rst = Tcp {
+        control: TcpControl::Rst,
+        seq: 1001,
+        ack: None,
+        ..Tcp::syn((ip(5), 40000), (vip(), 80))
+    }
+    .build();
+    let _ = r.process(NOW, &mut rst, Link::Pod(CLIENT));
+    r.set_endpoints(
+        PoolId(1),
+        &[
+            Backend {
+                terminating: true,
+                ..backend(dying)
+            },
+            backend(other),
+        ],
+    )
+    .unwrap();
+    // The same client port again: a new connection, not the old flow
+    // reopened towards the backend that is going away.
+    let mut syn = Tcp {
+        seq: 5000,
+        ..Tcp::syn((ip(5), 40000), (vip(), 80))
+    }
+    .build();
+    assert!(matches!(
+        r.process(NOW, &mut syn, Link::Pod(CLIENT)),
+        Verdict::Forward(_)
+    ));
+    assert_eq!(tcp_of(&syn).1 .0, ip(other));
+    assert_eq!(r.flows().len(), 1, "the old entry was replaced");
+    // A live flow's retransmitted SYN keeps its backend.
+    let (b2, _) = established(&r, 40001);
+    let mut again = Tcp::syn((ip(5), 40001), (vip(), 80)).build();
+    let _ = r.process(NOW, &mut again, Link::Pod(CLIENT));
+    assert_eq!(tcp_of(&again).1 .0, b2);
+}
