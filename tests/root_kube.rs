@@ -647,3 +647,117 @@ fn root_rolling_update_under_load_fails_no_request_and_undo_restores() {
         );
     }
 }
+
+#[test]
+fn root_sigkill_during_apply_loses_no_acknowledged_object_and_pods_keep_their_addresses() {
+    let _serial = daemon_support::serial();
+    let mut node = KubeNode::start();
+    node.apply(&web_manifest(2));
+    node.k(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    let ips = |node: &KubeNode| -> Vec<(String, String)> {
+        let list: serde_json::Value =
+            serde_json::from_str(&node.k(&["get", "pods", "-l", "app=web", "-o", "json"])).unwrap();
+        let mut v: Vec<(String, String)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = ips(&node);
+
+    let manifest: String = (0..50)
+        .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  i: \"{i}\"\n---\n"))
+        .collect();
+    let mut apply = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", node.netns))
+        .args(["kubectl", "apply", "-n", &node.namespace, "-f", "-"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", node._tmp.path())
+        .env("KUBECONFIG", &node.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        apply
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+    }
+    // Kill the daemon once kubectl has had some of its writes acknowledged.
+    std::thread::sleep(Duration::from_millis(
+        150 + u64::from(std::process::id() % 300),
+    ));
+    let mut daemon = node.daemon.take().unwrap();
+    let _ = daemon.kill(); // SIGKILL
+    let _ = daemon.wait();
+    let out = apply.wait_with_output().unwrap();
+    let acked: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("configmap/")
+                .and_then(|r| r.strip_suffix(" created"))
+                .map(str::to_string)
+        })
+        .collect();
+
+    node.start_daemon();
+    let stored = node.k(&[
+        "get",
+        "configmaps",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+    ]);
+    let stored: Vec<&str> = stored.lines().filter(|l| l.starts_with("cm-")).collect();
+    for name in &acked {
+        assert!(
+            stored.contains(&name.as_str()),
+            "{name} was acknowledged but is gone; stored: {stored:?}"
+        );
+    }
+    let mut unique = stored.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), stored.len(), "an object twice: {stored:?}");
+    eprintln!(
+        "{} acknowledged before the kill, {} stored after the restart",
+        acked.len(),
+        stored.len()
+    );
+
+    // The pods are back, running, under their names and addresses.
+    let back = wait_for(Duration::from_secs(120), || {
+        let now = ips(&node);
+        (now == before && pod_names(&node, "app=web").len() == 2).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "pods before {before:?}, after {:?}\n{}",
+        ips(&node),
+        node.log()
+    );
+    // The rest of the manifest applies after the restart.
+    node.kubectl_ok(
+        &["apply", "-n", &node.namespace, "-f", "-"],
+        Some(&manifest),
+    );
+    let all = node.k(&["get", "configmaps", "-o", "name"]);
+    assert_eq!(
+        all.lines()
+            .filter(|l| l.starts_with("configmap/cm-"))
+            .count(),
+        50
+    );
+}

@@ -166,6 +166,36 @@ impl crate::api::kube::logs::LogSource for StateLogs {
     }
 }
 
+/// How long a start waits for a previous daemon to let go of the state
+/// directory (its threads can hold the lock for a moment after SIGKILL).
+const LOCK_WAIT: Duration = Duration::from_secs(15);
+
+/// Opens the object store, waiting (bounded, logged) while another process
+/// still holds its lock.
+fn open_store(config: &DaemonConfig) -> Result<FileStore, DaemonError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut logged = false;
+    loop {
+        match FileStore::open(&config.state_dir) {
+            Ok(s) => return Ok(s),
+            Err(crate::control::store::file::OpenError::Locked { path })
+                if Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::warn!(
+                        lock = %path.display(),
+                        "the state directory is still locked (a previous podnetd exiting?); waiting up to {}s",
+                        LOCK_WAIT.as_secs()
+                    );
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(state_err(config, e.to_string())),
+        }
+    }
+}
+
 /// Runs the Kubernetes control plane until `shutdown` is set.
 pub fn run(
     config: DaemonConfig,
@@ -174,9 +204,7 @@ pub fn run(
     dataplane: Dataplane,
 ) -> Result<(), DaemonError> {
     let now = SystemTime::now();
-    let store = Arc::new(
-        FileStore::open(&config.state_dir).map_err(|e| state_err(&config, e.to_string()))?,
-    );
+    let store = Arc::new(open_store(&config)?);
     let base = Objects::new(store, now).map_err(|e| state_err(&config, e.to_string()))?;
     let objects = base
         .clone()
@@ -185,6 +213,8 @@ pub fn run(
     register_node(&objects, &config, &node_name, now)
         .map_err(|e| state_err(&config, format!("cannot register the node: {e}")))?;
 
+    // The object store's lock is held: the IPAM lock is free unless a
+    // podnet of the other kind runs on this directory.
     let ipam_store = crate::control::ipam::FileStore::open(&config.state_dir)
         .map_err(|e| DaemonError::State(super::controller::StartError::Ipam(e.to_string())))?;
     let ipam = Ipam::open(
