@@ -537,7 +537,11 @@ fn no_credentials_malformed_and_oversized_bodies_are_refused() {
     assert_eq!(status["code"], 401, "{body}");
     let whole =
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cut"},"data":{"a":"b"}}"#;
+    // HTTP/1.1: the 401 comes before the body is read, and curl 7.88
+    // reports a stream error (92) for an HTTP/2 answer that comes before
+    // its upload is done (Go clients read it).
     let (code, _) = s.curl(&[
+        "--http1.1",
         "-X",
         "POST",
         "-H",
@@ -579,13 +583,30 @@ fn no_credentials_malformed_and_oversized_bodies_are_refused() {
         &cms,
     ]);
     assert_eq!(code, 400, "{body}");
+    // A body of another type (curl's default is a form): 415, nothing created.
+    for content_type in [
+        "content-type: text/plain",
+        "content-type: application/x-www-form-urlencoded",
+    ] {
+        let (code, body) = s.curl_admin(&[
+            "-X",
+            "POST",
+            "-H",
+            content_type,
+            "--data-binary",
+            whole,
+            &cms,
+        ]);
+        assert_eq!(code, 415, "{content_type}: {body}");
+        assert!(body.contains("UnsupportedMediaType"), "{body}");
+    }
     // Over 3 MiB: 413.
     let big = s.state().join("big.json");
     let value = "x".repeat((3 << 20) + 1);
     std::fs::write(&big, format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{value}"}}}}"#)).unwrap();
     let at_big = format!("@{}", big.display());
-    // HTTP/1.1: curl 7.88 drops an answer that comes before the end of
-    // its HTTP/2 upload (RST_STREAM NO_ERROR); kubectl below reads it.
+    // HTTP/1.1: curl 7.88 reports a stream error for an answer that comes
+    // before the end of its HTTP/2 upload; kubectl (HTTP/2) below reads it.
     let (code, body) = s.curl_admin(&[
         "--http1.1",
         "-X",
@@ -599,7 +620,10 @@ fn no_credentials_malformed_and_oversized_bodies_are_refused() {
     assert_eq!(code, 413, "{body}");
     assert!(body.contains("RequestEntityTooLarge"), "{body}");
     let e = s.fails(&["create", "-f", big.to_str().unwrap()], None);
-    assert!(e.contains("RequestEntityTooLarge") && e.contains("larger than"), "{e}");
+    assert!(
+        e.contains("RequestEntityTooLarge") && e.contains("larger than"),
+        "{e}"
+    );
     assert_eq!(s.ok(&["get", "cm", "-o", "name"]).trim(), "");
     // The whole body is then accepted.
     let (code, body) = s.curl_admin(&[
@@ -762,11 +786,16 @@ print(json.dumps(out))
 fn system_namespaces_cannot_be_deleted() {
     let s = KubeServer::start();
     let team = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  namespace: default\n";
-    assert!(s.kubectl_stdin(&["apply", "-f", "-"], Some(team)).status.success());
+    assert!(s
+        .kubectl_stdin(&["apply", "-f", "-"], Some(team))
+        .status
+        .success());
     for ns in ["default", "kube-system", "kube-public"] {
         let e = s.fails(&["delete", "namespace", ns], None);
         assert!(
-            e.contains(&format!("namespaces \"{ns}\" is forbidden: this namespace may not be deleted")),
+            e.contains(&format!(
+                "namespaces \"{ns}\" is forbidden: this namespace may not be deleted"
+            )),
             "{e}"
         );
     }
@@ -778,5 +807,102 @@ fn system_namespaces_cannot_be_deleted() {
         assert!(left.contains(&format!("namespace/{ns}\n")), "{left}");
     }
     assert!(!left.contains("namespace/team"), "{left}");
-    assert_eq!(s.ok(&["get", "cm", "kept", "-o", "name"]).trim(), "configmap/kept");
+    assert_eq!(
+        s.ok(&["get", "cm", "kept", "-o", "name"]).trim(),
+        "configmap/kept"
+    );
+}
+
+/// `kubectl events --for KIND/NAME` selects on `involvedObject.apiVersion`
+/// too, a field selector the API server supports for Events.
+#[test]
+#[ignore = "Event field selectors lack involvedObject.apiVersion (src/control/kinds/event.rs FIELDS)"]
+fn kubectl_events_for_an_object() {
+    let s = KubeServer::start();
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], Some(MANIFEST));
+    assert!(out.status.success(), "{}", kube_support::text(&out.stderr));
+    let uid = s.ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata.uid}"]);
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(&EVENTS.replace("UID", &uid)));
+    assert!(out.status.success(), "{}", kube_support::text(&out.stderr));
+    let e = s.ok(&["events", "--for", "configmap/settings"]);
+    assert!(e.contains("Checked") && !e.contains("Elsewhere"), "{e}");
+}
+
+/// Stopping the server lets a request it has begun finish (its client
+/// gets the answer, the object exists after a restart) and ends watches.
+#[test]
+fn a_stop_finishes_the_requests_in_flight() {
+    use std::io::{BufRead, Read, Write};
+    use std::process::{Command, Stdio};
+    let s = KubeServer::start();
+    assert!(s
+        .kubectl_stdin(&["create", "-f", "-"], Some(&cm("before", "0")))
+        .status
+        .success());
+    let watcher = s.kubectl_background(&["get", "cm", "-w", "--output-watch-events"]);
+    watcher.wait_for("the initial list", WAIT, |o| o.contains("before"));
+    // A client sends the head and part of a create, then waits.
+    let script = r#"
+import json, os, socket, ssl, sys
+from urllib.parse import urlparse
+import yaml
+kc = yaml.safe_load(open(os.environ["KUBECONFIG"]))
+server = urlparse(kc["clusters"][0]["cluster"]["server"])
+pki = os.path.join(os.path.dirname(os.environ["KUBECONFIG"]), "pki")
+ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.crt"))
+ctx.load_cert_chain(os.path.join(pki, "admin.crt"), os.path.join(pki, "admin.key"))
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection((server.hostname, server.port)), server_hostname=server.hostname)
+body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "in-flight"}, "data": {"a": "b"}}).encode()
+s.sendall(b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+print("sent", flush=True)
+sys.stdin.readline()
+answer, closed = b"", False
+try:
+    s.sendall(body[10:])
+    s.settimeout(60)
+    while True:
+        d = s.recv(65536)
+        if not d:
+            closed = True
+            break
+        answer += d
+except OSError as e:
+    answer += ("(%s)" % e).encode()
+print(json.dumps({"status": answer.split(b"\r\n")[0].decode(errors="replace"),
+                  "closed": closed}))
+"#;
+    let mut py = Command::new("python3")
+        .args(["-c", script])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "sent");
+    // The server starts stopping with the request half received.
+    s.running.as_ref().unwrap().begin_stop();
+    let stopper = std::thread::spawn(move || s.stop());
+    py.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(py.wait().unwrap().success(), "{rest}");
+    let answer: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
+    assert_eq!(answer["status"], "HTTP/1.1 201 Created", "{answer}");
+    // ... and the server closed the connection after it.
+    assert_eq!(answer["closed"], true, "{answer}");
+    let dir = stopper.join().unwrap();
+    // The watch ended with the server, and kubectl with it.
+    let mut watcher = watcher;
+    watcher.wait_exit(WAIT);
+    drop(watcher);
+    let s = KubeServer::start_in(dir);
+    assert_eq!(
+        s.ok(&["get", "cm", "in-flight", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
 }

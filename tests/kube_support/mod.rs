@@ -277,6 +277,23 @@ impl Background {
         }
     }
 
+    /// Waits (up to `within`) for it to exit by itself; panics with its
+    /// output if it does not.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running after {within:?}; it printed:\n{}",
+                self.output()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Stops it and returns everything it printed.
     pub fn stop(mut self) -> String {
         self.kill();

@@ -3,10 +3,10 @@
 //! the first byte past the limit), so an oversized body is never held in
 //! memory, nor read to its end.
 //!
-//! Over HTTP/2 the early answer ends the stream with `RST_STREAM(NO_ERROR)`
-//! (RFC 9113 section 8.1: the answer is complete, stop sending); Go clients
-//! (kubectl, client-go) read the 413 Status. curl 7.88 reports a stream
-//! error instead; over HTTP/1.1 it reads the 413 too.
+//! Over HTTP/2 the early answer ends the stream with a reset (RFC 9113
+//! section 8.1 lets a server stop an upload once its answer is complete);
+//! Go clients (kubectl, client-go) read the 413 Status, curl 7.88 reports a
+//! stream error (92) instead, and reads the 413 over HTTP/1.1.
 //!
 //! Over HTTP/1.1 the rest of the body is read and thrown away for a while
 //! after the answer (at most [`DRAIN_BYTES`] within [`DRAIN_TIME`]), as Go's

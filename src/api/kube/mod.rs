@@ -681,10 +681,21 @@ fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, Reject> {
             e => Reject::new(415, "UnsupportedMediaType", e.to_string()),
         });
     }
-    if content_type.contains("protobuf") {
-        return Err(Reject { code: 415, reason: "UnsupportedMediaType", message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into() });
-    }
-    let parsed: Result<Value, String> = if content_type.contains("yaml") {
+    // As the API server: a body without a type is JSON (the Python client
+    // sends its creates so); one of any other type (a form, plain text) is
+    // refused, not guessed at.
+    let yaml = match content_type {
+        "" | "application/json" => false,
+        "application/yaml" => true,
+        other => {
+            return Err(Reject::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format ({other:?}) - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"),
+            ))
+        }
+    };
+    let parsed: Result<Value, String> = if yaml {
         std::str::from_utf8(body)
             .map_err(|e| e.to_string())
             .and_then(|s| serde_saphyr::from_str(s).map_err(|e| e.to_string()))

@@ -10,12 +10,25 @@
 //! request head within [`HEADER_TIMEOUT`]; at most [`MAX_CONNECTIONS`]
 //! connections are open, [`MAX_PER_CLIENT`] of them from one address, so
 //! idle connections from one client leave room for every other.
+//!
+//! Stopping is graceful: no new connection is accepted, every open one
+//! finishes the requests it has begun (for up to [`SHUTDOWN_GRACE`]) and
+//! then closes (HTTP/2 `GOAWAY`, HTTP/1.1 `Connection: close`), and watch
+//! streams end at once, as at their timeout, so their clients watch again
+//! (from the last revision they saw) once the server is back. A connection
+//! that has sent no request yet gets [`FIRST_REQUEST_GRACE`] for one to
+//! arrive: its client may have sent it already.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::{failure, KubeApi};
+use super::{failure, Body, KubeApi};
 use crate::api::pki::client_identity;
 
 /// Time for a client to finish its TLS handshake.
@@ -35,6 +48,12 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Connections open at once from one address.
 pub const MAX_PER_CLIENT: usize = 256;
+/// Time open requests get to finish once the server stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Time a connection that has sent no request yet gets, once the server
+/// stops, for its first request to arrive (it may be on its way), as Go's
+/// server allows new connections.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// Open connections per client address.
 #[derive(Default)]
@@ -81,7 +100,52 @@ fn open_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
 }
 
-/// Serves the API on `listener` until `shutdown` turns true.
+/// Returns once the server is stopping (or its handle is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// An answer body that ends early when the server stops, if it is still
+/// waiting for data then (a watch stream); a body with its data at hand is
+/// sent whole.
+struct UntilShutdown {
+    inner: Body,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl UntilShutdown {
+    fn new(inner: Body, mut shutdown: watch::Receiver<bool>) -> Self {
+        let stopped = Box::pin(async move { stopped(&mut shutdown).await });
+        Self { inner, stopped }
+    }
+}
+
+impl hyper::body::Body for UntilShutdown {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => this.stopped.as_mut().poll(cx).map(|()| None),
+            ready => ready,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` turns true, then lets
+/// open requests finish (see the module docs).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -90,6 +154,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let connections = Arc::new(Mutex::new(Connections::default()));
+    let mut open = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -100,7 +165,9 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            // Reap finished connections as they end.
+            Some(_) = open.join_next(), if !open.is_empty() => continue,
+            () = stopped(&mut shutdown) => break,
         };
         let Some(slot) = Slot::take(&connections, peer.ip()) else {
             tracing::debug!(%peer, "API: connection limit reached, closing");
@@ -110,7 +177,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let api = api.clone();
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        open.spawn(async move {
             let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -121,18 +188,24 @@ pub async fn serve(
                 Err(_) => return,
             };
             let identity = client_identity(tls.get_ref().1.peer_certificates());
+            let stopping = shutdown.clone();
+            // Holds a permit once the connection has begun a request.
+            let begun = Arc::new(tokio::sync::Notify::new());
+            let begins = begun.clone();
             let service = service_fn(move |req| {
                 let api = api.clone();
                 let identity = identity.clone();
+                let stopping = stopping.clone();
+                begins.notify_one();
                 async move {
-                    if identity.is_none() && !open_path(req.uri().path()) {
-                        return Ok::<_, std::convert::Infallible>(failure(
-                            401,
-                            "Unauthorized",
-                            "Unauthorized",
-                        ));
-                    }
-                    Ok(api.handle(req).await)
+                    let answer = if identity.is_none() && !open_path(req.uri().path()) {
+                        failure(401, "Unauthorized", "Unauthorized")
+                    } else {
+                        api.handle(req).await
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        answer.map(|body| UntilShutdown::new(body, stopping)),
+                    )
                 }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -146,15 +219,43 @@ pub async fn serve(
                 .keep_alive_interval(Duration::from_secs(30));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "API: connection ended with an error");
+            let ended = tokio::select! {
+                // The connection first, so a request whose head has arrived
+                // is begun (and then finished) even when the stop came first.
+                biased;
+                r = conn.as_mut() => r,
+                () = stopped(&mut shutdown) => {
+                    let ended = tokio::select! {
+                        biased;
+                        r = conn.as_mut() => Some(r),
+                        () = begun.notified() => None,
+                        () = tokio::time::sleep(FIRST_REQUEST_GRACE) => None,
+                    };
+                    match ended {
+                        Some(r) => r,
+                        None => {
+                            // Finish what was begun, then close.
+                            conn.as_mut().graceful_shutdown();
+                            conn.as_mut().await
+                        }
                     }
                 }
-                _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "API: connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while open.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            connections = open.len(),
+            "API: requests still open after the shutdown grace period; closing them"
+        );
     }
 }
 
@@ -226,6 +327,11 @@ impl Running {
     /// Stops accepting, lets open requests finish, and waits.
     pub fn stop(mut self) {
         self.shutdown();
+    }
+
+    /// Starts stopping (as [`Running::stop`]) without waiting.
+    pub fn begin_stop(&self) {
+        let _ = self.stop.send(true);
     }
 
     fn shutdown(&mut self) {

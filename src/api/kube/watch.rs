@@ -7,12 +7,15 @@
 //!   store's history no longer reaches back that far (the client lists
 //!   again).
 //! * With selectors, an object that starts matching arrives as `ADDED` and
-//!   one that stops matching as `DELETED`, as in Kubernetes.
+//!   one that stops matching as `DELETED` (with its content as it last
+//!   matched, at the revision of the change), as in Kubernetes.
 //! * `allowWatchBookmarks=true` adds `BOOKMARK` events with the last
 //!   revision sent; `sendInitialEvents=true` ends the initial events with a
 //!   bookmark annotated `k8s.io/initial-events-end`.
 //! * A watcher that falls too far behind has its stream ended; it resumes
 //!   from the last revision it saw.
+//! * A watch from a revision the store has not reached yet is a 504
+//!   `ResourceVersionTooLarge` (the client lists again), not a wait.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -95,21 +98,47 @@ impl Stream {
     /// The watch event a store event makes for this stream, if any.
     fn translate(&self, event: &Event) -> Option<(&'static str, Value)> {
         let obj = Objects::object_of(&event.kv);
-        let before = event
+        let prev = event
             .prev
             .as_ref()
             .map(Objects::object_of)
-            .is_some_and(|p| self.matches(&p));
+            .filter(|p| self.matches(p));
         match event.kind {
-            EventKind::Delete => before.then_some(("DELETED", obj)),
-            EventKind::Put => match (before, self.matches(&obj)) {
-                (true, true) => Some(("MODIFIED", obj)),
-                (false, true) => Some(("ADDED", obj)),
-                (true, false) => Some(("DELETED", obj)),
-                (false, false) => None,
+            EventKind::Delete => prev.is_some().then_some(("DELETED", obj)),
+            EventKind::Put => match (prev, self.matches(&obj)) {
+                (Some(_), true) => Some(("MODIFIED", obj)),
+                (None, true) => Some(("ADDED", obj)),
+                // As the API server's watch cache: the object as this
+                // stream last matched it, at the revision it left.
+                (Some(mut before), false) => {
+                    before["metadata"]["resourceVersion"] = event.revision().to_string().into();
+                    Some(("DELETED", before))
+                }
+                (None, false) => None,
             },
         }
     }
+}
+
+/// The answer to a watch from a revision the store has not reached: the
+/// API server's 504 `ResourceVersionTooLarge`, on which clients list again.
+/// Silently waiting for that revision would leave a client that resumes
+/// against a store started afresh (`podnet reset`) without events.
+fn too_large_resource_version(requested: u64, current: u64) -> Response<Body> {
+    let mut s = status::failure(
+        504,
+        "Timeout",
+        &format!("Timeout: Too large resource version: {requested}, current: {current}"),
+    );
+    s["details"] = json!({
+        "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+        "retryAfterSeconds": 1,
+    });
+    let mut answer = super::json_response(504, &s);
+    answer
+        .headers_mut()
+        .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+    answer
 }
 
 /// Starts a watch and answers with its stream.
@@ -141,6 +170,12 @@ pub fn serve(
             }
         },
     };
+    if let Some(rv) = from {
+        let current = objects.kv().revision();
+        if rv > current {
+            return too_large_resource_version(rv, current);
+        }
+    }
     let send_initial = query.get("sendInitialEvents") == Some("true");
     let bookmarks = matches!(query.get("allowWatchBookmarks"), Some("true" | "1"));
     let timeout = query
