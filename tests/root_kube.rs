@@ -331,6 +331,25 @@ fn root_kubectl_deploys_pods_behind_a_service_and_follows_changes() {
     expected.sort();
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
 
+    // The node's counters, as Prometheus reads them.
+    let metrics = node.kubectl_ok(&["get", "--raw", "/metrics"], None);
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{metrics}"))
+    };
+    assert!(value("podnet_packets_forwarded_total{to=\"pod\"}") > 0.0);
+    assert_eq!(value("podnet_pods{phase=\"Running\"}"), 3.0);
+    assert!(value("podnet_nat_rules") >= 1.0);
+    assert!(value("kubeproxy_sync_proxy_rules_duration_seconds_count") >= 1.0);
+    assert!(
+        metrics.contains("podnet_packets_dropped_total{reason=\"spoofed\"}"),
+        "{metrics}"
+    );
+
     // What the pods printed, and what happened to them.
     let logs = node.k(&["logs", &pods[0]]);
     assert!(logs.contains("GET / HTTP/1.1"), "{logs}");

@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::dataplane::Dataplane;
+use super::metrics::{sync_histogram, NodeMetrics};
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
 use super::{setup_host_device, DaemonConfig, DaemonError};
@@ -228,6 +229,7 @@ pub fn run(
     .map_err(|e| DaemonError::State(super::controller::StartError::Ipam(e.to_string())))?;
 
     let dataplane = Arc::new(dataplane);
+    let sync = sync_histogram();
     let host = setup_host_device(&config)?;
     dataplane.add(Link::Host, host);
 
@@ -252,7 +254,14 @@ pub fn run(
     let api = Running::start(
         config.api_listen,
         tls,
-        KubeApi::new(objects.clone()).with_logs(Arc::new(StateLogs(config.state_dir.join("logs")))),
+        KubeApi::new(objects.clone())
+            .with_logs(Arc::new(StateLogs(config.state_dir.join("logs"))))
+            .with_metrics(Arc::new(NodeMetrics {
+                dataplane: dataplane.clone(),
+                objects: objects.clone(),
+                sync: sync.clone(),
+                node: node_name.clone(),
+            })),
     )
     .map_err(|e| state_err(&config, e.to_string()))?;
     let server = format!(
@@ -296,7 +305,7 @@ pub fn run(
             Box::new(Deployments),
             Box::new(StatefulSets),
             Box::new(ServiceEndpoints),
-            Box::new(FastPathPublisher::new(dataplane.clone())),
+            Box::new(FastPathPublisher::new(dataplane.clone(), sync.clone())),
         ],
     );
     *poke_slot.lock() = Some(manager.poker());

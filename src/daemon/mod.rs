@@ -7,6 +7,7 @@
 //! | [`dataplane`] | worker threads: TUN devices <-> [`crate::packet::Router`] |
 //! | [`kube`] | `--kube-api`: the object store, the reconcilers and the Kubernetes API over HTTPS |
 //! | [`runtime`] | the kubelet's host side: pod namespaces, TUN devices, addresses, processes |
+//! | [`metrics`] | `/metrics`: fast-path, data-plane and node counters (Prometheus text) |
 //! | [`publish`] | Services and EndpointSlices -> fast-path pools |
 //! | [`controller`] | pods, deployments, statefulsets, services; supervision; the API handler |
 //!
@@ -25,6 +26,7 @@ pub mod config;
 pub mod controller;
 pub mod dataplane;
 pub mod kube;
+pub mod metrics;
 pub mod publish;
 pub mod runtime;
 

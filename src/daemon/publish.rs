@@ -41,6 +41,7 @@ struct Published {
 pub struct FastPathPublisher {
     dataplane: Arc<Dataplane>,
     state: Mutex<Published>,
+    sync: prometheus_client::metrics::histogram::Histogram,
 }
 
 fn protocol_number(p: Option<&str>) -> u8 {
@@ -52,13 +53,17 @@ fn protocol_number(p: Option<&str>) -> u8 {
 
 impl FastPathPublisher {
     /// A publisher into `dataplane`'s router.
-    pub fn new(dataplane: Arc<Dataplane>) -> Self {
+    pub fn new(
+        dataplane: Arc<Dataplane>,
+        sync: prometheus_client::metrics::histogram::Histogram,
+    ) -> Self {
         Self {
             dataplane,
             state: Mutex::new(Published {
                 next_pool: 1,
                 ..Default::default()
             }),
+            sync,
         }
     }
 
@@ -120,6 +125,20 @@ impl Reconciler for FastPathPublisher {
     }
 
     fn reconcile(
+        &self,
+        objects: &Objects,
+        key: &Key,
+        now: SystemTime,
+    ) -> Result<Next, ObjectError> {
+        let t0 = std::time::Instant::now();
+        let r = self.publish_service(objects, key, now);
+        self.sync.observe(t0.elapsed().as_secs_f64());
+        r
+    }
+}
+
+impl FastPathPublisher {
+    fn publish_service(
         &self,
         objects: &Objects,
         key: &Key,

@@ -599,6 +599,11 @@ impl Router {
         &self.conntrack
     }
 
+    /// Service frontends (address, port, protocol) in the current snapshot.
+    pub fn frontend_count(&self) -> usize {
+        self.snapshot.load().frontends.len()
+    }
+
     /// Verdict counters.
     pub fn stats(&self) -> RouterStats {
         self.counters.read()

@@ -61,6 +61,13 @@ pub const MAX_BODY: usize = 3 << 20;
 pub struct KubeApi {
     objects: Objects,
     logs: Option<std::sync::Arc<dyn logs::LogSource>>,
+    metrics: Option<std::sync::Arc<dyn MetricsSource>>,
+}
+
+/// What `/metrics` shows: the node's counters in the Prometheus text format.
+pub trait MetricsSource: Send + Sync {
+    /// The current metrics, rendered.
+    fn render(&self) -> String;
 }
 
 /// The parsed query string.
@@ -274,7 +281,14 @@ impl KubeApi {
         Self {
             objects,
             logs: None,
+            metrics: None,
         }
+    }
+
+    /// Serves `/metrics` from `source`.
+    pub fn with_metrics(mut self, source: std::sync::Arc<dyn MetricsSource>) -> Self {
+        self.metrics = Some(source);
+        self
     }
 
     /// Serves `pods/NAME/log` from `source`.
@@ -302,6 +316,15 @@ impl KubeApi {
                     .header("content-type", "text/plain")
                     .body(Full::new(Bytes::from_static(b"ok")).boxed())
                     .expect("a valid response")
+            }
+            "/metrics" => {
+                let Some(m) = &self.metrics else {
+                    return failure(404, "NotFound", "this server has no metrics");
+                };
+                return Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                    .body(Full::new(Bytes::from(m.render())).boxed())
+                    .expect("a valid response");
             }
             _ => {}
         }
