@@ -816,7 +816,6 @@ fn system_namespaces_cannot_be_deleted() {
 /// `kubectl events --for KIND/NAME` selects on `involvedObject.apiVersion`
 /// too, a field selector the API server supports for Events.
 #[test]
-#[ignore = "Event field selectors lack involvedObject.apiVersion (src/control/kinds/event.rs FIELDS)"]
 fn kubectl_events_for_an_object() {
     let s = KubeServer::start();
     let out = s.kubectl_stdin(&["apply", "-f", "-"], Some(MANIFEST));

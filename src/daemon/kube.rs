@@ -346,6 +346,7 @@ pub fn run(
         }
         if last_gc.elapsed() >= Duration::from_secs(1) {
             objects.finish_foreground_deletions();
+            objects.finish_namespace_deletions(SystemTime::now());
             last_gc = Instant::now();
         }
         if last_prune.elapsed() >= Duration::from_secs(60) {

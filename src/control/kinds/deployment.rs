@@ -17,6 +17,7 @@ impl KindRules for Deployment {
     const SHORT_NAMES: &'static [&'static str] = &["deploy"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const STATUS: bool = true;
+    const GENERATION: bool = true;
     const SCALE: bool = true;
 
     fn default_fields(&mut self) {

@@ -12,10 +12,15 @@ impl KindRules for Event {
     const SHORT_NAMES: &'static [&'static str] = &["ev"];
     const FIELDS: &'static [&'static str] = &[
         "involvedObject.kind",
-        "involvedObject.name",
         "involvedObject.namespace",
+        "involvedObject.name",
         "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
         "reason",
+        "reportingComponent",
+        "source",
         "type",
     ];
 

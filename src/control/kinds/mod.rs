@@ -139,6 +139,9 @@ pub trait KindRules:
     const STATUS: bool = false;
     /// Whether it has a `/scale` subresource.
     const SCALE: bool = false;
+    /// Whether `metadata.generation` counts its spec changes (workloads and
+    /// pods; not ConfigMaps, Secrets, Services ...).
+    const GENERATION: bool = false;
     /// Field selector paths beside `metadata.name` and `metadata.namespace`.
     const FIELDS: &'static [&'static str] = &[];
     /// Whether names follow DNS-1035 label rules (services) rather than
@@ -198,6 +201,8 @@ pub struct Kind {
     pub status: bool,
     /// See [`KindRules::SCALE`].
     pub scale: bool,
+    /// See [`KindRules::GENERATION`].
+    pub generation: bool,
     /// See [`KindRules::FIELDS`].
     pub fields: &'static [&'static str],
     /// See [`KindRules::columns`].
@@ -236,6 +241,7 @@ impl Kind {
             categories: K::CATEGORIES,
             status: K::STATUS,
             scale: K::SCALE,
+            generation: K::GENERATION,
             fields: K::FIELDS,
             columns: K::columns(),
             check: check::<K>,

@@ -291,6 +291,7 @@ impl KindRules for Pod {
     const SHORT_NAMES: &'static [&'static str] = &["po"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const STATUS: bool = true;
+    const GENERATION: bool = true;
     const FIELDS: &'static [&'static str] = &[
         "spec.nodeName",
         "status.phase",

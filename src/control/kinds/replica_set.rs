@@ -14,6 +14,7 @@ impl KindRules for ReplicaSet {
     const SHORT_NAMES: &'static [&'static str] = &["rs"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const STATUS: bool = true;
+    const GENERATION: bool = true;
     const SCALE: bool = true;
 
     fn default_fields(&mut self) {

@@ -16,6 +16,7 @@ impl KindRules for StatefulSet {
     const SHORT_NAMES: &'static [&'static str] = &["sts"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const STATUS: bool = true;
+    const GENERATION: bool = true;
     const SCALE: bool = true;
 
     fn default_fields(&mut self) {

@@ -38,6 +38,9 @@ pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Namespaces that may not be deleted, as on an API server.
+pub const PERMANENT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 /// Why an object operation was refused; each maps to the API server's
 /// `Status` reason and code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -456,7 +459,11 @@ impl Objects {
         meta.insert("name".into(), name.clone().into());
         meta.insert("uid".into(), new_uid().into());
         meta.insert("creationTimestamp".into(), rfc3339(now).into());
-        meta.insert("generation".into(), 1.into());
+        if kind.generation {
+            meta.insert("generation".into(), 1.into());
+        } else {
+            meta.remove("generation");
+        }
         meta.remove("resourceVersion");
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
@@ -640,7 +647,7 @@ impl Objects {
             };
             strip(&obj) != strip(&old)
         };
-        if spec_changed && subresource.is_none() {
+        if spec_changed && subresource.is_none() && kind.generation {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -708,6 +715,17 @@ impl Objects {
             return Err(self.conflict(kind, name));
         }
         let mut obj = Self::object_of(&current);
+        if kind.is::<k8s_openapi::api::core::v1::Namespace>() {
+            if PERMANENT_NAMESPACES.contains(&name) {
+                return Err(ObjectError::Forbidden(format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                )));
+            }
+            if opts.dry_run {
+                return Ok(obj);
+            }
+            return self.terminate_namespace(name, obj, current.mod_revision, now);
+        }
         if opts.dry_run {
             return Ok(obj);
         }
@@ -798,14 +816,83 @@ impl Objects {
         };
         self.abandon(kind, &gone);
         self.collect_dependents(&gone, propagation);
-        if kind.is::<k8s_openapi::api::core::v1::Namespace>() {
-            for k in KINDS.iter().filter(|k| k.namespaced) {
-                for kv in self.kv.range(&Self::prefix(k, Some(name))).0 {
-                    let _ = self.kv.delete(&kv.key, Precondition::None);
+        Ok(gone)
+    }
+
+    /// A namespace being deleted: `Terminating`, everything in it deleted
+    /// (pods gracefully), and the namespace itself removed once it is
+    /// empty ([`Objects::finish_namespace_deletions`] finishes what waits
+    /// on pods), as the namespace controller does.
+    fn terminate_namespace(
+        &self,
+        name: &str,
+        mut obj: Value,
+        revision: Revision,
+        now: SystemTime,
+    ) -> Result<Value, ObjectError> {
+        let nskind = kinds::of::<k8s_openapi::api::core::v1::Namespace>();
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            obj["metadata"]["deletionTimestamp"] = rfc3339(now).into();
+            obj["metadata"]["deletionGracePeriodSeconds"] = 0.into();
+            obj["status"] = json!({"phase": "Terminating"});
+            let key = Self::key(nskind, None, name);
+            obj = match self.kv.put(
+                &key,
+                Self::encode(&obj),
+                Precondition::ModRevision(revision),
+            ) {
+                Ok(kv) => Self::object_of(&kv),
+                Err(WriteError::Conflict { .. }) => return Err(self.conflict(nskind, name)),
+                Err(e) => return Err(storage(e)),
+            };
+        }
+        self.empty_namespace(name, now);
+        match self.finish_namespace(name) {
+            Some(gone) => Ok(gone),
+            None => Ok(obj),
+        }
+    }
+
+    /// Deletes what a terminating namespace still holds.
+    fn empty_namespace(&self, name: &str, now: SystemTime) {
+        for k in KINDS.iter().filter(|k| k.namespaced) {
+            for kv in self.kv.range(&Self::prefix(k, Some(name))).0 {
+                let o = Self::object_of(&kv);
+                if o.pointer("/metadata/deletionTimestamp").is_some() {
+                    continue;
                 }
+                let n = meta_str(&o, "name").unwrap_or("").to_string();
+                let _ = self.delete(k, Some(name), &n, DeleteOptions::default(), now);
             }
         }
-        Ok(gone)
+    }
+
+    /// Removes the terminating namespace `name` if nothing is left in it.
+    fn finish_namespace(&self, name: &str) -> Option<Value> {
+        let empty = KINDS
+            .iter()
+            .filter(|k| k.namespaced)
+            .all(|k| self.kv.range(&Self::prefix(k, Some(name))).0.is_empty());
+        if !empty {
+            return None;
+        }
+        let nskind = kinds::of::<k8s_openapi::api::core::v1::Namespace>();
+        self.remove(nskind, None, name, None, Propagation::Background)
+            .ok()
+    }
+
+    /// Finishes namespace deletions whose content is gone (a periodic pass,
+    /// beside [`Objects::finish_foreground_deletions`]).
+    pub fn finish_namespace_deletions(&self, now: SystemTime) {
+        let nskind = kinds::of::<k8s_openapi::api::core::v1::Namespace>();
+        for kv in self.kv.range(&Self::prefix(nskind, None)).0 {
+            let o = Self::object_of(&kv);
+            if o.pointer("/metadata/deletionTimestamp").is_some() {
+                let name = meta_str(&o, "name").unwrap_or("").to_string();
+                self.empty_namespace(&name, now);
+                let _ = self.finish_namespace(&name);
+            }
+        }
     }
 
     /// The keys and objects whose `ownerReferences` name `owner`'s uid.

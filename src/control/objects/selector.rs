@@ -185,6 +185,12 @@ impl FieldSelector {
     /// field reads as the empty string, as in Kubernetes).
     pub fn matches_object(&self, object: &Value) -> bool {
         self.0.iter().all(|(path, equal, value)| {
+            // `source` of an Event means its source component.
+            let path = if path == "source" {
+                "source.component"
+            } else {
+                path.as_str()
+            };
             let pointer = format!("/{}", path.replace('.', "/"));
             let actual = match object.pointer(&pointer) {
                 Some(Value::String(s)) => s.clone(),

@@ -432,22 +432,64 @@ fn list_and_watch_by_namespace_and_selector() {
         "c"
     );
     assert!(w.try_recv().is_err());
-    // Deleting the namespace removes what it held.
-    o.delete(
-        kinds::of::<Namespace>(),
-        None,
-        "team",
-        DeleteOptions::default(),
-        now,
-    )
-    .unwrap();
+    // Deleting the namespace: Terminating, its running pods terminate
+    // gracefully, and it goes once they are gone.
+    let t = o
+        .delete(
+            kinds::of::<Namespace>(),
+            None,
+            "team",
+            DeleteOptions::default(),
+            now,
+        )
+        .unwrap();
+    assert_eq!(t["status"]["phase"], "Terminating");
+    let p = pod("late", json!({}));
     assert_eq!(
-        o.list(pk, Some("team"), &LabelSelector::default(), &all)
-            .0
-            .len(),
-        0
+        o.create(pk, Some("team"), p, strict(), now)
+            .unwrap_err()
+            .code(),
+        403,
+        "nothing new in a terminating namespace"
     );
+    let left = o.list(pk, Some("team"), &LabelSelector::default(), &all).0;
+    assert_eq!(left.len(), 2);
+    assert!(left
+        .iter()
+        .all(|p| p["metadata"]["deletionTimestamp"].is_string()));
+    for p in left {
+        let force = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        o.delete(
+            pk,
+            Some("team"),
+            p["metadata"]["name"].as_str().unwrap(),
+            force,
+            now,
+        )
+        .unwrap();
+    }
+    assert!(
+        o.get(kinds::of::<Namespace>(), None, "team").is_ok(),
+        "removed by the next pass"
+    );
+    o.finish_namespace_deletions(now);
+    assert!(o.get(kinds::of::<Namespace>(), None, "team").is_err());
     assert_eq!(o.list(pk, None, &LabelSelector::default(), &all).0.len(), 1);
+    assert_eq!(
+        o.delete(
+            kinds::of::<Namespace>(),
+            None,
+            "default",
+            DeleteOptions::default(),
+            now
+        )
+        .unwrap_err()
+        .code(),
+        403
+    );
 }
 
 #[test]
