@@ -251,7 +251,7 @@ pub fn run(
     let tls = pki
         .server_config()
         .map_err(|e| state_err(&config, e.to_string()))?;
-    let api = Running::start(
+    let api = Running::start_with_socket(
         config.api_listen,
         tls,
         KubeApi::new(objects.clone())
@@ -262,6 +262,7 @@ pub fn run(
                 sync: sync.clone(),
                 node: node_name.clone(),
             })),
+        Some(&config.socket),
     )
     .map_err(|e| state_err(&config, e.to_string()))?;
     let server = format!(
@@ -359,6 +360,7 @@ pub fn run(
     sigchld_handle.close();
     let _ = reaper.join();
     api.stop();
+    let _ = std::fs::remove_file(&config.socket);
     drop(manager);
     // Pods keep running across a restart of the daemon; their namespaces
     // and devices are persistent.

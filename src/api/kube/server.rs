@@ -286,6 +286,14 @@ pub enum StartError {
     /// The runtime could not be started.
     #[error("cannot start the API runtime: {0}")]
     Runtime(std::io::Error),
+    /// The Unix socket could not be made.
+    #[error("cannot listen on the API socket {path}: {source}; choose another --socket")]
+    Socket {
+        /// The socket path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl Running {
@@ -295,6 +303,17 @@ impl Running {
         listen: std::net::SocketAddr,
         tls: Arc<rustls::ServerConfig>,
         api: KubeApi,
+    ) -> Result<Running, StartError> {
+        Self::start_with_socket(listen, tls, api, None)
+    }
+
+    /// [`Running::start`], also serving the API without TLS on the Unix
+    /// socket `socket` (mode 0600; only root's connections are served).
+    pub fn start_with_socket(
+        listen: std::net::SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        api: KubeApi,
+        socket: Option<&std::path::Path>,
     ) -> Result<Running, StartError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -312,10 +331,27 @@ impl Running {
             addr: listen,
             source,
         })?;
+        let unix = match socket {
+            None => None,
+            Some(path) => Some(runtime.block_on(async { bind_unix(path) }).map_err(|source| StartError::Socket {
+                path: path.display().to_string(),
+                source,
+            })?),
+        };
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("podnet-api".into())
-            .spawn(move || runtime.block_on(serve(listener, tls, api, stopped)))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let tcp = serve(listener, tls, api.clone(), stopped.clone());
+                    match unix {
+                        Some(u) => {
+                            tokio::join!(tcp, serve_unix(u, api, stopped));
+                        }
+                        None => tcp.await,
+                    }
+                })
+            })
             .map_err(StartError::Runtime)?;
         Ok(Running {
             addr,
@@ -345,5 +381,56 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+fn bind_unix(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the API on the root-only Unix socket: plain HTTP, and only to
+/// peers running as root (checked with `SO_PEERCRED`, besides the mode).
+async fn serve_unix(listener: tokio::net::UnixListener, api: KubeApi, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
+        let api = api.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                async move {
+                    if !root {
+                        return Ok::<_, std::convert::Infallible>(failure(401, "Unauthorized", "the API socket serves root only"));
+                    }
+                    Ok(api.handle(req).await)
+                }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+            }
+        });
     }
 }
