@@ -336,13 +336,21 @@ fn root_kubectl_deploys_pods_behind_a_service_and_follows_changes() {
     let (out, _) = run_timeout(
         {
             let mut c = Command::new("curl");
-            c.args(["-s", "--unix-socket"]).arg(&sock).arg(format!("http://localhost/api/v1/namespaces/{}/services/web", node.namespace));
+            c.args(["-s", "--unix-socket"]).arg(&sock).arg(format!(
+                "http://localhost/api/v1/namespaces/{}/services/web",
+                node.namespace
+            ));
             c
         },
         Duration::from_secs(10),
     );
     let svc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    assert_eq!(svc["spec"]["clusterIP"], cluster_ip.as_str(), "{}", text(&out.stdout));
+    assert_eq!(
+        svc["spec"]["clusterIP"],
+        cluster_ip.as_str(),
+        "{}",
+        text(&out.stdout)
+    );
 
     // The node's counters, as Prometheus reads them.
     let metrics = node.kubectl_ok(&["get", "--raw", "/metrics"], None);

@@ -1,3 +1,6 @@
+//! Admission steps that hand out what a new object needs at once: the
+//! node a pod runs on ([`NodeBinder`]), and cluster IPs.
+//!
 //! Cluster IPs: handed out when a Service is created, as the API server's
 //! allocator does, so that `kubectl get svc` shows the address at once.
 //!
@@ -177,6 +180,33 @@ impl Admission for ClusterIps {
             }
         }
     }
+}
+
+/// Binds a pod created without `spec.nodeName` to this node, as a
+/// single-node cluster's scheduler would: the kubelet can start it without
+/// a write of its own first.
+pub struct NodeBinder {
+    /// This node's name.
+    pub node: String,
+}
+
+impl Admission for NodeBinder {
+    fn admit(&self, kind: &Kind, obj: &mut Value, old: Option<&Value>) -> Result<(), ObjectError> {
+        if old.is_none() && kind.kind == "Pod" {
+            let bound = obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !bound {
+                if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("nodeName".into(), self.node.clone().into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn abandoned(&self, _kind: &Kind, _obj: &Value) {}
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use super::{setup_host_device, DaemonConfig, DaemonError};
 use crate::api::kube::server::Running;
 use crate::api::kube::KubeApi;
 use crate::api::pki::{default_server_names, Pki};
-use crate::control::alloc::ClusterIps;
+use crate::control::alloc::{ClusterIps, NodeBinder};
 use crate::control::ipam::{Ipam, IpamConfig};
 use crate::control::objects::{ObjectError, Objects};
 use crate::control::reconcile::deployment::Deployments;
@@ -207,10 +207,13 @@ pub fn run(
     let now = SystemTime::now();
     let store = Arc::new(open_store(&config)?);
     let base = Objects::new(store, now).map_err(|e| state_err(&config, e.to_string()))?;
+    let node_name = config.node_name.clone().unwrap_or_else(host_name);
     let objects = base
         .clone()
-        .with_admission(Arc::new(ClusterIps::new(config.service_cidr, &base)));
-    let node_name = config.node_name.clone().unwrap_or_else(host_name);
+        .with_admission(Arc::new(ClusterIps::new(config.service_cidr, &base)))
+        .with_admission(Arc::new(NodeBinder {
+            node: node_name.clone(),
+        }));
     register_node(&objects, &config, &node_name, now)
         .map_err(|e| state_err(&config, format!("cannot register the node: {e}")))?;
 

@@ -331,13 +331,16 @@ impl Running {
             addr: listen,
             source,
         })?;
-        let unix = match socket {
-            None => None,
-            Some(path) => Some(runtime.block_on(async { bind_unix(path) }).map_err(|source| StartError::Socket {
-                path: path.display().to_string(),
-                source,
-            })?),
-        };
+        let unix =
+            match socket {
+                None => None,
+                Some(path) => Some(runtime.block_on(async { bind_unix(path) }).map_err(
+                    |source| StartError::Socket {
+                        path: path.display().to_string(),
+                        source,
+                    },
+                )?),
+            };
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("podnet-api".into())
@@ -397,7 +400,11 @@ fn bind_unix(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener
 
 /// Serves the API on the root-only Unix socket: plain HTTP, and only to
 /// peers running as root (checked with `SO_PEERCRED`, besides the mode).
-async fn serve_unix(listener: tokio::net::UnixListener, api: KubeApi, mut shutdown: watch::Receiver<bool>) {
+async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    api: KubeApi,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -418,13 +425,20 @@ async fn serve_unix(listener: tokio::net::UnixListener, api: KubeApi, mut shutdo
                 let api = api.clone();
                 async move {
                     if !root {
-                        return Ok::<_, std::convert::Infallible>(failure(401, "Unauthorized", "the API socket serves root only"));
+                        return Ok::<_, std::convert::Infallible>(failure(
+                            401,
+                            "Unauthorized",
+                            "the API socket serves root only",
+                        ));
                     }
                     Ok(api.handle(req).await)
                 }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {

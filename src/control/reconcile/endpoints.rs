@@ -223,7 +223,7 @@ impl Reconciler for ServiceEndpoints {
             })
             .collect();
         let labels = svc.metadata.labels.clone();
-        let endpoints = Endpoints {
+        let legacy = Endpoints {
             metadata: ObjectMeta {
                 name: Some(key.name.clone()),
                 namespace: Some(ns.into()),
@@ -232,19 +232,6 @@ impl Reconciler for ServiceEndpoints {
             },
             subsets: (!subsets.is_empty()).then_some(subsets),
         };
-        match objects.get_as::<Endpoints>(Some(ns), &key.name) {
-            Ok(mut existing) => {
-                if existing.subsets != endpoints.subsets || existing.metadata.labels != labels {
-                    existing.subsets = endpoints.subsets.clone();
-                    existing.metadata.labels = labels.clone();
-                    objects.update_as(&existing, None)?;
-                }
-            }
-            Err(ObjectError::NotFound { .. }) => {
-                objects.create_as(Some(ns), &endpoints, now)?;
-            }
-            Err(e) => return Err(e),
-        }
 
         // One EndpointSlice (IPv4).
         let slice_ports: Vec<SlicePort> = svc_ports
@@ -291,7 +278,7 @@ impl Reconciler for ServiceEndpoints {
                 }
             })
             .collect();
-        let mut slice_labels = labels.unwrap_or_default();
+        let mut slice_labels = labels.clone().unwrap_or_default();
         slice_labels.insert(SERVICE_NAME_LABEL.into(), key.name.clone());
         slice_labels.insert(MANAGED_BY.into(), MANAGER.into());
         let existing: Vec<EndpointSlice> = objects.list_as::<EndpointSlice>(
@@ -328,6 +315,21 @@ impl Reconciler for ServiceEndpoints {
                 };
                 objects.create_as(Some(ns), &slice, now)?;
             }
+        }
+        // The Endpoints after the slice: the fast path and kube-proxy-like
+        // readers follow slices, so they learn first.
+        match objects.get_as::<Endpoints>(Some(ns), &key.name) {
+            Ok(mut existing) => {
+                if existing.subsets != legacy.subsets || existing.metadata.labels != labels {
+                    existing.subsets = legacy.subsets.clone();
+                    existing.metadata.labels = labels.clone();
+                    objects.update_as(&existing, None)?;
+                }
+            }
+            Err(ObjectError::NotFound { .. }) => {
+                objects.create_as(Some(ns), &legacy, now)?;
+            }
+            Err(e) => return Err(e),
         }
         Ok(Next::Done)
     }

@@ -368,20 +368,7 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
         match spec.node_name.as_deref() {
             None | Some("") => {
                 pod.spec.as_mut().expect("checked").node_name = Some(node.clone());
-                let bound = objects.update_as(&pod, None)?;
-                let msg = format!(
-                    "Successfully assigned {}/{} to {node}",
-                    key.namespace, key.name
-                );
-                record(
-                    objects,
-                    reference(&bound),
-                    false,
-                    "Scheduled",
-                    msg,
-                    "default-scheduler",
-                    now,
-                );
+                objects.update_as(&pod, None)?;
                 return Ok(Next::Done);
             }
             Some(n) if n != node => return Ok(Next::Done),
@@ -421,6 +408,8 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
         let mut next: Option<SystemTime> = None;
         let mut soon = |t: SystemTime| next = Some(next.map_or(t, |n: SystemTime| n.min(t)));
 
+        // Events are written after the status, which readers wait on.
+        let mut later: Vec<(bool, &str, String)> = Vec::new();
         // Network first.
         let ip = match old_status
             .as_ref()
@@ -473,15 +462,7 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                             "Back-off restarting failed container {} in pod {}_{}",
                             c.name, key.name, key.namespace
                         );
-                        record(
-                            objects,
-                            reference(&pod),
-                            true,
-                            "BackOff",
-                            msg,
-                            "kubelet",
-                            now,
-                        );
+                        later.push((true, "BackOff", msg));
                         let exp = m.restarts.clamp(0, 5) as u32;
                         let backoff = (BACKOFF_START * 2u32.pow(exp)).min(BACKOFF_MAX);
                         m.backoff_until = Some(at + backoff);
@@ -511,27 +492,11 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                         .collect();
                     match self.runtime.start(&pod, &c.name, &argv(c), &env) {
                         Ok(()) => {
-                            record(
-                                objects,
-                                reference(&pod),
-                                false,
-                                "Started",
-                                format!("Started container {}", c.name),
-                                "kubelet",
-                                now,
-                            );
+                            later.push((false, "Started", format!("Started container {}", c.name)));
                             state = self.runtime.state(&pod, &c.name);
                         }
                         Err(e) => {
-                            record(
-                                objects,
-                                reference(&pod),
-                                true,
-                                "Failed",
-                                format!("Error: {e}"),
-                                "kubelet",
-                                now,
-                            );
+                            later.push((true, "Failed", format!("Error: {e}")));
                             waiting = Some(("RunContainerError", Some(e)));
                             soon(now + BACKOFF_START);
                         }
@@ -604,15 +569,7 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                                     "Container {} failed liveness probe, will be restarted",
                                     c.name
                                 );
-                                record(
-                                    objects,
-                                    reference(&pod),
-                                    true,
-                                    "Unhealthy",
-                                    msg,
-                                    "kubelet",
-                                    now,
-                                );
+                                later.push((true, "Unhealthy", msg));
                                 self.runtime.signal(&pod, &c.name, true);
                                 st = ProbeState::default();
                                 soon(now + Duration::from_millis(100));
@@ -719,7 +676,36 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
         drop(memory);
         if old_status.as_ref() != Some(&status) {
             pod.status = Some(status);
-            objects.update_as(&pod, Some("status"))?;
+            pod = objects.update_as(&pod, Some("status"))?;
+        }
+        if old_status.is_none() {
+            // Bound at creation (the node's binder), or by this kubelet.
+            let msg = format!(
+                "Successfully assigned {}/{} to {}",
+                key.namespace,
+                key.name,
+                self.runtime.node_name()
+            );
+            record(
+                objects,
+                reference(&pod),
+                false,
+                "Scheduled",
+                msg,
+                "default-scheduler",
+                now,
+            );
+        }
+        for (warning, reason, message) in later {
+            record(
+                objects,
+                reference(&pod),
+                warning,
+                reason,
+                message,
+                "kubelet",
+                now,
+            );
         }
         Ok(match next {
             Some(t) => Next::After(t.duration_since(now).unwrap_or_default()),
