@@ -754,7 +754,34 @@ fn root_sigkill_during_apply_loses_no_acknowledged_object_and_pods_keep_their_ad
         })
         .collect();
 
+    // Left by a crash: the namespace of a pod that no longer exists, with
+    // a process in it.
+    let ghost = format!("{}.ghost", node.namespace);
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ghost])
+        .status()
+        .unwrap()
+        .success());
+    let mut ghost_proc = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ghost}"))
+        .args(["sleep", "1000"])
+        .spawn()
+        .unwrap();
+
     node.start_daemon();
+    let ghost_gone = wait_for(Duration::from_secs(30), || {
+        (!podnet::sys::netns::list()
+            .unwrap_or_default()
+            .contains(&ghost)
+            && ghost_proc.try_wait().unwrap().is_some())
+        .then_some(())
+    });
+    let _ = ghost_proc.kill();
+    let _ = ghost_proc.wait();
+    assert!(
+        ghost_gone.is_some(),
+        "the orphaned pod namespace {ghost} (and its process) outlived the restart"
+    );
     let stored = node.k(&[
         "get",
         "configmaps",

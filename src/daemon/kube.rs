@@ -301,6 +301,15 @@ pub fn run(
         ipam,
         exited,
     ));
+    {
+        let pods = objects.list_as::<k8s_openapi::api::core::v1::Pod>(None, &Default::default());
+        let namespaces: Vec<String> = objects
+            .list_as::<k8s_openapi::api::core::v1::Namespace>(None, &Default::default())
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        runtime.recover(&pods, &namespaces);
+    }
     let mut manager = Manager::new(
         objects.clone(),
         vec![

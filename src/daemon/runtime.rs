@@ -193,6 +193,49 @@ impl HostRuntime {
         }
     }
 
+    /// At start: releases the addresses of pods that are gone (a crash
+    /// between a pod's removal and its address's release), and removes the
+    /// network namespaces of pods that are gone, with what runs in them. A
+    /// namespace counts as a pod's when it is named `NS.NAME` for a
+    /// Kubernetes namespace `NS` in the store; others are left alone.
+    pub fn recover(&self, pods: &[Pod], namespaces: &[String]) {
+        let live: std::collections::HashSet<String> =
+            pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        match self
+            .ipam
+            .lock()
+            .gc(|o| live.contains(&o.0), SystemTime::now())
+        {
+            Ok(released) if !released.is_empty() => {
+                tracing::warn!(
+                    count = released.len(),
+                    "released the addresses of pods that are gone"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot release the addresses of pods that are gone: {e}"),
+        }
+        let names: std::collections::HashSet<String> = pods
+            .iter()
+            .map(|p| {
+                netns_name(
+                    p.metadata.namespace.as_deref().unwrap_or("default"),
+                    p.metadata.name.as_deref().unwrap_or(""),
+                )
+            })
+            .collect();
+        for ns in netns::list().unwrap_or_default() {
+            let Some((kns, _)) = ns.split_once('.') else {
+                continue;
+            };
+            if namespaces.iter().any(|n| n == kns) && !names.contains(&ns) {
+                tracing::warn!(netns = %ns, "removing the network namespace of a pod that is gone");
+                stop_processes_in(&ns);
+                let _ = netns::remove(&ns);
+            }
+        }
+    }
+
     /// Stops every process of every pod (SIGKILL), for a reset.
     pub fn kill_all(&self) {
         for entry in self.pods.lock().values_mut() {
