@@ -7,7 +7,7 @@ import sys
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = (os.environ.get("POD_NAME", "?") + "\n").encode()
+        body = ((os.environ.get("POD_NAME") or os.environ.get("HOSTNAME", "?")) + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
