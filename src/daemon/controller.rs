@@ -24,12 +24,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnet::IpNet;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::config::DaemonConfig;
 use super::dataplane::Dataplane;
+use super::runtime::configure_eth0;
 use crate::api::{
     ApiError, ApiHandler, ConntrackEntry, Deployment, DeploymentSpec, FlowTuple, NatBackend,
     NatRule, Pod, PodPhase, PodSpec, Protocol, ResetSummary, RestartPolicy, Scale, Service,
@@ -1149,34 +1149,6 @@ impl Controller {
             created: Some(s.created),
         }
     }
-}
-
-/// Configures a pod's `eth0` in the calling thread's namespace: `lo` up,
-/// MTU, the pod's /32 (and /128), up, default routes. Every step is
-/// idempotent, so it also repairs a device found again after a restart.
-fn configure_eth0(
-    mtu: u32,
-    ip: Ipv4Addr,
-    v6: Option<Ipv6Addr>,
-) -> Result<(), crate::sys::link::LinkError> {
-    link::set_up("lo")?;
-    link::set_mtu("eth0", mtu)?;
-    link::add_address(
-        "eth0",
-        IpNet::from(ipnet::Ipv4Net::new(ip, 32).expect("/32")),
-    )?;
-    if let Some(v6) = v6 {
-        link::add_address(
-            "eth0",
-            IpNet::from(ipnet::Ipv6Net::new(v6, 128).expect("/128")),
-        )?;
-    }
-    link::set_up("eth0")?;
-    link::add_route("0.0.0.0/0".parse().expect("literal"), "eth0")?;
-    if v6.is_some() {
-        link::add_route("::/0".parse().expect("literal"), "eth0")?;
-    }
-    Ok(())
 }
 
 /// The ordinal of a statefulset pod name `SET-N`.

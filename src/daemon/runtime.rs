@@ -91,7 +91,13 @@ fn key(pod: &Pod) -> (String, String) {
     )
 }
 
-fn configure_eth0(mtu: u32, ip: Ipv4Addr, v6: Option<Ipv6Addr>) -> Result<(), link::LinkError> {
+/// Configures a pod's `eth0` from inside its namespace: `lo` up, MTU, the
+/// address(es) as host routes, `default dev eth0`. Idempotent.
+pub(crate) fn configure_eth0(
+    mtu: u32,
+    ip: Ipv4Addr,
+    v6: Option<Ipv6Addr>,
+) -> Result<(), link::LinkError> {
     link::set_up("lo")?;
     link::set_mtu("eth0", mtu)?;
     link::add_address(

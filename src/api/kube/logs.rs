@@ -2,21 +2,18 @@
 //! container's output, whole or from its last lines, and followed while
 //! the pod exists.
 
-use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Frame;
 use hyper::Response;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
 
+use super::watch::ChannelBody;
 use super::{failure, Body, Query};
 use crate::control::objects::{ObjectError, Objects};
 
@@ -30,20 +27,6 @@ pub trait LogSource: Send + Sync {
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// The most sent at once without `limitBytes`, as a guard.
 const MAX_READ: u64 = 16 << 20;
-
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
 
 /// The last `n` lines of `text`.
 fn tail(text: &[u8], n: usize) -> &[u8] {

@@ -41,7 +41,9 @@ pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
 pub const MAX_WATCH: Duration = Duration::from_secs(30 * 60);
 
 /// A response body fed line by line from a channel.
-struct ChannelBody(mpsc::Receiver<Bytes>);
+/// A response body fed chunk by chunk from a channel (watch streams,
+/// followed logs).
+pub(super) struct ChannelBody(pub(super) mpsc::Receiver<Bytes>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
