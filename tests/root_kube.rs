@@ -352,6 +352,43 @@ fn root_kubectl_deploys_pods_behind_a_service_and_follows_changes() {
         text(&out.stdout)
     );
 
+    // `podnet apply -f` takes the same manifests, over the socket.
+    let manifest = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-podnet\n  namespace: {}\ndata:\n  a: b\n", node.namespace);
+    let out = {
+        use std::io::Write;
+        let mut child = Command::new(daemon_support::PODNET)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "podnet apply: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("configmap/from-podnet serverside-applied"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        node.k(&["get", "cm", "from-podnet", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+
     // The node's counters, as Prometheus reads them.
     let metrics = node.kubectl_ok(&["get", "--raw", "/metrics"], None);
     let value = |line_start: &str| -> f64 {

@@ -132,6 +132,18 @@ impl ApiClient {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>, ClientError> {
+        self.request_typed(method, path, "application/json", body)
+    }
+
+    /// [`ApiClient::request_bytes`] with a body of another media type (a
+    /// Kubernetes apply patch, `application/apply-patch+yaml`).
+    pub fn request_typed(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, ClientError> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|source| {
             let socket = self.socket.clone();
             match source.kind() {
@@ -171,7 +183,7 @@ impl ApiClient {
             body.len()
         );
         if !body.is_empty() {
-            request.push_str("Content-Type: application/json\r\n");
+            request.push_str(&format!("Content-Type: {content_type}\r\n"));
         }
         request.push_str("\r\n");
         let mut bytes = request.into_bytes();
@@ -423,8 +435,13 @@ fn parse_response(response: &[u8]) -> Result<Vec<u8>, ClientError> {
     if (200..300).contains(&status) {
         return Ok(body.to_vec());
     }
+    let status_message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .filter(|v| v["kind"] == "Status")
+        .and_then(|v| v["message"].as_str().map(str::to_string));
     let message = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => e.error,
+        Err(_) if status_message.is_some() => status_message.unwrap_or_default(),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             let text: String = text.trim().chars().take(500).collect();

@@ -66,6 +66,16 @@ enum Command {
     /// Live flows, like `conntrack -L`.
     #[command(subcommand)]
     Conntrack(ListOnly),
+    /// Apply a manifest (multi-document YAML, as `kubectl apply -f`) to a
+    /// daemon running the Kubernetes API (`podnetd --kube-api`).
+    Apply {
+        /// The manifest file, or `-` for standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: String,
+        /// The namespace of documents that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
     /// Stop every pod and remove everything podnet created on this host.
     Reset {
         /// Do not ask for confirmation (it is only asked on a terminal).
@@ -326,7 +336,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.list(&flows, "tracked flows", conntrack_table)
         }
         Command::Reset { force } => reset(&client, &out, force),
+        Command::Apply { file, namespace } => apply(&client, &file, &namespace),
     }
+}
+
+/// `podnet apply -f`: each document as a server-side apply request.
+fn apply(client: &ApiClient, file: &str, namespace: &str) -> Result<ExitCode> {
+    let text = if file == "-" {
+        let mut s = String::new();
+        io::Read::read_to_string(&mut io::stdin(), &mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?
+    };
+    let docs = podnet::api::kube::apply::documents(&text)?;
+    for doc in docs {
+        let (path, shown) = podnet::api::kube::apply::apply_target(&doc, namespace)?;
+        let body = serde_json::to_vec(&doc)?;
+        client.request_typed("PATCH", &path, "application/apply-patch+yaml", Some(&body))?;
+        println!("{shown} serverside-applied");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn pod(client: &ApiClient, out: &Printer, cmd: PodCommand) -> Result<ExitCode> {

@@ -4,6 +4,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`body`] | request bodies, read up to [`MAX_BODY`] (413 beyond) |
+//! | [`apply`] | `podnet apply -f`: manifests to server-side apply requests |
 //! | [`discovery`] | `/api`, `/apis`, resource lists, `/version`, OpenAPI v3 |
 //! | [`logs`] | `pods/NAME/log`: a container's output, tailed and followed |
 //! | [`table`] | `Table` answers for `kubectl get` |
@@ -22,6 +23,7 @@
 //! merge patch) into the live object. Field ownership (`managedFields`)
 //! and conflicts between managers are not tracked.
 
+pub mod apply;
 pub mod body;
 pub mod discovery;
 pub mod logs;
