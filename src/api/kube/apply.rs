@@ -63,7 +63,7 @@ mod tests {
 
     #[test]
     fn manifests_map_to_apply_paths() {
-        let docs = documents("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n  namespace: team\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n").unwrap();
+        let docs = documents("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n  namespace: team\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns1\n").unwrap();
         assert_eq!(docs.len(), 3);
         assert_eq!(
             apply_target(&docs[0], "default").unwrap(),
@@ -81,7 +81,7 @@ mod tests {
         );
         assert_eq!(
             apply_target(&docs[2], "x").unwrap().0,
-            "/api/v1/namespaces/n?fieldManager=podnet"
+            "/api/v1/namespaces/ns1?fieldManager=podnet"
         );
         let bad = documents("apiVersion: v9\nkind: Widget\nmetadata:\n  name: w\n").unwrap();
         assert!(apply_target(&bad[0], "default")
