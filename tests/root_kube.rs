@@ -331,6 +331,42 @@ fn root_kubectl_deploys_pods_behind_a_service_and_follows_changes() {
     expected.sort();
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
 
+    // `kubectl run NAME --image=X -- CMD` sends the command as args alone.
+    node.k(&[
+        "run",
+        "hello",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo hi from $HOSTNAME",
+    ]);
+    let done = wait_for(Duration::from_secs(60), || {
+        (node.k(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]) == "Succeeded")
+            .then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "{}",
+        node.k(&["get", "pod", "hello", "-o", "yaml"])
+    );
+    assert_eq!(node.k(&["logs", "hello"]).trim(), "hi from hello");
+    // Finished: its network namespace and address are released; the object
+    // and its log stay until it is deleted.
+    let hello_ns = format!("{}.hello", node.namespace);
+    let released = wait_for(Duration::from_secs(60), || {
+        (!podnet::sys::netns::list()
+            .unwrap_or_default()
+            .contains(&hello_ns))
+        .then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "the finished pod kept its network namespace"
+    );
+    node.k(&["delete", "pod", "hello"]);
+
     // The same API on the root-only Unix socket, without TLS.
     let sock = node._tmp.path().join("podnet.sock");
     let (out, _) = run_timeout(

@@ -252,7 +252,9 @@ impl HostRuntime {
         }
     }
 
-    fn teardown(&self, entry: PodEntry) {
+    /// Removes a pod's network and processes; its logs too if `logs`
+    /// (kept while the pod object exists, for `kubectl logs`).
+    fn teardown(&self, entry: PodEntry, logs: bool) {
         let router = self.dataplane.router();
         router.reset_flows(FlowSelector::Client(IpAddr::V4(entry.ip)), &mut |l, p| {
             self.dataplane.send_packet(l, p)
@@ -267,7 +269,9 @@ impl HostRuntime {
         for (container, mut p) in entry.containers {
             let _ = process::kill_group(p.child.id(), Signal::SIGKILL);
             let _ = p.child.wait();
-            let _ = std::fs::remove_file(self.log_path(&ns, &name, &container));
+            if logs {
+                let _ = std::fs::remove_file(self.log_path(&ns, &name, &container));
+            }
         }
         stop_processes_in(&entry.netns);
         if let Err(e) = netns::remove(&entry.netns) {
@@ -359,7 +363,7 @@ impl PodRuntime for HostRuntime {
         if let Some(old) = pods.remove(&(ns.clone(), name.clone())) {
             // The same name, a new pod (a StatefulSet's): the old one's
             // network goes first.
-            self.teardown(old);
+            self.teardown(old, true);
         }
         let mut req = AllocateRequest::new(uid.clone()).families(Families::Configured);
         if stateful(pod) {
@@ -433,7 +437,7 @@ impl PodRuntime for HostRuntime {
     fn teardown_network(&self, pod: &Pod) {
         let entry = self.pods.lock().remove(&key(pod));
         if let Some(entry) = entry {
-            self.teardown(entry);
+            self.teardown(entry, false);
             self.publish_pods(&self.pods.lock());
         }
     }
@@ -578,8 +582,19 @@ impl PodRuntime for HostRuntime {
             .lock()
             .remove(&(namespace.to_string(), name.to_string()));
         if let Some(entry) = entry {
-            self.teardown(entry);
+            self.teardown(entry, true);
             self.publish_pods(&self.pods.lock());
+        }
+        let prefix = format!("{namespace}_{name}_");
+        if let Ok(dir) = std::fs::read_dir(self.config.state_dir.join("logs")) {
+            for f in dir.flatten() {
+                if f.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".log"))
+                {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
         }
     }
 }

@@ -403,6 +403,9 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
             Some("Succeeded" | "Failed")
         );
         if phase_done {
+            // Finished: its network (and address) is released; the object
+            // and its logs stay until it is deleted, as in Kubernetes.
+            self.runtime.teardown_network(&pod);
             return Ok(Next::Done);
         }
         let mut next: Option<SystemTime> = None;
