@@ -223,7 +223,7 @@ pub fn wire(data: &[u8]) {
     };
     if let Ok(inner) = wire::parse_inner(packet, &info) {
         let mut b = packet.to_vec();
-        let _ = wire::rewrite_icmp_error(
+        wire::rewrite_icmp_error(
             &mut b,
             &info,
             &inner,
@@ -235,6 +235,10 @@ pub fn wire(data: &[u8]) {
                 dst: inner.src,
                 dst_port: 2,
             },
+        );
+        assert!(
+            wire::parse(&b).is_ok(),
+            "a rewritten ICMP error no longer parses"
         );
     }
     let checksum = virtio::check(&hdr, &info);
