@@ -27,7 +27,7 @@ fn pod6(d: u16) -> Ipv6Addr {
 /// 3 (.7, IPv4 only); TCP and UDP services on 10.96.0.10:80 backed by pods
 /// 2 and 3 on 8080, one of them with client affinity; a TCP service on
 /// [fd00:96::10]:80 backed by pod 2; a service with no backends on port 81.
-/// A small conntrack table, so that it fills.
+/// A small conntrack table: one router is built per input.
 pub fn router() -> Router {
     let r = Router::new(RouterConfig {
         network: NodeNetwork {
