@@ -27,6 +27,8 @@ cargo test --all-targets 2>&1 | tee "$log"
 # The daemon's tests again with TUN offloads off, which stays a supported mode.
 PODNET_TEST_DAEMON_FLAGS=--no-offload cargo test --test daemon_connectivity --test daemon_services \
     --test daemon_lifecycle --test daemon_cli 2>&1 | tee -a "$log"
+# A short fuzzing run: every target 20 s, failing on any crash.
+bash scripts/fuzz.sh -t 20
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -77,10 +77,11 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) ->
 /// and an upper-layer length of `len` bytes.
 #[inline]
 pub fn pseudo_header_v6(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, len: u32) -> u32 {
-    let mut acc = sum(&src.octets(), 0);
-    acc = sum(&dst.octets(), acc);
-    acc += (len >> 16) + (len & 0xffff) + u32::from(next_header);
-    acc
+    // Folded before the rest is added: the sum of two addresses can be
+    // 0xffff_ffff (all-ones addresses), and a wrapped carry is a checksum
+    // off by one.
+    let acc = u32::from(fold(sum(&dst.octets(), sum(&src.octets(), 0))));
+    acc + (len >> 16) + (len & 0xffff) + u32::from(next_header)
 }
 
 /// Sum of the pseudo-header for either family; 0 when the two addresses are

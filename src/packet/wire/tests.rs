@@ -974,6 +974,31 @@ fn tcp_reset_fixtures() {
     }
 }
 
+/// Found by the `wire_parse` fuzz target: all-ones IPv6 addresses sum to
+/// 0xffff_ffff, and adding the length to that overflowed (a panic in debug
+/// builds, a checksum off by one in release builds).
+#[test]
+fn tcp_reset_from_all_ones_ipv6_addresses() {
+    let ones = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+    let mut spec = Spec::simple(ones, ones, tcp(40000, 80, 0x02));
+    spec.payload = vec![];
+    check_rst(&spec, 0, Some(1001));
+    let a: std::net::Ipv6Addr = ones.parse().unwrap();
+    let reference = {
+        let mut s: u64 = 0;
+        for w in a.octets().chunks(2).chain(a.octets().chunks(2)) {
+            s += u64::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        s += 1 + 0xffff + 6;
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        finish(s as u32)
+    };
+    let ours = finish(checksum::pseudo_header_v6(&a, &a, 6, 0x1_ffff));
+    assert_eq!(ours, reference);
+}
+
 /// Checks an ICMP error we built about `orig` with smoltcp, and that our
 /// own parse_inner finds the original tuple in it.
 fn check_icmp_error(orig: &[u8], reply: &[u8], from: IpAddr, ty: u8, code: u8, rest: u32) {
@@ -1970,4 +1995,159 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The seed corpus of the fuzz targets (fuzz/seeds/), from these fixtures.
+// ---------------------------------------------------------------------------
+
+/// A virtio-net header: flags, gso_type, gso_size, csum_start, csum_offset.
+fn vnet_bytes(
+    flags: u8,
+    gso_type: u8,
+    gso_size: u16,
+    csum_start: u16,
+    csum_offset: u16,
+) -> [u8; 10] {
+    let mut h = [0u8; 10];
+    h[0] = flags;
+    h[1] = gso_type;
+    h[4..6].copy_from_slice(&gso_size.to_le_bytes());
+    h[6..8].copy_from_slice(&csum_start.to_le_bytes());
+    h[8..10].copy_from_slice(&csum_offset.to_le_bytes());
+    h
+}
+
+/// The offload headers a packet can come with: none, a partial checksum,
+/// and (for TCP and UDP) a super-packet of 100-byte segments.
+fn vnet_variants(packet: &[u8]) -> Vec<[u8; 10]> {
+    let mut out = vec![[0; 10]];
+    let info = parse(packet).unwrap();
+    let (check, gso) = match (info.protocol, info.version) {
+        (6, IpVersion::V4) => (16, 1),
+        (6, IpVersion::V6) => (16, 4),
+        (17, _) => (6, 5),
+        _ => return out,
+    };
+    let start = info.l4_offset as u16;
+    out.push(vnet_bytes(1, 0, 0, start, check));
+    out.push(vnet_bytes(1, gso, 100, start, check));
+    out
+}
+
+/// Writes the seed corpus of `wire_parse` (`[vnet][packet]`) and
+/// `router_process` (see fuzz/src/lib.rs: `[link][vnet][len: 2][packet]`,
+/// optionally followed by `[link][vnet][packet]`) into fuzz/seeds/.
+/// Run: `cargo test --lib write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes fuzz/seeds/"]
+fn write_fuzz_seeds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let write = |target: &str, name: String, bytes: Vec<u8>| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+
+    let mut wire = fixtures();
+    let mut big = Spec::simple("10.0.0.1", "10.0.0.2", tcp(10, 20, 0x18));
+    big.payload = vec![0x5a; 350];
+    wire.push(big.build());
+    big.src = v6("fd00::1");
+    big.dst = v6("fd00::2");
+    big.l4 = udp(30, 40);
+    wire.push(big.build());
+    let inner = Spec::simple("10.0.0.2", "10.0.0.1", udp(40, 30)).build();
+    let error = |src: &str, dst: &str, ty: u8, inner: &[u8]| {
+        Spec::simple(
+            src,
+            dst,
+            L4::IcmpError {
+                ty,
+                code: 3,
+                rest: 0,
+                inner: inner.to_vec(),
+            },
+        )
+        .build()
+    };
+    wire.push(error("10.0.0.3", "10.0.0.2", 3, &inner[..28]));
+    let inner6 = Spec::simple("fd00::2", "fd00::1", udp(40, 30)).build();
+    wire.push(error("fd00::3", "fd00::2", 1, &inner6[..48]));
+    for (i, p) in wire.iter().enumerate() {
+        for (j, h) in vnet_variants(p).iter().enumerate() {
+            write(
+                "wire_parse",
+                format!("fixture-{i:02}-{j}"),
+                [&h[..], p].concat(),
+            );
+        }
+    }
+
+    // The fuzz router: pods 1 (10.244.0.5, fd00:10:244::5), 2 (.6, ::6),
+    // 3 (.7); services 10.96.0.10:80 TCP and UDP, [fd00:96::10]:80 TCP,
+    // 10.96.0.10:81 TCP without backends. Link byte: % 5 is the host (0)
+    // or a pod; 0x80 sends the reply to packet 1 as packet 2.
+    let router = |name: &str, link: u8, p: &[u8], second: Option<(u8, &[u8])>| {
+        for (j, h) in vnet_variants(p).iter().enumerate() {
+            let mut v = vec![link];
+            v.extend_from_slice(h);
+            v.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            v.extend_from_slice(p);
+            if let Some((l, p2)) = second {
+                v.push(l);
+                v.extend_from_slice(&[0; 10]);
+                v.extend_from_slice(p2);
+            }
+            write("router_process", format!("{name}-{j}"), v);
+        }
+    };
+    let syn = Spec::simple("10.244.0.5", "10.96.0.10", tcp(40000, 80, 0x02)).build();
+    router("tcp-syn-to-service", 0x81, &syn, None);
+    let ack = Spec::simple("10.244.0.5", "10.96.0.10", tcp(40000, 80, 0x10)).build();
+    router("tcp-syn-then-ack", 0x01, &syn, Some((0x01, &ack)));
+    let udp4 = Spec::simple("10.244.0.5", "10.96.0.10", udp(5000, 80)).build();
+    router("udp-to-service", 0x81, &udp4, None);
+    let error = Spec::simple(
+        "10.244.0.6",
+        "10.244.0.5",
+        L4::IcmpError {
+            ty: 3,
+            code: 3,
+            rest: 0,
+            inner: Spec::simple("10.244.0.5", "10.244.0.6", udp(5000, 8080)).build()[..28].to_vec(),
+        },
+    )
+    .build();
+    router(
+        "udp-then-port-unreachable",
+        0x01,
+        &udp4,
+        Some((0x02, &error)),
+    );
+    let syn6 = Spec::simple("fd00:10:244::5", "fd00:96::10", tcp(40000, 80, 0x02)).build();
+    router("tcp6-syn-to-service", 0x81, &syn6, None);
+    let no_backend = Spec::simple("10.244.0.5", "10.96.0.10", tcp(40000, 81, 0x02)).build();
+    router("tcp-syn-no-backend", 0x01, &no_backend, None);
+    let from_host = Spec::simple("192.168.1.1", "10.244.0.6", tcp(50000, 8080, 0x02)).build();
+    router("host-to-pod", 0x80, &from_host, None);
+    let no_pod = Spec::simple("10.244.0.5", "10.244.0.99", udp(5000, 53)).build();
+    router("to-missing-pod", 0x01, &no_pod, None);
+    let echo = Spec::simple(
+        "10.244.0.5",
+        "10.244.0.6",
+        L4::Echo {
+            request: true,
+            ident: 7,
+            seq_no: 1,
+        },
+    )
+    .build();
+    router("echo-pod-to-pod", 0x81, &echo, None);
+    let mut ttl1 = Spec::simple("10.244.0.5", "192.168.1.1", udp(5000, 53));
+    ttl1.ttl = 1;
+    router("ttl-expires", 0x01, &ttl1.build(), None);
+    let mut data = Spec::simple("10.244.0.5", "10.96.0.10", tcp(40000, 80, 0x18));
+    data.payload = vec![0x5a; 350];
+    router("tcp-data-to-service", 0x81, &data.build(), None);
 }
