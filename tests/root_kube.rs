@@ -111,14 +111,7 @@ impl KubeNode {
     /// kubectl in the node's network namespace (the API listens on its
     /// loopback), with only KUBECONFIG set.
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
-            .arg("kubectl")
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self._tmp.path())
-            .env("KUBECONFIG", &self.kubeconfig);
+        let mut cmd = self.kubectl_command(args);
         match stdin {
             None => run_timeout(cmd, Duration::from_secs(180)).0,
             Some(input) => {
@@ -150,6 +143,20 @@ impl KubeNode {
             self.log()
         );
         text(&out.stdout)
+    }
+
+    /// The kubectl command line, not started (for clients run beside the
+    /// test: a watcher, an apply to interrupt).
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg("kubectl")
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self._tmp.path())
+            .env("KUBECONFIG", &self.kubeconfig);
+        cmd
     }
 
     /// kubectl in this test's namespace.
@@ -681,13 +688,8 @@ fn root_rolling_update_under_load_fails_no_request_and_undo_restores() {
     let before: Vec<String> = pod_names(&node, "app=web");
 
     let watch_log = node._tmp.path().join("watch.txt");
-    let mut watcher = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", node.netns))
-        .args(["kubectl", "get", "pods", "-w", "-n", &node.namespace])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", node._tmp.path())
-        .env("KUBECONFIG", &node.kubeconfig)
+    let mut watcher = node
+        .kubectl_command(&["get", "pods", "-w", "-n", &node.namespace])
         .stdout(File::create(&watch_log).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -789,13 +791,8 @@ fn root_sigkill_during_apply_loses_no_acknowledged_object_and_pods_keep_their_ad
     let manifest: String = (0..50)
         .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  i: \"{i}\"\n---\n"))
         .collect();
-    let mut apply = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", node.netns))
-        .args(["kubectl", "apply", "-n", &node.namespace, "-f", "-"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", node._tmp.path())
-        .env("KUBECONFIG", &node.kubeconfig)
+    let mut apply = node
+        .kubectl_command(&["apply", "-n", &node.namespace, "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

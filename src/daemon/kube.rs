@@ -28,7 +28,7 @@ use crate::api::kube::KubeApi;
 use crate::api::pki::{default_server_names, Pki};
 use crate::control::alloc::{ClusterIps, NodeBinder};
 use crate::control::ipam::{Ipam, IpamConfig};
-use crate::control::objects::{ObjectError, Objects};
+use crate::control::objects::{kube_time, ObjectError, Objects};
 use crate::control::reconcile::deployment::Deployments;
 use crate::control::reconcile::endpoints::ServiceEndpoints;
 use crate::control::reconcile::pod::Kubelet;
@@ -52,15 +52,6 @@ fn host_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "podnet-node".into())
-}
-
-fn time(t: SystemTime) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default(),
-    )
 }
 
 /// Writes this node's Node object: pod CIDR, address, Ready, capacity.
@@ -105,8 +96,8 @@ fn register_node(
             status: "True".into(),
             reason: Some("PodnetReady".into()),
             message: Some("podnetd is running".into()),
-            last_heartbeat_time: Some(time(now)),
-            last_transition_time: Some(time(now)),
+            last_heartbeat_time: Some(kube_time(now)),
+            last_transition_time: Some(kube_time(now)),
         }]),
         node_info: Some(NodeSystemInfo {
             architecture: std::env::consts::ARCH.into(),

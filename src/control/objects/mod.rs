@@ -201,13 +201,18 @@ pub struct Objects {
     admission: Vec<Arc<dyn Admission>>,
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// `t` as a Kubernetes `Time` (second precision, as the API shows it).
+pub fn kube_time(t: SystemTime) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    k8s_openapi::jiff::Timestamp::from_second(secs)
-        .map(|ts| ts.to_string())
-        .unwrap_or_default()
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default(),
+    )
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    kube_time(t).0.to_string()
 }
 
 /// A random version 4 UUID, as object uids are.

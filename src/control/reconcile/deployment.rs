@@ -24,7 +24,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::events::{record, reference};
@@ -33,7 +33,7 @@ use super::{
     Next, Reconciler,
 };
 use crate::control::kinds::workload::to_query;
-use crate::control::objects::{DeleteOptions, ObjectError, Objects};
+use crate::control::objects::{kube_time, DeleteOptions, ObjectError, Objects};
 use crate::control::store::Event;
 
 /// The Deployment reconciler.
@@ -75,13 +75,6 @@ fn scaled(v: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
     }
 }
 
-fn rfc3339(now: SystemTime) -> Time {
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
-}
-
 fn rs_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.replicas.unwrap_or(0)
 }
@@ -116,12 +109,12 @@ fn condition(
         last_transition_time: if unchanged {
             prev.and_then(|p| p.last_transition_time.clone())
         } else {
-            Some(rfc3339(now))
+            Some(kube_time(now))
         },
         last_update_time: if unchanged {
             prev.and_then(|p| p.last_update_time.clone())
         } else {
-            Some(rfc3339(now))
+            Some(kube_time(now))
         },
     }
 }

@@ -6,21 +6,14 @@
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
 
 use crate::control::kinds;
-use crate::control::objects::{DeleteOptions, LabelSelector, ObjectError, Objects};
+use crate::control::objects::{kube_time, DeleteOptions, LabelSelector, ObjectError, Objects};
 
 /// How long an event is kept after it last happened (the API server's default).
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);
-
-fn time(t: SystemTime) -> Time {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
-}
 
 /// A reference to `obj` for an event.
 pub fn reference<K: Resource + Metadata<Ty = ObjectMeta>>(obj: &K) -> ObjectReference {
@@ -67,7 +60,7 @@ pub fn record(
     let result = match objects.get_as::<Event>(Some(&ns), &name) {
         Ok(mut e) => {
             e.count = Some(e.count.unwrap_or(1) + 1);
-            e.last_timestamp = Some(time(now));
+            e.last_timestamp = Some(kube_time(now));
             objects.update_as(&e, None).map(|_| ())
         }
         Err(ObjectError::NotFound { .. }) => {
@@ -86,8 +79,8 @@ pub fn record(
                     host: None,
                 }),
                 reporting_component: Some(component.into()),
-                first_timestamp: Some(time(now)),
-                last_timestamp: Some(time(now)),
+                first_timestamp: Some(kube_time(now)),
+                last_timestamp: Some(kube_time(now)),
                 count: Some(1),
                 ..Default::default()
             };

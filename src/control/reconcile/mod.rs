@@ -95,6 +95,8 @@ pub struct Manager {
     last: Revision,
     pokes: tokio::sync::mpsc::UnboundedReceiver<Key>,
     poker: Poker,
+    /// The timer runtime [`Manager::wait`] blocks on (made once).
+    waiter: Option<tokio::runtime::Runtime>,
 }
 
 /// Asks a [`Manager`] to look at a key soon, from any thread (a runtime
@@ -133,6 +135,10 @@ impl Manager {
             last: start,
             pokes,
             poker: Poker(tx),
+            waiter: tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .ok(),
         };
         m.queue_all();
         m
@@ -243,10 +249,7 @@ impl Manager {
             .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
             .unwrap_or(max)
             .min(max);
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        else {
+        let Some(rt) = self.waiter.as_ref() else {
             std::thread::sleep(timeout);
             return;
         };

@@ -29,13 +29,12 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus, Probe,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use parking_lot::Mutex;
 
 use super::events::{record, reference};
 use super::{event_kind, key_of, Key, Next, Reconciler};
 use crate::control::kinds;
-use crate::control::objects::{DeleteOptions, ObjectError, Objects};
+use crate::control::objects::{kube_time, DeleteOptions, ObjectError, Objects};
 use crate::control::store::Event;
 
 /// A container's process as the runtime sees it.
@@ -166,13 +165,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Running this long resets the back-off.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
-fn time(t: SystemTime) -> Time {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
-}
-
 fn secs(n: Option<i32>, default: i32) -> Duration {
     Duration::from_secs(n.unwrap_or(default).max(0) as u64)
 }
@@ -187,7 +179,7 @@ fn condition(type_: &str, ok: bool, old: Option<&PodStatus>, now: SystemTime) ->
         status: status.into(),
         last_transition_time: match prev {
             Some(p) if p.status == status => p.last_transition_time.clone(),
-            _ => Some(time(now)),
+            _ => Some(kube_time(now)),
         },
         reason: (!ok && type_ != "PodScheduled").then(|| {
             if type_ == "Ready" || type_ == "ContainersReady" {
@@ -455,7 +447,7 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                     m.last_exit = Some(ContainerStateTerminated {
                         exit_code: code,
                         reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                        finished_at: Some(time(at)),
+                        finished_at: Some(kube_time(at)),
                         ..Default::default()
                     });
                     m.probes.clear();
@@ -595,7 +587,7 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                     }
                     ContainerState {
                         running: Some(ContainerStateRunning {
-                            started_at: Some(time(since)),
+                            started_at: Some(kube_time(since)),
                         }),
                         ..Default::default()
                     }
@@ -606,7 +598,7 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                         terminated: Some(ContainerStateTerminated {
                             exit_code: code,
                             reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                            finished_at: Some(time(at)),
+                            finished_at: Some(kube_time(at)),
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -665,7 +657,7 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
             }]),
             start_time: old
                 .and_then(|s| s.start_time.clone())
-                .or_else(|| Some(time(now))),
+                .or_else(|| Some(kube_time(now))),
             conditions: Some(vec![
                 condition("PodScheduled", true, old, now),
                 condition("Initialized", true, old, now),
