@@ -1,6 +1,7 @@
 //! The API client used by the CLI (and later the CNI plugin): one HTTP/1.1
-//! request per connection over the daemon's Unix socket, typed methods for
-//! every route, and errors that tell the user what to do.
+//! request per connection over the daemon's root-only Unix socket, where
+//! podnetd serves the Kubernetes API and podnet's node views; errors that
+//! tell the user what to do (the daemon's `Status` message when it sent one).
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -10,7 +11,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::types::*;
+use super::node::{
+    ConntrackEntry, NatRule, NodeCounter, ResetSummary, CONNTRACK_PATH, NAT_PATH, RESET_PATH,
+    STATS_PATH,
+};
 
 /// The daemon's socket when neither `--socket` nor `PODNET_SOCKET` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/podnet/podnet.sock";
@@ -144,6 +148,31 @@ impl ApiClient {
         content_type: &str,
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>, ClientError> {
+        self.exchange(method, path, content_type, "application/json", body)
+    }
+
+    /// `GET path` answered as a Kubernetes `Table` (the columns `kubectl
+    /// get` shows), as JSON.
+    pub fn get_table(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let answer = self.exchange(
+            "GET",
+            path,
+            "application/json",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+            None,
+        )?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| ClientError::BadResponse(format!("invalid JSON for GET {path}: {e}")))
+    }
+
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        accept: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, ClientError> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|source| {
             let socket = self.socket.clone();
             match source.kind() {
@@ -178,7 +207,7 @@ impl ApiClient {
         let body = body.unwrap_or_default();
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: podnetd\r\nUser-Agent: podnet/{}\r\n\
-             Accept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
+             Accept: {accept}\r\nConnection: close\r\nContent-Length: {}\r\n",
             env!("CARGO_PKG_VERSION"),
             body.len()
         );
@@ -252,103 +281,21 @@ impl ApiClient {
         self.request("PUT", path, Some(body))
     }
 
-    /// `GET /v1/pods`
-    pub fn list_pods(&self) -> Result<Vec<Pod>, ClientError> {
-        self.get("/v1/pods")
-    }
-    /// `POST /v1/pods`
-    pub fn create_pod(&self, spec: &PodSpec) -> Result<Pod, ClientError> {
-        self.post("/v1/pods", Some(spec))
-    }
-    /// `GET /v1/pods/{name}`
-    pub fn get_pod(&self, name: &str) -> Result<Pod, ClientError> {
-        self.get(&format!("/v1/pods/{}", path_segment(name)))
-    }
-    /// `DELETE /v1/pods/{name}`
-    pub fn delete_pod(&self, name: &str) -> Result<Pod, ClientError> {
-        self.delete(&format!("/v1/pods/{}", path_segment(name)))
-    }
-    /// `GET /v1/pods/{name}/logs`: raw bytes.
-    pub fn pod_logs(&self, name: &str) -> Result<Vec<u8>, ClientError> {
-        self.request_bytes(
-            "GET",
-            &format!("/v1/pods/{}/logs", path_segment(name)),
-            None,
-        )
-    }
-
-    /// `GET /v1/deployments`
-    pub fn list_deployments(&self) -> Result<Vec<Deployment>, ClientError> {
-        self.get("/v1/deployments")
-    }
-    /// `POST /v1/deployments`
-    pub fn create_deployment(&self, spec: &DeploymentSpec) -> Result<Deployment, ClientError> {
-        self.post("/v1/deployments", Some(spec))
-    }
-    /// `GET /v1/deployments/{name}`
-    pub fn get_deployment(&self, name: &str) -> Result<Deployment, ClientError> {
-        self.get(&format!("/v1/deployments/{}", path_segment(name)))
-    }
-    /// `DELETE /v1/deployments/{name}`
-    pub fn delete_deployment(&self, name: &str) -> Result<Deployment, ClientError> {
-        self.delete(&format!("/v1/deployments/{}", path_segment(name)))
-    }
-    /// `PUT /v1/deployments/{name}/scale`
-    pub fn scale_deployment(&self, name: &str, replicas: u32) -> Result<Deployment, ClientError> {
-        let path = format!("/v1/deployments/{}/scale", path_segment(name));
-        self.put(&path, &Scale { replicas })
-    }
-
-    /// `GET /v1/statefulsets`
-    pub fn list_statefulsets(&self) -> Result<Vec<StatefulSet>, ClientError> {
-        self.get("/v1/statefulsets")
-    }
-    /// `POST /v1/statefulsets`
-    pub fn create_statefulset(&self, spec: &StatefulSetSpec) -> Result<StatefulSet, ClientError> {
-        self.post("/v1/statefulsets", Some(spec))
-    }
-    /// `GET /v1/statefulsets/{name}`
-    pub fn get_statefulset(&self, name: &str) -> Result<StatefulSet, ClientError> {
-        self.get(&format!("/v1/statefulsets/{}", path_segment(name)))
-    }
-    /// `DELETE /v1/statefulsets/{name}`
-    pub fn delete_statefulset(&self, name: &str) -> Result<StatefulSet, ClientError> {
-        self.delete(&format!("/v1/statefulsets/{}", path_segment(name)))
-    }
-    /// `PUT /v1/statefulsets/{name}/scale`
-    pub fn scale_statefulset(&self, name: &str, replicas: u32) -> Result<StatefulSet, ClientError> {
-        let path = format!("/v1/statefulsets/{}/scale", path_segment(name));
-        self.put(&path, &Scale { replicas })
-    }
-
-    /// `GET /v1/services`
-    pub fn list_services(&self) -> Result<Vec<Service>, ClientError> {
-        self.get("/v1/services")
-    }
-    /// `POST /v1/services`
-    pub fn create_service(&self, spec: &ServiceSpec) -> Result<Service, ClientError> {
-        self.post("/v1/services", Some(spec))
-    }
-    /// `GET /v1/services/{name}`
-    pub fn get_service(&self, name: &str) -> Result<Service, ClientError> {
-        self.get(&format!("/v1/services/{}", path_segment(name)))
-    }
-    /// `DELETE /v1/services/{name}`
-    pub fn delete_service(&self, name: &str) -> Result<Service, ClientError> {
-        self.delete(&format!("/v1/services/{}", path_segment(name)))
-    }
-
-    /// `GET /v1/nat`
+    /// The service NAT table.
     pub fn nat_rules(&self) -> Result<Vec<NatRule>, ClientError> {
-        self.get("/v1/nat")
+        self.get(NAT_PATH)
     }
-    /// `GET /v1/conntrack`
+    /// The tracked flows.
     pub fn conntrack(&self) -> Result<Vec<ConntrackEntry>, ClientError> {
-        self.get("/v1/conntrack")
+        self.get(CONNTRACK_PATH)
     }
-    /// `POST /v1/reset`
+    /// The node's packet and drop counters.
+    pub fn stats(&self) -> Result<Vec<NodeCounter>, ClientError> {
+        self.get(STATS_PATH)
+    }
+    /// Stops every pod and removes what podnet made; the daemon then exits.
     pub fn reset(&self) -> Result<ResetSummary, ClientError> {
-        self.post::<_, ()>("/v1/reset", None)
+        self.post::<_, ()>(RESET_PATH, None)
     }
 }
 
@@ -382,7 +329,7 @@ fn read_response(stream: &mut UnixStream, response: &mut Vec<u8>) -> io::Result<
 /// Percent-encodes what could change the shape of a path, so that a bad name
 /// reaches the server's name check (and its message) intact instead of
 /// becoming another route or a malformed request line.
-fn path_segment(name: &str) -> String {
+pub fn path_segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -439,10 +386,9 @@ fn parse_response(response: &[u8]) -> Result<Vec<u8>, ClientError> {
         .ok()
         .filter(|v| v["kind"] == "Status")
         .and_then(|v| v["message"].as_str().map(str::to_string));
-    let message = match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => e.error,
-        Err(_) if status_message.is_some() => status_message.unwrap_or_default(),
-        Err(_) => {
+    let message = match status_message {
+        Some(m) => m,
+        None => {
             let text = String::from_utf8_lossy(body);
             let text: String = text.trim().chars().take(500).collect();
             let reason = parsed.reason.unwrap_or("");

@@ -4,9 +4,14 @@
 //! Every error says what was wrong and what form is expected, because it is
 //! shown to a person as is (by clap for the CLI, in a 400 body by the server).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use super::types::{Labels, Protocol, ServicePort};
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// Labels or a label selector: key to value, ordered so output is stable.
+pub type Labels = BTreeMap<String, String>;
 
 /// A value that does not have the expected form; the message names the form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,11 +169,11 @@ pub fn parse_port_spec(s: &str) -> Result<ServicePort, ParseError> {
         ))
     };
     let (ports, protocol) = match s.split_once('/') {
-        None => (s, Protocol::TCP),
+        None => (s, "TCP"),
         Some((ports, proto)) => {
             let protocol = match proto.to_ascii_lowercase().as_str() {
-                "tcp" => Protocol::TCP,
-                "udp" => Protocol::UDP,
+                "tcp" => "TCP",
+                "udp" => "UDP",
                 _ => return Err(bad(format!("unknown protocol {}", quote(proto)))),
             };
             (ports, protocol)
@@ -189,10 +194,10 @@ pub fn parse_port_spec(s: &str) -> Result<ServicePort, ParseError> {
         Some((port, target)) => (number(port)?, number(target)?),
     };
     Ok(ServicePort {
-        name: None,
-        port,
-        target_port,
-        protocol,
+        port: i32::from(port),
+        target_port: Some(IntOrString::Int(i32::from(target_port))),
+        protocol: Some(protocol.to_string()),
+        ..Default::default()
     })
 }
 
@@ -262,15 +267,16 @@ mod tests {
 
     #[test]
     fn port_specs() {
+        let short = |p: ServicePort| (p.port, p.target_port, p.protocol.unwrap_or_default());
         let p = parse_port_spec("80").unwrap();
-        assert_eq!((p.port, p.target_port, p.protocol), (80, 80, Protocol::TCP));
+        assert_eq!(short(p), (80, Some(IntOrString::Int(80)), "TCP".into()));
         let p = parse_port_spec("80:8080/tcp").unwrap();
         assert_eq!(
-            (p.port, p.target_port, p.protocol),
-            (80, 8080, Protocol::TCP)
+            short(p),
+            (80, Some(IntOrString::Int(8080)), "TCP".into())
         );
         let p = parse_port_spec("53/UDP").unwrap();
-        assert_eq!((p.port, p.target_port, p.protocol), (53, 53, Protocol::UDP));
+        assert_eq!(short(p), (53, Some(IntOrString::Int(53)), "UDP".into()));
         for bad in [
             "",
             "0",

@@ -10,8 +10,8 @@ use clap::Parser;
 use ipnet::{Ipv4Net, Ipv6Net};
 use podnet::daemon::{self, DaemonConfig};
 
-/// Kubernetes-style node networking without Kubernetes: pod IPs, service
-/// virtual IPs and a userspace NAT fast path.
+/// Kubernetes-style node networking that serves the Kubernetes API: pod
+/// IPs, service virtual IPs, a userspace NAT fast path, and kubectl.
 #[derive(Parser, Debug)]
 #[command(name = "podnetd", version)]
 struct Args {
@@ -42,11 +42,6 @@ struct Args {
     /// Packet worker threads [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
-    /// Run the Kubernetes control plane: the object store, one reconciler per
-    /// kind and the Kubernetes API over HTTPS (kubectl), instead of the
-    /// podnet-API controller.
-    #[arg(long)]
-    kube_api: bool,
     /// Where the Kubernetes API listens [default: 127.0.0.1:6443].
     #[arg(long, value_name = "ADDR:PORT")]
     api_listen: Option<std::net::SocketAddr>,
@@ -110,9 +105,6 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.workers {
         config.workers = v;
-    }
-    if args.kube_api {
-        config.kube_api = true;
     }
     if let Some(v) = args.api_listen {
         config.api_listen = v;

@@ -32,11 +32,6 @@ pub struct DaemonConfig {
     pub workers: usize,
     /// Seconds a released address rests before reuse.
     pub ip_quarantine_secs: u64,
-    /// Seconds a deleted pod's process gets between SIGTERM and SIGKILL.
-    pub termination_grace_secs: u64,
-    /// Run the Kubernetes control plane (object store, reconcilers, the
-    /// Kubernetes API over HTTPS) instead of the podnet-API controller.
-    pub kube_api: bool,
     /// Where the Kubernetes API listens (HTTPS).
     pub api_listen: std::net::SocketAddr,
     /// Where the admin kubeconfig is written.
@@ -62,8 +57,6 @@ impl Default for DaemonConfig {
             mtu: 1500,
             workers: 0,
             ip_quarantine_secs: 30,
-            termination_grace_secs: 5,
-            kube_api: false,
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 6443)),
             admin_kubeconfig: PathBuf::from("/etc/podnet/admin.kubeconfig"),
             node_name: None,
@@ -114,8 +107,6 @@ struct FileConfig {
     mtu: Option<u32>,
     workers: Option<usize>,
     ip_quarantine_secs: Option<u64>,
-    termination_grace_secs: Option<u64>,
-    kube_api: Option<bool>,
     api_listen: Option<std::net::SocketAddr>,
     admin_kubeconfig: Option<PathBuf>,
     node_name: Option<String>,
@@ -156,8 +147,6 @@ impl DaemonConfig {
             mtu: f.mtu.unwrap_or(d.mtu),
             workers: f.workers.unwrap_or(d.workers),
             ip_quarantine_secs: f.ip_quarantine_secs.unwrap_or(d.ip_quarantine_secs),
-            termination_grace_secs: f.termination_grace_secs.unwrap_or(d.termination_grace_secs),
-            kube_api: f.kube_api.unwrap_or(d.kube_api),
             api_listen: f.api_listen.unwrap_or(d.api_listen),
             admin_kubeconfig: f.admin_kubeconfig.unwrap_or(d.admin_kubeconfig),
             node_name: f.node_name.or(d.node_name),

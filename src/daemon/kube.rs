@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::dataplane::Dataplane;
+use super::node::NodeViews;
 use super::metrics::{sync_histogram, NodeMetrics};
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
@@ -39,10 +40,10 @@ use crate::control::store::FileStore;
 use crate::packet::{Link, Router};
 
 fn state_err(config: &DaemonConfig, message: String) -> DaemonError {
-    DaemonError::State(super::controller::StartError::State {
+    DaemonError::State {
         path: config.state_dir.clone(),
         message,
-    })
+    }
 }
 
 /// This host's name, for the Node object.
@@ -211,7 +212,7 @@ pub fn run(
     // The object store's lock is held: the IPAM lock is free unless a
     // podnet of the other kind runs on this directory.
     let ipam_store = crate::control::ipam::FileStore::open(&config.state_dir)
-        .map_err(|e| DaemonError::State(super::controller::StartError::Ipam(e.to_string())))?;
+        .map_err(|e| DaemonError::Ipam(e.to_string()))?;
     let ipam = Ipam::open(
         Box::new(ipam_store),
         IpamConfig {
@@ -220,55 +221,12 @@ pub fn run(
             quarantine: Duration::from_secs(config.ip_quarantine_secs),
         },
     )
-    .map_err(|e| DaemonError::State(super::controller::StartError::Ipam(e.to_string())))?;
+    .map_err(|e| DaemonError::Ipam(e.to_string()))?;
 
     let dataplane = Arc::new(dataplane);
     let sync = sync_histogram();
     let host = setup_host_device(&config)?;
     dataplane.add(Link::Host, host);
-
-    // The API: PKI made or loaded, kubeconfig written, HTTPS served.
-    let service_ip: IpAddr = IpAddr::V4(std::net::Ipv4Addr::from(
-        config.service_cidr.network().to_bits() + 1,
-    ));
-    let mut ips: Vec<IpAddr> = vec![
-        "127.0.0.1".parse().expect("literal"),
-        "::1".parse().expect("literal"),
-        IpAddr::V4(config.gateway()),
-        service_ip,
-    ];
-    if !config.api_listen.ip().is_unspecified() && !ips.contains(&config.api_listen.ip()) {
-        ips.push(config.api_listen.ip());
-    }
-    let pki = Pki::load_or_create(&config.state_dir, &default_server_names(&node_name), &ips)
-        .map_err(|e| state_err(&config, e.to_string()))?;
-    let tls = pki
-        .server_config()
-        .map_err(|e| state_err(&config, e.to_string()))?;
-    let api = Running::start_with_socket(
-        config.api_listen,
-        tls,
-        KubeApi::new(objects.clone())
-            .with_logs(Arc::new(StateLogs(config.state_dir.join("logs"))))
-            .with_metrics(Arc::new(NodeMetrics {
-                dataplane: dataplane.clone(),
-                objects: objects.clone(),
-                sync: sync.clone(),
-                node: node_name.clone(),
-            })),
-        Some(&config.socket),
-    )
-    .map_err(|e| state_err(&config, e.to_string()))?;
-    let server = format!(
-        "https://{}",
-        if config.api_listen.ip().is_unspecified() {
-            std::net::SocketAddr::new("127.0.0.1".parse().expect("literal"), api.addr.port())
-        } else {
-            api.addr
-        }
-    );
-    pki.write_kubeconfig(&config.admin_kubeconfig, &server)
-        .map_err(|e| state_err(&config, e.to_string()))?;
 
     // The reconcilers, the kubelet's runtime woken by process exits.
     let poke_slot: Arc<parking_lot::Mutex<Option<crate::control::reconcile::Poker>>> =
@@ -301,6 +259,61 @@ pub fn run(
             .collect();
         runtime.recover(&pods, &namespaces);
     }
+    let publisher = Arc::new(FastPathPublisher::new(dataplane.clone(), sync.clone()));
+    let reset_requested = Arc::new(AtomicBool::new(false));
+    let node_views = Arc::new(NodeViews {
+        dataplane: dataplane.clone(),
+        publisher: publisher.clone(),
+        objects: objects.clone(),
+        runtime: runtime.clone(),
+        shutdown: shutdown.clone(),
+        reset_requested: reset_requested.clone(),
+    });
+
+    // The API: PKI made or loaded, kubeconfig written, HTTPS served.
+    let service_ip: IpAddr = IpAddr::V4(std::net::Ipv4Addr::from(
+        config.service_cidr.network().to_bits() + 1,
+    ));
+    let mut ips: Vec<IpAddr> = vec![
+        "127.0.0.1".parse().expect("literal"),
+        "::1".parse().expect("literal"),
+        IpAddr::V4(config.gateway()),
+        service_ip,
+    ];
+    if !config.api_listen.ip().is_unspecified() && !ips.contains(&config.api_listen.ip()) {
+        ips.push(config.api_listen.ip());
+    }
+    let pki = Pki::load_or_create(&config.state_dir, &default_server_names(&node_name), &ips)
+        .map_err(|e| state_err(&config, e.to_string()))?;
+    let tls = pki
+        .server_config()
+        .map_err(|e| state_err(&config, e.to_string()))?;
+    let api = Running::start_with_socket(
+        config.api_listen,
+        tls,
+        KubeApi::new(objects.clone())
+            .with_logs(Arc::new(StateLogs(config.state_dir.join("logs"))))
+            .with_metrics(Arc::new(NodeMetrics {
+                dataplane: dataplane.clone(),
+                objects: objects.clone(),
+                sync: sync.clone(),
+                node: node_name.clone(),
+            }))
+            .with_node(node_views),
+        Some(&config.socket),
+    )
+    .map_err(|e| state_err(&config, e.to_string()))?;
+    let server = format!(
+        "https://{}",
+        if config.api_listen.ip().is_unspecified() {
+            std::net::SocketAddr::new("127.0.0.1".parse().expect("literal"), api.addr.port())
+        } else {
+            api.addr
+        }
+    );
+    pki.write_kubeconfig(&config.admin_kubeconfig, &server)
+        .map_err(|e| state_err(&config, e.to_string()))?;
+
     let mut manager = Manager::new(
         objects.clone(),
         vec![
@@ -309,7 +322,7 @@ pub fn run(
             Box::new(Deployments),
             Box::new(StatefulSets),
             Box::new(ServiceEndpoints),
-            Box::new(FastPathPublisher::new(dataplane.clone(), sync.clone())),
+            Box::new(publisher),
         ],
     );
     *poke_slot.lock() = Some(manager.poker());
@@ -368,5 +381,24 @@ pub fn run(
     // Pods keep running across a restart of the daemon; their namespaces
     // and devices are persistent.
     drop(runtime);
+    if reset_requested.load(Ordering::SeqCst) {
+        remove_state(&config);
+        tracing::info!("reset: pods, namespaces, devices, state and credentials removed");
+    }
     Ok(())
+}
+
+/// After a reset: the state directory's contents (store, IPAM, logs, PKI),
+/// the directory itself if nothing else is in it, and the admin kubeconfig.
+fn remove_state(config: &DaemonConfig) {
+    for sub in ["store", "ipam", "logs", "pki"] {
+        let p = config.state_dir.join(sub);
+        if p.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&p) {
+                tracing::warn!(path = %p.display(), "reset: cannot remove: {e}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(&config.state_dir);
+    let _ = std::fs::remove_file(&config.admin_kubeconfig);
 }

@@ -5,11 +5,11 @@
 //! |---|---|
 //! | [`config`] | defaults, the TOML file, validation |
 //! | [`dataplane`] | worker threads: TUN devices <-> [`crate::packet::Router`] |
-//! | [`kube`] | `--kube-api`: the object store, the reconcilers and the Kubernetes API over HTTPS |
+//! | [`kube`] | the object store, the reconcilers, the Kubernetes API over HTTPS and the Unix socket, the node views |
 //! | [`runtime`] | the kubelet's host side: pod namespaces, TUN devices, addresses, processes |
+//! | [`node`] | `/podnet/v1`: NAT table, flows, counters, reset |
 //! | [`metrics`] | `/metrics`: fast-path, data-plane and node counters (Prometheus text) |
 //! | [`publish`] | Services and EndpointSlices -> fast-path pools |
-//! | [`controller`] | pods, deployments, statefulsets, services; supervision; the API handler |
 //!
 //! [`run`] takes the configuration and a shutdown flag, so tests start the
 //! daemon in-process and stop it by setting the flag.
@@ -17,33 +17,33 @@
 //! What the daemon changes on its host: the TUN device `podnet0` with the
 //! node gateway address (a connected route for the pod subnet comes with
 //! it) and a route for the service CIDR through it — both vanish when the
-//! daemon exits; one network namespace (`/var/run/netns/<pod>`) with a
+//! daemon exits; one network namespace (`/var/run/netns/NS.POD`) with a
 //! persistent TUN `eth0` per pod, which outlive the daemon so a restart
-//! finds its pods again; the state directory and the API socket.
-//! `podnet reset` removes all of it.
+//! finds its pods again; the state directory, the API socket, the TCP
+//! listener of the API and the admin kubeconfig. `podnet reset` removes all
+//! of it.
 
 pub mod config;
-pub mod controller;
 pub mod dataplane;
 pub mod kube;
 pub mod metrics;
+pub mod node;
 pub mod publish;
 pub mod runtime;
 
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
 
 pub use config::{ConfigError, DaemonConfig};
-use controller::Controller;
 use dataplane::Dataplane;
 
 use crate::packet::router::NodeNetwork;
-use crate::packet::{Link, Router, RouterConfig};
+use crate::packet::{Router, RouterConfig};
 use crate::sys::{
     link,
     tun::{Tun, TunOptions},
@@ -62,14 +62,6 @@ pub enum DaemonError {
     /// Another daemon answers on the socket.
     #[error("another podnetd is already serving {0}; stop it or choose another --socket")]
     AlreadyRunning(String),
-    /// The socket could not be created.
-    #[error("cannot listen on {path}: {source}")]
-    Socket {
-        /// The socket path.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The host device could not be set up.
     #[error("cannot set up the host device {device}: {message}")]
     HostDevice {
@@ -78,9 +70,17 @@ pub enum DaemonError {
         /// What failed.
         message: String,
     },
-    /// The state could not be opened.
-    #[error(transparent)]
-    State(#[from] controller::StartError),
+    /// The state directory (object store, PKI) is unusable.
+    #[error("state directory {path}: {message}")]
+    State {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// IPAM could not open its store.
+    #[error("IPAM: {0}")]
+    Ipam(String),
     /// Threads could not be started.
     #[error("cannot start workers: {0}")]
     Workers(std::io::Error),
@@ -131,108 +131,7 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
     }));
     let dataplane = Dataplane::start(router.clone(), config.worker_count(), clock)
         .map_err(DaemonError::Workers)?;
-    if config.kube_api {
-        return kube::run(config, shutdown, router, dataplane);
-    }
-    // Opening the state takes its lock: a second daemon stops here, before
-    // touching the host device.
-    let controller = Arc::new(Controller::open(
-        config.clone(),
-        dataplane,
-        shutdown.clone(),
-    )?);
-
-    let host = setup_host_device(&config)?;
-    controller.dataplane().add(Link::Host, host);
-    controller.recover();
-
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Socket {
-            path: socket_text.clone(),
-            source,
-        })?;
-    }
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).map_err(|source| DaemonError::Socket {
-        path: socket_text.clone(),
-        source,
-    })?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(
-        |source| DaemonError::Socket {
-            path: socket_text.clone(),
-            source,
-        },
-    )?;
-    let api_stop = Arc::new(AtomicBool::new(false));
-    let api = {
-        let handler = controller.clone();
-        let stop = api_stop.clone();
-        std::thread::Builder::new()
-            .name("podnet-api".into())
-            .spawn(move || {
-                if let Err(e) = crate::api::serve(listener, handler, stop) {
-                    tracing::error!("API server stopped: {e}");
-                }
-            })
-            .map_err(DaemonError::Workers)?
-    };
-    tracing::info!(
-        socket = %socket_text,
-        node_subnet = %config.node_subnet,
-        service_cidr = %config.service_cidr,
-        "podnetd ready"
-    );
-
-    // A pod process that exits wakes the supervisor at once (SIGCHLD), so
-    // its endpoints leave the fast path within a millisecond or so, not at
-    // the next poll. Pods from before a restart are not our children; the
-    // poll finds those.
-    let (wake_tx, wake_rx) = crossbeam::channel::bounded::<()>(1);
-    let mut sigchld = signal_hook::iterator::Signals::new([signal_hook::consts::SIGCHLD])
-        .map_err(DaemonError::Workers)?;
-    let sigchld_handle = sigchld.handle();
-    let sigchld_thread = std::thread::Builder::new()
-        .name("podnet-sigchld".into())
-        .spawn(move || {
-            for _ in sigchld.forever() {
-                let _ = wake_tx.try_send(());
-            }
-        })
-        .map_err(DaemonError::Workers)?;
-
-    let mut last_sweep = Instant::now();
-    while !shutdown.load(Ordering::Relaxed) {
-        controller.tick();
-        if last_sweep.elapsed() >= Duration::from_secs(1) {
-            router.sweep(controller.dataplane().now());
-            last_sweep = Instant::now();
-        } else {
-            // Flows removed by the last sweep or a teardown become reusable
-            // as soon as the workers have moved on, not a second later.
-            router.reclaim();
-        }
-        let _ = wake_rx.recv_timeout(Duration::from_millis(50));
-    }
-    sigchld_handle.close();
-    let _ = sigchld_thread.join();
-
-    tracing::info!("stopping");
-    api_stop.store(true, Ordering::Relaxed);
-    let _ = api.join();
-    controller.shutdown();
-    let _ = std::fs::remove_file(&socket);
-    if controller.reset_requested() {
-        for sub in ["objects.json", "ipam", "logs"] {
-            let p = config.state_dir.join(sub);
-            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
-        }
-        let _ = std::fs::remove_dir(&config.state_dir);
-        tracing::info!("reset: pods, namespaces, devices and state removed");
-    }
-    // Dropping the controller stops the workers and closes the host
-    // device, which takes its routes with it.
-    drop(controller);
-    Ok(())
+    kube::run(config, shutdown, router, dataplane)
 }
 
 /// Creates `podnet0` with the gateway address (its connected route covers

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::dataplane::Dataplane;
+use crate::api::node::{NatBackend, NatRule};
 use crate::control::objects::{LabelSelector, ObjectError, Objects};
 use crate::control::reconcile::endpoints::SERVICE_NAME_LABEL;
 use crate::control::reconcile::{event_kind, meta_str, Key, Next, Reconciler};
@@ -138,6 +139,34 @@ impl Reconciler for FastPathPublisher {
 }
 
 impl FastPathPublisher {
+    /// The NAT table as published: one rule per service frontend, with the
+    /// backends the fast path holds for it.
+    pub fn nat_rules(&self) -> Vec<NatRule> {
+        let st = self.state.lock();
+        let router = self.dataplane.router();
+        let mut rules = Vec::new();
+        for ((ns, name), pools) in &st.services {
+            for pool in pools {
+                let backends = router.endpoints(pool.id).unwrap_or_default();
+                for f in &pool.frontends {
+                    let proto = if f.protocol == proto::UDP { "UDP" } else { "TCP" };
+                    rules.push(NatRule {
+                        service: format!("{ns}/{name}"),
+                        frontend: format!("{}/{proto}", SocketAddr::new(f.addr, f.port)),
+                        backends: backends
+                            .iter()
+                            .map(|b| NatBackend {
+                                address: b.addr.to_string(),
+                                state: if b.terminating { "terminating" } else { "ready" }.into(),
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        }
+        rules
+    }
+
     fn publish_service(
         &self,
         objects: &Objects,

@@ -50,12 +50,33 @@ struct Process {
 
 struct PodEntry {
     uid: String,
+    /// `NS.NAME` under /var/run/netns, or the path of an attached namespace.
     netns: String,
+    /// The pod was attached to a namespace someone else made
+    /// ([`ATTACH_NETNS_ANNOTATION`]): its eth0 is podnet's, the namespace is not.
+    attached: bool,
     ip: Ipv4Addr,
     ipv6: Option<Ipv6Addr>,
     id: PodId,
     tun: Arc<Tun>,
     containers: HashMap<String, Process>,
+}
+
+/// A pod annotated with a network namespace path (`/var/run/netns/NAME`,
+/// `/proc/PID/ns/net`) joins that namespace instead of getting its own, as a
+/// container runtime hands a sandbox to CNI: podnet adds `eth0`, the
+/// address and the route there, runs the pod's containers in it, and on
+/// deletion removes only `eth0`.
+pub const ATTACH_NETNS_ANNOTATION: &str = "podnet.io/netns";
+
+impl PodEntry {
+    fn open_netns(&self) -> Result<NetNs, netns::NetnsError> {
+        if self.attached {
+            NetNs::open_path(std::path::Path::new(&self.netns))
+        } else {
+            NetNs::open(&self.netns)
+        }
+    }
 }
 
 /// Called with a pod's namespace and name when one of its processes exits.
@@ -69,6 +90,8 @@ pub struct HostRuntime {
     ipam: Mutex<Ipam>,
     pods: Mutex<HashMap<(String, String), PodEntry>>,
     exited: ExitNotice,
+    /// Set by a reset: nothing new is made.
+    resetting: std::sync::atomic::AtomicBool,
 }
 
 /// The file name of a container's log under `STATE/logs`.
@@ -152,6 +175,7 @@ impl HostRuntime {
             ipam: Mutex::new(ipam),
             pods: Mutex::new(HashMap::new()),
             exited,
+            resetting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -242,14 +266,38 @@ impl HostRuntime {
         }
     }
 
-    /// Stops every process of every pod (SIGKILL), for a reset.
-    pub fn kill_all(&self) {
-        for entry in self.pods.lock().values_mut() {
-            for p in entry.containers.values_mut() {
-                let _ = process::kill_group(p.child.id(), Signal::SIGKILL);
-                let _ = p.child.wait();
+    /// For a reset: stops every pod (SIGKILL), removes their devices,
+    /// namespaces, addresses and logs, and the namespaces of pods of the
+    /// Kubernetes `namespaces` that no running pod holds (left by a crash);
+    /// makes nothing new afterwards. Returns what could not be removed.
+    pub fn remove_all(&self, namespaces: &[String]) -> Vec<String> {
+        use std::sync::atomic::Ordering;
+        self.resetting.store(true, Ordering::SeqCst);
+        let entries: Vec<PodEntry> = self.pods.lock().drain().map(|(_, e)| e).collect();
+        for entry in entries {
+            self.teardown(entry, true);
+        }
+        self.publish_pods(&self.pods.lock());
+        let mut warnings = Vec::new();
+        for ns in netns::list().unwrap_or_default() {
+            let Some((kns, _)) = ns.split_once('.') else {
+                continue;
+            };
+            if namespaces.iter().any(|n| n == kns) {
+                stop_processes_in(&ns);
+                if let Err(e) = netns::remove(&ns) {
+                    warnings.push(format!("network namespace {ns} could not be removed: {e}"));
+                }
             }
         }
+        warnings
+    }
+
+    fn check_not_resetting(&self) -> Result<(), String> {
+        if self.resetting.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the node is being reset".into());
+        }
+        Ok(())
     }
 
     /// Removes a pod's network and processes; its logs too if `logs`
@@ -273,9 +321,19 @@ impl HostRuntime {
                 let _ = std::fs::remove_file(self.log_path(&ns, &name, &container));
             }
         }
-        stop_processes_in(&entry.netns);
-        if let Err(e) = netns::remove(&entry.netns) {
-            tracing::warn!(netns = %entry.netns, "cannot remove the pod's namespace: {e}");
+        if entry.attached {
+            // Someone else's namespace: only eth0 was podnet's.
+            let removed = NetNs::open_path(std::path::Path::new(&entry.netns))
+                .map_err(|e| e.to_string())
+                .and_then(|h| h.run(|| link::delete_link("eth0")).map_err(|e| e.to_string()));
+            if let Err(e) = removed {
+                tracing::warn!(netns = %entry.netns, "cannot remove eth0 of an attached pod: {e}");
+            }
+        } else {
+            stop_processes_in(&entry.netns);
+            if let Err(e) = netns::remove(&entry.netns) {
+                tracing::warn!(netns = %entry.netns, "cannot remove the pod's namespace: {e}");
+            }
         }
         let _ = self
             .ipam
@@ -352,6 +410,7 @@ impl PodRuntime for HostRuntime {
     }
 
     fn setup_network(&self, pod: &Pod) -> Result<String, String> {
+        self.check_not_resetting()?;
         let (ns, name) = key(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut pods = self.pods.lock();
@@ -384,15 +443,30 @@ impl PodRuntime for HostRuntime {
             release();
             return Err("IPAM returned no IPv4 address".into());
         };
-        let ns_name = netns_name(&ns, &name);
-        // A namespace of that name left by a crash (or by the daemon before
-        // a restart) is ours to replace, with whatever still runs in it.
-        stop_processes_in(&ns_name);
-        let _ = netns::remove(&ns_name);
-        let handle = NetNs::create(&ns_name).map_err(|e| {
-            release();
-            format!("cannot create the network namespace {ns_name}: {e}")
-        })?;
+        let attach = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ATTACH_NETNS_ANNOTATION))
+            .cloned();
+        let ns_name = attach.clone().unwrap_or_else(|| netns_name(&ns, &name));
+        let handle = match &attach {
+            Some(path) => NetNs::open_path(std::path::Path::new(path)).map_err(|e| {
+                release();
+                format!("cannot open the network namespace {path} to attach the pod to: {e}")
+            })?,
+            None => {
+                // A namespace of that name left by a crash (or by the daemon
+                // before a restart) is ours to replace, with whatever still
+                // runs in it.
+                stop_processes_in(&ns_name);
+                let _ = netns::remove(&ns_name);
+                NetNs::create(&ns_name).map_err(|e| {
+                    release();
+                    format!("cannot create the network namespace {ns_name}: {e}")
+                })?
+            }
+        };
         let (mtu, v6) = (self.config.mtu, alloc.v6);
         let options = TunOptions {
             persistent: true,
@@ -409,7 +483,9 @@ impl PodRuntime for HostRuntime {
         let tun = match made.map_err(|e| e.to_string()).and_then(|r| r) {
             Ok(t) => Arc::new(t),
             Err(e) => {
-                let _ = netns::remove(&ns_name);
+                if attach.is_none() {
+                    let _ = netns::remove(&ns_name);
+                }
                 release();
                 return Err(format!("cannot set up eth0 of {ns_name}: {e}"));
             }
@@ -422,6 +498,7 @@ impl PodRuntime for HostRuntime {
             PodEntry {
                 uid,
                 netns: ns_name,
+                attached: attach.is_some(),
                 ip,
                 ipv6: v6,
                 id,
@@ -449,6 +526,7 @@ impl PodRuntime for HostRuntime {
         argv: &[String],
         env: &[(String, String)],
     ) -> Result<(), String> {
+        self.check_not_resetting()?;
         let (ns, name) = key(pod);
         let log = OpenOptions::new()
             .create(true)
@@ -462,7 +540,7 @@ impl PodRuntime for HostRuntime {
         if argv.is_empty() {
             return Err("the container has neither command nor args: podnet runs commands, it does not pull images".into());
         }
-        let handle = NetNs::open(&entry.netns).map_err(|e| e.to_string())?;
+        let handle = entry.open_netns().map_err(|e| e.to_string())?;
         let mut env = env.to_vec();
         env.push(("HOSTNAME".into(), name.clone()));
         let child = process::spawn_in(&handle, argv, &env, log).map_err(|e| e.to_string())?;
@@ -548,8 +626,8 @@ impl PodRuntime for HostRuntime {
         }
         if let Some(e) = &probe.exec {
             let argv = e.command.clone().unwrap_or_default();
-            let (ns, name) = key(pod);
-            let Ok(handle) = NetNs::open(&netns_name(&ns, &name)) else {
+            let opened = self.pods.lock().get(&key(pod)).map(PodEntry::open_netns);
+            let Some(Ok(handle)) = opened else {
                 return false;
             };
             let Ok(devnull) = OpenOptions::new().write(true).open("/dev/null") else {

@@ -64,6 +64,7 @@ pub struct KubeApi {
     objects: Objects,
     logs: Option<std::sync::Arc<dyn logs::LogSource>>,
     metrics: Option<std::sync::Arc<dyn MetricsSource>>,
+    node: Option<std::sync::Arc<dyn crate::api::node::NodeSource>>,
 }
 
 /// What `/metrics` shows: the node's counters in the Prometheus text format.
@@ -187,7 +188,7 @@ fn route(path: &str) -> Route {
     let (group, version, rest) = match segs.as_slice() {
         [] => {
             return Route::Json(
-                json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version", "/metrics", "/openapi/v3"]}),
+                json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version", "/metrics", "/openapi/v3", "/podnet/v1"]}),
             )
         }
         ["version"] => return Route::Json(discovery::version()),
@@ -284,7 +285,14 @@ impl KubeApi {
             objects,
             logs: None,
             metrics: None,
+            node: None,
         }
+    }
+
+    /// Serves podnet's node views (`/podnet/v1/...`) from `source`.
+    pub fn with_node(mut self, source: std::sync::Arc<dyn crate::api::node::NodeSource>) -> Self {
+        self.node = Some(source);
+        self
     }
 
     /// Serves `/metrics` from `source`.
@@ -308,6 +316,47 @@ impl KubeApi {
         json_response(e.code(), &status::from_error(e, kind.group, kind.kind))
     }
 
+    /// `/podnet/v1/...`: the node's NAT table, flows, counters and reset.
+    async fn node_view(&self, req: &Request<hyper::body::Incoming>, path: &str) -> Response<Body> {
+        use crate::api::node::{CONNTRACK_PATH, NAT_PATH, RESET_PATH, STATS_PATH};
+        let Some(node) = self.node.clone() else {
+            return failure(404, "NotFound", "this server has no node views");
+        };
+        let method = req.method();
+        let want = match path {
+            NAT_PATH | CONNTRACK_PATH | STATS_PATH => Method::GET,
+            RESET_PATH => Method::POST,
+            _ => {
+                return failure(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource (podnet serves /podnet/v1/nat, conntrack, stats and reset)",
+                )
+            }
+        };
+        if method != want {
+            return failure(
+                405,
+                "MethodNotAllowed",
+                &format!("{path} takes {want} only"),
+            );
+        }
+        let path = path.to_string();
+        // Listing flows or removing every pod can take a while: off the
+        // reactor.
+        let answer = tokio::task::spawn_blocking(move || match path.as_str() {
+            NAT_PATH => serde_json::to_value(node.nat_rules()),
+            CONNTRACK_PATH => serde_json::to_value(node.conntrack()),
+            STATS_PATH => serde_json::to_value(node.stats()),
+            _ => serde_json::to_value(node.reset()),
+        })
+        .await;
+        match answer {
+            Ok(Ok(v)) => json_response(200, &v),
+            _ => failure(500, "InternalError", "the node view failed; see the daemon's log"),
+        }
+    }
+
     /// Answers one request (already authenticated).
     pub async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
@@ -328,6 +377,7 @@ impl KubeApi {
                     .body(Full::new(Bytes::from(m.render())).boxed())
                     .expect("a valid response");
             }
+            p if p.starts_with("/podnet/") => return self.node_view(&req, p).await,
             _ => {}
         }
         let target = match route(&path) {

@@ -84,6 +84,27 @@ pub trait Reconciler: Send + Sync {
     }
 }
 
+/// A shared reconciler (the daemon keeps a handle to read its state).
+impl<R: Reconciler + ?Sized> Reconciler for std::sync::Arc<R> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key> {
+        (**self).keys_for(objects, event)
+    }
+    fn reconcile(
+        &self,
+        objects: &Objects,
+        key: &Key,
+        now: SystemTime,
+    ) -> Result<Next, ObjectError> {
+        (**self).reconcile(objects, key, now)
+    }
+    fn initial_keys(&self, objects: &Objects) -> Vec<Key> {
+        (**self).initial_keys(objects)
+    }
+}
+
 /// Feeds reconcilers from a store watch and runs them.
 pub struct Manager {
     objects: Objects,

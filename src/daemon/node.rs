@@ -1,0 +1,129 @@
+//! podnet's node views (`/podnet/v1/...`): the NAT table as published, the
+//! tracked flows, the counters by reason, and the reset of everything
+//! podnet made on this host.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+
+use super::dataplane::Dataplane;
+use super::publish::FastPathPublisher;
+use super::runtime::HostRuntime;
+use crate::api::node::{
+    ConntrackEntry, FlowTuple, NatRule, NodeCounter, NodeSource, ResetSummary,
+};
+use crate::control::objects::{LabelSelector, Objects};
+use crate::packet::conntrack::{proto, EntryKind};
+use crate::packet::router::DropReason;
+
+/// The views over the running daemon.
+pub struct NodeViews {
+    /// The workers and their router.
+    pub dataplane: Arc<Dataplane>,
+    /// What the fast path holds for each service.
+    pub publisher: Arc<FastPathPublisher>,
+    /// The object store.
+    pub objects: Objects,
+    /// The pods on this host.
+    pub runtime: Arc<HostRuntime>,
+    /// Set by a reset: the daemon stops.
+    pub shutdown: Arc<AtomicBool>,
+    /// Set by a reset: the daemon removes its state when it stops.
+    pub reset_requested: Arc<AtomicBool>,
+}
+
+impl NodeSource for NodeViews {
+    fn nat_rules(&self) -> Vec<NatRule> {
+        self.publisher.nat_rules()
+    }
+
+    fn conntrack(&self) -> Vec<ConntrackEntry> {
+        let now = self.dataplane.now();
+        let tuple = |k: &crate::packet::conntrack::FlowKey| FlowTuple {
+            src: SocketAddr::new(k.src, k.src_port).to_string(),
+            dst: SocketAddr::new(k.dst, k.dst_port).to_string(),
+        };
+        self.dataplane
+            .router()
+            .flows()
+            .iter()
+            .filter(|f| f.original.kind == EntryKind::Flow)
+            .map(|f| ConntrackEntry {
+                protocol: match f.original.protocol {
+                    proto::TCP => "tcp".to_string(),
+                    proto::UDP => "udp".to_string(),
+                    proto::ICMP | proto::ICMPV6 => "icmp".to_string(),
+                    n => n.to_string(),
+                },
+                state: f.state.name().to_string(),
+                original: tuple(&f.original),
+                reply: tuple(&f.reply),
+                idle_seconds: now.as_millis().saturating_sub(f.last_seen.as_millis()) / 1000,
+            })
+            .collect()
+    }
+
+    fn stats(&self) -> Vec<NodeCounter> {
+        let router = self.dataplane.router();
+        let stats = router.stats();
+        let dp = self.dataplane.stats();
+        let mut out = vec![
+            ("forwarded.to_pod".to_string(), stats.forwarded_to_pod),
+            ("forwarded.to_host".to_string(), stats.forwarded_to_host),
+            ("replies".to_string(), stats.replies),
+        ];
+        for reason in DropReason::ALL {
+            out.push((format!("dropped.{}", reason.name()), stats.dropped(reason)));
+        }
+        for (name, v) in [
+            ("dataplane.write_errors", &dp.write_errors),
+            ("dataplane.read_errors", &dp.read_errors),
+            ("dataplane.segmented", &dp.segmented),
+            ("dataplane.checksums_finished", &dp.checksums_finished),
+            ("dataplane.offload_errors", &dp.offload_errors),
+        ] {
+            out.push((name.to_string(), v.load(Ordering::Relaxed)));
+        }
+        out.push((
+            "conntrack.entries".to_string(),
+            router.conntrack().len() as u64,
+        ));
+        out.into_iter()
+            .map(|(name, value)| NodeCounter { name, value })
+            .collect()
+    }
+
+    fn reset(&self) -> ResetSummary {
+        let all = LabelSelector::default();
+        let mut summary = ResetSummary {
+            pods: self.objects.list_as::<Pod>(None, &all).len() as u32,
+            deployments: self.objects.list_as::<Deployment>(None, &all).len() as u32,
+            statefulsets: self.objects.list_as::<StatefulSet>(None, &all).len() as u32,
+            services: self
+                .objects
+                .list_as::<Service>(None, &all)
+                .iter()
+                .filter(|s| {
+                    // The API's own service is not the user's.
+                    !(s.metadata.namespace.as_deref() == Some("default")
+                        && s.metadata.name.as_deref() == Some("kubernetes"))
+                })
+                .count() as u32,
+            warnings: Vec::new(),
+        };
+        let namespaces: Vec<String> = self
+            .objects
+            .list_as::<Namespace>(None, &all)
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        tracing::warn!("reset: stopping every pod and removing what podnet made");
+        summary.warnings = self.runtime.remove_all(&namespaces);
+        self.reset_requested.store(true, Ordering::SeqCst);
+        self.shutdown.store(true, Ordering::SeqCst);
+        summary
+    }
+}
