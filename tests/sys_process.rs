@@ -159,3 +159,31 @@ fn spawn_errors_and_guards() {
     }
     assert!(process::is_alive(std::process::id()));
 }
+
+/// A process is named by pid and start time, and watched and signalled
+/// through a pidfd that never reaches a process that reused its pid.
+#[test]
+fn start_time_and_pidfd_follow_one_process() {
+    // A process that is not our child, as an adopted pod process is not
+    // the restarted daemon's: a shell starts `sleep` in the background
+    // and exits, so init reaps it.
+    let out = std::process::Command::new("sh")
+        .args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"])
+        .output()
+        .expect("sh");
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let start = process::start_time(pid).expect("a start time for a live process");
+    assert_eq!(process::start_time(pid), Some(start), "stable");
+    assert_ne!(process::start_time(std::process::id()), Some(start));
+    let fd = process::PidFd::open(pid).expect("pidfd_open");
+    assert!(!fd.exited());
+    fd.signal(Signal::SIGKILL).expect("pidfd_send_signal");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fd.exited() {
+        assert!(Instant::now() < deadline, "the pidfd never became readable");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Signalling a process that is gone is not an error, and reaches no one.
+    fd.signal(Signal::SIGKILL).unwrap();
+    assert_eq!(process::start_time(u32::MAX), None);
+}

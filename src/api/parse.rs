@@ -271,10 +271,7 @@ mod tests {
         let p = parse_port_spec("80").unwrap();
         assert_eq!(short(p), (80, Some(IntOrString::Int(80)), "TCP".into()));
         let p = parse_port_spec("80:8080/tcp").unwrap();
-        assert_eq!(
-            short(p),
-            (80, Some(IntOrString::Int(8080)), "TCP".into())
-        );
+        assert_eq!(short(p), (80, Some(IntOrString::Int(8080)), "TCP".into()));
         let p = parse_port_spec("53/UDP").unwrap();
         assert_eq!(short(p), (53, Some(IntOrString::Int(53)), "UDP".into()));
         for bad in [

@@ -498,20 +498,18 @@ impl Api {
                 match self.client.get::<Value>(&path) {
                     Err(e) if e.status() == Some(404) => break,
                     Err(e) => return Err(e.into()),
-                    Ok(_) if Instant::now() >= deadline => {
-                        return Err(format!(
-                            "{}/{name} is still being deleted after {}s; see `podnet {} get {name}`",
-                            kind.shown(),
-                            grace + 60,
-                            match kind {
-                                Kind::Pod => "pod",
-                                Kind::Service => "service",
-                                Kind::Deployment => "deployment",
-                                Kind::StatefulSet => "statefulset",
-                            }
-                        )
-                        .into())
-                    }
+                    Ok(_) if Instant::now() >= deadline => return Err(format!(
+                        "{}/{name} is still being deleted after {}s; see `podnet {} get {name}`",
+                        kind.shown(),
+                        grace + 60,
+                        match kind {
+                            Kind::Pod => "pod",
+                            Kind::Service => "service",
+                            Kind::Deployment => "deployment",
+                            Kind::StatefulSet => "statefulset",
+                        }
+                    )
+                    .into()),
                     Ok(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
@@ -667,7 +665,12 @@ fn template(name: &str, labels: Labels, command: Vec<String>) -> (LabelSelector,
     (selector, template)
 }
 
-fn deployment_object(name: &str, replicas: u32, labels: Labels, command: Vec<String>) -> Deployment {
+fn deployment_object(
+    name: &str,
+    replicas: u32,
+    labels: Labels,
+    command: Vec<String>,
+) -> Deployment {
     let (selector, template) = template(name, labels, command);
     Deployment {
         metadata: meta(name, Labels::new()),

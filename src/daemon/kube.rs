@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::dataplane::Dataplane;
-use super::node::NodeViews;
 use super::metrics::{sync_histogram, NodeMetrics};
+use super::node::NodeViews;
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
 use super::{setup_host_device, DaemonConfig, DaemonError};
@@ -233,7 +233,7 @@ pub fn run(
         Arc::default();
     let exited = {
         let slot = poke_slot.clone();
-        Box::new(move |ns: &str, name: &str| {
+        Arc::new(move |ns: &str, name: &str| {
             if let Some(p) = slot.lock().as_ref() {
                 p.poke(Key {
                     kind: "Pod",

@@ -12,9 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use super::dataplane::Dataplane;
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
-use crate::api::node::{
-    ConntrackEntry, FlowTuple, NatRule, NodeCounter, NodeSource, ResetSummary,
-};
+use crate::api::node::{ConntrackEntry, FlowTuple, NatRule, NodeCounter, NodeSource, ResetSummary};
 use crate::control::objects::{LabelSelector, Objects};
 use crate::packet::conntrack::{proto, EntryKind};
 use crate::packet::router::DropReason;

@@ -149,7 +149,11 @@ impl FastPathPublisher {
             for pool in pools {
                 let backends = router.endpoints(pool.id).unwrap_or_default();
                 for f in &pool.frontends {
-                    let proto = if f.protocol == proto::UDP { "UDP" } else { "TCP" };
+                    let proto = if f.protocol == proto::UDP {
+                        "UDP"
+                    } else {
+                        "TCP"
+                    };
                     rules.push(NatRule {
                         service: format!("{ns}/{name}"),
                         frontend: format!("{}/{proto}", SocketAddr::new(f.addr, f.port)),
@@ -157,7 +161,12 @@ impl FastPathPublisher {
                             .iter()
                             .map(|b| NatBackend {
                                 address: b.addr.to_string(),
-                                state: if b.terminating { "terminating" } else { "ready" }.into(),
+                                state: if b.terminating {
+                                    "terminating"
+                                } else {
+                                    "ready"
+                                }
+                                .into(),
                             })
                             .collect(),
                     });

@@ -13,9 +13,12 @@
 //!
 //! Exits are noticed by [`HostRuntime::reap`] (on SIGCHLD) and reported
 //! through the `exited` callback, so the kubelet looks at the pod at once.
-//! After a daemon restart, pod namespaces are reattached and whatever
-//! processes still run in them are stopped: the kubelet starts the
-//! containers again (their restart counts go on).
+//! After a daemon restart, pods are taken over as they are: namespace and
+//! address kept, `eth0` reattached, and each container process that is
+//! still the one its status names (container ID `podnet://PID-START`: pid
+//! and start time, so a reused pid is never taken for it) watched through
+//! a pidfd. A container whose process is gone is started again by the
+//! kubelet (its restart count goes on).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -42,10 +45,73 @@ use crate::sys::netns::{self, NetNs};
 use crate::sys::process::{self, Signal};
 use crate::sys::tun::{Tun, TunOptions};
 
+/// A container's process: our child, or one adopted after a restart of
+/// the daemon (no longer our child: watched through a pidfd, its exit
+/// status unknowable).
+enum Handle {
+    Child(Child),
+    Adopted(process::PidFd),
+}
+
 struct Process {
-    child: Child,
+    handle: Handle,
+    pid: u32,
+    /// Start time in clock ticks since boot: with the pid, the process's
+    /// identity (the container ID `podnet://PID-START`).
+    start_ticks: u64,
     started: SystemTime,
     exit: Option<(i32, SystemTime)>,
+}
+
+/// The exit code reported for an adopted process, whose real status only
+/// its parent could read: 137, as the kubelet reports a container it lost
+/// track of (`ContainerStatusUnknown`).
+const UNKNOWN_EXIT: i32 = 137;
+
+impl Process {
+    /// Notices an exit; true if the process has exited (now or before).
+    fn poll_exit(&mut self) -> bool {
+        if self.exit.is_some() {
+            return true;
+        }
+        let code = match &mut self.handle {
+            Handle::Child(c) => match c.try_wait() {
+                Ok(Some(status)) => exit_code(status),
+                _ => return false,
+            },
+            Handle::Adopted(fd) if fd.exited() => UNKNOWN_EXIT,
+            Handle::Adopted(_) => return false,
+        };
+        self.exit = Some((code, SystemTime::now()));
+        true
+    }
+
+    /// Sends `sig` to the process group, unless the process has exited
+    /// (its pid may be someone else's by now).
+    fn signal_group(&mut self, sig: Signal) -> Result<(), String> {
+        if self.poll_exit() {
+            return Ok(());
+        }
+        process::kill_group(self.pid, sig).map_err(|e| e.to_string())
+    }
+
+    /// SIGKILL to the group, and the child reaped.
+    fn kill(&mut self) {
+        let _ = self.signal_group(Signal::SIGKILL);
+        if let Handle::Child(c) = &mut self.handle {
+            let _ = c.wait();
+        }
+    }
+
+    fn container_id(&self) -> String {
+        format!("podnet://{}-{}", self.pid, self.start_ticks)
+    }
+}
+
+/// Parses a container ID `podnet://PID-START`.
+fn parse_container_id(id: &str) -> Option<(u32, u64)> {
+    let (pid, start) = id.strip_prefix("podnet://")?.split_once('-')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
 struct PodEntry {
@@ -69,6 +135,12 @@ struct PodEntry {
 /// deletion removes only `eth0`.
 pub const ATTACH_NETNS_ANNOTATION: &str = "podnet.io/netns";
 
+/// The lowest data-plane link id no pod uses.
+fn next_pod_id(pods: &HashMap<(String, String), PodEntry>) -> PodId {
+    let used: std::collections::HashSet<u32> = pods.values().map(|e| e.id.0).collect();
+    PodId((1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX - 1))
+}
+
 impl PodEntry {
     fn open_netns(&self) -> Result<NetNs, netns::NetnsError> {
         if self.attached {
@@ -80,7 +152,7 @@ impl PodEntry {
 }
 
 /// Called with a pod's namespace and name when one of its processes exits.
-pub type ExitNotice = Box<dyn Fn(&str, &str) + Send + Sync>;
+pub type ExitNotice = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Pods on this host.
 pub struct HostRuntime {
@@ -92,6 +164,85 @@ pub struct HostRuntime {
     exited: ExitNotice,
     /// Set by a reset: nothing new is made.
     resetting: std::sync::atomic::AtomicBool,
+    /// Exits of adopted processes (not our children: no SIGCHLD).
+    watcher: ExitWatcher,
+}
+
+/// Watches the pidfds of adopted processes on one thread and reports their
+/// exits through the runtime's `exited` callback.
+struct ExitWatcher {
+    registry: mio::Registry,
+    waiting: Arc<Mutex<HashMap<usize, (String, String)>>>,
+    next: std::sync::atomic::AtomicUsize,
+    stop: Arc<mio::Waker>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const STOP: mio::Token = mio::Token(0);
+
+impl ExitWatcher {
+    fn start(exited: ExitNotice) -> std::io::Result<ExitWatcher> {
+        let mut poll = mio::Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let stop = Arc::new(mio::Waker::new(poll.registry(), STOP)?);
+        let waiting: Arc<Mutex<HashMap<usize, (String, String)>>> = Arc::default();
+        let thread = {
+            let waiting = waiting.clone();
+            std::thread::Builder::new()
+                .name("podnet-pidfd".into())
+                .spawn(move || {
+                    let mut events = mio::Events::with_capacity(64);
+                    loop {
+                        if let Err(e) = poll.poll(&mut events, None) {
+                            if e.kind() == std::io::ErrorKind::Interrupted {
+                                continue;
+                            }
+                            tracing::error!("cannot watch adopted pod processes: {e}");
+                            return;
+                        }
+                        for ev in events.iter() {
+                            if ev.token() == STOP {
+                                return;
+                            }
+                            let pod = waiting.lock().remove(&ev.token().0);
+                            if let Some((ns, name)) = pod {
+                                exited(&ns, &name);
+                            }
+                        }
+                    }
+                })?
+        };
+        Ok(ExitWatcher {
+            registry,
+            waiting,
+            next: std::sync::atomic::AtomicUsize::new(1),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Reports the exit of the process behind `fd` as the pod's.
+    fn watch(&self, fd: &process::PidFd, ns: &str, name: &str) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let token = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.waiting
+            .lock()
+            .insert(token, (ns.to_string(), name.to_string()));
+        self.registry.register(
+            &mut mio::unix::SourceFd(&fd.as_raw_fd()),
+            mio::Token(token),
+            mio::Interest::READABLE,
+        )
+    }
+}
+
+impl Drop for ExitWatcher {
+    fn drop(&mut self) {
+        let _ = self.stop.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The file name of a container's log under `STATE/logs`.
@@ -174,6 +325,7 @@ impl HostRuntime {
             dataplane,
             ipam: Mutex::new(ipam),
             pods: Mutex::new(HashMap::new()),
+            watcher: ExitWatcher::start(exited.clone()).expect("an epoll instance and a thread"),
             exited,
             resetting: std::sync::atomic::AtomicBool::new(false),
         }
@@ -210,11 +362,8 @@ impl HostRuntime {
         let mut done = Vec::new();
         for ((ns, name), entry) in self.pods.lock().iter_mut() {
             for p in entry.containers.values_mut() {
-                if p.exit.is_none() {
-                    if let Ok(Some(status)) = p.child.try_wait() {
-                        p.exit = Some((exit_code(status), SystemTime::now()));
-                        done.push((ns.clone(), name.clone()));
-                    }
+                if p.exit.is_none() && p.poll_exit() {
+                    done.push((ns.clone(), name.clone()));
                 }
             }
         }
@@ -264,6 +413,166 @@ impl HostRuntime {
                 let _ = netns::remove(&ns);
             }
         }
+        let (mut adopted, mut processes) = (0, 0);
+        for pod in pods {
+            let status = pod.status.as_ref();
+            let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                == Some(self.node_name.as_str());
+            let live = status.and_then(|s| s.pod_ip.as_ref()).is_some()
+                && !matches!(
+                    status.and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                );
+            if !(on_node && live) {
+                continue;
+            }
+            match self.adopt(pod) {
+                Ok(n) => {
+                    adopted += 1;
+                    processes += n;
+                }
+                Err(e) => tracing::warn!(
+                    pod = ?key(pod),
+                    "cannot take the pod over after a restart (it is set up again): {e}"
+                ),
+            }
+        }
+        if adopted > 0 {
+            tracing::info!(
+                pods = adopted,
+                processes,
+                "took over the pods and processes of the previous daemon"
+            );
+        }
+    }
+
+    /// Takes over a pod the previous daemon ran: its namespace and address
+    /// as they are, `eth0` reattached (and its configuration repaired), and
+    /// each container process that is still the one the pod's status names
+    /// (pid and start time, in the same network namespace), watched by a
+    /// pidfd. Returns how many processes were taken over; a container whose
+    /// process is gone is started again by the kubelet.
+    fn adopt(&self, pod: &Pod) -> Result<usize, String> {
+        use std::os::unix::fs::MetadataExt;
+        let (ns, name) = key(pod);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let status = pod.status.clone().unwrap_or_default();
+        let attach = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ATTACH_NETNS_ANNOTATION))
+            .cloned();
+        let ns_name = attach.clone().unwrap_or_else(|| netns_name(&ns, &name));
+        let handle = match &attach {
+            Some(path) => NetNs::open_path(std::path::Path::new(path)),
+            None => NetNs::open(&ns_name),
+        }
+        .map_err(|e| format!("its network namespace {ns_name} is gone: {e}"))?;
+        let had: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let mut req = AllocateRequest::new(uid.clone()).families(Families::Configured);
+        if stateful(pod) {
+            req = req.identity(format!("{ns}/{name}"));
+        }
+        let alloc = self
+            .ipam
+            .lock()
+            .allocate(req, SystemTime::now())
+            .map_err(|e| format!("no address: {e}"))?;
+        let Some(ip) = alloc.v4.filter(|ip| Some(*ip) == had) else {
+            let _ = self
+                .ipam
+                .lock()
+                .release(&OwnerKey::from(uid.clone()), SystemTime::now());
+            return Err(format!(
+                "IPAM does not hold its address {} for it",
+                status.pod_ip.as_deref().unwrap_or("?")
+            ));
+        };
+        let (mtu, v6) = (self.config.mtu, alloc.v6);
+        let options = TunOptions {
+            persistent: true,
+            offload: self.config.offload,
+        };
+        let tun = handle
+            .run(move || -> Result<Tun, String> {
+                let tun = Tun::open("eth0", options).map_err(|e| e.to_string())?;
+                configure_eth0(mtu, ip, v6).map_err(|e| e.to_string())?;
+                Ok(tun)
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|e| format!("cannot reattach eth0 in {ns_name}: {e}"))?;
+        let _ = tun.set_nonblocking(true);
+        let tun = Arc::new(tun);
+
+        let net = std::fs::metadata(handle.path())
+            .map(|m| (m.dev(), m.ino()))
+            .ok();
+        let mut containers = HashMap::new();
+        for cs in status.container_statuses.iter().flatten() {
+            let Some(running) = cs.state.as_ref().and_then(|s| s.running.as_ref()) else {
+                continue;
+            };
+            let Some((pid, start)) = cs.container_id.as_deref().and_then(parse_container_id) else {
+                continue;
+            };
+            // The same process: same start time, same network namespace.
+            let same = process::start_time(pid) == Some(start)
+                && std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                    .map(|m| (m.dev(), m.ino()))
+                    .ok()
+                    == net;
+            if !same {
+                continue;
+            }
+            let Ok(fd) = process::PidFd::open(pid) else {
+                continue;
+            };
+            if let Err(e) = self.watcher.watch(&fd, &ns, &name) {
+                tracing::warn!(pod = %name, pid, "cannot watch the adopted process: {e}");
+                continue;
+            }
+            let started = running
+                .started_at
+                .as_ref()
+                .and_then(|t| u64::try_from(t.0.as_second()).ok())
+                .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+                .unwrap_or_else(SystemTime::now);
+            containers.insert(
+                cs.name.clone(),
+                Process {
+                    handle: Handle::Adopted(fd),
+                    pid,
+                    start_ticks: start,
+                    started,
+                    exit: None,
+                },
+            );
+        }
+        if containers.is_empty() && attach.is_none() {
+            // Nothing to keep: whatever runs there is not the pod's any more.
+            stop_processes_in(&ns_name);
+        }
+        let adopted = containers.len();
+        let mut pods = self.pods.lock();
+        let id = next_pod_id(&pods);
+        pods.insert(
+            (ns, name),
+            PodEntry {
+                uid,
+                netns: ns_name,
+                attached: attach.is_some(),
+                ip,
+                ipv6: v6,
+                id,
+                tun: tun.clone(),
+                containers,
+            },
+        );
+        self.publish_pods(&pods);
+        self.dataplane.add(Link::Pod(id), tun);
+        Ok(adopted)
     }
 
     /// For a reset: stops every pod (SIGKILL), removes their devices,
@@ -273,9 +582,9 @@ impl HostRuntime {
     pub fn remove_all(&self, namespaces: &[String]) -> Vec<String> {
         use std::sync::atomic::Ordering;
         self.resetting.store(true, Ordering::SeqCst);
-        let entries: Vec<PodEntry> = self.pods.lock().drain().map(|(_, e)| e).collect();
-        for entry in entries {
-            self.teardown(entry, true);
+        let entries: Vec<_> = self.pods.lock().drain().collect();
+        for (key, entry) in entries {
+            self.teardown(&key, entry, true);
         }
         self.publish_pods(&self.pods.lock());
         let mut warnings = Vec::new();
@@ -302,30 +611,27 @@ impl HostRuntime {
 
     /// Removes a pod's network and processes; its logs too if `logs`
     /// (kept while the pod object exists, for `kubectl logs`).
-    fn teardown(&self, entry: PodEntry, logs: bool) {
+    fn teardown(&self, (ns, name): &(String, String), entry: PodEntry, logs: bool) {
         let router = self.dataplane.router();
         router.reset_flows(FlowSelector::Client(IpAddr::V4(entry.ip)), &mut |l, p| {
             self.dataplane.send_packet(l, p)
         });
         self.dataplane.remove(Link::Pod(entry.id));
         let _ = entry.tun.set_persistent(false);
-        let (ns, name) = entry
-            .netns
-            .split_once('.')
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .unwrap_or_default();
         for (container, mut p) in entry.containers {
-            let _ = process::kill_group(p.child.id(), Signal::SIGKILL);
-            let _ = p.child.wait();
+            p.kill();
             if logs {
-                let _ = std::fs::remove_file(self.log_path(&ns, &name, &container));
+                let _ = std::fs::remove_file(self.log_path(ns, name, &container));
             }
         }
         if entry.attached {
             // Someone else's namespace: only eth0 was podnet's.
             let removed = NetNs::open_path(std::path::Path::new(&entry.netns))
                 .map_err(|e| e.to_string())
-                .and_then(|h| h.run(|| link::delete_link("eth0")).map_err(|e| e.to_string()));
+                .and_then(|h| {
+                    h.run(|| link::delete_link("eth0"))
+                        .map_err(|e| e.to_string())
+                });
             if let Err(e) = removed {
                 tracing::warn!(netns = %entry.netns, "cannot remove eth0 of an attached pod: {e}");
             }
@@ -422,7 +728,7 @@ impl PodRuntime for HostRuntime {
         if let Some(old) = pods.remove(&(ns.clone(), name.clone())) {
             // The same name, a new pod (a StatefulSet's): the old one's
             // network goes first.
-            self.teardown(old, true);
+            self.teardown(&(ns.clone(), name.clone()), old, true);
         }
         let mut req = AllocateRequest::new(uid.clone()).families(Families::Configured);
         if stateful(pod) {
@@ -491,8 +797,7 @@ impl PodRuntime for HostRuntime {
             }
         };
         let _ = tun.set_nonblocking(true);
-        let used: std::collections::HashSet<u32> = pods.values().map(|e| e.id.0).collect();
-        let id = PodId((1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX - 1));
+        let id = next_pod_id(&pods);
         pods.insert(
             (ns, name),
             PodEntry {
@@ -512,9 +817,10 @@ impl PodRuntime for HostRuntime {
     }
 
     fn teardown_network(&self, pod: &Pod) {
-        let entry = self.pods.lock().remove(&key(pod));
+        let k = key(pod);
+        let entry = self.pods.lock().remove(&k);
         if let Some(entry) = entry {
-            self.teardown(entry, false);
+            self.teardown(&k, entry, false);
             self.publish_pods(&self.pods.lock());
         }
     }
@@ -544,10 +850,13 @@ impl PodRuntime for HostRuntime {
         let mut env = env.to_vec();
         env.push(("HOSTNAME".into(), name.clone()));
         let child = process::spawn_in(&handle, argv, &env, log).map_err(|e| e.to_string())?;
+        let pid = child.id();
         entry.containers.insert(
             container.to_string(),
             Process {
-                child,
+                handle: Handle::Child(child),
+                pid,
+                start_ticks: process::start_time(pid).unwrap_or(0),
                 started: SystemTime::now(),
                 exit: None,
             },
@@ -566,11 +875,7 @@ impl PodRuntime for HostRuntime {
         let Some(p) = entry.containers.get_mut(container) else {
             return ProcessState::Absent;
         };
-        if p.exit.is_none() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                p.exit = Some((exit_code(status), SystemTime::now()));
-            }
-        }
+        p.poll_exit();
         match p.exit {
             Some((code, at)) => ProcessState::Exited(code, at),
             None => ProcessState::Running(p.started),
@@ -578,22 +883,29 @@ impl PodRuntime for HostRuntime {
     }
 
     fn signal(&self, pod: &Pod, container: &str, kill: bool) {
-        let pods = self.pods.lock();
+        let mut pods = self.pods.lock();
         if let Some(p) = pods
-            .get(&key(pod))
-            .and_then(|e| e.containers.get(container))
+            .get_mut(&key(pod))
+            .and_then(|e| e.containers.get_mut(container))
         {
-            if p.exit.is_none() {
-                let sig = if kill {
-                    Signal::SIGKILL
-                } else {
-                    Signal::SIGTERM
-                };
-                if let Err(e) = process::kill_group(p.child.id(), sig) {
-                    tracing::warn!(pod = ?key(pod), container, "cannot signal: {e}");
-                }
+            let sig = if kill {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
+            if let Err(e) = p.signal_group(sig) {
+                tracing::warn!(pod = ?key(pod), container, "cannot signal: {e}");
             }
         }
+    }
+
+    fn container_id(&self, pod: &Pod, container: &str) -> Option<String> {
+        let pods = self.pods.lock();
+        let entry = pods.get(&key(pod))?;
+        if Some(&entry.uid) != pod.metadata.uid.as_ref() {
+            return None;
+        }
+        entry.containers.get(container).map(Process::container_id)
     }
 
     fn probe(&self, pod: &Pod, container: &Container, probe: &Probe) -> bool {
@@ -655,12 +967,10 @@ impl PodRuntime for HostRuntime {
     }
 
     fn forget(&self, namespace: &str, name: &str) {
-        let entry = self
-            .pods
-            .lock()
-            .remove(&(namespace.to_string(), name.to_string()));
+        let k = (namespace.to_string(), name.to_string());
+        let entry = self.pods.lock().remove(&k);
         if let Some(entry) = entry {
-            self.teardown(entry, true);
+            self.teardown(&k, entry, true);
             self.publish_pods(&self.pods.lock());
         }
         let prefix = format!("{namespace}_{name}_");
@@ -673,6 +983,28 @@ impl PodRuntime for HostRuntime {
                     let _ = std::fs::remove_file(f.path());
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_container_id;
+
+    #[test]
+    fn container_ids_name_pid_and_start_time() {
+        assert_eq!(
+            parse_container_id("podnet://1234-98765"),
+            Some((1234, 98765))
+        );
+        for bad in [
+            "podnet://uid/name",
+            "docker://1-2",
+            "podnet://-1",
+            "podnet://1-x",
+            "",
+        ] {
+            assert_eq!(parse_container_id(bad), None, "{bad}");
         }
     }
 }

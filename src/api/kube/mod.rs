@@ -353,7 +353,11 @@ impl KubeApi {
         .await;
         match answer {
             Ok(Ok(v)) => json_response(200, &v),
-            _ => failure(500, "InternalError", "the node view failed; see the daemon's log"),
+            _ => failure(
+                500,
+                "InternalError",
+                "the node view failed; see the daemon's log",
+            ),
         }
     }
 

@@ -86,6 +86,11 @@ pub trait PodRuntime: Send + Sync {
     fn probe(&self, pod: &Pod, container: &Container, probe: &Probe) -> bool;
     /// Removes whatever is left of a pod that is gone from the store.
     fn forget(&self, namespace: &str, name: &str);
+    /// The runtime's ID of a container's current process
+    /// (`status.containerStatuses[].containerID`), if it has one.
+    fn container_id(&self, _pod: &Pod, _container: &str) -> Option<String> {
+        None
+    }
 }
 
 impl<T: PodRuntime> PodRuntime for std::sync::Arc<T> {
@@ -121,6 +126,9 @@ impl<T: PodRuntime> PodRuntime for std::sync::Arc<T> {
     }
     fn forget(&self, namespace: &str, name: &str) {
         (**self).forget(namespace, name)
+    }
+    fn container_id(&self, pod: &Pod, container: &str) -> Option<String> {
+        (**self).container_id(pod, container)
     }
 }
 
@@ -620,7 +628,11 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                 name: c.name.clone(),
                 image: c.image.clone().unwrap_or_default(),
                 image_id: String::new(),
-                container_id: Some(format!("podnet://{}/{}", uid, c.name)),
+                container_id: Some(
+                    self.runtime
+                        .container_id(&pod, &c.name)
+                        .unwrap_or_else(|| format!("podnet://{}/{}", uid, c.name)),
+                ),
                 ready,
                 started,
                 restart_count: m.restarts,
