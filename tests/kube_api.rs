@@ -905,3 +905,57 @@ print(json.dumps({"status": answer.split(b"\r\n")[0].decode(errors="replace"),
         "b"
     );
 }
+
+/// Idle connections (hundreds, beyond the per-client limit, reopened as
+/// they are closed) never keep kubectl out: a new connection takes the
+/// place of the oldest idle one.
+#[test]
+fn idle_connections_never_keep_a_client_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = KubeServer::start();
+    let addr = s.running.as_ref().unwrap().addr;
+    let per_client = podnet::api::kube::server::MAX_PER_CLIENT;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let opener = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Keep `per_client + 44` connections open that never send a
+            // byte, reopening each one the server closes.
+            let mut idle: Vec<std::net::TcpStream> = Vec::new();
+            let mut opened = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                idle.retain(|c| {
+                    let mut b = [0u8; 1];
+                    c.set_nonblocking(true).unwrap();
+                    // Closed by the server: read returns 0 (or an error).
+                    matches!(std::io::Read::read(&mut &*c, &mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                });
+                while idle.len() < per_client + 44 {
+                    match std::net::TcpStream::connect(addr) {
+                        Ok(c) => {
+                            idle.push(c);
+                            opened += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened
+        })
+    };
+    // Let the idle connections fill the client's share.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for i in 0..5 {
+        let name = format!("through-{i}");
+        s.ok(&["create", "configmap", &name, "--from-literal=k=v"]);
+        let got = s.ok(&["get", "configmap", &name, "-o", "name"]);
+        assert_eq!(got.trim(), format!("configmap/{name}"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened = opener.join().unwrap();
+    assert!(
+        opened > per_client,
+        "the test kept only {opened} idle connections open"
+    );
+}

@@ -498,7 +498,8 @@ impl Api {
                 match self.client.get::<Value>(&path) {
                     Err(e) if e.status() == Some(404) => break,
                     Err(e) => return Err(e.into()),
-                    Ok(_) if Instant::now() >= deadline => return Err(format!(
+                    Ok(_) if Instant::now() >= deadline => {
+                        return Err(format!(
                         "{}/{name} is still being deleted after {}s; see `podnet {} get {name}`",
                         kind.shown(),
                         grace + 60,
@@ -509,7 +510,8 @@ impl Api {
                             Kind::StatefulSet => "statefulset",
                         }
                     )
-                    .into()),
+                        .into())
+                    }
                     Ok(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }

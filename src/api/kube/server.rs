@@ -8,8 +8,12 @@
 //!
 //! Limits: a TLS handshake must finish within [`HANDSHAKE_TIMEOUT`], a
 //! request head within [`HEADER_TIMEOUT`]; at most [`MAX_CONNECTIONS`]
-//! connections are open, [`MAX_PER_CLIENT`] of them from one address, so
-//! idle connections from one client leave room for every other.
+//! connections are open, [`MAX_PER_CLIENT`] of them from one address. At a
+//! limit, a new connection takes the place of the oldest idle one (no
+//! request in progress: still in its handshake, its request head, or
+//! between keep-alive requests), which is closed; only when every
+//! connection is busy is the new one refused. So idle connections, however
+//! many and however often reopened, never keep a client out.
 //!
 //! Stopping is graceful: no new connection is accepted, every open one
 //! finishes the requests it has begun (for up to [`SHUTDOWN_GRACE`]) and
@@ -55,30 +59,84 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// server allows new connections.
 pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
-/// Open connections per client address.
+/// One open connection, as the limits see it.
+struct Open {
+    client: IpAddr,
+    /// Requests begun and not yet answered in full.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Told to close when a new connection takes its place.
+    evict: Arc<tokio::sync::Notify>,
+    evicting: bool,
+}
+
+/// Open connections, per client address, oldest first.
 #[derive(Default)]
 struct Connections {
     total: usize,
     per_client: HashMap<IpAddr, usize>,
+    open: std::collections::BTreeMap<u64, Open>,
+    next: u64,
+}
+
+impl Connections {
+    /// Tells the oldest idle connection (of `client`, or of anyone) to
+    /// close; false if every one is busy.
+    fn evict_idle(&mut self, client: Option<IpAddr>) -> bool {
+        let victim = self.open.values_mut().find(|o| {
+            !o.evicting
+                && client.is_none_or(|c| c == o.client)
+                && o.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+        });
+        match victim {
+            Some(o) => {
+                o.evicting = true;
+                o.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 struct Slot {
     table: Arc<Mutex<Connections>>,
     client: IpAddr,
+    id: u64,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    evict: Arc<tokio::sync::Notify>,
 }
 
 impl Slot {
     fn take(table: &Arc<Mutex<Connections>>, client: IpAddr) -> Option<Slot> {
         let mut t = table.lock();
         let mine = t.per_client.get(&client).copied().unwrap_or(0);
-        if t.total >= MAX_CONNECTIONS || mine >= MAX_PER_CLIENT {
+        if mine >= MAX_PER_CLIENT && !t.evict_idle(Some(client)) {
+            return None;
+        }
+        if t.total >= MAX_CONNECTIONS && !t.evict_idle(None) {
             return None;
         }
         t.total += 1;
         *t.per_client.entry(client).or_default() += 1;
+        let id = t.next;
+        t.next += 1;
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let evict = Arc::new(tokio::sync::Notify::new());
+        t.open.insert(
+            id,
+            Open {
+                client,
+                in_flight: in_flight.clone(),
+                evict: evict.clone(),
+                evicting: false,
+            },
+        );
         Some(Slot {
             table: table.clone(),
             client,
+            id,
+            in_flight,
+            evict,
         })
     }
 }
@@ -87,12 +145,29 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut t = self.table.lock();
         t.total -= 1;
+        t.open.remove(&self.id);
         if let Some(n) = t.per_client.get_mut(&self.client) {
             *n -= 1;
             if *n == 0 {
                 t.per_client.remove(&self.client);
             }
         }
+    }
+}
+
+/// Counts a request as in progress until its answer is sent in full.
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    fn begin(count: &Arc<std::sync::atomic::AtomicUsize>) -> Busy {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -111,12 +186,18 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 struct UntilShutdown {
     inner: Body,
     stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The request counts as in progress while its answer is being sent.
+    _busy: Option<Busy>,
 }
 
 impl UntilShutdown {
-    fn new(inner: Body, mut shutdown: watch::Receiver<bool>) -> Self {
+    fn new(inner: Body, mut shutdown: watch::Receiver<bool>, busy: Option<Busy>) -> Self {
         let stopped = Box::pin(async move { stopped(&mut shutdown).await });
-        Self { inner, stopped }
+        Self {
+            inner,
+            stopped,
+            _busy: busy,
+        }
     }
 }
 
@@ -178,8 +259,15 @@ pub async fn serve(
         let api = api.clone();
         let mut shutdown = shutdown.clone();
         open.spawn(async move {
+            let in_flight = slot.in_flight.clone();
+            let evict = slot.evict.clone();
             let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+                // A new connection took this one's place before it spoke.
+                () = evict.notified() => return,
+            };
+            let tls = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "API: TLS handshake failed");
@@ -197,6 +285,7 @@ pub async fn serve(
                 let identity = identity.clone();
                 let stopping = stopping.clone();
                 begins.notify_one();
+                let busy = Busy::begin(&in_flight);
                 async move {
                     let answer = if identity.is_none() && !open_path(req.uri().path()) {
                         failure(401, "Unauthorized", "Unauthorized")
@@ -204,7 +293,7 @@ pub async fn serve(
                         api.handle(req).await
                     };
                     Ok::<_, std::convert::Infallible>(
-                        answer.map(|body| UntilShutdown::new(body, stopping)),
+                        answer.map(|body| UntilShutdown::new(body, stopping, Some(busy))),
                     )
                 }
             });
@@ -224,6 +313,11 @@ pub async fn serve(
                 // is begun (and then finished) even when the stop came first.
                 biased;
                 r = conn.as_mut() => r,
+                () = evict.notified() => {
+                    // A new connection took this idle one's place.
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
                 () = stopped(&mut shutdown) => {
                     let ended = tokio::select! {
                         biased;
