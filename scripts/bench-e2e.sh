@@ -50,7 +50,7 @@ podnet_up "pnb$id" "$@"
 pn --quiet pod run "ipf$id" --label app=ipf$id -- iperf3 -s -p 5201 >/dev/null
 pn --quiet pod run "cli$id" -- sleep infinity >/dev/null
 pn --quiet service create "ipf$id" --selector app=ipf$id --port 5201 --port 5201/udp >/dev/null
-vip=$(pn service get "ipf$id" -o json | pn_json 'j["clusterIP"]')
+vip=$(pn service get "ipf$id" -o json | pn_json 'j["spec"]["clusterIP"]')
 pn_wait_tcp "cli$id" "$vip" 5201 10
 ref_topology_up "pnr$id"
 ref_forwarder_up "pnf$id"
