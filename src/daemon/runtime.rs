@@ -413,6 +413,7 @@ impl HostRuntime {
                 let _ = netns::remove(&ns);
             }
         }
+        self.claim_addresses(pods);
         let (mut adopted, mut processes) = (0, 0);
         for pod in pods {
             let status = pod.status.as_ref();
@@ -446,6 +447,57 @@ impl HostRuntime {
         }
     }
 
+    /// Makes IPAM hold the address every live pod of this node has (its
+    /// status names it, its namespace has it), whatever IPAM's files lost:
+    /// an address in use is never handed out again. A lease found missing
+    /// is claimed again and logged; an address IPAM gives to someone else
+    /// is logged as the conflict it is.
+    fn claim_addresses(&self, pods: &[Pod]) {
+        let mut ipam = self.ipam.lock();
+        for pod in pods {
+            let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                == Some(self.node_name.as_str());
+            let status = pod.status.as_ref();
+            let finished = matches!(
+                status.and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            let (Some(uid), Some(ip)) = (
+                pod.metadata.uid.clone(),
+                status
+                    .and_then(|s| s.pod_ip.as_deref())
+                    .and_then(|ip| ip.parse::<IpAddr>().ok()),
+            ) else {
+                continue;
+            };
+            if !on_node || finished {
+                continue;
+            }
+            let owner = OwnerKey::from(uid.clone());
+            if ipam.get(&owner).is_some_and(|a| a.addrs().any(|a| a == ip)) {
+                continue;
+            }
+            let (ns, name) = key(pod);
+            let mut req = AllocateRequest::new(uid).families(Families::V4).address(ip);
+            if stateful(pod) {
+                req = req.identity(format!("{ns}/{name}"));
+            }
+            match ipam.allocate(req, SystemTime::now()) {
+                Ok(_) => tracing::warn!(
+                    pod = %format!("{ns}/{name}"),
+                    %ip,
+                    state = %self.config.state_dir.join("ipam").display(),
+                    "IPAM did not hold the address of a running pod (its files were damaged or removed?); claimed it again"
+                ),
+                Err(e) => tracing::error!(
+                    pod = %format!("{ns}/{name}"),
+                    %ip,
+                    "the pod's address cannot be claimed in IPAM: {e}"
+                ),
+            }
+        }
+    }
+
     /// Takes over a pod the previous daemon ran: its namespace and address
     /// as they are, `eth0` reattached (and its configuration repaired), and
     /// each container process that is still the one the pod's status names
@@ -471,6 +523,9 @@ impl HostRuntime {
         .map_err(|e| format!("its network namespace {ns_name} is gone: {e}"))?;
         let had: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
         let mut req = AllocateRequest::new(uid.clone()).families(Families::Configured);
+        if let Some(ip) = had {
+            req = req.address(IpAddr::V4(ip));
+        }
         if stateful(pod) {
             req = req.identity(format!("{ns}/{name}"));
         }
