@@ -388,10 +388,10 @@ pub fn run(
     Ok(())
 }
 
-/// After a reset: the state directory's contents (store, IPAM, logs, PKI),
+/// After a reset: the state directory's contents (store, IPAM, logs, PKI, the record of namespaces made),
 /// the directory itself if nothing else is in it, and the admin kubeconfig.
 fn remove_state(config: &DaemonConfig) {
-    for sub in ["store", "ipam", "logs", "pki"] {
+    for sub in ["store", "ipam", "logs", "pki", "netns"] {
         let p = config.state_dir.join(sub);
         if p.exists() {
             if let Err(e) = std::fs::remove_dir_all(&p) {

@@ -403,14 +403,21 @@ impl HostRuntime {
                 )
             })
             .collect();
+        let made = self.made_namespaces();
         for ns in netns::list().unwrap_or_default() {
-            let Some((kns, _)) = ns.split_once('.') else {
-                continue;
-            };
-            if namespaces.iter().any(|n| n == kns) && !names.contains(&ns) {
+            let ours = made.contains(&ns)
+                || ns
+                    .split_once('.')
+                    .is_some_and(|(kns, _)| namespaces.iter().any(|n| n == kns));
+            if ours && !names.contains(&ns) {
                 tracing::warn!(netns = %ns, "removing the network namespace of a pod that is gone");
                 stop_processes_in(&ns);
                 let _ = netns::remove(&ns);
+            }
+        }
+        for ns in made {
+            if !names.contains(&ns) {
+                self.forget_namespace(&ns);
             }
         }
         self.claim_addresses(pods);
@@ -643,18 +650,55 @@ impl HostRuntime {
         }
         self.publish_pods(&self.pods.lock());
         let mut warnings = Vec::new();
+        let made = self.made_namespaces();
         for ns in netns::list().unwrap_or_default() {
-            let Some((kns, _)) = ns.split_once('.') else {
-                continue;
-            };
-            if namespaces.iter().any(|n| n == kns) {
+            let ours = made.contains(&ns)
+                || ns
+                    .split_once('.')
+                    .is_some_and(|(kns, _)| namespaces.iter().any(|n| n == kns));
+            if ours {
                 stop_processes_in(&ns);
                 if let Err(e) = netns::remove(&ns) {
                     warnings.push(format!("network namespace {ns} could not be removed: {e}"));
                 }
             }
         }
+        for ns in made {
+            self.forget_namespace(&ns);
+        }
         warnings
+    }
+
+    /// Where the names of the network namespaces podnet made are recorded,
+    /// each before its namespace is made and removed after it is gone, so
+    /// a restart or a reset finds every namespace podnet made, whether the
+    /// object store knows its pod or not.
+    fn made_dir(&self) -> PathBuf {
+        self.config.state_dir.join("netns")
+    }
+
+    /// Records (durably: the file's directory entry is synced) that the
+    /// namespace `ns` is about to be made.
+    fn record_namespace(&self, ns: &str) -> std::io::Result<()> {
+        let dir = self.made_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::File::create(dir.join(ns))?;
+        std::fs::File::open(&dir)?.sync_all()
+    }
+
+    fn forget_namespace(&self, ns: &str) {
+        let _ = std::fs::remove_file(self.made_dir().join(ns));
+    }
+
+    /// The namespaces podnet recorded as made.
+    fn made_namespaces(&self) -> std::collections::HashSet<String> {
+        std::fs::read_dir(self.made_dir())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn check_not_resetting(&self) -> Result<(), String> {
@@ -692,8 +736,11 @@ impl HostRuntime {
             }
         } else {
             stop_processes_in(&entry.netns);
-            if let Err(e) = netns::remove(&entry.netns) {
-                tracing::warn!(netns = %entry.netns, "cannot remove the pod's namespace: {e}");
+            match netns::remove(&entry.netns) {
+                Ok(()) => self.forget_namespace(&entry.netns),
+                Err(e) => {
+                    tracing::warn!(netns = %entry.netns, "cannot remove the pod's namespace: {e}")
+                }
             }
         }
         let _ = self
@@ -822,6 +869,13 @@ impl PodRuntime for HostRuntime {
                 // runs in it.
                 stop_processes_in(&ns_name);
                 let _ = netns::remove(&ns_name);
+                if let Err(e) = self.record_namespace(&ns_name) {
+                    release();
+                    return Err(format!(
+                        "cannot record the network namespace {ns_name} in {}: {e}",
+                        self.made_dir().display()
+                    ));
+                }
                 NetNs::create(&ns_name).map_err(|e| {
                     release();
                     format!("cannot create the network namespace {ns_name}: {e}")
