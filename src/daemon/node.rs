@@ -89,6 +89,9 @@ impl NodeSource for NodeViews {
             "conntrack.entries".to_string(),
             router.conntrack().len() as u64,
         ));
+        let (leases, pods) = self.runtime.counts();
+        out.push(("ipam.leases".to_string(), leases as u64));
+        out.push(("pods.running_here".to_string(), pods as u64));
         out.into_iter()
             .map(|(name, value)| NodeCounter { name, value })
             .collect()

@@ -669,6 +669,11 @@ impl HostRuntime {
         warnings
     }
 
+    /// Addresses IPAM holds (leases) and pods this runtime runs.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.ipam.lock().list().len(), self.pods.lock().len())
+    }
+
     /// Where the names of the network namespaces podnet made are recorded,
     /// each before its namespace is made and removed after it is gone, so
     /// a restart or a reset finds every namespace podnet made, whether the
