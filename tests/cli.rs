@@ -126,7 +126,10 @@ fn pod_lifecycle_in_tables_and_json() {
     let wide_rows = cells(&wide);
     assert_eq!(wide_rows.len(), 2, "{wide}");
     for col in ["IP", "NODE", "NOMINATED", "READINESS"] {
-        assert!(wide_rows[0].iter().any(|c| c == col), "{col} missing: {wide}");
+        assert!(
+            wide_rows[0].iter().any(|c| c == col),
+            "{col} missing: {wide}"
+        );
     }
     assert!(wide.contains("<none>"), "no IP yet shows <none>: {wide}");
 
@@ -143,7 +146,10 @@ fn pod_lifecycle_in_tables_and_json() {
     let c = &pod["spec"]["containers"][0];
     assert_eq!(c["name"], "web");
     assert_eq!(c["command"], serde_json::json!(["sleep", "100"]));
-    assert_eq!(c["env"], serde_json::json!([{"name": "MODE", "value": "test"}]));
+    assert_eq!(
+        c["env"],
+        serde_json::json!([{"name": "MODE", "value": "test"}])
+    );
     let list = json(podnet(Some(&s), &["pod", "list", "-o", "json"]));
     assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
 
@@ -184,7 +190,10 @@ fn namespaces_are_chosen_with_n() {
     assert_eq!(stderr(&o), "No resources found in default namespace.\n");
     let table = ok(podnet(Some(&s), &["pod", "list", "-n", "kube-system"]));
     assert!(table.lines().any(|l| l.starts_with("sys ")), "{table}");
-    let o = podnet(Some(&s), &["-n", "nosuchns", "pod", "run", "x", "--", "true"]);
+    let o = podnet(
+        Some(&s),
+        &["-n", "nosuchns", "pod", "run", "x", "--", "true"],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nosuchns"), "{}", stderr(&o));
 }
@@ -219,7 +228,13 @@ fn attach_annotates_the_namespace_path_and_runs_a_pause_process() {
     // A namespace that does not exist: refused before any request.
     let o = podnet(
         Some(&s),
-        &["pod", "attach", "gone", "--netns", "/var/run/netns/no-such-podnet-ns"],
+        &[
+            "pod",
+            "attach",
+            "gone",
+            "--netns",
+            "/var/run/netns/no-such-podnet-ns",
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -260,7 +275,10 @@ fn deployments_statefulsets_and_services() {
         "{table}"
     );
     assert_eq!(rows[1][..2], ["web", "0/3"], "{table}");
-    let d = json(podnet(Some(&s), &["deployment", "get", "web", "-o", "json"]));
+    let d = json(podnet(
+        Some(&s),
+        &["deployment", "get", "web", "-o", "json"],
+    ));
     assert_eq!(d["kind"], "Deployment");
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(
@@ -275,14 +293,28 @@ fn deployments_statefulsets_and_services() {
         )),
         "deployment.apps/web scaled\n"
     );
-    let d = json(podnet(Some(&s), &["deployment", "get", "web", "-o", "json"]));
+    let d = json(podnet(
+        Some(&s),
+        &["deployment", "get", "web", "-o", "json"],
+    ));
     assert_eq!(d["spec"]["replicas"], 2, "scaled through /scale: {d}");
     // Without --label: app=NAME.
     ok(podnet(
         Some(&s),
-        &["deployment", "create", "plain", "--replicas", "1", "--", "x"],
+        &[
+            "deployment",
+            "create",
+            "plain",
+            "--replicas",
+            "1",
+            "--",
+            "x",
+        ],
     ));
-    let d = json(podnet(Some(&s), &["deployment", "get", "plain", "-o", "json"]));
+    let d = json(podnet(
+        Some(&s),
+        &["deployment", "get", "plain", "-o", "json"],
+    ));
     assert_eq!(
         d["spec"]["selector"]["matchLabels"],
         serde_json::json!({"app": "plain"})
@@ -356,7 +388,17 @@ fn deployments_statefulsets_and_services() {
     // One port: no name needed; a cluster IP from the service CIDR.
     let one = json(podnet(
         Some(&s),
-        &["svc", "create", "one", "--selector", "app=one", "--port", "80", "-o", "json"],
+        &[
+            "svc",
+            "create",
+            "one",
+            "--selector",
+            "app=one",
+            "--port",
+            "80",
+            "-o",
+            "json",
+        ],
     ));
     let ip: std::net::Ipv4Addr = one["spec"]["clusterIP"]
         .as_str()
@@ -364,7 +406,10 @@ fn deployments_statefulsets_and_services() {
         .parse()
         .unwrap();
     assert!(
-        "10.96.0.0/12".parse::<ipnet::Ipv4Net>().unwrap().contains(&ip),
+        "10.96.0.0/12"
+            .parse::<ipnet::Ipv4Net>()
+            .unwrap()
+            .contains(&ip),
         "{ip}"
     );
     assert!(one["spec"]["ports"][0]["name"].is_null(), "{one}");
@@ -374,11 +419,22 @@ fn deployments_statefulsets_and_services() {
     let rows = cells(&table);
     assert_eq!(
         rows[0],
-        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ],
         "{table}"
     );
     let web = rows.iter().find(|r| r[0] == "web").expect("web row");
-    assert_eq!(web[1..5], ["ClusterIP", "10.96.0.10", "<none>", "80/TCP,53/UDP"], "{table}");
+    assert_eq!(
+        web[1..5],
+        ["ClusterIP", "10.96.0.10", "<none>", "80/TCP,53/UDP"],
+        "{table}"
+    );
 
     // Deletes, with the owner's dependents; lists then say so.
     assert_eq!(
@@ -390,7 +446,10 @@ fn deployments_statefulsets_and_services() {
         "statefulset.apps \"db\" deleted\n"
     );
     ok(podnet(Some(&s), &["deployment", "delete", "web"]));
-    ok(podnet(Some(&s), &["deployment", "delete", "plain", "--wait=false"]));
+    ok(podnet(
+        Some(&s),
+        &["deployment", "delete", "plain", "--wait=false"],
+    ));
     let o = podnet(Some(&s), &["deployment", "list"]);
     assert!(o.status.success());
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
@@ -449,7 +508,10 @@ spec:
     );
     write(4);
     ok(podnet(Some(&s), &["apply", "-f", path]));
-    let d = json(podnet(Some(&s), &["deployment", "get", "api", "-o", "json"]));
+    let d = json(podnet(
+        Some(&s),
+        &["deployment", "get", "api", "-o", "json"],
+    ));
     assert_eq!(d["spec"]["replicas"], 4);
     ok(podnet(Some(&s), &["service", "get", "api"]));
 }
@@ -575,8 +637,14 @@ fn server_side_validation_reaches_the_user_with_the_field() {
         "the field and the value: {err}"
     );
     // Nothing was created.
-    assert_eq!(podnet(Some(&s), &["svc", "get", "svc"]).status.code(), Some(1));
-    assert_eq!(podnet(Some(&s), &["pod", "get", "Web"]).status.code(), Some(1));
+    assert_eq!(
+        podnet(Some(&s), &["svc", "get", "svc"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        podnet(Some(&s), &["pod", "get", "Web"]).status.code(),
+        Some(1)
+    );
 }
 
 #[test]

@@ -103,9 +103,22 @@ fn bad_input_conflicts_exec_and_logs() {
         );
         assert!(!err.contains("panicked"), "podnet {bad:?}: {err}");
     }
-    let out = node.podnet(&["service", "create", &x, "--selector", "app=x", "--port", "80", "--cluster-ip", "1.2.3.4"]);
+    let out = node.podnet(&[
+        "service",
+        "create",
+        &x,
+        "--selector",
+        "app=x",
+        "--port",
+        "80",
+        "--cluster-ip",
+        "1.2.3.4",
+    ]);
     let err = text(&out.stderr);
-    assert!(err.contains("1.2.3.4") && err.contains("clusterIP"), "{err}");
+    assert!(
+        err.contains("1.2.3.4") && err.contains("clusterIP"),
+        "{err}"
+    );
     let out = node.podnet(&["pod", "get", "nosuchpod"]);
     assert_eq!(text(&out.stderr), "error: pods \"nosuchpod\" not found\n");
     assert!(
@@ -162,7 +175,10 @@ fn bad_input_conflicts_exec_and_logs() {
     ]);
     assert!(out.status.success());
     let o = text(&out.stdout);
-    assert!(o.starts_with(&format!("{p} {ip}\n")), "POD_NAME POD_IP: {o}");
+    assert!(
+        o.starts_with(&format!("{p} {ip}\n")),
+        "POD_NAME POD_IP: {o}"
+    );
     assert!(o.contains("dev eth0"), "default route in the pod: {o}");
     let out = node.podnet(&["pod", "exec", "nosuchpod", "--", "true"]);
     assert!(!out.status.success(), "exec in a missing pod succeeded");
@@ -192,7 +208,11 @@ fn bad_input_conflicts_exec_and_logs() {
     let table = node.podnet_ok(&["pod", "list"]);
     let lines: Vec<&str> = table.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{table}");
+    assert_eq!(
+        header,
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{table}"
+    );
     let row: Vec<&str> = lines
         .iter()
         .find(|l| l.starts_with(&p))
@@ -202,7 +222,9 @@ fn bad_input_conflicts_exec_and_logs() {
     assert_eq!(&row[..4], [p.as_str(), "1/1", "Running", "0"], "{table}");
     let wide = node.podnet_ok(&["pod", "get", &p, "-o", "wide"]);
     assert!(
-        wide.lines().next().is_some_and(|h| h.contains("IP") && h.contains("NODE")),
+        wide.lines()
+            .next()
+            .is_some_and(|h| h.contains("IP") && h.contains("NODE")),
         "{wide}"
     );
     assert!(wide.contains(&ip), "pod get -o wide lacks {ip}: {wide}");
@@ -317,7 +339,9 @@ fn container_id_names_the_pod_process() {
         .unwrap_or_else(|| panic!("containerID {id:?} is not podnet://PID-STARTTIME"));
     assert!(alive(pid), "containerID {id}: no process {pid}");
     let inode = |path: &str| {
-        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        )
     };
     assert_eq!(
         inode(&format!("/proc/{pid}/ns/net")),
@@ -325,12 +349,57 @@ fn container_id_names_the_pod_process() {
         "process {pid} of containerID {id} is not in the pod's namespace"
     );
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    assert_eq!(comm.trim(), "sleep", "process {pid} is not the pod's command");
-    let start = id.rsplit_once('-').map(|(_, s)| s.to_string()).unwrap_or_default();
+    assert_eq!(
+        comm.trim(),
+        "sleep",
+        "process {pid} is not the pod's command"
+    );
+    let start = id
+        .rsplit_once('-')
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_default();
     assert!(
         !start.is_empty() && start.chars().all(|c| c.is_ascii_digit()),
         "containerID {id}: no start time"
     );
     assert_eq!(restarts(&pod), 0);
     assert!(ip_of(&pod).is_some());
+}
+
+/// `pod delete` waits until the pod is gone, as `kubectl delete` does: a
+/// new pod that takes the same name (a statefulset's) is not the deleted
+/// one, so the wait ends when the old pod's processes have stopped.
+#[test]
+fn delete_waits_for_the_pod_not_for_its_replacement() {
+    let _s = serial();
+    let node = Node::start();
+    let db = node.name("db");
+    node.podnet_ok(&[
+        "statefulset",
+        "create",
+        &db,
+        "--replicas",
+        "1",
+        "--service",
+        &db,
+        "--",
+        "sleep",
+        "infinity",
+    ]);
+    let p0 = format!("{db}-0");
+    let old = node.wait_running(&p0);
+    let pid = node.pid_of(&old);
+    let out = node.podnet(&["pod", "delete", &p0]);
+    assert!(
+        out.status.success(),
+        "pod delete {p0} (recreated by its statefulset): {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), format!("pod \"{p0}\" deleted\n"));
+    assert!(
+        !alive(pid),
+        "pod delete returned while {p0}'s process {pid} runs"
+    );
+    let new = node.wait_running(&p0);
+    assert_ne!(new["metadata"]["uid"], old["metadata"]["uid"]);
 }

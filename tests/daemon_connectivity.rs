@@ -455,7 +455,10 @@ fn an_existing_namespace_is_attached_as_a_pod() {
     // Running with an address, its only container a pause process in the
     // attached namespace (not in a `default.NAME` one of its own).
     let pod = node.wait_running(&ns);
-    assert_eq!(pod["metadata"]["annotations"]["podnet.io/netns"], path.as_str());
+    assert_eq!(
+        pod["metadata"]["annotations"]["podnet.io/netns"],
+        path.as_str()
+    );
     assert_eq!(pod["spec"]["containers"][0]["name"], "pause", "{pod}");
     let ip = daemon_support::ip_of(&pod).expect("an address");
     let pause = node.pid_of(&pod);

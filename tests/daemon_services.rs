@@ -109,7 +109,8 @@ fn endpoints_follow_labels() {
         .to_string();
     for i in 0..10 {
         let body = wait_for(SETTLE, || {
-            node.curl(&pod_netns(&client), &format!("http://{vip}/"), 5).ok()
+            node.curl(&pod_netns(&client), &format!("http://{vip}/"), 5)
+                .ok()
         })
         .unwrap_or_else(|| panic!("request {i} through {vip} never answered"));
         assert!(
@@ -264,7 +265,11 @@ fn killed_replica_leaves_the_service_and_a_deleted_one_is_replaced() {
     node.wait_endpoints(&svc, "the restarted pod is an endpoint again", |e| {
         e.len() == 3 && e.contains(&victim_ep)
     });
-    assert_eq!(node.deployment_pods(&web, 3), pods, "the deployment's pods changed");
+    assert_eq!(
+        node.deployment_pods(&web, 3),
+        pods,
+        "the deployment's pods changed"
+    );
 
     // Delete a replica: the deployment replaces it with a new pod, a new
     // name and an address no other pod had.
@@ -288,7 +293,11 @@ fn killed_replica_leaves_the_service_and_a_deleted_one_is_replaced() {
     // ... serves through the service, and the deleted one is no endpoint.
     let want = new[0].0.clone();
     wait_for(SETTLE, || {
-        (0..10).find_map(|_| node.curl(&client_ns, &url, 3).ok().filter(|b| who(b) == want))
+        (0..10).find_map(|_| {
+            node.curl(&client_ns, &url, 3)
+                .ok()
+                .filter(|b| who(b) == want)
+        })
     })
     .unwrap_or_else(|| panic!("the replacement {want} never answered through the service"));
     assert!(
@@ -451,7 +460,8 @@ fn client_blocked_on_a_dying_pod_gets_a_reset() {
     assert_reset(&verdict, "server pod SIGKILLed");
     // Never restarted: the pod failed.
     let p = wait_for(SETTLE, || {
-        node.pod(&server).filter(|p| daemon_support::phase(p) == "Failed")
+        node.pod(&server)
+            .filter(|p| daemon_support::phase(p) == "Failed")
     });
     assert!(p.is_some(), "{:?}", node.pod(&server));
 }

@@ -239,24 +239,41 @@ pub fn running(pod: &Value) -> bool {
         && !terminating(pod)
 }
 
-/// The process of a network namespace that none of its other processes
-/// started: a pod's container, wherever its parent is.
-fn namespace_root_process(ns: &str) -> Option<u32> {
-    let out = Command::new("ip").args(["netns", "pids", ns]).output().ok()?;
-    let pids: Vec<u32> = text(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
+/// The processes of a network namespace (a name under /var/run/netns or a
+/// path) that none of its other processes started: a pod's container (one,
+/// unless two copies run), wherever its parent is.
+fn namespace_root_processes(ns: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = if ns.starts_with('/') {
+        PathBuf::from(ns)
+    } else {
+        Path::new("/var/run/netns").join(ns)
+    };
+    let Ok(ino) = std::fs::metadata(&path).map(|m| m.ino()) else {
+        return Vec::new();
+    };
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pids: Vec<u32> = proc
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino)
+        })
         .collect();
     let parent = |pid: u32| -> Option<u32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
-    let roots: Vec<u32> = pids
-        .iter()
+    pids.iter()
         .copied()
         .filter(|p| alive(*p) && parent(*p).is_none_or(|pp| !pids.contains(&pp)))
-        .collect();
-    (roots.len() == 1).then(|| roots[0])
+        .collect()
 }
 
 /// One node: a namespace with a running `podnetd`, removed on drop.
@@ -617,12 +634,14 @@ impl Node {
             .as_str()
             .map(String::from)
             .unwrap_or_else(|| pod_netns(&name));
-        namespace_root_process(&ns).unwrap_or_else(|| {
-            panic!(
-                "pod {name}: no pid in containerID {} nor one root process in {ns}",
+        match namespace_root_processes(&ns)[..] {
+            [pid] => pid,
+            ref roots => panic!(
+                "pod {name}: no pid in containerID {}, and namespace {ns} has not one \
+                 first process but {roots:?} (two copies of the pod's process?)",
                 pod["status"]["containerStatuses"][0]["containerID"]
-            )
-        })
+            ),
+        }
     }
 
     /// Creates a service; returns its cluster IP.
@@ -677,7 +696,12 @@ impl Node {
     }
 
     /// Waits until the service's ready endpoints satisfy `done`; returns them.
-    pub fn wait_endpoints(&self, svc: &str, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    pub fn wait_endpoints(
+        &self,
+        svc: &str,
+        what: &str,
+        done: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         wait_for(SETTLE, || {
             let e = self.endpoints(svc);
             done(&e).then_some(e)

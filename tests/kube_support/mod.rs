@@ -15,9 +15,9 @@ use podnet::api::kube::KubeApi;
 use podnet::api::pki::Pki;
 use podnet::control::alloc::ClusterIps;
 use podnet::control::objects::Objects;
-use podnet::daemon::DaemonConfig;
 use podnet::control::store::engine::DEFAULT_HISTORY;
 use podnet::control::store::FileStore;
+use podnet::daemon::DaemonConfig;
 
 /// A running API server and its files.
 pub struct KubeServer {
