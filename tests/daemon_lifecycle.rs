@@ -629,3 +629,36 @@ print(n)
     // cannot frame, and this would fail.
     bulk(&node);
 }
+
+/// Two daemons on one host (two nodes of a test topology, or a test beside
+/// a real node): one starting, and one being reset, leave the other's pods
+/// (their network namespaces `default.NAME` and processes) alone.
+#[test]
+fn a_daemon_leaves_another_daemons_pods_alone() {
+    let _s = serial();
+    let a = Node::start();
+    let pod = a.name("mine");
+    a.run_pod(&pod, &[], &sleeper());
+    let pid = a.pod_pid(&pod);
+    let ns = pod_netns(&pod);
+    assert!(a.pod_namespaces().contains(&ns));
+
+    let mut b = Node::start();
+    let other = b.name("theirs");
+    b.run_pod(&other, &[], &sleeper());
+    b.wait_running(&other);
+    assert!(
+        a.pod_namespaces().contains(&ns) && alive(pid),
+        "starting another daemon removed {ns} or killed its process {pid}\n{}",
+        b.daemon_log()
+    );
+    b.podnet_ok(&["reset", "--force"]);
+    assert!(b.wait_daemon_exit(Duration::from_secs(60)).is_some());
+    assert!(
+        a.pod_namespaces().contains(&ns) && alive(pid),
+        "resetting another daemon removed {ns} or killed its process {pid}"
+    );
+    let p = a.wait_running(&pod);
+    assert_eq!(a.pid_of(&p), pid);
+    assert_eq!(restarts(&p), 0);
+}
