@@ -549,8 +549,18 @@ while time.monotonic() - t < 20:
         .unwrap_or_else(|| panic!("first answer: {first:?}"))
         .to_string();
     assert!(pods.contains_key(&first_pod), "answer from {first_pod:?}");
+    // The whole container dies: socat's forked children share its UDP
+    // socket and could answer for it.
     let pid = node.pod_pid(&first_pod);
     kill(pid, "KILL");
+    let netns = pod_netns(&first_pod);
+    if let Ok(o) = Command::new("ip").args(["netns", "pids", &netns]).output() {
+        for p in text(&o.stdout).split_whitespace() {
+            if let Ok(p @ 1..) = p.parse::<u32>() {
+                kill(p, "KILL");
+            }
+        }
+    }
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"\n").unwrap();
     drop(stdin);
