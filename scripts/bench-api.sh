@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kubernetes API figures of `podnetd --kube-api`, in a node namespace this
+# Kubernetes API figures of `podnetd`, in a node namespace this
 # script creates and removes (root), with the Python `kubernetes` client
 # and kubectl (installed when missing):
 #   api.create_pod_ms (and _p90)   POST of a pod -> Running, ready, with an IP (a real
@@ -44,7 +44,7 @@ cleanup_api() {
 }
 pn_cleanup_register cleanup_api
 pn_ns_add "$node"
-nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --kube-api --state-dir "$dir/state" \
+nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --state-dir "$dir/state" \
     --socket "$dir/podnet.sock" --admin-kubeconfig "$dir/admin.kubeconfig" \
     --api-listen 127.0.0.1:6443 --node-name bench-node >"$dir/podnetd.log" 2>&1 &
 daemon=$!

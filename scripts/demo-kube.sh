@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Kubernetes way, as a short demo (root): builds podnet, starts
-# `podnetd --kube-api` inside a network namespace made for it (so nothing
+# `podnetd` inside a network namespace made for it (so nothing
 # touches this host's routes), and drives it with the official kubectl and
 # nothing but KUBECONFIG: a Deployment and a Service from a manifest, a
 # rollout, requests through the cluster IP, a deleted pod replaced while a
@@ -35,7 +35,7 @@ pn_ns_add "$node"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 in_node() { nsenter --net="/var/run/netns/$node" "$@"; }
 
-nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --kube-api --state-dir "$dir/state" \
+nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --state-dir "$dir/state" \
     --socket "$dir/podnet.sock" --admin-kubeconfig "$dir/admin.kubeconfig" --node-name demo-node \
     >"$dir/podnetd.log" 2>&1 &
 daemon=$!
@@ -46,7 +46,7 @@ for ((i = 0; i < 300; i++)); do
     sleep 0.1
 done
 
-step "podnetd --kube-api in namespace $node; KUBECONFIG=$KUBECONFIG"
+step "podnetd in namespace $node; KUBECONFIG=$KUBECONFIG"
 in_node kubectl version
 in_node kubectl get nodes -o wide
 

@@ -1,20 +1,23 @@
 //! Root tests: the `podnet` CLI against a real podnetd. Bad input fails
 //! with a clear message and a non-zero exit; `pod exec` runs in the pod's
 //! namespace and passes the exit code through; `pod logs` shows the
-//! process's output.
+//! process's output; tables show the server's columns; a pod's
+//! `containerID` names its process.
 
 mod daemon_support;
 
 use std::time::Duration;
 
-use daemon_support::{serial, text, wait_for, Node};
+use daemon_support::{
+    alive, container_pid, ip_of, pod_netns, restarts, serial, text, wait_for, Node, SETTLE,
+};
 
 #[test]
 fn bad_input_conflicts_exec_and_logs() {
     let _s = serial();
     let mut node = Node::start();
 
-    // A port that is not a number.
+    // A port that is not a number: refused by the CLI (usage error).
     let x = node.name("x");
     let out = node.podnet(&[
         "service",
@@ -26,9 +29,10 @@ fn bad_input_conflicts_exec_and_logs() {
         "abc",
     ]);
     let err = text(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "--port abc succeeded: {}",
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--port abc: {}{err}",
         text(&out.stdout)
     );
     assert!(
@@ -39,7 +43,9 @@ fn bad_input_conflicts_exec_and_logs() {
         node.podnet(&["service", "get", &x]).status.code() != Some(0),
         "service {x} was created anyway"
     );
-    // Out of range, bad protocol, bad selector.
+    // Out of range, bad protocol, bad selector (the CLI's); a cluster IP
+    // outside the service CIDR, a name that is no DNS label, a missing
+    // object (the server's).
     for bad in [
         vec![
             "service",
@@ -82,6 +88,7 @@ fn bad_input_conflicts_exec_and_logs() {
         vec!["pod", "run", "Not_A_DNS_Label", "--", "sleep", "1"],
         vec!["deployment", "scale", "nosuchdeployment", "--replicas", "2"],
         vec!["pod", "get", "nosuchpod"],
+        vec!["pod", "delete", "nosuchpod"],
     ] {
         let out = node.podnet(&bad);
         let err = text(&out.stderr);
@@ -96,6 +103,24 @@ fn bad_input_conflicts_exec_and_logs() {
         );
         assert!(!err.contains("panicked"), "podnet {bad:?}: {err}");
     }
+    let out = node.podnet(&[
+        "service",
+        "create",
+        &x,
+        "--selector",
+        "app=x",
+        "--port",
+        "80",
+        "--cluster-ip",
+        "1.2.3.4",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("1.2.3.4") && err.contains("clusterIP"),
+        "{err}"
+    );
+    let out = node.podnet(&["pod", "get", "nosuchpod"]);
+    assert_eq!(text(&out.stderr), "error: pods \"nosuchpod\" not found\n");
     assert!(
         node.daemon_exited().is_none(),
         "the daemon died on bad input\n{}",
@@ -104,14 +129,14 @@ fn bad_input_conflicts_exec_and_logs() {
 
     // Creating a pod twice: conflict.
     let p = node.name("pod");
-    let script = "echo hello-from-$POD_NAME; echo to-stderr >&2; exec sleep 3600";
+    let script = "echo hello-from-$HOSTNAME; echo to-stderr >&2; exec sleep 3600";
     node.run_pod(&p, &["app=cli"], &["sh".into(), "-c".into(), script.into()]);
     let ip = node.pod_ip(&p);
     let out = node.podnet(&["pod", "run", &p, "--", "sleep", "1"]);
     let err = text(&out.stderr);
     assert!(!out.status.success(), "second pod run {p} succeeded");
     assert!(
-        err.contains("exists") || err.to_lowercase().contains("conflict"),
+        err.contains("already exists"),
         "not a conflict error: {err}"
     );
     assert_eq!(
@@ -146,19 +171,25 @@ fn bad_input_conflicts_exec_and_logs() {
         "--",
         "sh",
         "-c",
-        "echo $POD_NAME; ip route show default",
+        "echo $POD_NAME $POD_IP; ip route show default",
     ]);
     assert!(out.status.success());
+    let o = text(&out.stdout);
     assert!(
-        text(&out.stdout).contains("dev eth0"),
-        "default route in the pod: {}",
-        text(&out.stdout)
+        o.starts_with(&format!("{p} {ip}\n")),
+        "POD_NAME POD_IP: {o}"
     );
+    assert!(o.contains("dev eth0"), "default route in the pod: {o}");
     let out = node.podnet(&["pod", "exec", "nosuchpod", "--", "true"]);
     assert!(!out.status.success(), "exec in a missing pod succeeded");
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // pod logs: the process's stdout and stderr.
-    let logs = wait_for(Duration::from_secs(5), || {
+    let logs = wait_for(SETTLE, || {
         let l = text(&node.podnet(&["pod", "logs", &p]).stdout);
         (l.contains("to-stderr") && l.contains("hello-from")).then_some(l)
     })
@@ -170,24 +201,41 @@ fn bad_input_conflicts_exec_and_logs() {
     });
     assert!(
         logs.contains(&format!("hello-from-{p}")),
-        "POD_NAME not in the environment: {logs}"
+        "HOSTNAME (the pod name) not in the environment: {logs}"
     );
 
-    // The table output lists the pod with its address.
+    // The tables: kubectl's columns; the address in the wide one.
     let table = node.podnet_ok(&["pod", "list"]);
-    assert!(
-        table.contains(&p) && table.contains(&ip),
-        "pod list table: {table}"
+    let lines: Vec<&str> = table.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{table}"
     );
-    // Delete, then it is gone and its namespace too.
-    node.podnet_ok(&["pod", "delete", &p]);
-    wait_for(Duration::from_secs(10), || {
-        node.pod(&p).is_none().then_some(())
-    })
-    .unwrap_or_else(|| panic!("pod {p} still there after delete: {:?}", node.pod(&p)));
+    let row: Vec<&str> = lines
+        .iter()
+        .find(|l| l.starts_with(&p))
+        .unwrap_or_else(|| panic!("pod list lacks {p}: {table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..4], [p.as_str(), "1/1", "Running", "0"], "{table}");
+    let wide = node.podnet_ok(&["pod", "get", &p, "-o", "wide"]);
     assert!(
-        !node.pod_namespaces().contains(&p),
-        "namespace {p} left after delete"
+        wide.lines()
+            .next()
+            .is_some_and(|h| h.contains("IP") && h.contains("NODE")),
+        "{wide}"
+    );
+    assert!(wide.contains(&ip), "pod get -o wide lacks {ip}: {wide}");
+
+    // Delete: `pod "NAME" deleted` once it is gone, its namespace too.
+    let out = node.podnet_ok(&["pod", "delete", &p]);
+    assert_eq!(out, format!("pod \"{p}\" deleted\n"));
+    assert!(node.pod(&p).is_none(), "pod {p} still there after delete");
+    assert!(
+        !node.pod_namespaces().contains(&pod_netns(&p)),
+        "namespace of {p} left after delete"
     );
     assert!(
         node.daemon_exited().is_none(),
@@ -196,7 +244,7 @@ fn bad_input_conflicts_exec_and_logs() {
     );
 
     // The raw API: root-only socket; every bad request is a 4xx with a
-    // message, and the daemon keeps running.
+    // Kubernetes Status saying why, and the daemon keeps running.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&node.sock)
         .expect("socket")
@@ -206,24 +254,24 @@ fn bad_input_conflicts_exec_and_logs() {
     assert_eq!(mode, 0o600, "API socket mode {mode:o}");
     let sock = node.sock.display().to_string();
     for (method, path, body) in [
-        ("POST", "/v1/pods", "{not json"),
+        ("POST", "/api/v1/namespaces/default/pods", "{not json"),
         (
             "POST",
-            "/v1/pods",
-            r#"{"name":"ok","command":[],"bogus":1}"#,
+            "/api/v1/namespaces/default/pods",
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"ok"},"spec":{"containers":[]}}"#,
         ),
         (
             "POST",
-            "/v1/services",
-            r#"{"name":"s","selector":{"a":"b"},"ports":[{"port":0}]}"#,
+            "/api/v1/namespaces/default/services",
+            r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},"spec":{"selector":{"a":"b"},"ports":[{"port":0}]}}"#,
         ),
         (
             "POST",
-            "/v1/deployments",
-            r#"{"name":"d","replicas":100000,"command":["sleep","1"]}"#,
+            "/apis/apps/v1/namespaces/default/deployments",
+            r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":-1,"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"x"}]}}}}"#,
         ),
-        ("GET", "/v1/nosuchkind", ""),
-        ("DELETE", "/v1/nat", ""),
+        ("GET", "/api/v1/namespaces/default/nosuchkind", ""),
+        ("DELETE", "/podnet/v1/nat", ""),
     ] {
         let (o, timed_out) = daemon_support::run_timeout(
             {
@@ -231,7 +279,7 @@ fn bad_input_conflicts_exec_and_logs() {
                 c.args([
                     "-sS",
                     "-m",
-                    "3",
+                    "10",
                     "--unix-socket",
                     &sock,
                     "-X",
@@ -247,24 +295,22 @@ fn bad_input_conflicts_exec_and_logs() {
                 c.arg(format!("http://localhost{path}"));
                 c
             },
-            Duration::from_secs(5),
+            Duration::from_secs(15),
         );
         assert!(!timed_out, "{method} {path} hung");
         let reply = text(&o.stdout);
-        let code: u32 = reply
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim()
-            .parse()
-            .unwrap_or(0);
+        let (json, code) = reply.rsplit_once('\n').unwrap_or(("", &reply));
+        let code: u32 = code.trim().parse().unwrap_or(0);
         assert!(
             (400..500).contains(&code),
             "{method} {path} {body:?}: expected a 4xx, got {code}: {reply}"
         );
+        let status: serde_json::Value = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("{method} {path}: not a Status ({e}): {reply}"));
+        assert_eq!(status["kind"], "Status", "{method} {path}: {reply}");
         assert!(
-            reply.contains("error"),
-            "{method} {path}: no error message: {reply}"
+            status["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}: no message: {reply}"
         );
     }
     assert!(
@@ -273,4 +319,87 @@ fn bad_input_conflicts_exec_and_logs() {
         node.daemon_log()
     );
     node.podnet_ok(&["pod", "list"]);
+}
+
+/// `status.containerStatuses[0].containerID` is `podnet://PID-STARTTIME`:
+/// the pid of the pod's process (alive, in the pod's namespace), so a
+/// restart of the same pid number is told apart by its start time.
+#[test]
+fn container_id_names_the_pod_process() {
+    let _s = serial();
+    let node = Node::start();
+    let p = node.name("pid");
+    node.run_pod(&p, &[], &["sleep".into(), "3600".into()]);
+    let pod = node.wait_running(&p);
+    let id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let pid = container_pid(&pod)
+        .unwrap_or_else(|| panic!("containerID {id:?} is not podnet://PID-STARTTIME"));
+    assert!(alive(pid), "containerID {id}: no process {pid}");
+    let inode = |path: &str| {
+        std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        )
+    };
+    assert_eq!(
+        inode(&format!("/proc/{pid}/ns/net")),
+        inode(&format!("/var/run/netns/{}", pod_netns(&p))),
+        "process {pid} of containerID {id} is not in the pod's namespace"
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(
+        comm.trim(),
+        "sleep",
+        "process {pid} is not the pod's command"
+    );
+    let start = id
+        .rsplit_once('-')
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_default();
+    assert!(
+        !start.is_empty() && start.chars().all(|c| c.is_ascii_digit()),
+        "containerID {id}: no start time"
+    );
+    assert_eq!(restarts(&pod), 0);
+    assert!(ip_of(&pod).is_some());
+}
+
+/// `pod delete` waits until the pod is gone, as `kubectl delete` does: a
+/// new pod that takes the same name (a statefulset's) is not the deleted
+/// one, so the wait ends when the old pod's processes have stopped.
+#[test]
+fn delete_waits_for_the_pod_not_for_its_replacement() {
+    let _s = serial();
+    let node = Node::start();
+    let db = node.name("db");
+    node.podnet_ok(&[
+        "statefulset",
+        "create",
+        &db,
+        "--replicas",
+        "1",
+        "--service",
+        &db,
+        "--",
+        "sleep",
+        "infinity",
+    ]);
+    let p0 = format!("{db}-0");
+    let old = node.wait_running(&p0);
+    let pid = node.pid_of(&old);
+    let out = node.podnet(&["pod", "delete", &p0]);
+    assert!(
+        out.status.success(),
+        "pod delete {p0} (recreated by its statefulset): {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), format!("pod \"{p0}\" deleted\n"));
+    assert!(
+        !alive(pid),
+        "pod delete returned while {p0}'s process {pid} runs"
+    );
+    let new = node.wait_running(&p0);
+    assert_ne!(new["metadata"]["uid"], old["metadata"]["uid"]);
 }

@@ -5,9 +5,11 @@
 
 mod daemon_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use daemon_support::{serial, udp_pong_server, wait_for, whoami_server, Node};
+use daemon_support::{
+    alive, pod_netns, serial, udp_pong_server, wait_for, whoami_server, Node, SETTLE,
+};
 
 fn sleeper() -> Vec<String> {
     vec!["sleep".into(), "3600".into()]
@@ -27,6 +29,7 @@ fn pod_to_pod_pod_to_service_and_host_over_tcp_and_udp() {
     let udp_ip = node.pod_ip(&udp);
     let client_ip = node.pod_ip(&client);
     assert_ne!(web_ip, client_ip);
+    let client_ns = pod_netns(&client);
     let web_svc = node.name("websvc");
     let udp_svc = node.name("udpsvc");
     let web_vip = node.create_service(&web_svc, "app=web", &["80:8080"], &[]);
@@ -37,17 +40,17 @@ fn pod_to_pod_pod_to_service_and_host_over_tcp_and_udp() {
     );
 
     // pod -> pod, TCP
-    let body = node.curl_until_ok(&client, &format!("http://{web_ip}:8080/"));
+    let body = node.curl_until_ok(&client_ns, &format!("http://{web_ip}:8080/"));
     assert_eq!(body, format!("{web} {web_ip}"), "pod -> pod TCP answer");
     // pod -> pod, UDP
-    let pong = node.udp_until_ok(&client, &format!("{udp_ip}:9000"));
+    let pong = node.udp_until_ok(&client_ns, &format!("{udp_ip}:9000"));
     assert_eq!(pong.trim(), format!("pong {udp}"), "pod -> pod UDP answer");
     // pod -> service, TCP
-    let body = node.curl_until_ok(&client, &format!("http://{web_vip}/"));
+    let body = node.curl_until_ok(&client_ns, &format!("http://{web_vip}/"));
     assert_eq!(body, format!("{web} {web_ip}"), "pod -> service TCP answer");
     // pod -> service, UDP: the answer must come back from the VIP (socat's
     // connected UDP socket drops anything else), so reverse NAT works.
-    let pong = node.udp_until_ok(&client, &format!("{udp_vip}:53"));
+    let pong = node.udp_until_ok(&client_ns, &format!("{udp_vip}:53"));
     assert_eq!(
         pong.trim(),
         format!("pong {udp}"),
@@ -66,15 +69,28 @@ fn pod_to_pod_pod_to_service_and_host_over_tcp_and_udp() {
 
     // Several requests in a row all succeed (no flaky first-packet-only path).
     for i in 0..10 {
-        node.curl(&client, &format!("http://{web_vip}/"), 2)
+        node.curl(&client_ns, &format!("http://{web_vip}/"), 5)
             .unwrap_or_else(|e| panic!("request {i} through the service: {e}"));
     }
 
-    // The NAT table shows the service and its backend.
-    let nat = node.json(&["nat", "list"]).to_string();
+    // The NAT table shows the service (NAMESPACE/NAME) and its backend.
+    let nat = node.json(&["nat", "list"]);
+    let rule = nat
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["frontend"] == format!("{web_vip}:80/TCP"))
+        .unwrap_or_else(|| panic!("nat list lacks {web_vip}:80/TCP: {nat}"));
+    assert_eq!(rule["service"], format!("default/{web_svc}"), "{rule}");
+    assert_eq!(
+        rule["backends"][0]["address"],
+        format!("{web_ip}:8080"),
+        "{rule}"
+    );
+    let table = node.podnet_ok(&["nat", "list"]);
     assert!(
-        nat.contains(&web_vip) && nat.contains(&web_ip),
-        "nat list lacks {web_vip} -> {web_ip}: {nat}"
+        table.starts_with("FRONTEND") && table.contains(&format!("default/{web_svc}")),
+        "nat list table: {table}"
     );
     // Conntrack shows the client's flows.
     let ct = node.json(&["conntrack", "list"]).to_string();
@@ -94,21 +110,22 @@ fn hairpin_pod_reaches_itself_through_its_own_service() {
     let ip = node.pod_ip(&web);
     let svc = node.name("hpsvc");
     let vip = node.create_service(&svc, &label, &["80:8080"], &[]);
-    assert_eq!(
-        node.endpoints(&svc),
-        vec![format!("{ip}:8080")],
-        "the only endpoint"
-    );
-    let body = node.curl_until_ok(&web, &format!("http://{vip}/"));
+    node.wait_endpoints(&svc, "the pod is the only endpoint", |e| {
+        e == [format!("{ip}:8080")]
+    });
+    let body = node.curl_until_ok(&pod_netns(&web), &format!("http://{vip}/"));
     assert_eq!(body, format!("{web} {ip}"), "hairpin answer");
     for i in 0..5 {
-        node.curl(&web, &format!("http://{vip}/"), 2)
+        node.curl(&pod_netns(&web), &format!("http://{vip}/"), 5)
             .unwrap_or_else(|e| panic!("hairpin request {i}: {e}"));
     }
 }
 
+/// A service without endpoints refuses, as a kernel router would: TCP gets
+/// a reset (ECONNREFUSED) and UDP an ICMP port unreachable, well before the
+/// clients' own timeouts, from a pod and from the host.
 #[test]
-fn service_without_endpoints_refuses_at_once() {
+fn service_without_endpoints_refuses() {
     let _s = serial();
     let node = Node::start();
     let client = node.name("cli");
@@ -122,62 +139,65 @@ fn service_without_endpoints_refuses_at_once() {
         &[],
     );
     assert!(node.endpoints(&svc).is_empty());
+    // The NAT table has the frontend, without backends (a reject rule).
+    wait_for(SETTLE, || {
+        let nat = node.json(&["nat", "list"]);
+        nat.as_array()?
+            .iter()
+            .find(|r| r["frontend"] == format!("{vip}:80/TCP"))
+            .filter(|r| r["backends"].as_array().is_none_or(|b| b.is_empty()))
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("no reject rule for {vip}: {}", node.json(&["nat", "list"])));
 
-    for ns in [client.as_str(), node.ns.as_str()] {
-        // TCP: ECONNREFUSED (an RST), well within 1 s.
+    for ns in [pod_netns(&client), node.ns.clone()] {
+        // TCP: ECONNREFUSED (an RST), not the client's 20 s timeout.
         let code = format!(
-            r#"import socket, time, sys
-s = socket.socket(); s.settimeout(3)
-t = time.monotonic()
+            r#"import socket
+s = socket.socket(); s.settimeout(20)
 try:
     s.connect(("{vip}", 80)); print("connected")
 except ConnectionRefusedError:
-    print("refused %.3f" % (time.monotonic() - t))
+    print("refused")
 except Exception as e:
-    print("other %r %.3f" % (e, time.monotonic() - t))
+    print("other %r" % e)
 "#
         );
-        let (out, err, ok) = node.python(ns, &code, Duration::from_secs(6));
+        let (out, err, ok) = node.python(&ns, &code, Duration::from_secs(30));
         assert!(ok, "python in {ns}: {err}");
-        let secs: f64 = out
-            .strip_prefix("refused ")
-            .unwrap_or_else(|| panic!("TCP to a service without endpoints from {ns}: expected ECONNREFUSED, got {out:?}"))
-            .trim()
-            .parse()
-            .expect("seconds");
-        assert!(secs < 1.0, "TCP refusal from {ns} took {secs} s");
+        assert_eq!(
+            out.trim(),
+            "refused",
+            "TCP to a service without endpoints from {ns}: expected ECONNREFUSED"
+        );
 
         // UDP: ICMP port unreachable -> ConnectionRefusedError on recv.
         let code = format!(
-            r#"import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+            r#"import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(20)
 s.connect(("{vip}", 53))
-t = time.monotonic()
 try:
     s.send(b"x"); s.recv(100); print("answered")
 except ConnectionRefusedError:
-    print("refused %.3f" % (time.monotonic() - t))
+    print("refused")
 except Exception as e:
-    print("other %r %.3f" % (e, time.monotonic() - t))
+    print("other %r" % e)
 "#
         );
-        let (out, err, ok) = node.python(ns, &code, Duration::from_secs(6));
+        let (out, err, ok) = node.python(&ns, &code, Duration::from_secs(30));
         assert!(ok, "python in {ns}: {err}");
-        let secs: f64 = out
-            .strip_prefix("refused ")
-            .unwrap_or_else(|| panic!("UDP to a service without endpoints from {ns}: expected ICMP port unreachable (ConnectionRefusedError), got {out:?}"))
-            .trim()
-            .parse()
-            .expect("seconds");
-        assert!(secs < 1.0, "UDP refusal from {ns} took {secs} s");
+        assert_eq!(
+            out.trim(),
+            "refused",
+            "UDP to a service without endpoints from {ns}: expected ICMP port unreachable"
+        );
     }
 
-    // curl sees "connection refused" (exit 7) quickly, too.
-    let t = Instant::now();
+    // curl sees "connection refused" (exit 7), not its timeout (28).
     let (out, _) = node.exec_in(
-        &client,
-        &["curl", "-sS", "-m", "3", &format!("http://{vip}/")],
-        Duration::from_secs(6),
+        &pod_netns(&client),
+        &["curl", "-sS", "-m", "20", &format!("http://{vip}/")],
+        Duration::from_secs(30),
     );
     assert_eq!(
         out.status.code(),
@@ -185,10 +205,17 @@ except Exception as e:
         "curl exit code (7 = connection refused): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The refusals were the daemon's own answers (a reply, not a drop).
+    let stats = node.json(&["stats"]);
+    let replies = stats
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "replies")
+        .unwrap_or_else(|| panic!("no replies counter in {stats}"));
     assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "curl refusal took {:?}",
-        t.elapsed()
+        replies["value"].as_u64() >= Some(5),
+        "refusals not counted as replies: {stats}"
     );
 }
 
@@ -217,15 +244,16 @@ while True:
     let web_ip = node.pod_ip(&web);
     let sink_ip = node.pod_ip(&sink);
     let own_ip = node.pod_ip(&spoofer);
+    let spoof_ns = pod_netns(&spoofer);
     let fake = "10.244.0.200";
     for ip in [&web_ip, &sink_ip, &own_ip] {
         assert_ne!(ip, fake, "test assumes {fake} is no pod's address");
     }
     // The normal address works.
-    node.curl_until_ok(&spoofer, &format!("http://{web_ip}:8080/"));
+    node.curl_until_ok(&spoof_ns, &format!("http://{web_ip}:8080/"));
     // Add a second address to eth0 inside the pod and send from it.
     let (out, _) = node.exec_in(
-        &spoofer,
+        &spoof_ns,
         &["ip", "addr", "add", &format!("{fake}/32"), "dev", "eth0"],
         Duration::from_secs(5),
     );
@@ -236,7 +264,7 @@ while True:
     );
 
     let r = node.curl_args(
-        &spoofer,
+        &spoof_ns,
         &format!("http://{web_ip}:8080/"),
         2,
         &["--interface", fake],
@@ -248,27 +276,27 @@ while True:
     // Spoofed UDP must not reach the sink at all (the answer could not come
     // back anyway, so look at what the sink received).
     node.udp_send(
-        &spoofer,
+        &spoof_ns,
         &format!("{sink_ip}:9000"),
         "spoofed",
         &format!(",bind={fake}"),
     );
     node.udp_send(
-        &spoofer,
+        &spoof_ns,
         &format!("{sink_ip}:9000"),
         "spoofed",
         &format!(",bind={fake}"),
     );
     // ... while the pod's own address still works.
-    node.curl(&spoofer, &format!("http://{web_ip}:8080/"), 2)
+    node.curl(&spoof_ns, &format!("http://{web_ip}:8080/"), 2)
         .expect("the pod's own address still works");
     node.udp_send(
-        &spoofer,
+        &spoof_ns,
         &format!("{sink_ip}:9000"),
         "legit",
         &format!(",bind={own_ip}"),
     );
-    let logs = daemon_support::wait_for(Duration::from_secs(5), || {
+    let logs = wait_for(SETTLE, || {
         let l = daemon_support::text(&node.podnet(&["pod", "logs", &sink]).stdout);
         l.contains("got legit").then_some(l)
     })
@@ -291,7 +319,7 @@ while True:
         .args(["netns", "exec", &node.ns, "python3", "-u", "-c"])
         .arg(
             r#"import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("", 9100)); s.settimeout(3)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("", 9100)); s.settimeout(10)
 print("ready", flush=True)
 try:
     while True:
@@ -304,15 +332,23 @@ except socket.timeout:
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3 listener in the node namespace");
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait for "ready" before sending.
+    let mut listener = listener;
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(listener.stdout.as_mut().expect("piped")),
+        &mut ready,
+    )
+    .expect("listener output");
+    assert_eq!(ready.trim(), "ready");
     node.udp_send(
-        &spoofer,
+        &spoof_ns,
         "10.244.0.1:9100",
         "spoofed",
         &format!(",bind={fake}"),
     );
     node.udp_send(
-        &spoofer,
+        &spoof_ns,
         "10.244.0.1:9100",
         "legit",
         &format!(",bind={own_ip}"),
@@ -328,12 +364,20 @@ except socket.timeout:
         !host_log.contains("spoofed"),
         "a spoofed datagram reached the host: {host_log}"
     );
-    // No flow from the fake address was tracked.
+    // No flow from the fake address was tracked; the drops were counted.
     let ct = node.json(&["conntrack", "list"]).to_string();
     assert!(
         !ct.contains(fake),
         "conntrack has a flow from the spoofed address: {ct}"
     );
+    let stats = node.json(&["stats"]);
+    let spoofed = stats
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "dropped.spoofed")
+        .unwrap_or_else(|| panic!("no dropped.spoofed counter in {stats}"));
+    assert!(spoofed["value"].as_u64() > Some(0), "{stats}");
 }
 
 #[test]
@@ -361,11 +405,11 @@ fn bulk_tcp_through_the_service_with_iperf3() {
     let svc = node.name("svc");
     let vip = node.create_service(&svc, &label, &["5201:5201"], &[]);
     let mut last = String::new();
-    let ok = daemon_support::wait_for(Duration::from_secs(15), || {
-        let (o, _) = node.exec_in(
+    let ok = wait_for(SETTLE, || {
+        let (o, _) = node.exec_pod(
             &client,
             &["iperf3", "-c", &vip, "-p", "5201", "-t", "2", "-J"],
-            Duration::from_secs(8),
+            Duration::from_secs(20),
         );
         let out = daemon_support::text(&o.stdout);
         if o.status.success() {
@@ -383,7 +427,8 @@ fn bulk_tcp_through_the_service_with_iperf3() {
 
 /// `pod attach`: a namespace made by someone else (as a container runtime
 /// hands one to CNI) becomes a pod: it gets an address, eth0 and a route,
-/// joins services by label, and on delete loses eth0 but keeps existing.
+/// a pause process, joins services by label, and on delete loses eth0 (and
+/// its pause process) but keeps existing.
 #[test]
 fn an_existing_namespace_is_attached_as_a_pod() {
     let _s = serial();
@@ -405,33 +450,55 @@ fn an_existing_namespace_is_attached_as_a_pod() {
     run(&["netns", "add", &ns]);
     run(&["-n", &ns, "link", "set", "lo", "up"]);
     let label = format!("app={ns}");
-    node.podnet_ok(&["pod", "attach", &ns, "--netns", &path, "--label", &label]);
-    // No process of its own: Running with an address, without a pid.
-    let pod = node.pod(&ns).expect("attached pod listed");
-    assert_eq!(pod["phase"], "Running", "{pod}");
-    assert!(pod["pid"].is_null(), "{pod}");
-    let ip = pod["ip"].as_str().expect("an address").to_string();
+    let out = node.podnet_ok(&["pod", "attach", &ns, "--netns", &path, "--label", &label]);
+    assert_eq!(out, format!("pod/{ns} created\n"));
+    // Running with an address, its only container a pause process in the
+    // attached namespace (not in a `default.NAME` one of its own).
+    let pod = node.wait_running(&ns);
+    assert_eq!(
+        pod["metadata"]["annotations"]["podnet.io/netns"],
+        path.as_str()
+    );
+    assert_eq!(pod["spec"]["containers"][0]["name"], "pause", "{pod}");
+    let ip = daemon_support::ip_of(&pod).expect("an address");
+    let pause = node.pid_of(&pod);
+    assert!(alive(pause), "pause process {pause} of {ns}");
+    let pids = run(&["netns", "pids", &ns]);
+    assert!(
+        pids.split_whitespace().any(|p| p == pause.to_string()),
+        "pause process {pause} is not in {ns}: {pids}"
+    );
+    assert!(
+        !node.pod_namespaces().contains(&pod_netns(&ns)),
+        "an attached pod got a namespace of its own"
+    );
     assert!(run(&["-n", &ns, "-4", "addr", "show", "dev", "eth0"]).contains(&ip));
     assert!(run(&["-n", &ns, "route"]).contains("default dev eth0"));
     // Its workload is started by whoever owns the namespace.
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", &ns])
         .args(whoami_server(8080))
-        .env("POD_NAME", &ns)
-        .env("POD_IP", &ip)
+        .env("HOSTNAME", &ns)
         .spawn()
         .expect("server");
     let svc = node.name("attsvc");
     let vip = node.create_service(&svc, &label, &["80:8080"], &[]);
     let body = node.curl_until_ok(&node.ns, &format!("http://{vip}/"));
     assert_eq!(body, format!("{ns} {ip}"));
-    node.podnet_ok(&["pod", "delete", &ns]);
-    let gone = wait_for(Duration::from_secs(5), || {
-        node.pod(&ns).is_none().then_some(())
-    });
+    // `pod delete` waits until the pod is gone.
+    let out = node.podnet(&["pod", "delete", &ns]);
     let _ = server.kill();
     let _ = server.wait();
-    assert!(gone.is_some(), "attached pod not deleted");
+    assert!(
+        out.status.success(),
+        "pod delete {ns}: {}",
+        daemon_support::text(&out.stderr)
+    );
+    assert_eq!(
+        daemon_support::text(&out.stdout),
+        format!("pod \"{ns}\" deleted\n")
+    );
+    assert!(node.pod(&ns).is_none(), "attached pod still listed");
     assert!(
         std::path::Path::new(&path).exists(),
         "an attached namespace is not podnet's to remove"
@@ -439,6 +506,10 @@ fn an_existing_namespace_is_attached_as_a_pod() {
     assert!(
         !run(&["-n", &ns, "link"]).contains("eth0"),
         "eth0 stays after delete"
+    );
+    assert!(
+        wait_for(SETTLE, || (!alive(pause)).then_some(())).is_some(),
+        "the pause process {pause} outlived its pod"
     );
 }
 
@@ -458,12 +529,16 @@ fn offloads_are_on_by_default_and_off_by_flag() {
         node.wait_running(&client);
         assert_eq!(node.vnet_hdr(&node.ns, "podnet0"), on, "podnet0 {flags:?}");
         for pod in [&web, &client] {
-            assert_eq!(node.vnet_hdr(pod, "eth0"), on, "{pod} eth0 {flags:?}");
+            assert_eq!(
+                node.vnet_hdr(&pod_netns(pod), "eth0"),
+                on,
+                "{pod} eth0 {flags:?}"
+            );
         }
         let ip = node.pod_ip(&web);
         let svc = node.name("svc");
         let vip = node.create_service(&svc, &label, &["80:8080"], &[]);
-        let body = node.curl_until_ok(&client, &format!("http://{vip}/"));
+        let body = node.curl_until_ok(&pod_netns(&client), &format!("http://{vip}/"));
         assert_eq!(body, format!("{web} {ip}"), "pod -> service {flags:?}");
         let body = node.curl_until_ok(&node.ns, &format!("http://{ip}:8080/"));
         assert_eq!(body, format!("{web} {ip}"), "host -> pod {flags:?}");

@@ -1,13 +1,49 @@
 //! Root tests: lifecycles. A statefulset's pods come in order with stable
 //! names and addresses; the daemon survives SIGKILL and SIGTERM restarts
-//! with pods and services intact; `podnet reset` removes everything.
+//! with pods (same processes), addresses and services intact; `podnet
+//! reset` removes everything; workloads scale.
 
 mod daemon_support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use daemon_support::{alive, kill, serial, text, wait_for, whoami_server, Node};
+use daemon_support::{
+    alive, ip_of, kill, name_of, phase, pod_netns, restarts, running, serial, text, wait_for,
+    whoami_server, Node, POD_START, RESTART, SETTLE,
+};
+use serde_json::Value;
+
+fn sleeper() -> Vec<String> {
+    vec!["sleep".into(), "3600".into()]
+}
+
+/// `podnet statefulset create NAME --replicas N --service SVC [--label L] -- CMD`.
+fn create_statefulset(
+    node: &Node,
+    name: &str,
+    replicas: u32,
+    svc: &str,
+    label: Option<&str>,
+    cmd: &[String],
+) {
+    let n = replicas.to_string();
+    let mut args: Vec<&str> = vec![
+        "statefulset",
+        "create",
+        name,
+        "--replicas",
+        &n,
+        "--service",
+        svc,
+    ];
+    if let Some(l) = label {
+        args.extend(["--label", l]);
+    }
+    args.push("--");
+    args.extend(cmd.iter().map(String::as_str));
+    node.podnet_ok(&args);
+}
 
 #[test]
 fn statefulset_pods_come_in_order_and_keep_name_and_address() {
@@ -17,91 +53,78 @@ fn statefulset_pods_come_in_order_and_keep_name_and_address() {
     let dbsvc = node.name("dbsvc");
     let label = format!("app={db}");
     let vip = node.create_service(&dbsvc, &label, &["80:8080"], &[]);
-    let mut args: Vec<String> = [
-        "statefulset",
-        "create",
-        &db,
-        "--replicas",
-        "2",
-        "--service",
-        &dbsvc,
-        "--label",
-        &label,
-        "--",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    args.extend(whoami_server(8080));
-    node.podnet_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    create_statefulset(&node, &db, 2, &dbsvc, Some(&label), &whoami_server(8080));
     let p0 = format!("{db}-0");
     let p1 = format!("{db}-1");
     // Ordered: db-1 never exists before db-0 runs.
-    let start = Instant::now();
-    loop {
+    let mut seen = Vec::new();
+    wait_for(POD_START * 2, || {
         let a = node.pod(&p0);
         let b = node.pod(&p1);
-        if let Some(bv) = &b {
-            let a = a
-                .as_ref()
-                .unwrap_or_else(|| panic!("{p1} exists before {p0}"));
-            assert!(
-                a["phase"] == "Running" || a["restarts"].as_u64() > Some(0),
-                "{p1} created while {p0} is {}",
-                a["phase"]
-            );
-            if bv["phase"] == "Running" {
-                break;
-            }
-        }
+        seen.push(format!(
+            "{:?} {:?}",
+            a.as_ref().map(|p| phase(p).to_string()),
+            b.as_ref().map(|p| phase(p).to_string())
+        ));
+        let bv = b?;
+        let a = a.unwrap_or_else(|| panic!("{p1} exists before {p0}"));
         assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "statefulset pods not running in 10 s: {a:?} {b:?}\n{}",
-            node.daemon_log()
+            running(&a) || restarts(&a) > 0,
+            "{p1} created while {p0} is {}: {a}",
+            phase(&a)
         );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let s = node.json(&["statefulset", "get", &db]);
-    let pods: Vec<&str> = s["pods"]
-        .as_array()
-        .expect("pods")
-        .iter()
-        .filter_map(|p| p.as_str())
-        .collect();
-    assert_eq!(
-        pods,
-        vec![p0.as_str(), p1.as_str()],
-        "statefulset pods: {s}"
-    );
+        running(&bv).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "statefulset pods not running: {seen:?}\n{}",
+            node.daemon_log()
+        )
+    });
+    let st = wait_for(SETTLE, || {
+        let s = node.json(&["statefulset", "get", &db]);
+        (s["status"]["readyReplicas"] == 2).then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "statefulset never reported 2 ready replicas: {}",
+            node.json(&["statefulset", "get", &db])
+        )
+    });
+    assert_eq!(st["spec"]["serviceName"], dbsvc.as_str(), "{st}");
     let a0 = node.wait_running(&p0);
     let a1 = node.wait_running(&p1);
-    let ip0 = a0["ip"].as_str().unwrap().to_string();
-    let ip1 = a1["ip"].as_str().unwrap().to_string();
-    assert!(
-        a0["created"].as_u64() <= a1["created"].as_u64(),
-        "{p0} created after {p1}"
-    );
+    let ip0 = ip_of(&a0).unwrap();
+    let ip1 = ip_of(&a1).unwrap();
+    let created = |p: &Value| {
+        p["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(created(&a0) <= created(&a1), "{p0} created after {p1}");
     assert_ne!(ip0, ip1);
     node.curl_until_ok(&node.ns, &format!("http://{ip0}:8080/"));
     node.curl_until_ok(&node.ns, &format!("http://{ip1}:8080/"));
 
-    // Kill db-0 with SIGKILL: it comes back with the same name and address.
-    let pid0 = a0["pid"].as_u64().unwrap() as u32;
+    // Kill db-0's process with SIGKILL: it is restarted in place (after the
+    // kubelet's back-off), with the same name and address.
+    let pid0 = node.pid_of(&a0);
+    let pid1 = node.pid_of(&a1);
     kill(pid0, "KILL");
-    let back = wait_for(Duration::from_secs(10), || {
-        node.pod(&p0).filter(|p| {
-            p["phase"] == "Running" && p["pid"].as_u64().is_some_and(|pid| pid as u32 != pid0)
-        })
+    let back = wait_for(RESTART, || {
+        node.pod(&p0)
+            .filter(|p| running(p) && restarts(p) >= 1 && node.pid_of(p) != pid0)
     })
     .unwrap_or_else(|| {
         panic!(
-            "{p0} did not come back in 10 s: {:?}\n{}",
+            "{p0} was not restarted: {:?}\n{}",
             node.pod(&p0),
             node.daemon_log()
         )
     });
     assert_eq!(
-        back["ip"].as_str(),
+        ip_of(&back).as_deref(),
         Some(ip0.as_str()),
         "{p0} came back with another address: {back}"
     );
@@ -113,37 +136,71 @@ fn statefulset_pods_come_in_order_and_keep_name_and_address() {
     );
     // db-1 untouched.
     let b1 = node.wait_running(&p1);
-    assert_eq!(b1["ip"].as_str(), Some(ip1.as_str()));
-    assert_eq!(b1["pid"], a1["pid"], "{p1} was restarted too");
+    assert_eq!(ip_of(&b1), Some(ip1.clone()));
+    assert_eq!(node.pid_of(&b1), pid1, "{p1} was restarted too");
+    assert_eq!(restarts(&b1), 0, "{b1}");
     // The service has both endpoints again.
-    let eps = wait_for(Duration::from_secs(5), || {
-        let mut e = node.endpoints(&dbsvc);
-        e.sort();
-        (e.len() == 2).then_some(e)
-    })
-    .unwrap_or_else(|| panic!("endpoints {:?}", node.endpoints(&dbsvc)));
-    let mut want = vec![format!("{ip0}:8080"), format!("{ip1}:8080")];
-    want.sort();
-    assert_eq!(eps, want);
+    node.wait_endpoints(&dbsvc, "both pods are endpoints", |e| {
+        let mut want = vec![format!("{ip0}:8080"), format!("{ip1}:8080")];
+        want.sort();
+        e == want
+    });
     node.curl_until_ok(&node.ns, &format!("http://{vip}/"));
+
+    // Delete db-1: the statefulset makes a new pod of the same name, which
+    // keeps the address. (`--wait=false`: whether `pod delete` returns when
+    // the old pod is gone although a new one took its name is
+    // daemon_cli's `delete_waits_for_the_pod_not_for_its_replacement`.)
+    let uid1 = b1["metadata"]["uid"].clone();
+    node.podnet_ok(&["pod", "delete", &p1, "--wait=false"]);
+    let new1 = wait_for(POD_START, || {
+        node.pod(&p1)
+            .filter(|p| running(p) && p["metadata"]["uid"] != uid1)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{p1} was not recreated: {:?}\n{}",
+            node.pod(&p1),
+            node.daemon_log()
+        )
+    });
+    assert_eq!(
+        ip_of(&new1).as_deref(),
+        Some(ip1.as_str()),
+        "the recreated {p1} has another address: {new1}"
+    );
+    let body = node.curl_until_ok(&node.ns, &format!("http://{ip1}:8080/"));
+    assert_eq!(body, format!("{p1} {ip1}"));
 }
 
-/// Pods, their addresses and pids as the daemon reports them.
-fn snapshot(node: &Node) -> BTreeMap<String, (String, u64)> {
-    let list = node.json(&["pod", "list"]);
-    list.as_array()
-        .expect("pod list is an array")
+/// Pods, their addresses and pids as the daemon reports them, once every
+/// pod runs.
+fn snapshot(node: &Node) -> BTreeMap<String, (String, u32)> {
+    node.pods()
         .iter()
         .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_string(),
-                (
-                    p["ip"].as_str().unwrap_or("").to_string(),
-                    p["pid"].as_u64().unwrap_or(0),
-                ),
-            )
+            let pid = if running(p) { node.pid_of(p) } else { 0 };
+            (name_of(p), (ip_of(p).unwrap_or_default(), pid))
         })
         .collect()
+}
+
+/// Waits until `n` pods exist and all run; their snapshot.
+fn running_snapshot(node: &Node, n: usize) -> BTreeMap<String, (String, u32)> {
+    wait_for(POD_START, || {
+        let pods = node.pods();
+        (pods.len() == n && pods.iter().all(running)).then(|| snapshot(node))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not {n} running pods: {:?}\n{}",
+            node.pods()
+                .iter()
+                .map(|p| (name_of(p), phase(p).to_string()))
+                .collect::<Vec<_>>(),
+            node.daemon_log()
+        )
+    })
 }
 
 fn restart_keeps_pods_and_services(sig: &str) {
@@ -151,53 +208,27 @@ fn restart_keeps_pods_and_services(sig: &str) {
     let mut node = Node::start();
     let web = node.name("web");
     let label = format!("app={web}");
-    let mut args: Vec<String> = [
-        "deployment",
-        "create",
-        &web,
-        "--replicas",
-        "2",
-        "--label",
-        &label,
-        "--",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    args.extend(whoami_server(8080));
-    node.podnet_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    node.create_deployment(&web, 2, &whoami_server(8080));
     let solo = node.name("solo");
     node.run_pod(&solo, &[&label], &whoami_server(8080));
     let svc = node.name("svc");
     let vip = node.create_service(&svc, &label, &["80:8080"], &[]);
     let client = node.name("cli");
-    node.run_pod(&client, &[], &["sleep".to_string(), "3600".to_string()]);
+    let client_ns = pod_netns(&client);
+    node.run_pod(&client, &[], &sleeper());
     node.wait_running(&client);
-    wait_for(Duration::from_secs(10), || {
-        (snapshot(&node).len() == 4 && node.endpoints(&svc).len() == 3).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "pods {:?} endpoints {:?}",
-            snapshot(&node),
-            node.endpoints(&svc)
-        )
-    });
-    let before = snapshot(&node);
+    let before = running_snapshot(&node, 4);
+    node.wait_endpoints(&svc, "three endpoints", |e| e.len() == 3);
     for (name, (ip, _)) in &before {
         if name != &client {
-            node.curl_until_ok(&client, &format!("http://{ip}:8080/"));
+            node.curl_until_ok(&client_ns, &format!("http://{ip}:8080/"));
         }
     }
-    node.curl_until_ok(&client, &format!("http://{vip}/"));
-    let eps_before = {
-        let mut e = node.endpoints(&svc);
-        e.sort();
-        e
-    };
+    node.curl_until_ok(&client_ns, &format!("http://{vip}/"));
+    let eps_before = node.endpoints(&svc);
 
-    let st = node.signal_daemon(sig, Duration::from_secs(10));
-    assert!(st.is_some(), "podnetd did not exit within 10 s of SIG{sig}");
+    let st = node.signal_daemon(sig, Duration::from_secs(30));
+    assert!(st.is_some(), "podnetd did not exit within 30 s of SIG{sig}");
     if sig == "TERM" {
         assert!(
             st.unwrap().success(),
@@ -208,94 +239,83 @@ fn restart_keeps_pods_and_services(sig: &str) {
     // Pods are still alive, in their namespaces, while the daemon is down.
     for (name, (_, pid)) in &before {
         assert!(
-            alive(*pid as u32),
+            alive(*pid),
             "pod {name} (pid {pid}) died with the daemon (SIG{sig})"
         );
         assert!(
-            node.pod_namespaces().contains(name),
+            node.pod_namespaces().contains(&pod_netns(name)),
             "namespace of {name} gone after SIG{sig}"
         );
     }
 
-    let restarted = Instant::now();
     node.start_daemon();
-    let after = snapshot(&node);
-    // Reattached by name with the same flags as at creation.
-    let offload = node.offload();
-    assert_eq!(node.vnet_hdr(&node.ns, "podnet0"), offload, "podnet0");
-    for name in before.keys() {
-        assert_eq!(
-            node.vnet_hdr(name, "eth0"),
-            offload,
-            "{name}'s eth0 reattached with other offload flags"
-        );
-    }
+    // The same pods, addresses and processes: adopted, not restarted.
+    let after = running_snapshot(&node, 4);
     assert_eq!(
         after,
         before,
         "after a SIG{sig} restart the pods (name -> ip, pid) changed\n{}",
         node.daemon_log()
     );
-    // The service answers again within a few seconds, with the same VIP and endpoints.
+    for p in node.pods() {
+        assert_eq!(
+            restarts(&p),
+            0,
+            "{} restarted across the daemon restart",
+            name_of(&p)
+        );
+    }
+    // Reattached with the same offload flags as at creation.
+    let offload = node.offload();
+    assert!(node.wait_vnet_hdr(&node.ns, "podnet0", offload), "podnet0");
+    for name in before.keys() {
+        assert!(
+            node.wait_vnet_hdr(&pod_netns(name), "eth0", offload),
+            "{name}'s eth0 reattached with other offload flags"
+        );
+    }
+    // The service answers again, with the same VIP and endpoints.
     let svc_after = node.json(&["service", "get", &svc]);
-    assert_eq!(svc_after["clusterIP"].as_str(), Some(vip.as_str()));
-    let body = wait_for(Duration::from_secs(5), || {
-        node.curl(&client, &format!("http://{vip}/"), 1).ok()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "service {vip} did not answer within 5 s of the restart\n{}",
-            node.daemon_log()
-        )
+    assert_eq!(svc_after["spec"]["clusterIP"].as_str(), Some(vip.as_str()));
+    node.curl_until_ok(&client_ns, &format!("http://{vip}/"));
+    node.wait_endpoints(&svc, "the endpoints of before the restart", |e| {
+        e == eps_before
     });
-    eprintln!(
-        "SIG{sig}: service answered {:?} after the restart ({body})",
-        restarted.elapsed()
-    );
-    let mut eps = node.endpoints(&svc);
-    eps.sort();
-    assert_eq!(eps, eps_before, "endpoints changed across the restart");
     for i in 0..10 {
-        node.curl(&client, &format!("http://{vip}/"), 2)
+        node.curl(&client_ns, &format!("http://{vip}/"), 5)
             .unwrap_or_else(|e| panic!("request {i} after the SIG{sig} restart: {e}"));
     }
     // Pod to pod and host to pod work again.
     for (name, (ip, _)) in &before {
         if name != &client {
-            node.curl(&client, &format!("http://{ip}:8080/"), 2)
+            node.curl(&client_ns, &format!("http://{ip}:8080/"), 5)
                 .unwrap_or_else(|e| panic!("pod -> {name}: {e}"));
-            node.curl(&node.ns, &format!("http://{ip}:8080/"), 2)
+            node.curl(&node.ns, &format!("http://{ip}:8080/"), 5)
                 .unwrap_or_else(|e| panic!("host -> {name}: {e}"));
         }
     }
-    // The daemon still supervises the reattached pods: kill a deployment
-    // pod, it is replaced.
-    let d = node.json(&["deployment", "get", &web]);
-    let victim = d["pods"][0].as_str().expect("a deployment pod").to_string();
-    let (_, vpid) = before[&victim];
-    kill(vpid as u32, "KILL");
-    wait_for(Duration::from_secs(10), || {
-        let s = snapshot(&node);
-        let d = node.json(&["deployment", "get", &web]);
-        let pods: Vec<String> = d["pods"]
-            .as_array()?
-            .iter()
-            .filter_map(|p| p.as_str().map(String::from))
-            .collect();
-        (pods.len() == 2
-            && !pods.contains(&victim)
-            && pods
-                .iter()
-                .all(|p| s.get(p).is_some_and(|(_, pid)| *pid > 0)))
-        .then_some(())
+    // The daemon still supervises the adopted pods: kill a deployment
+    // pod's process, it is restarted in place.
+    let victim = before
+        .keys()
+        .find(|n| n.starts_with(&format!("{web}-")))
+        .expect("a deployment pod")
+        .clone();
+    let (victim_ip, victim_pid) = before[&victim].clone();
+    kill(victim_pid, "KILL");
+    let back = wait_for(RESTART, || {
+        node.pod(&victim)
+            .filter(|p| running(p) && restarts(p) >= 1 && node.pid_of(p) != victim_pid)
     })
     .unwrap_or_else(|| {
         panic!(
-            "after the SIG{sig} restart, killed pod {victim} was not replaced: {}\n{}",
-            node.json(&["deployment", "get", &web]),
+            "after the SIG{sig} restart, killed pod {victim} was not restarted: {:?}\n{}",
+            node.pod(&victim),
             node.daemon_log()
         )
     });
+    assert_eq!(ip_of(&back), Some(victim_ip.clone()), "{back}");
+    node.curl_until_ok(&client_ns, &format!("http://{victim_ip}:8080/"));
 }
 
 #[test]
@@ -314,48 +334,14 @@ fn reset_removes_everything() {
     let mut node = Node::start();
     let web = node.name("web");
     let label = format!("app={web}");
-    let mut args: Vec<String> = [
-        "deployment",
-        "create",
-        &web,
-        "--replicas",
-        "2",
-        "--label",
-        &label,
-        "--",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    args.extend(whoami_server(8080));
-    node.podnet_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    node.create_deployment(&web, 2, &whoami_server(8080));
     let db = node.name("db");
-    let mut args: Vec<String> = [
-        "statefulset",
-        "create",
-        &db,
-        "--replicas",
-        "1",
-        "--service",
-        &web,
-        "--",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    args.extend(whoami_server(8080));
-    node.podnet_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    create_statefulset(&node, &db, 1, &web, None, &whoami_server(8080));
     let solo = node.name("solo");
-    node.run_pod(&solo, &[], &["sleep".to_string(), "3600".to_string()]);
+    node.run_pod(&solo, &[], &sleeper());
     let svc = node.name("svc");
     node.create_service(&svc, &label, &["80:8080"], &[]);
-    node.wait_running(&solo);
-    node.wait_running(&format!("{db}-0"));
-    let pods = wait_for(Duration::from_secs(10), || {
-        let s = snapshot(&node);
-        (s.len() == 4 && s.values().all(|(_, pid)| *pid > 0)).then_some(s)
-    })
-    .unwrap_or_else(|| panic!("four pods: {:?}", snapshot(&node)));
+    let pods = running_snapshot(&node, 4);
     assert_eq!(
         node.pod_namespaces().len(),
         4,
@@ -363,19 +349,23 @@ fn reset_removes_everything() {
         node.pod_namespaces()
     );
     assert!(node.state_dir().exists());
+    assert!(node.kubeconfig.exists(), "no admin kubeconfig was written");
     let (o, _) = node.exec_in(
         &node.ns,
         &["ip", "link", "show", "podnet0"],
-        Duration::from_secs(3),
+        Duration::from_secs(5),
     );
     assert!(o.status.success(), "podnet0 exists before the reset");
 
     let out = node.podnet_ok(&["reset", "--force"]);
-    eprintln!("reset: {out}");
-    let st = node.wait_daemon_exit(Duration::from_secs(10));
+    assert!(
+        out.starts_with("reset: removed 4 pods, 1 deployments, 1 statefulsets, 1 services"),
+        "reset: {out}"
+    );
+    let st = node.wait_daemon_exit(Duration::from_secs(60));
     assert!(
         st.is_some(),
-        "the daemon did not exit within 10 s of `podnet reset`\n{}",
+        "the daemon did not exit within 60 s of `podnet reset`\n{}",
         node.daemon_log()
     );
     assert!(
@@ -389,7 +379,7 @@ fn reset_removes_everything() {
     );
     for (name, (_, pid)) in &pods {
         assert!(
-            !alive(*pid as u32),
+            !alive(*pid),
             "pod {name}'s process {pid} survived the reset"
         );
     }
@@ -402,6 +392,11 @@ fn reset_removes_everything() {
         assert!(left.is_empty(), "state dir not empty after reset: {left:?}");
     }
     assert!(
+        !node.kubeconfig.exists(),
+        "the admin kubeconfig {} is still there",
+        node.kubeconfig.display()
+    );
+    assert!(
         !node.sock.exists(),
         "the API socket {} is still there",
         node.sock.display()
@@ -409,14 +404,14 @@ fn reset_removes_everything() {
     let (o, _) = node.exec_in(
         &node.ns,
         &["ip", "link", "show", "podnet0"],
-        Duration::from_secs(3),
+        Duration::from_secs(5),
     );
     assert!(
         !o.status.success(),
         "podnet0 still exists after reset: {}",
         text(&o.stdout)
     );
-    let (o, _) = node.exec_in(&node.ns, &["ip", "route", "show"], Duration::from_secs(3));
+    let (o, _) = node.exec_in(&node.ns, &["ip", "route", "show"], Duration::from_secs(5));
     let routes = text(&o.stdout);
     assert!(
         !routes.contains("10.244.") && !routes.contains("10.96."),
@@ -433,33 +428,41 @@ fn workloads_scale_up_and_down_and_delete_their_pods() {
     let node = Node::start();
     let web = node.name("web");
     let db = node.name("db");
+    // Pods listed (terminating ones too: a pod is gone once its processes are).
     let count = |prefix: &str| -> usize {
-        let pods = node.json(&["pod", "list"]);
-        pods.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
-                    .count()
-            })
-            .unwrap_or(0)
+        node.pods()
+            .iter()
+            .filter(|p| name_of(p).starts_with(prefix))
+            .count()
     };
     let wait_count = |prefix: &str, n: usize| {
-        wait_for(Duration::from_secs(10), || {
-            (count(prefix) == n).then_some(())
-        })
-        .unwrap_or_else(|| panic!("{prefix}: expected {n} pods, have {}", count(prefix)));
+        wait_for(POD_START, || (count(prefix) == n).then_some(()))
+            .unwrap_or_else(|| panic!("{prefix}: expected {n} pods, have {}", count(prefix)));
     };
     let sleep = ["--", "sleep", "infinity"];
     let mut args = vec!["deployment", "create", &web, "--replicas", "2"];
     args.extend(sleep);
-    node.podnet_ok(&args);
+    assert_eq!(
+        node.podnet_ok(&args),
+        format!("deployment.apps/{web} created\n")
+    );
     wait_count(&format!("{web}-"), 2);
-    node.podnet_ok(&["deployment", "scale", &web, "--replicas", "4"]);
+    assert_eq!(
+        node.podnet_ok(&["deployment", "scale", &web, "--replicas", "4"]),
+        format!("deployment.apps/{web} scaled\n")
+    );
     wait_count(&format!("{web}-"), 4);
     node.podnet_ok(&["deployment", "scale", &web, "--replicas", "1"]);
     wait_count(&format!("{web}-"), 1);
     let d = node.json(&["deployment", "get", &web]);
-    assert_eq!(d["replicas"], 1, "{d}");
+    assert_eq!(d["spec"]["replicas"], 1, "{d}");
+    // The default label app=NAME selects the pods.
+    assert_eq!(
+        d["spec"]["selector"]["matchLabels"]["app"],
+        web.as_str(),
+        "{d}"
+    );
+    assert_eq!(node.pods_labelled(&format!("app={web}")).len(), 1);
 
     let mut args = vec![
         "statefulset",
@@ -479,13 +482,16 @@ fn workloads_scale_up_and_down_and_delete_their_pods() {
         node.pod(&format!("{db}-0")).is_some(),
         "the lowest ordinal stays"
     );
-    let namespaces = node.pod_namespaces();
-    assert!(
-        !namespaces
-            .iter()
-            .any(|n| n == &format!("{db}-2") || n == &format!("{db}-1")),
-        "scaled-away pods keep namespaces: {namespaces:?}"
-    );
+    let gone = [pod_netns(&format!("{db}-1")), pod_netns(&format!("{db}-2"))];
+    wait_for(SETTLE, || {
+        (!node.pod_namespaces().iter().any(|n| gone.contains(n))).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "scaled-away pods keep namespaces: {:?}",
+            node.pod_namespaces()
+        )
+    });
 
     node.podnet_ok(&["deployment", "delete", &web]);
     node.podnet_ok(&["statefulset", "delete", &db]);
@@ -498,6 +504,8 @@ fn workloads_scale_up_and_down_and_delete_their_pods() {
         "{}",
         text(&out.stderr)
     );
+    wait_for(SETTLE, || node.pod_namespaces().is_empty().then_some(()))
+        .unwrap_or_else(|| panic!("namespaces left: {:?}", node.pod_namespaces()));
 }
 
 /// A pod whose eth0 lost its address and route while the daemon was down
@@ -510,8 +518,12 @@ fn a_restart_repairs_a_pods_eth0() {
     let web = node.name("rep");
     node.run_pod(&web, &[], &whoami_server(8080));
     let ip = node.pod_ip(&web);
+    let pid = node.pod_pid(&web);
+    let web_ns = pod_netns(&web);
     node.curl_until_ok(&node.ns, &format!("http://{ip}:8080/"));
-    assert!(node.signal_daemon("KILL", Duration::from_secs(5)).is_some());
+    assert!(node
+        .signal_daemon("KILL", Duration::from_secs(30))
+        .is_some());
     let run = |args: &[&str]| {
         let out = std::process::Command::new("ip")
             .args(args)
@@ -519,19 +531,21 @@ fn a_restart_repairs_a_pods_eth0() {
             .expect("ip");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    run(&["-n", &web, "addr", "flush", "dev", "eth0"]);
-    run(&["-n", &web, "route", "flush", "dev", "eth0"]);
-    assert!(!run(&["-n", &web, "addr", "show", "dev", "eth0"]).contains(&ip));
+    run(&["-n", &web_ns, "addr", "flush", "dev", "eth0"]);
+    run(&["-n", &web_ns, "route", "flush", "dev", "eth0"]);
+    assert!(!run(&["-n", &web_ns, "addr", "show", "dev", "eth0"]).contains(&ip));
     node.start_daemon();
-    let repaired = wait_for(Duration::from_secs(5), || {
-        run(&["-n", &web, "addr", "show", "dev", "eth0"])
+    let repaired = wait_for(SETTLE, || {
+        run(&["-n", &web_ns, "addr", "show", "dev", "eth0"])
             .contains(&ip)
             .then_some(())
     });
     assert!(repaired.is_some(), "eth0 address not restored");
-    assert!(run(&["-n", &web, "route"]).contains("default dev eth0"));
+    assert!(run(&["-n", &web_ns, "route"]).contains("default dev eth0"));
     let body = node.curl_until_ok(&node.ns, &format!("http://{ip}:8080/"));
     assert_eq!(body, format!("{web} {ip}"));
+    // Repaired, not replaced: the same process answers.
+    assert_eq!(node.pod_pid(&web), pid, "the pod's process was replaced");
 }
 
 /// A pod server that sends `BULK_BYTES` to every connection on port 9000.
@@ -592,26 +606,59 @@ print(n)
 "#
     );
     let bulk = |node: &Node| {
-        let (out, err, ok) = node.python(&client, &code, Duration::from_secs(30));
+        let (out, err, ok) = node.python(&pod_netns(&client), &code, Duration::from_secs(60));
         assert!(ok, "bulk transfer through {vip} failed: {out}{err}");
         assert_eq!(out.trim(), BULK_BYTES.to_string(), "bytes received");
     };
     bulk(&node);
-    assert!(node.vnet_hdr(&web, "eth0") && node.vnet_hdr(&node.ns, "podnet0"));
+    assert!(node.vnet_hdr(&pod_netns(&web), "eth0") && node.vnet_hdr(&node.ns, "podnet0"));
 
     assert!(node
-        .signal_daemon("TERM", Duration::from_secs(10))
+        .signal_daemon("TERM", Duration::from_secs(30))
         .is_some());
     node.set_daemon_args(&["--no-offload"]);
     node.start_daemon();
     for pod in [&web, &client] {
         assert!(
-            !node.vnet_hdr(pod, "eth0"),
+            node.wait_vnet_hdr(&pod_netns(pod), "eth0", false),
             "{pod}'s eth0 still has offloads"
         );
     }
-    assert!(!node.vnet_hdr(&node.ns, "podnet0"));
+    assert!(node.wait_vnet_hdr(&node.ns, "podnet0", false));
     // With a stale offload mask the daemon would read super-packets it
     // cannot frame, and this would fail.
     bulk(&node);
+}
+
+/// Two daemons on one host (two nodes of a test topology, or a test beside
+/// a real node): one starting, and one being reset, leave the other's pods
+/// (their network namespaces `default.NAME` and processes) alone.
+#[test]
+fn a_daemon_leaves_another_daemons_pods_alone() {
+    let _s = serial();
+    let a = Node::start();
+    let pod = a.name("mine");
+    a.run_pod(&pod, &[], &sleeper());
+    let pid = a.pod_pid(&pod);
+    let ns = pod_netns(&pod);
+    assert!(a.pod_namespaces().contains(&ns));
+
+    let mut b = Node::start();
+    let other = b.name("theirs");
+    b.run_pod(&other, &[], &sleeper());
+    b.wait_running(&other);
+    assert!(
+        a.pod_namespaces().contains(&ns) && alive(pid),
+        "starting another daemon removed {ns} or killed its process {pid}\n{}",
+        b.daemon_log()
+    );
+    b.podnet_ok(&["reset", "--force"]);
+    assert!(b.wait_daemon_exit(Duration::from_secs(60)).is_some());
+    assert!(
+        a.pod_namespaces().contains(&ns) && alive(pid),
+        "resetting another daemon removed {ns} or killed its process {pid}"
+    );
+    let p = a.wait_running(&pod);
+    assert_eq!(a.pid_of(&p), pid);
+    assert_eq!(restarts(&p), 0);
 }

@@ -15,8 +15,9 @@ podnet_build() {
     PN_BIN="$PN_ROOT/target/release"
 }
 
-# podnet_up NODE [PODNETD-FLAGS...] — namespace NODE, podnetd in it (state and socket in a temp dir);
-# sets PN_NODE, PN_DIR, PN_SOCK; registers a cleanup that resets podnet and stops the daemon.
+# podnet_up NODE [PODNETD-FLAGS...] — namespace NODE, podnetd in it (state, socket and admin
+# kubeconfig in a temp dir; its Kubernetes API on 127.0.0.1:6443 inside NODE);
+# sets PN_NODE, PN_DIR, PN_SOCK, PN_KUBECONFIG; registers a cleanup that resets podnet and stops the daemon.
 podnet_up() {
     local node=${1:?podnet_up: NODE missing} i
     shift
@@ -24,11 +25,12 @@ podnet_up() {
     PN_NODE=$node
     PN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/podnet-$node.XXXXXX")
     PN_SOCK=$PN_DIR/podnet.sock
+    PN_KUBECONFIG=$PN_DIR/admin.kubeconfig
     pn_cleanup_register rm -rf "$PN_DIR"
     # nsenter, not `ip netns exec`: the daemon must share the host's mount
     # namespace so the pod namespaces it bind-mounts are visible to `ip netns`.
     nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --state-dir "$PN_DIR/state" \
-        --socket "$PN_SOCK" "$@" >"$PN_DIR/podnetd.log" 2>&1 &
+        --socket "$PN_SOCK" --admin-kubeconfig "$PN_KUBECONFIG" "$@" >"$PN_DIR/podnetd.log" 2>&1 &
     PN_DAEMON_PID=$!
     pn_cleanup_register podnet_down
     for ((i = 0; i < 100; i++)); do
@@ -61,6 +63,26 @@ podnet_down() {
     done
     pn_kill "$PN_DAEMON_PID" 2>/dev/null || true
     PN_DAEMON_PID=
+}
+
+# pn_pod_netns POD [NAMESPACE] — the network namespace name of a pod, as `ip netns` lists it.
+pn_pod_netns() {
+    echo "${2:-default}.${1:?pn_pod_netns: POD missing}"
+}
+
+# pn_pod_pid POD — the pid of a running pod's process, from its containerID (podnet://PID-START).
+pn_pod_pid() {
+    local id
+    id=$(pn pod get "${1:?pn_pod_pid: POD missing}" -o json | pn_json 'j["status"]["containerStatuses"][0]["containerID"]')
+    id=${id#podnet://}
+    id=${id%%-*}
+    case $id in
+    '' | *[!0-9]*)
+        # A daemon that does not name the pid yet: the pod's process is its namespace's oldest.
+        ip netns pids "$(pn_pod_netns "$1")" | sort -n | head -1
+        ;;
+    *) echo "$id" ;;
+    esac
 }
 
 # pn_json EXPR — `pn ... -o json` output on stdin, print the Python expression EXPR of it (j is the object).

@@ -1,15 +1,21 @@
 //! Shared harness of the `daemon_*` root tests: a real `podnetd` started in a
-//! fresh "node" network namespace with its own state directory and socket,
-//! the `podnet` CLI against it, real clients run with `ip netns exec`, and a
-//! guard that removes everything (daemon, pod processes, namespaces, state)
-//! on drop, also when the test panics.
+//! fresh "node" network namespace with its own state directory, socket and
+//! admin kubeconfig, the `podnet` CLI against it (its `-o json` answers are
+//! Kubernetes objects), real clients run with `ip netns exec`, and a guard
+//! that removes everything (daemon, pod processes, namespaces, state) on
+//! drop, also when the test panics.
 //!
 //! Names: every pod / deployment / statefulset / service name of one
-//! [`Node`] starts with its prefix `t<pid>x<n>-`, and the node namespace is
-//! `pnt-<pid>-<n>`, so parallel runs and other test binaries never collide
+//! [`Node`] starts with its prefix `t<pid>x<n>-`, the node namespace is
+//! `pnt-<pid>-<n>`, and a pod's network namespace is `default.<pod>`
+//! ([`pod_netns`]), so parallel runs and other test binaries never collide
 //! and cleanup only touches what this node made.
+//!
+//! No test asserts how fast something happens: each waits for a condition
+//! with a generous bound (the machine is shared), and asserts the outcome.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,13 +25,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use podnet::api::ApiClient;
 use serde_json::Value;
 
 pub const PODNETD: &str = env!("CARGO_BIN_EXE_podnetd");
 pub const PODNET: &str = env!("CARGO_BIN_EXE_podnet");
 
-/// One daemon test at a time per test binary: they share the host's CPU and
-/// the timing assertions (2 s failover, 1 s refusal) must not starve.
+/// One daemon test at a time per test binary: a daemon, its pods and their
+/// clients already load a small shared machine.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
@@ -106,6 +113,14 @@ pub fn run_timeout(mut cmd: Command, limit: Duration) -> (Output, bool) {
     )
 }
 
+/// How long a pod may take to become Running on a busy machine.
+pub const POD_START: Duration = Duration::from_secs(60);
+/// How long the daemon may take to notice a change and act on it.
+pub const SETTLE: Duration = Duration::from_secs(30);
+/// How long a killed container may take to be restarted in place (the
+/// kubelet waits a back-off of 10 s before the first restart).
+pub const RESTART: Duration = Duration::from_secs(60);
+
 /// Polls `f` every 50 ms until it returns `Some` or `limit` passes.
 pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
@@ -145,13 +160,16 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// A python3 HTTP server on `port` answering every GET with the pod's name
-/// (`$POD_NAME`) and its address (`$POD_IP`): `NAME IP`.
+/// (`$HOSTNAME`, which the kubelet sets, as Kubernetes does) and the
+/// address the request reached (the pod's IP, also through a service):
+/// `NAME IP`.
 pub fn whoami_server(port: u16) -> Vec<String> {
     let code = format!(
         r#"import http.server, os
-body = (os.environ["POD_NAME"] + " " + os.environ.get("POD_IP", "")).encode()
+name = os.environ["HOSTNAME"]
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        body = (name + " " + self.request.getsockname()[0]).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -164,13 +182,98 @@ http.server.ThreadingHTTPServer(("", {port}), H).serve_forever()
     vec!["python3".into(), "-c".into(), code]
 }
 
-/// A socat UDP server on `port` answering every datagram with `pong $POD_NAME`.
+/// A socat UDP server on `port` answering every datagram with `pong $HOSTNAME`.
 pub fn udp_pong_server(port: u16) -> Vec<String> {
     vec![
         "socat".into(),
         format!("UDP4-RECVFROM:{port},fork"),
-        "SYSTEM:echo pong $POD_NAME".into(),
+        "SYSTEM:echo pong $HOSTNAME".into(),
     ]
+}
+
+/// The network namespace of pod `name` (in the `default` namespace), as
+/// `ip netns` lists it.
+pub fn pod_netns(name: &str) -> String {
+    podnet::daemon::runtime::netns_name("default", name)
+}
+
+/// A pod's `status.phase` ("" when it has none yet).
+pub fn phase(pod: &Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// A pod's `status.podIP`.
+pub fn ip_of(pod: &Value) -> Option<String> {
+    pod["status"]["podIP"].as_str().map(String::from)
+}
+
+/// The restarts of a pod's first container.
+pub fn restarts(pod: &Value) -> u64 {
+    pod["status"]["containerStatuses"][0]["restartCount"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A pod's `metadata.name`.
+pub fn name_of(pod: &Value) -> String {
+    pod["metadata"]["name"].as_str().unwrap_or("").to_string()
+}
+
+/// Whether the pod is being deleted.
+pub fn terminating(pod: &Value) -> bool {
+    !pod["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// The pid in the first container's `containerID`, `podnet://PID-STARTTIME`.
+pub fn container_pid(pod: &Value) -> Option<u32> {
+    let id = pod["status"]["containerStatuses"][0]["containerID"].as_str()?;
+    let (pid, _start) = id.strip_prefix("podnet://")?.split_once('-')?;
+    pid.parse().ok()
+}
+
+/// Running with an address and a running first container, not being deleted.
+pub fn running(pod: &Value) -> bool {
+    phase(pod) == "Running"
+        && ip_of(pod).is_some()
+        && pod["status"]["containerStatuses"][0]["state"]["running"].is_object()
+        && !terminating(pod)
+}
+
+/// The processes of a network namespace (a name under /var/run/netns or a
+/// path) that none of its other processes started: a pod's container (one,
+/// unless two copies run), wherever its parent is.
+fn namespace_root_processes(ns: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = if ns.starts_with('/') {
+        PathBuf::from(ns)
+    } else {
+        Path::new("/var/run/netns").join(ns)
+    };
+    let Ok(ino) = std::fs::metadata(&path).map(|m| m.ino()) else {
+        return Vec::new();
+    };
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pids: Vec<u32> = proc
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino)
+        })
+        .collect();
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    pids.iter()
+        .copied()
+        .filter(|p| alive(*p) && parent(*p).is_none_or(|pp| !pids.contains(&pp)))
+        .collect()
 }
 
 /// One node: a namespace with a running `podnetd`, removed on drop.
@@ -183,6 +286,8 @@ pub struct Node {
     pub state: PathBuf,
     pub sock: PathBuf,
     pub log: PathBuf,
+    /// Where the daemon writes its admin kubeconfig (never /etc/podnet).
+    pub kubeconfig: PathBuf,
     daemon: Option<Child>,
     /// Flags given to `podnetd` beyond the harness's own.
     daemon_args: Vec<String>,
@@ -220,6 +325,7 @@ impl Node {
             state: dir.join("state"),
             sock: dir.join("podnet.sock"),
             log: dir.join("podnetd.log"),
+            kubeconfig: dir.join("admin.kubeconfig"),
             dir,
             daemon: None,
             daemon_args: Vec::new(),
@@ -241,7 +347,7 @@ impl Node {
     }
 
     /// Starts `podnetd` in the node namespace (again, after a stop) and
-    /// waits up to 10 s for the API.
+    /// waits up to 60 s for the API.
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = File::options()
@@ -256,6 +362,8 @@ impl Node {
             .arg(&self.state)
             .arg("--socket")
             .arg(&self.sock)
+            .arg("--admin-kubeconfig")
+            .arg(&self.kubeconfig)
             .args(["--workers", "2"])
             .args(&self.daemon_args)
             .env("RUST_LOG", "info")
@@ -265,19 +373,19 @@ impl Node {
             .spawn()
             .expect("starting podnetd with nsenter (util-linux)");
         self.daemon = Some(child);
-        let ok = wait_for(Duration::from_secs(10), || {
+        let ok = wait_for(Duration::from_secs(60), || {
             if let Some(s) = self.daemon_exited() {
                 panic!(
                     "podnetd exited at start with {s}; log:\n{}",
                     self.daemon_log()
                 );
             }
-            let (out, _) = run_timeout(self.cli(&["pod", "list"]), Duration::from_secs(3));
+            let (out, _) = run_timeout(self.cli(&["pod", "list"]), Duration::from_secs(5));
             out.status.success().then_some(())
         });
         assert!(
             ok.is_some(),
-            "podnetd did not answer on {} within 10 s; log:\n{}",
+            "podnetd did not answer on {} within 60 s; log:\n{}",
             self.sock.display(),
             self.daemon_log()
         );
@@ -306,6 +414,21 @@ impl Node {
             "{dev} in {ns} is not a TUN device: {text}"
         );
         text.contains("vnet_hdr on")
+    }
+
+    /// Waits until `dev` in `ns` is a TUN device whose virtio-net headers
+    /// are `on` (a restarted daemon reattaches devices in the background);
+    /// whether that happened.
+    pub fn wait_vnet_hdr(&self, ns: &str, dev: &str, on: bool) -> bool {
+        wait_for(SETTLE, || {
+            let out = Command::new("ip")
+                .args(["-n", ns, "-d", "link", "show", "dev", dev])
+                .output()
+                .ok()?;
+            let t = text(&out.stdout);
+            (t.contains("tun type tun") && t.contains("vnet_hdr on") == on).then_some(())
+        })
+        .is_some()
     }
 
     /// The daemon's pid.
@@ -355,10 +478,11 @@ impl Node {
         c
     }
 
-    /// Runs the CLI (10 s limit).
+    /// Runs the CLI (120 s limit: a delete waits for the pod's processes
+    /// to stop, up to its grace period).
     pub fn podnet(&self, args: &[&str]) -> Output {
-        let (out, timed_out) = run_timeout(self.cli(args), Duration::from_secs(10));
-        assert!(!timed_out, "podnet {args:?} hung for 10 s");
+        let (out, timed_out) = run_timeout(self.cli(args), Duration::from_secs(120));
+        assert!(!timed_out, "podnet {args:?} hung for 120 s");
         out
     }
 
@@ -384,13 +508,40 @@ impl Node {
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("podnet {a:?}: bad JSON ({e}): {s}"))
     }
 
-    /// `Some(pod JSON)` if the pod exists.
+    /// A GET of the Kubernetes API on the daemon's socket, for what the
+    /// CLI has no shortcut for (label selectors, EndpointSlices).
+    pub fn api_get(&self, path: &str) -> Value {
+        ApiClient::new(&self.sock)
+            .with_timeout(Duration::from_secs(30))
+            .get::<Value>(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\ndaemon log:\n{}", self.daemon_log()))
+    }
+
+    /// `Some(pod JSON)` if the pod exists (`podnet pod get NAME -o json`).
     pub fn pod(&self, name: &str) -> Option<Value> {
         let out = self.podnet(&["pod", "get", name, "-o", "json"]);
         if !out.status.success() {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Every pod (`podnet pod list -o json`'s items).
+    pub fn pods(&self) -> Vec<Value> {
+        let list = self.json(&["pod", "list"]);
+        list["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("pod list has no items: {list}"))
+            .clone()
+    }
+
+    /// The pods with label `label` (`K=V`), terminating ones included.
+    pub fn pods_labelled(&self, label: &str) -> Vec<Value> {
+        let selector = label.replace('=', "%3D").replace(',', "%2C");
+        let list = self.api_get(&format!(
+            "/api/v1/namespaces/default/pods?labelSelector={selector}"
+        ));
+        list["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// Runs a standalone pod: `pod run NAME --label.. -- CMD`.
@@ -404,16 +555,55 @@ impl Node {
         self.podnet_ok(&args);
     }
 
-    /// Waits (10 s) for a pod to be Running with an address and a pid;
-    /// returns its JSON.
-    pub fn wait_running(&self, name: &str) -> Value {
-        wait_for(Duration::from_secs(10), || {
-            self.pod(name)
-                .filter(|p| p["phase"] == "Running" && p["ip"].is_string() && p["pid"].is_u64())
+    /// `podnet deployment create NAME --replicas N --label app=NAME -- CMD`.
+    pub fn create_deployment(&self, name: &str, replicas: u32, cmd: &[String]) {
+        let label = format!("app={name}");
+        let n = replicas.to_string();
+        let mut args: Vec<&str> = vec![
+            "deployment",
+            "create",
+            name,
+            "--replicas",
+            &n,
+            "--label",
+            &label,
+            "--",
+        ];
+        args.extend(cmd.iter().map(String::as_str));
+        self.podnet_ok(&args);
+    }
+
+    /// Waits until the deployment `name` (pods labelled `app=NAME`) has
+    /// exactly `n` pods, all Running and none terminating; returns
+    /// (pod name -> ip).
+    pub fn deployment_pods(&self, name: &str, n: usize) -> BTreeMap<String, String> {
+        let label = format!("app={name}");
+        wait_for(POD_START, || {
+            let pods = self.pods_labelled(&label);
+            (pods.len() == n && pods.iter().all(running)).then(|| {
+                pods.iter()
+                    .map(|p| (name_of(p), ip_of(p).unwrap_or_default()))
+                    .collect()
+            })
         })
         .unwrap_or_else(|| {
             panic!(
-                "pod {name} not Running with an IP within 10 s: {:?}\ndaemon log:\n{}",
+                "deployment {name} never had {n} running pods: {:#?}\n{}",
+                self.pods_labelled(&label)
+                    .iter()
+                    .map(|p| (name_of(p), phase(p).to_string(), terminating(p)))
+                    .collect::<Vec<_>>(),
+                self.daemon_log()
+            )
+        })
+    }
+
+    /// Waits for a pod to be Running with an address and a running
+    /// container; returns its JSON.
+    pub fn wait_running(&self, name: &str) -> Value {
+        wait_for(POD_START, || self.pod(name).filter(running)).unwrap_or_else(|| {
+            panic!(
+                "pod {name} not Running with an IP within {POD_START:?}: {:?}\ndaemon log:\n{}",
                 self.pod(name),
                 self.daemon_log()
             )
@@ -421,14 +611,37 @@ impl Node {
     }
 
     pub fn pod_ip(&self, name: &str) -> String {
-        self.wait_running(name)["ip"]
-            .as_str()
-            .expect("ip")
-            .to_string()
+        ip_of(&self.wait_running(name)).expect("ip")
     }
 
+    /// The pid of a running pod's process: from its `containerID`
+    /// (`podnet://PID-STARTTIME`). While a daemon still reports the older
+    /// `podnet://UID/NAME`, the process is found in the pod's namespace
+    /// instead (and `container_id_names_the_pod_process` in daemon_cli
+    /// fails).
     pub fn pod_pid(&self, name: &str) -> u32 {
-        self.wait_running(name)["pid"].as_u64().expect("pid") as u32
+        let pod = self.wait_running(name);
+        self.pid_of(&pod)
+    }
+
+    /// [`Node::pod_pid`] of a pod's JSON.
+    pub fn pid_of(&self, pod: &Value) -> u32 {
+        if let Some(pid) = container_pid(pod) {
+            return pid;
+        }
+        let name = name_of(pod);
+        let ns = pod["metadata"]["annotations"]["podnet.io/netns"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| pod_netns(&name));
+        match namespace_root_processes(&ns)[..] {
+            [pid] => pid,
+            ref roots => panic!(
+                "pod {name}: no pid in containerID {}, and namespace {ns} has not one \
+                 first process but {roots:?} (two copies of the pod's process?)",
+                pod["status"]["containerStatuses"][0]["containerID"]
+            ),
+        }
     }
 
     /// Creates a service; returns its cluster IP.
@@ -446,20 +659,60 @@ impl Node {
         args.extend(extra);
         self.podnet_ok(&args);
         let svc = self.json(&["service", "get", name]);
-        svc["clusterIP"].as_str().expect("clusterIP").to_string()
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .unwrap_or_else(|| panic!("service {name} has no clusterIP: {svc}"))
+            .to_string()
     }
 
-    /// The service's endpoints (as the API lists them).
+    /// The service's ready endpoints, `IP:PORT`, sorted, from its
+    /// EndpointSlices (as kube-proxy reads them).
     pub fn endpoints(&self, svc: &str) -> Vec<String> {
-        let v = self.json(&["service", "get", svc]);
-        v["endpoints"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let list = self.api_get(&format!(
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices\
+             ?labelSelector=kubernetes.io%2Fservice-name%3D{svc}"
+        ));
+        let mut out = Vec::new();
+        for slice in list["items"].as_array().into_iter().flatten() {
+            let ports: Vec<u64> = slice["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_u64())
+                .collect();
+            for ep in slice["endpoints"].as_array().into_iter().flatten() {
+                if ep["conditions"]["ready"] == Value::Bool(false) {
+                    continue;
+                }
+                for addr in ep["addresses"].as_array().into_iter().flatten() {
+                    for port in &ports {
+                        out.push(format!("{}:{port}", addr.as_str().unwrap_or("")));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Waits until the service's ready endpoints satisfy `done`; returns them.
+    pub fn wait_endpoints(
+        &self,
+        svc: &str,
+        what: &str,
+        done: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        wait_for(SETTLE, || {
+            let e = self.endpoints(svc);
+            done(&e).then_some(e)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "service {svc}: {what} never held; endpoints {:?}\n{}",
+                self.endpoints(svc),
+                self.daemon_log()
+            )
+        })
     }
 
     /// Runs `ip netns exec NS ARGS...` with a time limit.
@@ -467,6 +720,11 @@ impl Node {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]).args(args);
         run_timeout(c, limit)
+    }
+
+    /// Runs `ip netns exec` in pod `pod`'s namespace.
+    pub fn exec_pod(&self, pod: &str, args: &[&str], limit: Duration) -> (Output, bool) {
+        self.exec_in(&pod_netns(pod), args, limit)
     }
 
     /// `curl -sS -m SECS URL` from namespace `ns`: `Ok(body)` or `Err(why)`.
@@ -485,7 +743,7 @@ impl Node {
         let mut args = vec!["curl", "-sS", "--noproxy", "*", "-m", &m];
         args.extend(extra);
         args.push(url);
-        let (out, timed_out) = self.exec_in(ns, &args, Duration::from_secs(secs as u64 + 3));
+        let (out, timed_out) = self.exec_in(ns, &args, Duration::from_secs(secs as u64 + 5));
         if out.status.success() && !timed_out {
             Ok(text(&out.stdout))
         } else {
@@ -497,10 +755,10 @@ impl Node {
         }
     }
 
-    /// Waits (10 s) until `curl URL` from `ns` succeeds; returns the body.
+    /// Waits (30 s) until `curl URL` from `ns` succeeds; returns the body.
     pub fn curl_until_ok(&self, ns: &str, url: &str) -> String {
         let mut last = String::new();
-        wait_for(Duration::from_secs(10), || match self.curl(ns, url, 2) {
+        wait_for(SETTLE, || match self.curl(ns, url, 3) {
             Ok(b) => Some(b),
             Err(e) => {
                 last = e;
@@ -509,17 +767,17 @@ impl Node {
         })
         .unwrap_or_else(|| {
             panic!(
-                "{url} from {ns} never answered in 10 s: {last}\ndaemon log:\n{}",
+                "{url} from {ns} never answered in {SETTLE:?}: {last}\ndaemon log:\n{}",
                 self.daemon_log()
             )
         })
     }
 
     /// Sends one UDP datagram `payload` with socat from `ns` to `addr`
-    /// (`IP:PORT`) and returns the first answer (2 s wait).
+    /// (`IP:PORT`) and returns the first answer (3 s wait).
     pub fn udp(&self, ns: &str, addr: &str, payload: &str, extra: &str) -> Result<String, String> {
-        let script = format!("echo {payload} | socat -T 2 - UDP4:{addr}{extra}");
-        let (out, timed_out) = self.exec_in(ns, &["sh", "-c", &script], Duration::from_secs(5));
+        let script = format!("echo {payload} | socat -T 3 - UDP4:{addr}{extra}");
+        let (out, timed_out) = self.exec_in(ns, &["sh", "-c", &script], Duration::from_secs(8));
         let body = text(&out.stdout);
         if out.status.success() && !timed_out && !body.is_empty() {
             Ok(body)
@@ -535,24 +793,22 @@ impl Node {
     /// Sends one UDP datagram without waiting for an answer.
     pub fn udp_send(&self, ns: &str, addr: &str, payload: &str, extra: &str) {
         let script = format!("echo {payload} | socat -u - UDP4-SENDTO:{addr}{extra}");
-        let _ = self.exec_in(ns, &["sh", "-c", &script], Duration::from_secs(3));
+        let _ = self.exec_in(ns, &["sh", "-c", &script], Duration::from_secs(5));
     }
 
-    /// Waits (10 s) until a UDP exchange succeeds.
+    /// Waits (30 s) until a UDP exchange succeeds.
     pub fn udp_until_ok(&self, ns: &str, addr: &str) -> String {
         let mut last = String::new();
-        wait_for(Duration::from_secs(10), || {
-            match self.udp(ns, addr, "ping", "") {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    last = e;
-                    None
-                }
+        wait_for(SETTLE, || match self.udp(ns, addr, "ping", "") {
+            Ok(b) => Some(b),
+            Err(e) => {
+                last = e;
+                None
             }
         })
         .unwrap_or_else(|| {
             panic!(
-                "UDP {addr} from {ns} never answered in 10 s: {last}\ndaemon log:\n{}",
+                "UDP {addr} from {ns} never answered in {SETTLE:?}: {last}\ndaemon log:\n{}",
                 self.daemon_log()
             )
         })
@@ -568,6 +824,15 @@ impl Node {
         )
     }
 
+    /// Whether a namespace name is this node's: its own, a pod's
+    /// (`default.<prefix>...`), or one a test made (`<prefix>...`).
+    fn owns_namespace(&self, n: &str) -> bool {
+        n == self.ns
+            || n.starts_with(&self.prefix)
+            || n.split_once('.')
+                .is_some_and(|(_, pod)| pod.starts_with(&self.prefix))
+    }
+
     /// Namespaces that belong to this node (its own and its pods').
     pub fn namespaces(&self) -> Vec<String> {
         let out = Command::new("ip").args(["netns", "list"]).output();
@@ -575,16 +840,16 @@ impl Node {
         text(&out.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&self.prefix) || *n == self.ns)
+            .filter(|n| self.owns_namespace(n))
             .map(String::from)
             .collect()
     }
 
-    /// Pod namespaces of this node still listed by `ip netns`.
+    /// Pod namespaces (`default.<pod>`) of this node still listed by `ip netns`.
     pub fn pod_namespaces(&self) -> Vec<String> {
         self.namespaces()
             .into_iter()
-            .filter(|n| *n != self.ns)
+            .filter(|n| *n != self.ns && !n.starts_with(&self.prefix))
             .collect()
     }
 

@@ -13,9 +13,11 @@ use std::time::SystemTime;
 use podnet::api::kube::server::Running;
 use podnet::api::kube::KubeApi;
 use podnet::api::pki::Pki;
+use podnet::control::alloc::ClusterIps;
 use podnet::control::objects::Objects;
 use podnet::control::store::engine::DEFAULT_HISTORY;
 use podnet::control::store::FileStore;
+use podnet::daemon::DaemonConfig;
 
 /// A running API server and its files.
 pub struct KubeServer {
@@ -23,6 +25,10 @@ pub struct KubeServer {
     pub kubeconfig: PathBuf,
     pub running: Option<Running>,
     pub objects: Objects,
+    /// The Unix socket the API is also served on (plain HTTP, root only),
+    /// as podnetd serves it to the `podnet` CLI; see
+    /// [`KubeServer::start_with_socket`].
+    pub socket: Option<PathBuf>,
 }
 
 impl KubeServer {
@@ -42,21 +48,43 @@ impl KubeServer {
         Self::start_in_with(dir, DEFAULT_HISTORY)
     }
 
+    /// Starts a server that also serves the API on the Unix socket
+    /// `<dir>/podnet.sock`, as podnetd does for the `podnet` CLI, and
+    /// allocates cluster IPs from podnetd's default service CIDR when a
+    /// Service is admitted, as podnetd does.
+    pub fn start_with_socket() -> KubeServer {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("podnet.sock");
+        Self::start_full(dir, DEFAULT_HISTORY, Some(socket))
+    }
+
     /// [`KubeServer::start_in`] with a watch history of `history` events.
     pub fn start_in_with(dir: tempfile::TempDir, history: usize) -> KubeServer {
+        Self::start_full(dir, history, None)
+    }
+
+    fn start_full(dir: tempfile::TempDir, history: usize, socket: Option<PathBuf>) -> KubeServer {
         let store =
             Arc::new(FileStore::open_with(dir.path(), 16 << 20, history).expect("open the store"));
-        let objects = Objects::new(store, SystemTime::now()).expect("system namespaces");
+        let mut objects = Objects::new(store, SystemTime::now()).expect("system namespaces");
+        if socket.is_some() {
+            // As podnetd's API: cluster IPs allocated when a Service is admitted.
+            let cidr = DaemonConfig::default().service_cidr;
+            objects = objects
+                .clone()
+                .with_admission(Arc::new(ClusterIps::new(cidr, &objects)));
+        }
         let pki = Pki::load_or_create(
             dir.path(),
             &["localhost".into()],
             &["127.0.0.1".parse().unwrap()],
         )
         .expect("pki");
-        let running = Running::start(
+        let running = Running::start_with_socket(
             "127.0.0.1:0".parse().unwrap(),
             pki.server_config().unwrap(),
             KubeApi::new(objects.clone()),
+            socket.as_deref(),
         )
         .expect("start");
         let kubeconfig = dir.path().join("admin.kubeconfig");
@@ -67,6 +95,7 @@ impl KubeServer {
             kubeconfig,
             running: Some(running),
             objects,
+            socket,
         }
     }
 
