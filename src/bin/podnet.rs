@@ -494,10 +494,16 @@ impl Api {
                 .and_then(Value::as_u64)
                 .unwrap_or(30);
             let deadline = Instant::now() + Duration::from_secs(grace + 60);
+            let uid = deleted.pointer("/metadata/uid").cloned();
             loop {
                 match self.client.get::<Value>(&path) {
                     Err(e) if e.status() == Some(404) => break,
                     Err(e) => return Err(e.into()),
+                    // Gone, and its name already taken by a new object (a
+                    // StatefulSet's pod), as kubectl tells them apart.
+                    Ok(now) if uid.is_some() && now.pointer("/metadata/uid") != uid.as_ref() => {
+                        break
+                    }
                     Ok(_) if Instant::now() >= deadline => {
                         return Err(format!(
                         "{}/{name} is still being deleted after {}s; see `podnet {} get {name}`",

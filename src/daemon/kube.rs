@@ -252,12 +252,7 @@ pub fn run(
     ));
     {
         let pods = objects.list_as::<k8s_openapi::api::core::v1::Pod>(None, &Default::default());
-        let namespaces: Vec<String> = objects
-            .list_as::<k8s_openapi::api::core::v1::Namespace>(None, &Default::default())
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .collect();
-        runtime.recover(&pods, &namespaces);
+        runtime.recover(&pods);
     }
     let publisher = Arc::new(FastPathPublisher::new(dataplane.clone(), sync.clone()));
     let reset_requested = Arc::new(AtomicBool::new(false));

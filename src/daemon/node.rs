@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 
 use super::dataplane::Dataplane;
 use super::publish::FastPathPublisher;
@@ -115,14 +115,8 @@ impl NodeSource for NodeViews {
                 .count() as u32,
             warnings: Vec::new(),
         };
-        let namespaces: Vec<String> = self
-            .objects
-            .list_as::<Namespace>(None, &all)
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .collect();
         tracing::warn!("reset: stopping every pod and removing what podnet made");
-        summary.warnings = self.runtime.remove_all(&namespaces);
+        summary.warnings = self.runtime.remove_all();
         self.reset_requested.store(true, Ordering::SeqCst);
         self.shutdown.store(true, Ordering::SeqCst);
         summary

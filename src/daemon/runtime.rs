@@ -377,7 +377,7 @@ impl HostRuntime {
     /// network namespaces of pods that are gone, with what runs in them. A
     /// namespace counts as a pod's when it is named `NS.NAME` for a
     /// Kubernetes namespace `NS` in the store; others are left alone.
-    pub fn recover(&self, pods: &[Pod], namespaces: &[String]) {
+    pub fn recover(&self, pods: &[Pod]) {
         let live: std::collections::HashSet<String> =
             pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         match self
@@ -405,11 +405,9 @@ impl HostRuntime {
             .collect();
         let made = self.made_namespaces();
         for ns in netns::list().unwrap_or_default() {
-            let ours = made.contains(&ns)
-                || ns
-                    .split_once('.')
-                    .is_some_and(|(kns, _)| namespaces.iter().any(|n| n == kns));
-            if ours && !names.contains(&ns) {
+            // Only what this daemon recorded making: another podnetd on the
+            // host (a test topology) has pods of the same naming.
+            if made.contains(&ns) && !names.contains(&ns) {
                 tracing::warn!(netns = %ns, "removing the network namespace of a pod that is gone");
                 stop_processes_in(&ns);
                 let _ = netns::remove(&ns);
@@ -528,6 +526,10 @@ impl HostRuntime {
             None => NetNs::open(&ns_name),
         }
         .map_err(|e| format!("its network namespace {ns_name} is gone: {e}"))?;
+        if attach.is_none() && !self.made_namespaces().contains(&ns_name) {
+            // Made by a podnetd from before namespaces were recorded.
+            let _ = self.record_namespace(&ns_name);
+        }
         let had: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
         let mut req = AllocateRequest::new(uid.clone()).families(Families::Configured);
         if let Some(ip) = had {
@@ -638,10 +640,10 @@ impl HostRuntime {
     }
 
     /// For a reset: stops every pod (SIGKILL), removes their devices,
-    /// namespaces, addresses and logs, and the namespaces of pods of the
-    /// Kubernetes `namespaces` that no running pod holds (left by a crash);
-    /// makes nothing new afterwards. Returns what could not be removed.
-    pub fn remove_all(&self, namespaces: &[String]) -> Vec<String> {
+    /// namespaces, addresses and logs, and every namespace this daemon
+    /// recorded making that no running pod holds (left by a crash); makes
+    /// nothing new afterwards. Returns what could not be removed.
+    pub fn remove_all(&self) -> Vec<String> {
         use std::sync::atomic::Ordering;
         self.resetting.store(true, Ordering::SeqCst);
         let entries: Vec<_> = self.pods.lock().drain().collect();
@@ -652,11 +654,7 @@ impl HostRuntime {
         let mut warnings = Vec::new();
         let made = self.made_namespaces();
         for ns in netns::list().unwrap_or_default() {
-            let ours = made.contains(&ns)
-                || ns
-                    .split_once('.')
-                    .is_some_and(|(kns, _)| namespaces.iter().any(|n| n == kns));
-            if ours {
+            if made.contains(&ns) {
                 stop_processes_in(&ns);
                 if let Err(e) = netns::remove(&ns) {
                     warnings.push(format!("network namespace {ns} could not be removed: {e}"));
@@ -871,7 +869,16 @@ impl PodRuntime for HostRuntime {
             None => {
                 // A namespace of that name left by a crash (or by the daemon
                 // before a restart) is ours to replace, with whatever still
-                // runs in it.
+                // runs in it; one podnet did not make is not ours to touch.
+                let exists = std::path::Path::new(netns::NETNS_RUN_DIR)
+                    .join(&ns_name)
+                    .exists();
+                if exists && !self.made_namespaces().contains(&ns_name) {
+                    release();
+                    return Err(format!(
+                        "a network namespace named {ns_name} exists and this podnetd did not make it                          (another podnetd on this host?); remove it or rename the pod"
+                    ));
+                }
                 stop_processes_in(&ns_name);
                 let _ = netns::remove(&ns_name);
                 if let Err(e) = self.record_namespace(&ns_name) {

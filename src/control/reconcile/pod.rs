@@ -487,20 +487,20 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                     ProcessState::Running(_) => false,
                 };
                 if start_now {
-                    let env: Vec<(String, String)> = c
-                        .env
-                        .iter()
-                        .flatten()
-                        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-                        .collect();
-                    match self.runtime.start(&pod, &c.name, &argv(c), &env) {
+                    let started = container_env(&pod, c, &self.runtime.host_ip(), ip.as_deref())
+                        .and_then(|env| {
+                            self.runtime
+                                .start(&pod, &c.name, &argv(c), &env)
+                                .map_err(|e| ("RunContainerError", e))
+                        });
+                    match started {
                         Ok(()) => {
                             later.push((false, "Started", format!("Started container {}", c.name)));
                             state = self.runtime.state(&pod, &c.name);
                         }
-                        Err(e) => {
+                        Err((reason, e)) => {
                             later.push((true, "Failed", format!("Error: {e}")));
-                            waiting = Some(("RunContainerError", Some(e)));
+                            waiting = Some((reason, Some(e)));
                             soon(now + BACKOFF_START);
                         }
                     }
@@ -719,4 +719,87 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
             None => Next::Done,
         })
     }
+}
+
+/// A container's environment: literal values, and the downward API's
+/// `fieldRef`s the kubelet resolves (name, namespace, uid, labels and
+/// annotations, node name, service account, pod and host addresses).
+/// Anything else (ConfigMap and Secret keys, resource fields) is refused
+/// with `CreateContainerConfigError`, not dropped.
+fn container_env(
+    pod: &Pod,
+    c: &Container,
+    host_ip: &str,
+    pod_ip: Option<&str>,
+) -> Result<Vec<(String, String)>, (&'static str, String)> {
+    let refuse =
+        |name: &str, why: String| ("CreateContainerConfigError", format!("env {name}: {why}"));
+    let mut env = Vec::new();
+    for e in c.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            env.push((e.name.clone(), v.clone()));
+            continue;
+        }
+        let Some(from) = &e.value_from else {
+            env.push((e.name.clone(), String::new()));
+            continue;
+        };
+        let Some(field) = &from.field_ref else {
+            return Err(refuse(
+                &e.name,
+                "only fieldRef is supported in valueFrom on podnet so far".into(),
+            ));
+        };
+        let path = field.field_path.as_str();
+        let meta = &pod.metadata;
+        let status = pod.status.clone().unwrap_or_default();
+        let keyed = |prefix: &str, map: Option<&std::collections::BTreeMap<String, String>>| {
+            path.strip_prefix(prefix)
+                .and_then(|k| k.strip_suffix("']"))
+                .map(|k| map.and_then(|m| m.get(k)).cloned().unwrap_or_default())
+        };
+        let value = match path {
+            "metadata.name" => meta.name.clone().unwrap_or_default(),
+            "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+            "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+            "spec.nodeName" => pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
+            "spec.serviceAccountName" => pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+            "status.podIP" => pod_ip
+                .map(str::to_string)
+                .or(status.pod_ip)
+                .unwrap_or_default(),
+            "status.podIPs" => match pod_ip {
+                Some(ip) if status.pod_ips.is_none() => ip.to_string(),
+                _ => status
+                    .pod_ips
+                    .iter()
+                    .flatten()
+                    .map(|p| p.ip.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            },
+            "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
+            _ => match keyed("metadata.labels['", meta.labels.as_ref())
+                .or_else(|| keyed("metadata.annotations['", meta.annotations.as_ref()))
+            {
+                Some(v) => v,
+                None => {
+                    return Err(refuse(
+                        &e.name,
+                        format!("fieldRef {path:?} is not a field the downward API offers"),
+                    ))
+                }
+            },
+        };
+        env.push((e.name.clone(), value));
+    }
+    Ok(env)
 }

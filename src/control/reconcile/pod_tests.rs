@@ -343,3 +343,53 @@ fn deletion_terms_then_kills_then_removes() {
         [("slow".to_string(), false), ("slow".to_string(), true)]
     );
 }
+
+#[test]
+fn the_downward_api_fills_env_and_other_sources_are_refused() {
+    let mut n = Node::new();
+    let env = json!({"env": [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+        {"name": "PLAIN", "value": "v"},
+    ]});
+    let mut pod = pod_json("web", "Always", env);
+    pod["metadata"]["labels"] = json!({"tier": "front"});
+    n.create(pod);
+    let started = n.rt.started.lock().clone();
+    assert_eq!(started.len(), 1, "{:?}", n.pod("web").status);
+    let got: std::collections::BTreeMap<_, _> = started[0].2.iter().cloned().collect();
+    assert_eq!(got["POD_NAME"], "web");
+    assert_eq!(got["POD_NAMESPACE"], "default");
+    assert_eq!(
+        got["POD_IP"], "10.244.0.2",
+        "the address given at this start"
+    );
+    assert_eq!(got["NODE"], "node-1");
+    assert_eq!(got["HOST_IP"], "192.0.2.1");
+    assert_eq!(got["TIER"], "front");
+    assert_eq!(got["PLAIN"], "v");
+
+    let secret =
+        json!({"env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]});
+    n.create(pod_json("needs-secret", "Always", secret));
+    let cs = n
+        .pod("needs-secret")
+        .status
+        .unwrap()
+        .container_statuses
+        .unwrap();
+    let waiting = cs[0].state.as_ref().unwrap().waiting.as_ref().unwrap();
+    assert_eq!(
+        waiting.reason.as_deref(),
+        Some("CreateContainerConfigError")
+    );
+    assert!(
+        waiting.message.as_deref().unwrap().contains("env S"),
+        "{waiting:?}"
+    );
+    assert_eq!(n.rt.started.lock().len(), 1, "not started without its env");
+}
