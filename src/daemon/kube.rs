@@ -363,6 +363,13 @@ pub fn run(
         }
         if last_prune.elapsed() >= Duration::from_secs(60) {
             events::prune(&objects, SystemTime::now(), events::EVENT_TTL);
+            runtime.release_orphan_leases(|| {
+                objects
+                    .list_as::<k8s_openapi::api::core::v1::Pod>(None, &Default::default())
+                    .into_iter()
+                    .filter_map(|p| p.metadata.uid)
+                    .collect()
+            });
             last_prune = Instant::now();
         }
         manager.wait(next, Duration::from_millis(50));

@@ -667,6 +667,22 @@ impl HostRuntime {
         warnings
     }
 
+    /// Releases the leases of owners that are not live pods; `live` lists
+    /// the uids of the pods in the store, and is read with IPAM locked, so
+    /// a lease taken for a pod created since cannot be missed.
+    pub fn release_orphan_leases(&self, live: impl FnOnce() -> Vec<String>) {
+        let mut ipam = self.ipam.lock();
+        let live: std::collections::HashSet<String> = live().into_iter().collect();
+        match ipam.gc(|o| live.contains(&o.0), SystemTime::now()) {
+            Ok(released) if !released.is_empty() => tracing::warn!(
+                count = released.len(),
+                "released the addresses of pods that are gone"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot release the addresses of pods that are gone: {e}"),
+        }
+    }
+
     /// Addresses IPAM holds (leases) and pods this runtime runs.
     pub fn counts(&self) -> (usize, usize) {
         (self.ipam.lock().list().len(), self.pods.lock().len())
@@ -940,6 +956,16 @@ impl PodRuntime for HostRuntime {
     fn teardown_network(&self, pod: &Pod) {
         let k = key(pod);
         let entry = self.pods.lock().remove(&k);
+        if entry.is_none() {
+            // Never set up here (a crash between its address and its
+            // namespace, or deleted first): only its address to give back.
+            if let Some(uid) = &pod.metadata.uid {
+                let _ = self
+                    .ipam
+                    .lock()
+                    .release(&OwnerKey::from(uid.clone()), SystemTime::now());
+            }
+        }
         if let Some(entry) = entry {
             self.teardown(&k, entry, false);
             self.publish_pods(&self.pods.lock());
