@@ -19,6 +19,24 @@
 #   e2e.pod_run_ms    creating a pod with its namespace and process, median
 #   e2e.tcp4_gbps / e2e.kernel_tcp4_gbps / e2e.tcp4_ratio
 #       four parallel iperf3 TCP streams, pod -> cluster IP -> pod and kernel
+#   e2e.cpu_per_gbit
+#       podnetd's CPU seconds (user + system, all threads, /proc/PID/stat) per
+#       Gbit moved in the one-stream TCP runs, median; beside it
+#       e2e.softirq_per_gbit (the host's softirq seconds in those runs, all
+#       CPUs, /proc/stat) and e2e.kernel_softirq_per_gbit (the same in the
+#       kernel path's runs, where all its forwarding happens)
+#   e2e.podip_tcp_gbps / e2e.kernel_podip_tcp_gbps / e2e.podip_tcp_ratio
+#       one TCP stream pod -> pod by its IP (no service)
+#   e2e.host_tcp_gbps / e2e.kernel_host_tcp_gbps / e2e.host_tcp_ratio
+#       one TCP stream from the node (host namespace: podnet0, or the kernel
+#       node's own DNAT in OUTPUT) -> cluster IP -> pod
+#   e2e.host2_tcp_gbps / e2e.host2_speedup
+#       two TCP streams at once from the node to two services whose pods two
+#       different workers serve (podnet0 has a queue per worker), and their
+#       sum over one such stream measured in turns with it
+#   e2e.crr_per_s / e2e.kernel_crr_per_s / e2e.crr_ratio
+#       new TCP connections per second pod -> cluster IP -> nginx pod, one
+#       HTTP request per connection (wrk -c 16, Connection: close)
 # Usage: sudo scripts/bench-e2e.sh [-t SECS] [-r RUNS] [-n PODS] [-- PODNETD-FLAGS...]   (defaults 5, 3, 20)
 # PODNETD-FLAGS go to the daemon under test (e.g. -- --no-offload); PODNET_BIN
 # names a directory with prebuilt podnetd and podnet (another build to compare).
@@ -43,36 +61,83 @@ done
 shift $((OPTIND - 1))
 pn_require_root
 pn_ensure_tools
+bench_ensure_tools
 podnet_build
 
 id=$$
+work=$(mktemp -d "${TMPDIR:-/tmp}/pnbench-e2e.XXXXXX")
+pn_cleanup_register rm -rf "$work"
+BENCH_CPU_DIR=$work
 podnet_up "pnb$id" "$@"
+bench_note "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# Devices go to workers round robin (podnet0's queues first): the server and
+# the client land on different workers, as on the kernel path where sender
+# and receiver run on different CPUs. The client pod serves iperf3 too, for
+# the two-stream figure from the node.
 pn --quiet pod run "ipf$id" --label app=ipf$id -- iperf3 -s -p 5201 >/dev/null
-pn --quiet pod run "cli$id" -- sleep infinity >/dev/null
+pn --quiet pod run "cli$id" --label app=cli$id -- iperf3 -s -p 5202 >/dev/null
+nginx_conf=$(bench_nginx_conf "$work/nginx" 8080)
+pn --quiet pod run "web$id" --label app=web$id -- nginx -c "$nginx_conf" -p "$work/nginx" >/dev/null
 pn --quiet service create "ipf$id" --selector app=ipf$id --port 5201 --port 5201/udp >/dev/null
+pn --quiet service create "cli$id" --selector app=cli$id --port 5202 >/dev/null
+pn --quiet service create "web$id" --selector app=web$id --port 8080 >/dev/null
 vip=$(pn service get "ipf$id" -o json | pn_json 'j["spec"]["clusterIP"]')
-pn_wait_tcp "cli$id" "$vip" 5201 10
+vip_cli=$(pn service get "cli$id" -o json | pn_json 'j["spec"]["clusterIP"]')
+vip_web=$(pn service get "web$id" -o json | pn_json 'j["spec"]["clusterIP"]')
+ipf_ip=$(pn pod get "ipf$id" -o json | pn_json 'j["status"]["podIP"]')
+pn_wait_tcp "default.cli$id" "$vip" 5201 10
+pn_wait_tcp "pnb$id" "$vip_cli" 5202 10
+pn_wait_tcp "default.cli$id" "$vip_web" 8080 10
 ref_topology_up "pnr$id"
+ref_http_up "$work/ref-nginx"
 ref_forwarder_up "pnf$id"
 
-bench_alternate "$runs" "bench_iperf_tcp_gbps cli$id $vip 5201 $secs" \
-    "bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs" \
+bench_alternate "$runs" "bench_cpu podnet_tcp $PN_DAEMON_PID $secs bench_iperf_tcp_gbps default.cli$id $vip 5201 $secs" \
+    "bench_cpu kernel_tcp - $secs bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs" \
     "bench_iperf_tcp_gbps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs"
-echo "# tcp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C" >&2
+echo "# tcp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
+echo "# tcp runs (Gbit/s, podnetd CPU s, softirq s): podnet $(paste -sd, "$work/podnet_tcp"); kernel $(paste -sd, "$work/kernel_tcp")" >&2
 echo "e2e.tcp_gbps: $BENCH_MEDIAN_A"
 echo "e2e.kernel_tcp_gbps: $BENCH_MEDIAN_B"
 echo "e2e.tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
 echo "e2e.forwarder_tcp_gbps: $BENCH_MEDIAN_C"
 echo "e2e.tcp_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+echo "e2e.cpu_per_gbit: $(bench_per_gbit "$work/podnet_tcp" "$secs" 2)"
+echo "e2e.softirq_per_gbit: $(bench_per_gbit "$work/podnet_tcp" "$secs" 3)"
+echo "e2e.kernel_softirq_per_gbit: $(bench_per_gbit "$work/kernel_tcp" "$secs" 3)"
 
-bench_alternate "$runs" "bench_iperf_tcp_gbps cli$id $vip 5201 $secs 4" \
+bench_alternate "$runs" "bench_iperf_tcp_gbps default.cli$id $vip 5201 $secs 4" \
     "bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs 4"
 echo "# tcp4 runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B" >&2
 echo "e2e.tcp4_gbps: $BENCH_MEDIAN_A"
 echo "e2e.kernel_tcp4_gbps: $BENCH_MEDIAN_B"
 echo "e2e.tcp4_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
 
-bench_alternate "$runs" "bench_iperf_udp_kpps cli$id $vip 5201 $secs" \
+bench_alternate "$runs" "bench_iperf_tcp_gbps default.cli$id $ipf_ip 5201 $secs" \
+    "bench_iperf_tcp_gbps $REF_POD1 $REF_POD2_IP $REF_PORT $secs"
+echo "# pod ip runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; load $(cut -d' ' -f1 /proc/loadavg)" >&2
+echo "e2e.podip_tcp_gbps: $BENCH_MEDIAN_A"
+echo "e2e.kernel_podip_tcp_gbps: $BENCH_MEDIAN_B"
+echo "e2e.podip_tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+
+bench_alternate "$runs" "bench_iperf_tcp_gbps pnb$id $vip 5201 $secs" \
+    "bench_iperf_tcp_gbps $REF_NODE $REF_VIP $REF_PORT $secs" \
+    "bench_iperf_tcp2_gbps pnb$id $vip 5201 $vip_cli 5202 $secs"
+echo "# host runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; podnet two streams $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
+echo "e2e.host_tcp_gbps: $BENCH_MEDIAN_A"
+echo "e2e.kernel_host_tcp_gbps: $BENCH_MEDIAN_B"
+echo "e2e.host_tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+echo "e2e.host2_tcp_gbps: $BENCH_MEDIAN_C"
+echo "e2e.host2_speedup: $(pn_ratio "$BENCH_MEDIAN_C" "$BENCH_MEDIAN_A")"
+
+bench_alternate "$runs" "bench_wrk_crr default.cli$id $vip_web 8080 $secs" \
+    "bench_wrk_crr $REF_POD1 $REF_VIP $REF_HTTP_PORT $secs"
+echo "# crr runs (connections/s): podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; load $(cut -d' ' -f1 /proc/loadavg)" >&2
+echo "e2e.crr_per_s: $BENCH_MEDIAN_A"
+echo "e2e.kernel_crr_per_s: $BENCH_MEDIAN_B"
+echo "e2e.crr_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+
+bench_alternate "$runs" "bench_iperf_udp_kpps default.cli$id $vip 5201 $secs" \
     "bench_iperf_udp_kpps $REF_POD1 $REF_VIP $REF_PORT $secs" \
     "bench_iperf_udp_kpps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs"
 echo "# udp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C" >&2

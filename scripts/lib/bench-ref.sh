@@ -9,6 +9,8 @@
 #   ref_udp_kpps 5 3                # prints e2e.kernel_udp_kpps, sets REF_UDP_KPPS
 #   ref_cni_ms 20                   # prints e2e.cni_ref_ms, sets REF_CNI_MS
 #   ref_forwarder_up                # two namespaces joined by the ceiling forwarder
+#   bench_ensure_tools              # wrk and nginx for the connection-rate figures
+#   ref_http_up                     # nginx in pod2 behind VIP:REF_HTTP_PORT
 #
 # The ref_* functions and bench_median_of keep their results in globals and
 # register cleanups, so call them in the main shell, not inside $(...). The
@@ -29,6 +31,8 @@ REF_PORT=${REF_PORT:-5201}
 REF_GW=10.244.0.1
 REF_POD1_IP=10.244.0.2
 REF_POD2_IP=10.244.0.3
+REF_SERVICE_CIDR=10.96.0.0/12
+REF_HTTP_PORT=${REF_HTTP_PORT:-8080}
 REF_NODE=""
 REF_POD1=""
 REF_POD2=""
@@ -107,6 +111,24 @@ PY
     return "$rc"
 }
 
+# bench_iperf_tcp2_gbps NS IP1 PORT1 IP2 PORT2 [SECS] — two iperf3 TCP streams from NS at once, to IP1:PORT1
+# and IP2:PORT2; prints their receiver Gbit/s together.
+bench_iperf_tcp2_gbps() {
+    local ns=${1:?bench_iperf_tcp2_gbps: NS missing} ip1=${2:?} port1=${3:?} ip2=${4:?} port2=${5:?} secs=${6:-5}
+    local f1 f2 p1 p2 rc=0
+    f1=$(mktemp "${TMPDIR:-/tmp}/pnbench-tcp2.XXXXXX")
+    f2=$(mktemp "${TMPDIR:-/tmp}/pnbench-tcp2.XXXXXX")
+    bench_iperf_tcp_gbps "$ns" "$ip1" "$port1" "$secs" >"$f1" &
+    p1=$!
+    bench_iperf_tcp_gbps "$ns" "$ip2" "$port2" "$secs" >"$f2" &
+    p2=$!
+    wait "$p1" || rc=1
+    wait "$p2" || rc=1
+    [ "$rc" -eq 0 ] && awk '{ s += $1 } END { printf "%.3f\n", s }' "$f1" "$f2"
+    rm -f "$f1" "$f2"
+    return "$rc"
+}
+
 # bench_median_of RUNS CMD [ARG...] — run CMD RUNS times (each prints one number); sets BENCH_RUNS and BENCH_MEDIAN.
 bench_median_of() {
     local runs=${1:?bench_median_of: RUNS missing} i v
@@ -178,17 +200,141 @@ ref_topology_up() {
     done
     # kube-proxy iptables mode reduced to its one rule per service port.
     for proto in tcp udp; do
-        if ! ip netns exec "$REF_NODE" iptables -w 5 -t nat -A PREROUTING -d "$REF_VIP/32" -p "$proto" \
-            --dport "$REF_PORT" -j DNAT --to-destination "$REF_POD2_IP:$REF_PORT"; then
-            echo "ref_topology_up: iptables DNAT rule ($proto) failed in $REF_NODE (nat table / conntrack missing?)" >&2
-            return 1
-        fi
+        ref_dnat "$proto" "$REF_PORT" || return 1
     done
+    # The node reaches the VIP too (host -> service): kube-proxy's rules sit
+    # in OUTPUT as well as PREROUTING, and a node has a route the VIP's
+    # packets leave by (its default route) before DNAT sends them to the pod.
+    ip -n "$REF_NODE" route add "$REF_SERVICE_CIDR" dev veth-pod2 src "$REF_GW"
     pn_bg "$REF_POD2" iperf3 -s -p "$REF_PORT" --idle-timeout 300
     if ! pn_wait_tcp "$REF_POD1" "$REF_VIP" "$REF_PORT" 10; then
         echo "ref_topology_up: iperf3 server not reachable from $REF_POD1 through VIP $REF_VIP:$REF_PORT" >&2
         return 1
     fi
+}
+
+# ref_dnat PROTO PORT — the reference node's DNAT of REF_VIP:PORT to pod2:PORT, for pods (PREROUTING) and
+# for the node itself (OUTPUT), as kube-proxy's iptables mode has it.
+ref_dnat() {
+    local proto=${1:?ref_dnat: PROTO missing} port=${2:?ref_dnat: PORT missing} chain
+    for chain in PREROUTING OUTPUT; do
+        if ! ip netns exec "$REF_NODE" iptables -w 5 -t nat -A "$chain" -d "$REF_VIP/32" -p "$proto" \
+            --dport "$port" -j DNAT --to-destination "$REF_POD2_IP:$port"; then
+            echo "ref_dnat: iptables DNAT rule ($chain $proto $port) failed in $REF_NODE (nat table / conntrack missing?)" >&2
+            return 1
+        fi
+    done
+}
+
+# bench_ensure_tools — wrk and nginx (the connection-rate figures), from their Debian packages when missing.
+bench_ensure_tools() {
+    local -a need=()
+    command -v wrk >/dev/null 2>&1 || need+=(wrk)
+    command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+    [ ${#need[@]} -eq 0 ] && return 0
+    pn_require_root || return 1
+    echo "podnet-bench: installing ${need[*]}" >&2
+    if ! DEBIAN_FRONTEND=noninteractive pn_timeout 600 apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; then
+        pn_timeout 300 apt-get update -qq || { echo "bench_ensure_tools: apt-get update failed" >&2; return 1; }
+        DEBIAN_FRONTEND=noninteractive pn_timeout 600 apt-get install -y -qq "${need[@]}" >/dev/null || {
+            echo "bench_ensure_tools: apt-get install ${need[*]} failed" >&2
+            return 1
+        }
+    fi
+}
+
+# bench_nginx_conf DIR PORT — write DIR/nginx.conf: nginx in the foreground, one worker, no logs, answering
+# every request with 3 bytes and closing the connection (keepalive off); prints the file's path.
+bench_nginx_conf() {
+    local dir=${1:?bench_nginx_conf: DIR missing} port=${2:?bench_nginx_conf: PORT missing}
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log stderr;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 0;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    server {
+        listen $port reuseport backlog=4096;
+        location / { return 200 "ok\n"; }
+    }
+}
+CONF
+    echo "$dir/nginx.conf"
+}
+
+# bench_wrk_crr NS IP PORT [SECS] [CONNS] — wrk from NS to http://IP:PORT/, one request per connection
+# (Connection: close; CONNS at once, default 16); prints connections per second. Fails on connect errors
+# or non-2xx answers.
+bench_wrk_crr() {
+    local ns=${1:?bench_wrk_crr: NS missing} ip=${2:?IP missing} port=${3:?PORT missing}
+    local secs=${4:-5} conns=${5:-16} out
+    out=$(pn_timeout $((secs + 20)) ip netns exec "$ns" wrk -t1 -c"$conns" -d"${secs}s" \
+        -H 'Connection: close' "http://$ip:$port/" 2>&1) || { echo "wrk failed (ns $ns, $ip:$port): $out" >&2; return 1; }
+    if grep -q 'Non-2xx' <<<"$out" || grep -Eq 'Socket errors: connect [1-9]' <<<"$out"; then
+        echo "wrk (ns $ns, $ip:$port): errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2
+        return 1
+    fi
+    awk '/^Requests\/sec:/ { printf "%.0f\n", $2; found = 1 } END { exit !found }' <<<"$out" ||
+        { echo "wrk (ns $ns): no Requests/sec in: $out" >&2; return 1; }
+}
+
+# ref_http_up [DIR] — nginx (bench_nginx_conf) in the reference pod2 on REF_HTTP_PORT, behind REF_VIP:REF_HTTP_PORT.
+REF_HTTP_UP=""
+ref_http_up() {
+    [ -n "$REF_HTTP_UP" ] && return 0
+    local dir=${1:-} conf
+    [ -n "$dir" ] || { dir=$(mktemp -d "${TMPDIR:-/tmp}/pnref-http.XXXXXX"); pn_cleanup_register rm -rf "$dir"; }
+    ref_topology_up "pnref$$"
+    ref_dnat tcp "$REF_HTTP_PORT" || return 1
+    conf=$(bench_nginx_conf "$dir" "$REF_HTTP_PORT")
+    pn_bg "$REF_POD2" nginx -c "$conf" -p "$dir"
+    pn_wait_tcp "$REF_POD1" "$REF_VIP" "$REF_HTTP_PORT" 10 || { echo "ref_http_up: nginx not reachable through the VIP" >&2; return 1; }
+    REF_HTTP_UP=1
+}
+
+# bench_cpu NAME PID SECS CMD... — run CMD (prints one Gbit/s figure, as bench_iperf_tcp_gbps does) and print
+# its figure; append to $BENCH_CPU_DIR/NAME one line "GBPS PID_CPU_S SOFTIRQ_S": the CPU seconds (user +
+# system) of process PID's threads (skipped when PID is -) and the host's softirq seconds (/proc/stat, all
+# CPUs) while it ran.
+bench_cpu() {
+    local name=${1:?bench_cpu: NAME missing} pid=${2:?PID missing} secs=${3:?SECS missing} v c0 c1 s0 s1
+    shift 3
+    c0=$(bench_proc_cpu "$pid")
+    s0=$(bench_softirq)
+    v=$("$@") || return 1
+    c1=$(bench_proc_cpu "$pid")
+    s1=$(bench_softirq)
+    echo "$v $(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.3f", b - a }')" \
+        >>"${BENCH_CPU_DIR:?bench_cpu: BENCH_CPU_DIR unset}/$name"
+    echo "$v"
+}
+
+# bench_proc_cpu PID — user + system CPU seconds of PID (all its threads) so far; 0 for "-".
+bench_proc_cpu() {
+    [ "$1" = - ] && { echo 0; return 0; }
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f\n", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# bench_softirq — softirq CPU seconds so far, all CPUs (/proc/stat).
+bench_softirq() {
+    awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.3f\n", $8 / hz }' /proc/stat
+}
+
+# bench_per_gbit FILE SECS COLUMN — median over FILE's runs (lines of bench_cpu) of COLUMN (2: process CPU,
+# 3: softirq) seconds per Gbit moved (GBPS * SECS).
+bench_per_gbit() {
+    local file=${1:?} secs=${2:?} col=${3:?}
+    awk -v s="$secs" -v c="$col" '$1 > 0 { printf "%.4f\n", $c / ($1 * s) }' "$file" | pn_median
 }
 
 # ref_tcp_gbps [SECS] [RUNS] — e2e.kernel_tcp_gbps: median of RUNS single-stream TCP runs pod1 -> VIP -> pod2.

@@ -4,9 +4,19 @@
 //! Each TUN descriptor belongs to exactly one worker, which polls it with
 //! `mio` (edge-triggered), reads every waiting packet (until `EAGAIN`), runs
 //! it through its [`crate::packet::router::Worker`] and writes it to the
-//! device the verdict names. Devices are handed to workers round robin. The
-//! control plane reaches workers only through the router's snapshots and a
-//! command channel (add or remove a device), never a lock on the packet path.
+//! device the verdict names. Descriptors are handed to workers round robin.
+//! The control plane reaches workers only through the router's snapshots and
+//! a command channel (add or remove a device), never a lock on the packet
+//! path.
+//!
+//! A link is one device with one or more queues ([`LinkQueues`]): a pod's
+//! `eth0` has one, so one worker serves the pod; the host device `podnet0`
+//! has one per worker (`IFF_MULTI_QUEUE`). A worker writes to a link on the
+//! queue it reads of that link, if it reads one: the kernel learns from
+//! those writes which queue a flow lives on and hands the flow's next
+//! packets from the host to that queue, so both directions of a flow
+//! between the host and a pod meet in the worker that serves the pod, and
+//! flows of pods on different workers run in parallel.
 //!
 //! Offloads: a device with offloads reads a packet with its virtio-net
 //! header, which travels with the packet through the router
@@ -35,19 +45,74 @@ use crate::packet::wire::virtio::{self, VnetHdr};
 use crate::packet::{wire, Link, PacketBuf, Router, Timestamp, Verdict};
 use crate::sys::tun::{Tun, VNET_HDR_LEN};
 
+/// The queues of one link's device: one descriptor each (see the module
+/// docs). A single device converts into one queue.
+pub struct LinkQueues(Vec<Arc<Tun>>);
+
+impl LinkQueues {
+    /// The queues, the first one first.
+    pub fn queues(&self) -> &[Arc<Tun>] {
+        &self.0
+    }
+}
+
+impl From<Arc<Tun>> for LinkQueues {
+    fn from(tun: Arc<Tun>) -> LinkQueues {
+        LinkQueues(vec![tun])
+    }
+}
+
+impl From<Vec<Arc<Tun>>> for LinkQueues {
+    fn from(queues: Vec<Arc<Tun>>) -> LinkQueues {
+        LinkQueues(queues)
+    }
+}
+
+impl From<Vec<Tun>> for LinkQueues {
+    fn from(queues: Vec<Tun>) -> LinkQueues {
+        LinkQueues(queues.into_iter().map(Arc::new).collect())
+    }
+}
+
+/// A link as the workers write to it.
+#[derive(Clone)]
+struct LinkEntry {
+    queues: Arc<[Arc<Tun>]>,
+    /// For each worker, the queue it writes on: the one it reads, or
+    /// another spread by worker index if it reads none.
+    by_worker: Arc<[usize]>,
+    /// For each queue, the worker reading it.
+    serving: Arc<[usize]>,
+}
+
+impl LinkEntry {
+    fn queue(&self, worker: usize) -> &Arc<Tun> {
+        &self.queues[self.by_worker.get(worker).copied().unwrap_or(0)]
+    }
+
+    fn served_by(&self, worker: usize) -> bool {
+        self.serving.contains(&worker)
+    }
+}
+
 /// Every device a verdict can name.
 #[derive(Default)]
 struct LinkTable {
-    host: Option<Arc<Tun>>,
-    pods: HashMap<u32, Arc<Tun>>,
+    host: Option<LinkEntry>,
+    pods: HashMap<u32, LinkEntry>,
 }
 
 impl LinkTable {
-    fn get(&self, link: Link) -> Option<&Arc<Tun>> {
+    fn entry(&self, link: Link) -> Option<&LinkEntry> {
         match link {
             Link::Host => self.host.as_ref(),
             Link::Pod(id) => self.pods.get(&id.0),
         }
+    }
+
+    /// The queue of `link` that `worker` writes on.
+    fn get(&self, link: Link, worker: usize) -> Option<&Arc<Tun>> {
+        Some(self.entry(link)?.queue(worker))
     }
 }
 
@@ -79,6 +144,11 @@ pub struct DataplaneStats {
     /// Packets with an offload state that could not be finished or
     /// segmented (dropped).
     pub offload_errors: AtomicU64,
+    /// Packets from the host that a worker forwarded to a pod another
+    /// worker serves: the kernel had not (yet) learned to hand their flow
+    /// to the queue of the pod's worker (a flow's first packets, or a
+    /// steering fault).
+    pub host_unsteered: AtomicU64,
 }
 
 /// The running workers.
@@ -86,7 +156,8 @@ pub struct Dataplane {
     router: Arc<Router>,
     links: Arc<ArcSwap<LinkTable>>,
     workers: Vec<WorkerHandle>,
-    owner: parking_lot::Mutex<HashMap<Link, usize>>,
+    /// The workers serving each link's queues, in queue order.
+    owner: parking_lot::Mutex<HashMap<Link, Vec<usize>>>,
     next: AtomicUsize,
     clock: Instant,
     stats: Arc<DataplaneStats>,
@@ -110,7 +181,7 @@ impl Dataplane {
             let stats = stats.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("podnet-worker-{i}"))
-                .spawn(move || worker_loop(poll, rx, &router, &links, clock, &stats))?;
+                .spawn(move || worker_loop(i, poll, rx, &router, &links, clock, &stats))?;
             handles.push(WorkerHandle {
                 commands: tx,
                 waker,
@@ -133,36 +204,70 @@ impl Dataplane {
         &self.stats
     }
 
-    /// Starts moving packets of `tun` as `link`.
-    pub fn add(&self, link: Link, tun: Arc<Tun>) {
-        self.publish_link(link, Some(&tun));
-        let w = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        if let Some(old) = self.owner.lock().insert(link, w) {
-            self.send(old, Command::Remove(link));
+    /// How many worker threads run: a multi-queue device gets this many
+    /// queues (one each).
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Starts moving packets of `device` (one queue, or several of a
+    /// multi-queue device) as `link`, in place of whatever served `link`
+    /// before. Each queue goes to the next worker round robin.
+    pub fn add(&self, link: Link, device: impl Into<LinkQueues>) {
+        let queues = device.into().0;
+        if queues.is_empty() {
+            return self.remove(link);
         }
-        self.send(w, Command::Add(link, tun));
+        let n = self.workers.len();
+        let start = self.next.fetch_add(queues.len(), Ordering::Relaxed);
+        let serving: Vec<usize> = (0..queues.len()).map(|q| (start + q) % n).collect();
+        let by_worker: Vec<usize> = (0..n)
+            .map(|w| {
+                serving
+                    .iter()
+                    .position(|&s| s == w)
+                    .unwrap_or(w % queues.len())
+            })
+            .collect();
+        self.publish_link(
+            link,
+            Some(LinkEntry {
+                queues: queues.clone().into(),
+                by_worker: by_worker.into(),
+                serving: serving.clone().into(),
+            }),
+        );
+        let mut owner = self.owner.lock();
+        // Old queues go before new ones arrive: a worker's commands are
+        // handled in order.
+        for w in owner.insert(link, serving.clone()).unwrap_or_default() {
+            self.send(w, Command::Remove(link));
+        }
+        for (tun, w) in queues.into_iter().zip(serving) {
+            self.send(w, Command::Add(link, tun));
+        }
     }
 
     /// Stops moving packets of `link`; its device is closed once the worker
     /// has let go of it.
     pub fn remove(&self, link: Link) {
         self.publish_link(link, None);
-        if let Some(w) = self.owner.lock().remove(&link) {
+        for w in self.owner.lock().remove(&link).unwrap_or_default() {
             self.send(w, Command::Remove(link));
         }
     }
 
-    /// Publishes a link table with `link` set to `tun` (or removed).
-    fn publish_link(&self, link: Link, tun: Option<&Arc<Tun>>) {
+    /// Publishes a link table with `link` set to `entry` (or removed).
+    fn publish_link(&self, link: Link, entry: Option<LinkEntry>) {
         self.links.rcu(|t| {
             let mut n = LinkTable {
                 host: t.host.clone(),
                 pods: t.pods.clone(),
             };
-            match (link, tun) {
-                (Link::Host, tun) => n.host = tun.cloned(),
-                (Link::Pod(id), Some(tun)) => {
-                    n.pods.insert(id.0, tun.clone());
+            match (link, entry.clone()) {
+                (Link::Host, entry) => n.host = entry,
+                (Link::Pod(id), Some(entry)) => {
+                    n.pods.insert(id.0, entry);
                 }
                 (Link::Pod(id), None) => {
                     n.pods.remove(&id.0);
@@ -175,7 +280,7 @@ impl Dataplane {
     /// Writes a packet the control plane generated (a TCP RST for a flow
     /// whose backend went away) out of `link`.
     pub fn send_packet(&self, link: Link, packet: &[u8]) {
-        if let Some(tun) = self.links.load().get(link) {
+        if let Some(tun) = self.links.load().get(link, 0) {
             if tun.write(packet).is_err() {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -219,6 +324,7 @@ impl Drop for Dataplane {
 }
 
 fn worker_loop(
+    index: usize,
     mut poll: Poll,
     commands: Receiver<Command>,
     router: &Router,
@@ -228,13 +334,18 @@ fn worker_loop(
 ) {
     let mut events = Events::with_capacity(256);
     let mut devices: HashMap<Token, (Link, Arc<Tun>)> = HashMap::new();
-    let mut tokens: HashMap<Link, Token> = HashMap::new();
+    let mut tokens: HashMap<Link, Vec<Token>> = HashMap::new();
     let mut next_token = 0usize;
-    let mut worker = router.worker();
-    let mut links = arc_swap::Cache::new(links);
-    let mut bufs = Buffers::new();
+    let mut ctx = WorkerCtx {
+        index,
+        worker: router.worker(),
+        links: arc_swap::Cache::new(links),
+        bufs: Buffers::new(),
+        clock,
+        stats,
+    };
     loop {
-        worker.end_batch();
+        ctx.worker.end_batch();
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(500))) {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!("worker poll failed: {e}");
@@ -259,23 +370,13 @@ fn worker_loop(
                                 tracing::error!("cannot poll {}: {e}", tun.name());
                                 continue;
                             }
-                            if let Some(old) = tokens.insert(link, token) {
-                                forget(&poll, &mut devices, old);
-                            }
-                            devices.insert(token, (link, tun));
+                            tokens.entry(link).or_default().push(token);
                             // Packets may have queued before registration.
-                            drain(
-                                token,
-                                &devices,
-                                &mut worker,
-                                &mut links,
-                                &mut bufs,
-                                clock,
-                                stats,
-                            );
+                            ctx.drain(link, &tun);
+                            devices.insert(token, (link, tun));
                         }
                         Command::Remove(link) => {
-                            if let Some(token) = tokens.remove(&link) {
+                            for token in tokens.remove(&link).unwrap_or_default() {
                                 forget(&poll, &mut devices, token);
                             }
                         }
@@ -283,15 +384,9 @@ fn worker_loop(
                 }
                 continue;
             }
-            drain(
-                ev.token(),
-                &devices,
-                &mut worker,
-                &mut links,
-                &mut bufs,
-                clock,
-                stats,
-            );
+            if let Some((link, tun)) = devices.get(&ev.token()) {
+                ctx.drain(*link, tun);
+            }
         }
     }
 }
@@ -322,48 +417,58 @@ impl Buffers {
     }
 }
 
-/// Reads every packet waiting on one device (edge-triggered polling needs
-/// the device drained) and sends each where the router says.
-fn drain(
-    token: Token,
-    devices: &HashMap<Token, (Link, Arc<Tun>)>,
-    worker: &mut crate::packet::router::Worker<'_>,
-    links: &mut arc_swap::Cache<&ArcSwap<LinkTable>, Arc<LinkTable>>,
-    bufs: &mut Buffers,
+/// What a worker thread works with: its router handle, its view of the
+/// link table, its buffers.
+struct WorkerCtx<'r, 'l> {
+    /// The worker's index (which queue of a multi-queue device it reads).
+    index: usize,
+    worker: crate::packet::router::Worker<'r>,
+    links: arc_swap::Cache<&'l ArcSwap<LinkTable>, Arc<LinkTable>>,
+    bufs: Buffers,
     clock: Instant,
-    stats: &DataplaneStats,
-) {
-    let Some((ingress, tun)) = devices.get(&token) else {
-        return;
-    };
-    let now = Timestamp::from_millis(clock.elapsed().as_millis() as u64);
-    let Buffers {
-        packet: buf,
-        segment,
-    } = bufs;
-    loop {
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        let n = match tun.read_offload(&mut hdr, buf.buffer_mut()) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                // The device went away (its pod was deleted); the control
-                // plane removes it from this worker.
-                stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        buf.set_len(n);
-        buf.set_vnet(VnetHdr::from_bytes(&hdr));
-        match worker.process(now, buf, *ingress) {
-            Verdict::Forward(link) => {
-                if let Some(out) = links.load().get(link) {
-                    send(out, buf, segment, stats);
+    stats: &'r DataplaneStats,
+}
+
+impl WorkerCtx<'_, '_> {
+    /// Reads every packet waiting on `tun`, the queue of `ingress` this
+    /// worker serves (edge-triggered polling needs the device drained), and
+    /// sends each where the router says.
+    fn drain(&mut self, ingress: Link, tun: &Tun) {
+        let now = Timestamp::from_millis(self.clock.elapsed().as_millis() as u64);
+        let stats = self.stats;
+        let Buffers {
+            packet: buf,
+            segment,
+        } = &mut self.bufs;
+        loop {
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            let n = match tun.read_offload(&mut hdr, buf.buffer_mut()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // The device went away (its pod was deleted); the control
+                    // plane removes it from this worker.
+                    stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                    return;
                 }
+            };
+            buf.set_len(n);
+            buf.set_vnet(VnetHdr::from_bytes(&hdr));
+            match self.worker.process(now, buf, ingress) {
+                Verdict::Forward(link) => {
+                    if let Some(out) = self.links.load().entry(link) {
+                        if ingress == Link::Host && !out.served_by(self.index) {
+                            stats.host_unsteered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // On the queue this worker reads, where it has one:
+                        // the kernel steers the flow's next packets there.
+                        send(out.queue(self.index), buf, segment, stats);
+                    }
+                }
+                Verdict::Reply => send(tun, buf, segment, stats),
+                Verdict::Drop(_) => {}
             }
-            Verdict::Reply => send(tun, buf, segment, stats),
-            Verdict::Drop(_) => {}
         }
     }
 }

@@ -94,6 +94,7 @@ impl MetricsSource for NodeMetrics {
             ("segmented", &dp.segmented),
             ("checksum_finished", &dp.checksums_finished),
             ("offload_error", &dp.offload_errors),
+            ("host_unsteered", &dp.host_unsteered),
         ] {
             events
                 .get_or_create(&vec![("event".into(), name.into())])

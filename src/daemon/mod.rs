@@ -135,8 +135,10 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
 }
 
 /// Creates `podnet0` with the gateway address (its connected route covers
-/// the pod subnet) and a route for the service CIDR.
-pub(crate) fn setup_host_device(config: &DaemonConfig) -> Result<Arc<Tun>, DaemonError> {
+/// the pod subnet) and a route for the service CIDR. The device is
+/// multi-queue with one queue per worker (see [`dataplane`]: a host flow is
+/// served by the worker of its pod).
+pub(crate) fn setup_host_device(config: &DaemonConfig) -> Result<Vec<Arc<Tun>>, DaemonError> {
     let fail = |message: String| DaemonError::HostDevice {
         device: config.host_device.clone(),
         message,
@@ -146,8 +148,13 @@ pub(crate) fn setup_host_device(config: &DaemonConfig) -> Result<Arc<Tun>, Daemo
         persistent: false,
         offload: config.offload,
     };
-    let tun = Tun::open(dev, options).map_err(|e| fail(e.to_string()))?;
-    tun.set_nonblocking(true).map_err(|e| fail(e.to_string()))?;
+    let queues =
+        Tun::open_queues(dev, options, config.worker_count()).map_err(|e| fail(e.to_string()))?;
+    for queue in &queues {
+        queue
+            .set_nonblocking(true)
+            .map_err(|e| fail(e.to_string()))?;
+    }
     let gw = Ipv4Net::new(config.gateway(), config.node_subnet.prefix_len()).expect("valid prefix");
     link::set_mtu(dev, config.mtu).map_err(|e| fail(e.to_string()))?;
     link::add_address(dev, IpNet::V4(gw)).map_err(|e| fail(e.to_string()))?;
@@ -157,5 +164,5 @@ pub(crate) fn setup_host_device(config: &DaemonConfig) -> Result<Arc<Tun>, Daemo
     }
     link::set_up(dev).map_err(|e| fail(e.to_string()))?;
     link::add_route(IpNet::V4(config.service_cidr), dev).map_err(|e| fail(e.to_string()))?;
-    Ok(Arc::new(tun))
+    Ok(queues.into_iter().map(Arc::new).collect())
 }

@@ -19,6 +19,14 @@
 //! without offloads clears the mask, so a device left by a daemon with
 //! offloads never hands super-packets to one without.
 //!
+//! A device can have several queues ([`Tun::open_queues`], `IFF_MULTI_QUEUE`),
+//! each its own descriptor: the kernel hands a packet sent out of the device
+//! to one queue, chosen by a table of flows it learns from writes (a flow's
+//! packets go to the queue its last packet was written on) and by the flow
+//! hash otherwise. So a reader that writes a flow's replies on the queue it
+//! reads gets the flow's next packets there too. `IFF_MULTI_QUEUE` is part of
+//! the flags that must match when attaching to an existing device.
+//!
 //! Creation, reads and writes go through `tun-rs`; clearing the persist flag
 //! is a direct `TUNSETPERSIST` ioctl because `tun-rs` can only set it.
 
@@ -39,7 +47,8 @@ pub enum TunError {
     /// `open(/dev/net/tun)` + `TUNSETIFF` failed.
     #[error("creating TUN device {name} (open /dev/net/tun, TUNSETIFF) failed: {source}; \
              needs root (CAP_NET_ADMIN) and the tun module; EBUSY means another process holds the device, \
-             EINVAL that a non-TUN device of that name exists")]
+             EINVAL that a non-TUN device of that name exists or a TUN device with other flags \
+             (IFF_MULTI_QUEUE, IFF_VNET_HDR)")]
     Create { name: String, source: io::Error },
     /// `TUNSETPERSIST` failed.
     #[error("TUNSETPERSIST({on}) on TUN device {name} failed: {source}")]
@@ -51,7 +60,18 @@ pub enum TunError {
     /// Reading the device name back (`TUNGETIFF`) failed.
     #[error("reading the name of TUN device {name} (TUNGETIFF) failed: {source}")]
     Name { name: String, source: io::Error },
+    /// Attaching a further queue (`TUNSETIFF` with `IFF_MULTI_QUEUE`) failed.
+    #[error("attaching queue {queue} of TUN device {name} (TUNSETIFF, IFF_MULTI_QUEUE) failed: {source}; \
+             the kernel allows at most 256 queues")]
+    Queue {
+        name: String,
+        queue: usize,
+        source: io::Error,
+    },
 }
+
+/// Most queues a multi-queue TUN device can have (the kernel's `MAX_TAP_QUEUES`).
+pub const MAX_QUEUES: usize = 256;
 
 /// Length of the virtio-net header before each packet of a device with
 /// offloads (`struct virtio_net_hdr`).
@@ -72,6 +92,7 @@ pub struct Tun {
     name: String,
     offload: bool,
     udp_offload: bool,
+    multi_queue: bool,
 }
 
 impl std::fmt::Debug for Tun {
@@ -80,6 +101,7 @@ impl std::fmt::Debug for Tun {
             .field("name", &self.name)
             .field("fd", &self.device.as_raw_fd())
             .field("offload", &self.offload)
+            .field("multi_queue", &self.multi_queue)
             .finish()
     }
 }
@@ -105,11 +127,45 @@ impl Tun {
     /// (a TUN device's virtio header is in the host's byte order); elsewhere
     /// the device opens without them.
     pub fn open(name: &str, options: TunOptions) -> Result<Tun, TunError> {
+        Tun::open_with(name, options, false)
+    }
+
+    /// Creates or attaches to the multi-queue TUN device `name`
+    /// (`IFF_MULTI_QUEUE`) and opens `queues` queues of it (at least one,
+    /// at most [`MAX_QUEUES`]), each a descriptor of its own with the same
+    /// options. An existing device of that name must be multi-queue too.
+    pub fn open_queues(
+        name: &str,
+        options: TunOptions,
+        queues: usize,
+    ) -> Result<Vec<Tun>, TunError> {
+        let first = Tun::open_with(name, options, true)?;
+        let mut all = Vec::with_capacity(queues.clamp(1, MAX_QUEUES));
+        for queue in 1..queues.clamp(1, MAX_QUEUES) {
+            let device = first.device.try_clone().map_err(|source| TunError::Queue {
+                name: first.name.clone(),
+                queue,
+                source,
+            })?;
+            all.push(Tun {
+                device,
+                name: first.name.clone(),
+                offload: first.offload,
+                udp_offload: first.udp_offload,
+                multi_queue: true,
+            });
+        }
+        all.insert(0, first);
+        Ok(all)
+    }
+
+    fn open_with(name: &str, options: TunOptions, multi_queue: bool) -> Result<Tun, TunError> {
         validate_name(name)?;
         let offload = options.offload && cfg!(target_endian = "little");
         let device = DeviceBuilder::new()
             .name(name)
             .offload(offload)
+            .multi_queue(multi_queue)
             .build_sync()
             .map_err(|source| TunError::Create {
                 name: name.to_owned(),
@@ -124,6 +180,7 @@ impl Tun {
             device,
             name: actual,
             offload,
+            multi_queue,
         };
         tun.set_persistent(options.persistent)?;
         Ok(tun)
@@ -165,6 +222,11 @@ impl Tun {
     /// TCP segmentation offloads are on).
     pub fn offload(&self) -> bool {
         self.offload
+    }
+
+    /// Whether the device is multi-queue (this value is one of its queues).
+    pub fn multi_queue(&self) -> bool {
+        self.multi_queue
     }
 
     /// Whether UDP segmentation offload (USO) is on too.
