@@ -82,9 +82,10 @@ spec:
 }
 
 /// A pod sending TCP SYNs from every source port to the six service ports
-/// through a raw socket, as fast as Python can, until it is deleted. Its
-/// own kernel answers the backends' SYN-ACKs with RSTs, as a real flood's
-/// would; the flows stay until they time out.
+/// through a raw socket, as fast as Python can, until it is deleted. As
+/// flood tools do, it keeps its own kernel from resetting the backends'
+/// SYN-ACKs (an iptables rule in the pod's own network namespace), so the
+/// flows stay half-open until they time out (60 s in SYN_RECV).
 fn flood_manifest(cluster_ip: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -99,7 +100,12 @@ spec:
     command: ["python3", "-c"]
     args:
     - |
-      import socket, struct
+      import shutil, socket, struct, subprocess
+      try:
+          subprocess.run([shutil.which("iptables") or "/usr/sbin/iptables", "-A", "OUTPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "DROP"], check=True)
+          print("own RSTs dropped", flush=True)
+      except (OSError, subprocess.CalledProcessError) as e:
+          print("own RSTs not dropped:", e, flush=True)
       dst = "{cluster_ip}"
       ports = range(80, 86)
       u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect((dst, 80)); src = u.getsockname()[0]; u.close()
