@@ -55,7 +55,9 @@ pn_cleanup_register cleanup_flood
 test_pid=$!
 status=0
 wait "$test_pid" || status=$?
-grep -E '^flood\.[a-z_]+: ' "$out" || true
+# The test prints its figures with --nocapture, the first right after the
+# test's name on the same line.
+grep -oE 'flood\.[a-z_]+: [0-9.]+' "$out" || true
 if [ "$status" -ne 0 ]; then
     tail -40 "$out" >&2
     pn_err "tests/root_flood.rs failed (exit $status)"

@@ -1136,10 +1136,14 @@ impl ConnTrack {
     }
 
     /// Heap bytes the table holds, all allocated when it is created: the
-    /// bucket array and the entry storage (whose pages the OS provides as
-    /// entries are first used).
+    /// bucket array, the entry storage (whose pages the OS provides as
+    /// entries are first used), the per-source counters and the early-drop
+    /// queue (a stamp word beside each slot's index).
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<AtomicU64>() + self.slab.bytes()
+        self.buckets.len() * std::mem::size_of::<AtomicU64>()
+            + self.slab.bytes()
+            + self.shares.bytes()
+            + self.dead.capacity() * 2 * std::mem::size_of::<usize>()
     }
 
     /// `key` with its hash, for [`Self::prefetch`], [`Self::lookup_packed`]

@@ -104,6 +104,11 @@ impl SourceShares {
         }
     }
 
+    /// Heap bytes of the counters.
+    pub(super) fn bytes(&self) -> usize {
+        self.counters.len() * std::mem::size_of::<AtomicU32>()
+    }
+
     /// The counters of the source of `key` (its original direction).
     #[inline(always)]
     pub(super) fn slots(&self, key: &PackedKey) -> ShareSlots {
