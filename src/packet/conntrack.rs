@@ -38,6 +38,9 @@
 //!
 //! Expiry never happens on the packet path; timeouts follow the Linux
 //! conntrack defaults (`nf_conntrack_tcp_timeout_*`, `nf_conntrack_udp_*`).
+//!
+//! Admission under pressure (a share of the table per source, early drop
+//! of unanswered flows when it is full) is in [`admission`].
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -46,8 +49,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::epoch::{self, Atomic, Guard, Shared};
+use crossbeam::queue::ArrayQueue;
 use parking_lot::Mutex;
 
+pub use self::admission::EvictReason;
+use self::admission::{Evictions, ShareSlots, SourceShares, EVICTION_BUCKETS, EVICTION_HOOKS};
 use self::slab::Slab;
 use super::Timestamp;
 use crate::packet::wire::TcpFlags;
@@ -447,8 +453,17 @@ impl FlowState {
 }
 
 /// Low bits of the state byte hold the [`FlowState`]; the two high bits
-/// remember a FIN seen from each side.
+/// remember a FIN seen from each side; [`DEAD`] and [`QUEUED`] mark an
+/// entry whose removal has begun.
 const STATE_MASK: u8 = 0x0f;
+/// The entry no longer counts: a remover or an early drop claimed it (one
+/// atomic OR, so exactly one of them gives its place back). Lookups pass
+/// it by; it is unlinked by the control thread.
+const DEAD: u8 = 0x20;
+/// A dead entry waiting in the early-drop queue: only the queue's drain
+/// unlinks it (so the queued slab index still names this entry when the
+/// drain comes).
+const QUEUED: u8 = 0x10;
 const HOOKS_REPLY: u8 = 1;
 const HOOKS_DONE: u8 = 2;
 const FIN_ORIGINAL: u8 = 0x40;
@@ -644,6 +659,9 @@ impl Flow {
         {
             return;
         }
+        if cur & DEAD != 0 {
+            return;
+        }
         let new = next_tcp_state(cur, dir, flags);
         if new != cur {
             // A lost race only loses one transition, which the next segment
@@ -659,9 +677,78 @@ impl Flow {
     pub fn track_datagram(&self, dir: Direction) {
         if dir == Direction::Reply && self.state.load(Ordering::Relaxed) != FlowState::Replied as u8
         {
-            self.state
-                .store(FlowState::Replied as u8, Ordering::Relaxed);
+            // An exchange, not a store: a dead (evicted) entry stays dead.
+            let _ = self.state.compare_exchange(
+                FlowState::Unreplied as u8,
+                FlowState::Replied as u8,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
+    }
+
+    /// Whether the entry was removed or evicted (it may still be linked
+    /// until the control thread unlinks it).
+    #[inline(always)]
+    pub fn is_dead(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & DEAD != 0
+    }
+
+    /// Marks the entry dead; true for the one caller that did (who then
+    /// gives back its place in the count and its source's share).
+    #[cfg(test)]
+    fn claim(&self) -> bool {
+        self.state.fetch_or(DEAD, Ordering::AcqRel) & DEAD == 0
+    }
+
+    /// Claims the entry for a removal pass: `None` if it is queued for the
+    /// drain (which alone unlinks it), else whether this call marked it
+    /// dead (and so gives its place back) rather than an earlier one.
+    #[inline]
+    fn claim_for_removal(&self) -> Option<bool> {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            if cur & QUEUED != 0 {
+                return None;
+            }
+            if cur & DEAD != 0 {
+                return Some(false);
+            }
+            match self.state.compare_exchange_weak(
+                cur,
+                cur | DEAD,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(true),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Claims the entry for an early drop if it may be dropped early (see
+    /// [`early_droppable`]), and marks it queued for the drain.
+    #[inline]
+    fn claim_for_early_drop(&self) -> bool {
+        let cur = self.state.load(Ordering::Acquire);
+        // An exchange from the state judged, so a flow answered meanwhile
+        // is not dropped.
+        early_droppable(cur)
+            && self
+                .state
+                .compare_exchange(
+                    cur,
+                    cur | DEAD | QUEUED,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Whether the entry may make room for a new flow (see
+    /// [`early_droppable`]).
+    pub fn can_early_drop(&self) -> bool {
+        early_droppable(self.state.load(Ordering::Relaxed))
     }
 
     fn protocol(&self) -> u8 {
@@ -686,12 +773,31 @@ impl Flow {
         d.as_millis() as u64
     }
 
-    /// Whether the flow has been idle longer than its state allows.
+    /// Whether the flow has been idle longer than its state allows (or is
+    /// dead already).
     pub fn is_expired(&self, now: Timestamp, timeouts: &Timeouts) -> bool {
-        now.as_millis()
-            .saturating_sub(self.last_seen_ms.load(Ordering::Relaxed))
-            > self.timeout_ms(timeouts)
+        self.is_dead()
+            || now
+                .as_millis()
+                .saturating_sub(self.last_seen_ms.load(Ordering::Relaxed))
+                > self.timeout_ms(timeouts)
     }
+}
+
+/// Whether an entry in state byte `s` may be dropped early: never
+/// answered (Linux: not ASSURED) or already closed, and not dead. Records
+/// (affinity, fragments) never are: they are not flows.
+#[inline(always)]
+fn early_droppable(s: u8) -> bool {
+    s & DEAD == 0
+        && matches!(
+            FlowState::from_u8(s),
+            FlowState::SynSent
+                | FlowState::SynRecv
+                | FlowState::Unreplied
+                | FlowState::Close
+                | FlowState::TimeWait
+        )
 }
 
 fn is_icmp(protocol: u8) -> bool {
@@ -755,6 +861,15 @@ pub enum InsertError {
     /// client port reaches one backend both directly and through a service).
     #[error("another tracked flow already uses this reply tuple")]
     ReplyClash,
+    /// The flow's source already holds its share of the table; raise
+    /// `source_share_percent` if one client legitimately needs more.
+    #[error(
+        "this source already holds its share of the connection tracking table ({limit} entries)"
+    )]
+    SourceShareExceeded {
+        /// The most entries one source may hold.
+        limit: usize,
+    },
 }
 
 /// Sizing and timeouts of a [`ConnTrack`] table.
@@ -765,6 +880,13 @@ pub struct ConnTrackConfig {
     pub max_entries: usize,
     /// Per-state timeouts.
     pub timeouts: Timeouts,
+    /// The share of `max_entries` one source address (a pod, or a client
+    /// beyond the node) may hold, in percent (1 to 100; 100: no limit
+    /// below the table's). Default 25: one pod flooding SYNs fills a
+    /// quarter of the table and the other three quarters stay for
+    /// everyone else; a legitimate client needing more (a proxy opening
+    /// tens of thousands of upstream connections) needs it raised.
+    pub source_share_percent: u8,
 }
 
 impl Default for ConnTrackConfig {
@@ -772,7 +894,16 @@ impl Default for ConnTrackConfig {
         ConnTrackConfig {
             max_entries: 262_144,
             timeouts: Timeouts::default(),
+            source_share_percent: 25,
         }
+    }
+}
+
+impl ConnTrackConfig {
+    /// The most entries one source may hold.
+    pub fn max_per_source(&self) -> usize {
+        let percent = usize::from(self.source_share_percent.clamp(1, 100));
+        (self.max_entries / 100 * percent + self.max_entries % 100 * percent / 100).max(1)
     }
 }
 
@@ -835,6 +966,14 @@ pub struct ConnTrack {
     slab: Slab,
     /// Tells this table's [`HashedKey`]s from other tables'.
     id: u32,
+    /// Entries held per source address (see [`admission`]).
+    shares: SourceShares,
+    /// Entries early-dropped by workers, for the control thread to unlink.
+    dead: ArrayQueue<u32>,
+    /// Set when a new flow found the table full and nothing to drop
+    /// early: the next sweep evicts unanswered entries above 95%.
+    pressure: AtomicBool,
+    evictions: Evictions,
 }
 
 /// Bucket word: slab index + 1 of the head hook (0: empty chain).
@@ -910,8 +1049,24 @@ impl ConnTrack {
     /// An empty table sized for `config.max_entries` (two hooks per flow,
     /// about one hook per bucket at capacity).
     pub fn new(config: ConnTrackConfig) -> ConnTrack {
+        Self::with_hasher(config, FlowHasher::random())
+    }
+
+    fn with_hasher(config: ConnTrackConfig, hasher: FlowHasher) -> ConnTrack {
         let buckets = (config.max_entries.max(16) * 2).next_power_of_two();
+        let spare = slab_capacity(config.max_entries) - config.max_entries;
         ConnTrack {
+            shares: SourceShares::new(
+                if config.source_share_percent >= 100 {
+                    usize::MAX
+                } else {
+                    config.max_per_source()
+                },
+                [hasher.k[2], hasher.k[3]],
+            ),
+            dead: ArrayQueue::new(spare),
+            pressure: AtomicBool::new(false),
+            evictions: Evictions::default(),
             slab: Slab::new(slab_capacity(config.max_entries)),
             id: {
                 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -919,7 +1074,7 @@ impl ConnTrack {
             },
             buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
             mask: buckets - 1,
-            hasher: FlowHasher::random(),
+            hasher,
             count: AtomicUsize::new(0),
             config,
             removal: Mutex::new(Retired::default()),
@@ -930,6 +1085,37 @@ impl ConnTrack {
     /// The configuration the table was built with.
     pub fn config(&self) -> &ConnTrackConfig {
         &self.config
+    }
+
+    /// A table whose hashes follow `seed` (tests that need one layout).
+    #[cfg(test)]
+    pub(crate) fn with_seed(config: ConnTrackConfig, seed: u64) -> ConnTrack {
+        Self::with_hasher(config, FlowHasher::fixed(seed))
+    }
+
+    /// Entries evicted before their timeout, by reason (index:
+    /// `EvictReason as usize`).
+    pub fn evictions(&self) -> [u64; EvictReason::ALL.len()] {
+        self.evictions.read()
+    }
+
+    /// The most entries one source address may hold.
+    pub fn max_per_source(&self) -> usize {
+        self.config.max_per_source()
+    }
+
+    /// How many entries the source of `key` holds (an estimate that is
+    /// never below the truth; see [`admission`]).
+    pub fn source_entries(&self, key: &FlowKey) -> usize {
+        self.shares.estimate(&key.pack())
+    }
+
+    /// Checks that each row of the share sketch sums to the entry count.
+    #[cfg(test)]
+    pub(crate) fn assert_shares_match_count(&self) {
+        for total in self.shares.row_totals() {
+            assert_eq!(total, self.len() as u64, "share sketch and count differ");
+        }
     }
 
     /// Number of entries (flows and records).
@@ -950,10 +1136,14 @@ impl ConnTrack {
     }
 
     /// Heap bytes the table holds, all allocated when it is created: the
-    /// bucket array and the entry storage (whose pages the OS provides as
-    /// entries are first used).
+    /// bucket array, the entry storage (whose pages the OS provides as
+    /// entries are first used), the per-source counters and the early-drop
+    /// queue (a stamp word beside each slot's index).
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<AtomicU64>() + self.slab.bytes()
+        self.buckets.len() * std::mem::size_of::<AtomicU64>()
+            + self.slab.bytes()
+            + self.shares.bytes()
+            + self.dead.capacity() * 2 * std::mem::size_of::<usize>()
     }
 
     /// `key` with its hash, for [`Self::prefetch`], [`Self::lookup_packed`]
@@ -1091,7 +1281,7 @@ impl ConnTrack {
         let mut cur = self.head(word);
         while let Some(flow) = deref_in_epoch(cur) {
             let dir = Direction::from_tag(cur.tag());
-            if flow.keys[dir.tag()] == *key {
+            if flow.keys[dir.tag()] == *key && !flow.is_dead() {
                 return Some(Found {
                     flow,
                     direction: dir,
@@ -1162,15 +1352,28 @@ impl ConnTrack {
                 return Ok(existing);
             }
         }
-        if self.count.fetch_add(1, Ordering::Relaxed) >= self.config.max_entries {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+        // The source's share first: a source over it (a flood) is refused
+        // before it can take a place in the table or drop another's entry.
+        let slots = self.shares.slots(&original);
+        if !self.shares.try_charge(slots) {
+            return Err(InsertError::SourceShareExceeded {
+                limit: self.config.max_per_source(),
+            });
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.config.max_entries
+            && !self.early_drop(original_hash, guard)
+        {
+            self.uncount(slots);
+            if !self.pressure.load(Ordering::Relaxed) {
+                self.pressure.store(true, Ordering::Relaxed);
+            }
             return Err(InsertError::TableFull {
                 max: self.config.max_entries,
             });
         }
         if new.hook_reply {
             if let Some(existing) = self.find(&reply, guard) {
-                self.count.fetch_sub(1, Ordering::Relaxed);
+                self.uncount(slots);
                 // The same flow seen from its reply side means it exists.
                 if existing.flow.keys[0] == original {
                     return Ok(Found {
@@ -1194,7 +1397,7 @@ impl ConnTrack {
             summary_bit: [summary_bit(original_hash), summary_bit(reply.hash)],
         }) else {
             // Every slot holds a live or a not yet recycled entry.
-            self.count.fetch_sub(1, Ordering::Relaxed);
+            self.uncount(slots);
             return Err(InsertError::TableFull {
                 max: self.config.max_entries,
             });
@@ -1204,7 +1407,7 @@ impl ConnTrack {
         match self.link(flow, Direction::Original, original_hash, guard) {
             Ok(()) => {}
             Err(existing) => {
-                self.count.fetch_sub(1, Ordering::Relaxed);
+                self.uncount(slots);
                 // `flow` was never published (the CAS that would have
                 // published it failed), so no other thread can see it.
                 // SAFETY: taken above and never linked.
@@ -1225,6 +1428,51 @@ impl ConnTrack {
             flow: flow_ref,
             direction: Direction::Original,
         })
+    }
+
+    /// Gives back a place taken in the count and in a source's share.
+    #[inline]
+    fn uncount(&self, slots: ShareSlots) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.shares.refund(slots);
+    }
+
+    /// Makes room in a full table, as Linux's `early_drop()`: claims the
+    /// first entry that may be dropped early in the chains of the buckets
+    /// from `hash`'s on, so a new flow takes its place in the count (see
+    /// [`admission`]). Bounded: [`EVICTION_BUCKETS`] buckets,
+    /// [`EVICTION_HOOKS`] entries. Never waits, never allocates.
+    #[cold]
+    #[inline(never)]
+    fn early_drop(&self, hash: u64, guard: &Guard) -> bool {
+        let mut bucket = hash as usize & self.mask;
+        let mut seen = 0;
+        for _ in 0..EVICTION_BUCKETS {
+            let mut cur = self.head(self.buckets[bucket].load(Ordering::Acquire));
+            while let Some(f) = deref_in_epoch(cur) {
+                // An entry still being linked is left to its inserter.
+                if f.hooks.load(Ordering::Acquire) & HOOKS_DONE != 0 && f.claim_for_early_drop() {
+                    // The victim leaves the count and its source's share;
+                    // the caller's flow has already taken its place.
+                    self.uncount(self.shares.slots(&f.keys[0]));
+                    self.evictions.count(EvictReason::EarlyDrop, 1);
+                    let index = self.slab.index_of(cur.as_raw());
+                    if self.dead.push(index).is_err() {
+                        // The queue is full: the next sweep unlinks it.
+                        f.state.fetch_and(!QUEUED, Ordering::AcqRel);
+                    }
+                    return true;
+                }
+                seen += 1;
+                if seen >= EVICTION_HOOKS {
+                    return false;
+                }
+                let d = cur.tag() & 1;
+                cur = f.next[d].load(Ordering::Acquire, guard);
+            }
+            bucket = (bucket + 1) & self.mask;
+        }
+        false
     }
 
     /// Pushes one hook of `flow` (whose key in `dir` hashes to `hash`) at
@@ -1251,7 +1499,7 @@ impl ConnTrack {
             while cur != scanned_to {
                 let Some(f) = deref_in_epoch(cur) else { break };
                 let d = Direction::from_tag(cur.tag());
-                if *f.packed(d) == key {
+                if *f.packed(d) == key && !f.is_dead() {
                     return Err(Found {
                         flow: f,
                         direction: d,
@@ -1315,6 +1563,7 @@ impl ConnTrack {
         let guard = epoch::pin();
         let mut removed = Vec::new();
         let mut unlinked: Vec<u32> = Vec::new();
+        self.drain_dead(&mut unlinked, &guard);
         for bucket in self.buckets.iter() {
             let mut cur = self.head(bucket.load(Ordering::Acquire));
             while let Some(f) = deref_in_epoch(cur) {
@@ -1323,10 +1572,14 @@ impl ConnTrack {
                 // Visit each entry once, from its original hook, and only
                 // once its inserter is done with it.
                 let hooks = f.hooks.load(Ordering::Acquire);
-                if dir == Direction::Original && hooks & HOOKS_DONE != 0 && pred(f) {
-                    removed.push(summary(f));
-                    self.detach(cur.with_tag(0), hooks, &guard);
-                    unlinked.push(self.slab.index_of(cur.as_raw()));
+                // A queued entry is the drain's to unlink.
+                let queued = f.state.load(Ordering::Acquire) & QUEUED != 0;
+                if dir == Direction::Original && hooks & HOOKS_DONE != 0 && !queued && pred(f) {
+                    let s = summary(f);
+                    if self.detach(cur.with_tag(0), hooks, &guard) {
+                        removed.push(s);
+                        unlinked.push(self.slab.index_of(cur.as_raw()));
+                    }
                 }
                 cur = next;
             }
@@ -1336,19 +1589,53 @@ impl ConnTrack {
     }
 
     /// Unlinks both hooks of an entry whose insert is done (`hooks` as read
-    /// from it); the caller retires it. Caller holds `self.removal`.
-    fn detach(&self, entry: Shared<'_, Flow>, hooks: u8, guard: &Guard) {
+    /// from it); the caller retires it. Gives back its place in the count
+    /// and its source's share, unless an early drop did already. Caller
+    /// holds `self.removal`.
+    ///
+    /// Returns false, and leaves the entry alone, if an early drop queued
+    /// it meanwhile: the drain unlinks it (once: two unlinks would retire,
+    /// and recycle, one entry twice).
+    fn detach(&self, entry: Shared<'_, Flow>, hooks: u8, guard: &Guard) -> bool {
+        let flow = deref_in_epoch(entry).expect("non-null");
+        match flow.claim_for_removal() {
+            None => return false,
+            Some(true) => self.uncount(self.shares.slots(&flow.keys[0])),
+            Some(false) => {}
+        }
+        self.unlink_both(entry, hooks, guard);
+        true
+    }
+
+    /// Unlinks both hooks of an entry whose insert is done. Caller holds
+    /// `self.removal`.
+    fn unlink_both(&self, entry: Shared<'_, Flow>, hooks: u8, guard: &Guard) {
         self.unlink(entry, Direction::Original, guard);
         if hooks & HOOKS_REPLY != 0 {
             self.unlink(entry, Direction::Reply, guard);
         }
-        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Unlinks the entries workers dropped early and queued, adding their
+    /// slab indices to `unlinked`. Caller holds `self.removal`.
+    fn drain_dead(&self, unlinked: &mut Vec<u32>, guard: &Guard) {
+        while let Some(index) = self.dead.pop() {
+            // SAFETY: workers queue indices of this slab's entries.
+            let entry = unsafe { self.slab.ptr(index) };
+            let shared = Shared::from(entry as *const Flow);
+            let flow = deref_in_epoch(shared).expect("non-null");
+            // Queued entries are linked until this drain (removal passes
+            // skip them), so the index still names the entry queued.
+            debug_assert!(flow.state.load(Ordering::Relaxed) & (DEAD | QUEUED) == DEAD | QUEUED);
+            self.unlink_both(shared, flow.hooks.load(Ordering::Acquire), guard);
+            unlinked.push(index);
+        }
     }
 
     /// Ends a removal pass: queues what it unlinked as one batch, asks the
     /// epoch GC to mark the batch once no reader can hold it, and recycles
     /// the batches already marked.
-    fn retire(&self, retired: &mut Retired, unlinked: Vec<u32>, guard: Guard) {
+    fn retire(&self, retired: &mut Retired, unlinked: Vec<u32>, guard: Guard) -> usize {
         if !unlinked.is_empty() {
             let safe = Arc::new(AtomicBool::new(false));
             let mark = safe.clone();
@@ -1364,7 +1651,7 @@ impl ConnTrack {
         // advance the epoch and run what has expired.
         guard.flush();
         drop(guard);
-        self.reclaim_locked(retired);
+        self.reclaim_locked(retired)
     }
 
     /// Recycles removed entries whose readers have all moved on. Cheap (no
@@ -1373,6 +1660,13 @@ impl ConnTrack {
     /// rather than at the next sweep. Returns how many it recycled.
     pub fn reclaim(&self) -> usize {
         let mut retired = self.removal.lock();
+        if !self.dead.is_empty() {
+            let guard = epoch::pin();
+            let mut unlinked = Vec::new();
+            self.drain_dead(&mut unlinked, &guard);
+            // Retiring recycles what is already safe, as below.
+            return self.retire(&mut retired, unlinked, guard);
+        }
         self.reclaim_locked(&mut retired)
     }
 
@@ -1417,17 +1711,22 @@ impl ConnTrack {
         while let Some(f) = deref_in_epoch(cur) {
             let dir = Direction::from_tag(cur.tag());
             let hooks = f.hooks.load(Ordering::Acquire);
-            if dir == Direction::Original && hooks & HOOKS_DONE != 0 && f.keys[0] == key {
+            if dir == Direction::Original
+                && hooks & HOOKS_DONE != 0
+                && f.keys[0] == key
+                && !f.is_dead()
+            {
                 found = Some((summary(f), cur.with_tag(0), hooks));
                 break;
             }
             cur = f.next[dir.tag()].load(Ordering::Acquire, &guard);
         }
         let mut unlinked = Vec::new();
-        let removed = found.map(|(s, entry, hooks)| {
-            self.detach(entry, hooks, &guard);
-            unlinked.push(self.slab.index_of(entry.as_raw()));
-            s
+        let removed = found.and_then(|(s, entry, hooks)| {
+            self.detach(entry, hooks, &guard).then(|| {
+                unlinked.push(self.slab.index_of(entry.as_raw()));
+                s
+            })
         });
         self.retire(&mut retired, unlinked, guard);
         removed
@@ -1435,9 +1734,26 @@ impl ConnTrack {
 
     /// Removes every entry idle longer than its timeout; returns how many.
     /// The caller drives this (e.g. once a second), never the packet path.
+    ///
+    /// After a new flow found the table full with nothing to drop early
+    /// near its bucket, the sweep also evicts entries that may be dropped
+    /// early while the table is above 95% of its size (Linux's `gc_worker`
+    /// in the same case).
     pub fn sweep(&self, now: Timestamp) -> usize {
         let timeouts = self.config.timeouts;
-        self.remove_where(|f| f.is_expired(now, &timeouts)).len()
+        let pressure = self.pressure.swap(false, Ordering::Relaxed);
+        let high = self.config.max_entries / 100 * 95;
+        let mut evicted = 0;
+        let removed = self.remove_where(|f| {
+            if f.is_expired(now, &timeouts) {
+                return true;
+            }
+            let evict = pressure && self.len() >= high && f.can_early_drop();
+            evicted += u64::from(evict);
+            evict
+        });
+        self.evictions.count(EvictReason::NearFull, evicted);
+        removed.len()
     }
 
     /// A copy of every entry (flows and records).
@@ -1448,7 +1764,7 @@ impl ConnTrack {
             let mut cur = self.head(bucket.load(Ordering::Acquire));
             while let Some(f) = deref_in_epoch(cur) {
                 let dir = Direction::from_tag(cur.tag());
-                if dir == Direction::Original {
+                if dir == Direction::Original && !f.is_dead() {
                     out.push(summary(f));
                 }
                 cur = f.next[dir.tag()].load(Ordering::Acquire, &guard);
@@ -1506,6 +1822,9 @@ fn deref_in_epoch<'g>(p: Shared<'g, Flow>) -> Option<&'g Flow> {
     unsafe { p.as_ref() }
 }
 
+mod admission;
+#[cfg(test)]
+mod admission_tests;
 mod slab;
 #[cfg(test)]
 mod tests;

@@ -15,12 +15,10 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use crossbeam::epoch;
-use crossbeam::utils::CachePadded;
 use ipnet::IpNet;
 use parking_lot::Mutex;
 
@@ -33,6 +31,8 @@ use super::service::{Backend, BackendSet, Frontend, PoolId, PoolSpec, ServicePoo
 use super::wire::virtio::{self, L4Checksum, VnetError, VnetHdr};
 use super::wire::{self, Endpoints, Fragment, IcmpErrorKind, PacketInfo, TcpFlags, Transport};
 use super::Timestamp;
+use stats::{Counters, STRIPE};
+pub use stats::{DropReason, EvictReason, RouterStats};
 
 /// A pod's slot number, chosen by the control plane; the daemon maps it to
 /// the pod's TUN device.
@@ -59,75 +59,6 @@ pub enum Verdict {
     Reply,
     /// Drop the packet.
     Drop(DropReason),
-}
-
-/// Why a packet was dropped. Small and `Copy` so counters index by it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DropReason {
-    /// Not a valid IPv4/IPv6 packet (bad header, length or checksum).
-    Malformed = 0,
-    /// A pod sent with a source address that is not its own.
-    Spoofed = 1,
-    /// The TTL ran out and no ICMP error may be sent about this packet.
-    TtlExceeded = 2,
-    /// A service with no endpoints, where no RST/ICMP may be sent.
-    NoEndpoints = 3,
-    /// A service address with no service on this port/protocol, where no
-    /// RST/ICMP may be sent.
-    NoService = 4,
-    /// The connection tracking table is full.
-    ConntrackFull = 5,
-    /// The flow's reply tuple is already used by another flow.
-    ReplyClash = 6,
-    /// A later fragment of a datagram whose first fragment was not seen.
-    FragmentWithoutFlow = 7,
-    /// No route: the packet would go back where it came from.
-    NoRoute = 8,
-    /// The pod the packet came from is unknown (stale link).
-    UnknownPod = 9,
-    /// The packet is bigger than the buffer can carry after rewriting.
-    TooBig = 10,
-    /// The packet's virtio-net header (offloads) cannot be honoured: a
-    /// super-packet whose GSO type or size does not fit it, or a partial
-    /// checksum that cannot be finished.
-    BadOffload = 11,
-}
-
-impl DropReason {
-    /// Every reason, in counter order.
-    pub const ALL: [DropReason; 12] = [
-        DropReason::Malformed,
-        DropReason::Spoofed,
-        DropReason::TtlExceeded,
-        DropReason::NoEndpoints,
-        DropReason::NoService,
-        DropReason::ConntrackFull,
-        DropReason::ReplyClash,
-        DropReason::FragmentWithoutFlow,
-        DropReason::NoRoute,
-        DropReason::UnknownPod,
-        DropReason::TooBig,
-        DropReason::BadOffload,
-    ];
-
-    /// A short name for metrics and the CLI.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Malformed => "malformed",
-            DropReason::Spoofed => "spoofed",
-            DropReason::TtlExceeded => "ttl_exceeded",
-            DropReason::NoEndpoints => "no_endpoints",
-            DropReason::NoService => "no_service",
-            DropReason::ConntrackFull => "conntrack_full",
-            DropReason::ReplyClash => "reply_clash",
-            DropReason::FragmentWithoutFlow => "fragment_without_flow",
-            DropReason::NoRoute => "no_route",
-            DropReason::UnknownPod => "unknown_pod",
-            DropReason::TooBig => "too_big",
-            DropReason::BadOffload => "bad_offload",
-        }
-    }
 }
 
 /// A caller-owned packet buffer: capacity for the largest packet plus room
@@ -442,92 +373,6 @@ pub struct ResetReport {
     pub resets_sent: usize,
 }
 
-/// Counts of verdicts, readable at any time without locks.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RouterStats {
-    /// Packets forwarded to a pod.
-    pub forwarded_to_pod: u64,
-    /// Packets forwarded to the host side.
-    pub forwarded_to_host: u64,
-    /// Generated replies (RST, ICMP errors).
-    pub replies: u64,
-    /// Drops, by reason (index = `DropReason as usize`).
-    pub drops: [u64; DropReason::ALL.len()],
-}
-
-impl RouterStats {
-    /// Drops for one reason.
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize]
-    }
-}
-
-const COUNTERS: usize = 3 + DropReason::ALL.len();
-/// Threads beyond this many share stripes (and pay for atomic adds).
-const STRIPES: usize = 64;
-
-/// Verdict counters, one cache line per thread: a worker thread owns its
-/// stripe, so it counts with a plain load and store (no locked
-/// instruction); readers sum the stripes.
-struct Counters {
-    stripes: Box<[CachePadded<[AtomicU64; COUNTERS]>]>,
-}
-
-thread_local! {
-    /// This thread's stripe, and whether it has it to itself.
-    static STRIPE: (usize, bool) = {
-        use std::sync::atomic::AtomicUsize;
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        (n % STRIPES, n < STRIPES)
-    };
-}
-
-impl Counters {
-    fn new() -> Counters {
-        Counters {
-            stripes: (0..STRIPES)
-                .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
-        }
-    }
-
-    #[inline(always)]
-    fn count(&self, (stripe, exclusive): (usize, bool), v: Verdict) {
-        let i = match v {
-            Verdict::Forward(Link::Pod(_)) => 0,
-            Verdict::Forward(Link::Host) => 1,
-            Verdict::Reply => 2,
-            Verdict::Drop(r) => 3 + r as usize,
-        };
-        let c = &self.stripes[stripe][i];
-        if exclusive {
-            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        } else {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn read(&self) -> RouterStats {
-        let sum = |i: usize| {
-            self.stripes
-                .iter()
-                .map(|s| s[i].load(Ordering::Relaxed))
-                .sum()
-        };
-        let mut st = RouterStats {
-            forwarded_to_pod: sum(0),
-            forwarded_to_host: sum(1),
-            replies: sum(2),
-            ..RouterStats::default()
-        };
-        for (i, d) in st.drops.iter_mut().enumerate() {
-            *d = sum(3 + i);
-        }
-        st
-    }
-}
-
 /// The node's packet router and NAT. Share it between worker threads
 /// (`Arc<Router>`); every method takes `&self`.
 pub struct Router {
@@ -604,9 +449,12 @@ impl Router {
         self.snapshot.load().frontends.len()
     }
 
-    /// Verdict counters.
+    /// Verdict counters, and the connection tracking table's evictions.
     pub fn stats(&self) -> RouterStats {
-        self.counters.read()
+        RouterStats {
+            evictions: self.conntrack.evictions(),
+            ..self.counters.read()
+        }
     }
 
     // ---- control plane -------------------------------------------------
@@ -1237,6 +1085,9 @@ impl Router {
                 Err(InsertError::TableFull { .. }) => {
                     return Err(Verdict::Drop(DropReason::ConntrackFull))
                 }
+                Err(InsertError::SourceShareExceeded { .. }) => {
+                    return Err(Verdict::Drop(DropReason::ConntrackSourceShare))
+                }
                 Err(InsertError::ReplyClash) => continue,
             }
         }
@@ -1585,5 +1436,6 @@ fn tcp_segment_len(packet: &[u8], info: &PacketInfo) -> u32 {
     payload + u32::from(flags.contains(TcpFlags::SYN)) + u32::from(flags.contains(TcpFlags::FIN))
 }
 
+mod stats;
 #[cfg(test)]
 mod tests;
