@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One pod SYN-floods a six-port service (raw socket, every source port)
 # while another pod opens 400 real TCP connections through the same cluster
-# IP, with podnetd --kube-api in namespaces made for the run (root). The
+# IP, with podnetd in namespaces made for the run (root). The
 # scenario is the root test tests/root_flood.rs, built in release mode and
 # run once; this script prints its figures as `name: value` lines:
 #   flood.other_pod_success_ratio  connections of the other pod that got

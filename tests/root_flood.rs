@@ -4,7 +4,7 @@
 //! connection tracking entries in seconds and the other pod's new
 //! connections timed out.
 //!
-//! Needs root. `podnetd --kube-api` runs in a network namespace made for
+//! Needs root. `podnetd` runs in a network namespace made for
 //! the test (the `kube_node` harness); the flood and every connection stay
 //! inside the pods' and the node's namespaces, removed on drop.
 //!

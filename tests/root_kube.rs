@@ -1,4 +1,4 @@
-//! podnetd with the Kubernetes control plane (`--kube-api`), driven by the
+//! podnetd with the Kubernetes control plane, driven by the
 //! real kubectl: manifests applied, pods run as real processes in their own
 //! network namespaces, services reached through their cluster IP.
 //!
@@ -643,13 +643,17 @@ fn root_sigkill_during_apply_loses_no_acknowledged_object_and_pods_keep_their_ad
         .collect();
 
     // Left by a crash: the namespace of a pod that no longer exists, with
-    // a process in it.
+    // a process in it, recorded as podnet records a namespace before
+    // making it (one it did not record is not its to remove).
     let ghost = format!("{}.ghost", node.namespace);
     assert!(Command::new("ip")
         .args(["netns", "add", &ghost])
         .status()
         .unwrap()
         .success());
+    let made = node._tmp.path().join("state").join("netns");
+    std::fs::create_dir_all(&made).unwrap();
+    std::fs::write(made.join(&ghost), b"").unwrap();
     let mut ghost_proc = Command::new("nsenter")
         .arg(format!("--net=/var/run/netns/{ghost}"))
         .args(["sleep", "1000"])

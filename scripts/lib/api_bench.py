@@ -1,4 +1,4 @@
-"""Kubernetes API figures of podnetd --kube-api, with the Python client.
+"""Kubernetes API figures of podnetd, with the Python client.
 
 Run inside the node namespace with KUBECONFIG set (scripts/bench-api.sh does).
 Prints one `name: value` line per figure.

@@ -1,4 +1,4 @@
-//! The daemon with the Kubernetes control plane (`--kube-api`): the object
+//! The daemon's Kubernetes control plane: the object
 //! store, one reconciler per kind, the kubelet over the host runtime, the
 //! fast-path publisher, and the Kubernetes API over HTTPS with its PKI and
 //! admin kubeconfig.

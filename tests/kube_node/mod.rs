@@ -1,4 +1,4 @@
-//! `podnetd --kube-api` driven by the real kubectl, for root tests: the
+//! `podnetd` driven by the real kubectl, for root tests: the
 //! daemon runs in a network namespace made for the test; every object
 //! lives in a Kubernetes namespace unique to the run (`t<pid>k<n>`), so the
 //! pods' network namespaces (`<namespace>.<pod>`) never collide; everything
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::daemon_support::{require_env, run_timeout, text, wait_for, PODNETD};
 
-/// `podnetd --kube-api` in a network namespace made for the test, and a
+/// `podnetd` in a network namespace made for the test, and a
 /// Kubernetes namespace unique to the run for the test's objects.
 pub struct KubeNode {
     /// The node's network namespace (`pnk-<pid>-<n>`).
@@ -78,7 +78,7 @@ impl KubeNode {
         let child = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", self.netns))
             .arg(PODNETD)
-            .args(["--kube-api", "--workers", "2", "--node-name", "node-t"])
+            .args(["--workers", "2", "--node-name", "node-t"])
             .arg("--api-listen")
             .arg(format!("127.0.0.1:{API_PORT}"))
             .arg("--state-dir")
