@@ -174,7 +174,10 @@ fn open_store(config: &DaemonConfig) -> Result<FileStore, DaemonError> {
             ..StoreOptions::default()
         };
         match FileStore::open_with_options(&config.state_dir, options) {
-            Ok(s) => return Ok(s),
+            Ok(s) => {
+                tracing::info!(store_sync = %config.store_sync, dir = %s.dir().display(), "object store open");
+                return Ok(s);
+            }
             Err(crate::control::store::file::OpenError::Locked { path })
                 if Instant::now() < deadline =>
             {
