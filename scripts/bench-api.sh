@@ -10,7 +10,11 @@
 #   api.watch_latency_ms           a pod deleted -> a watcher sees its endpoint not ready;
 #                                  median of 10
 #   api.apply_100_objects_s        kubectl apply -f of 100 ConfigMaps
-# Usage: sudo scripts/bench-api.sh [-p PODS] [-l LIST_OBJECTS]   (defaults 50, 1000)
+#   daemon.rss_mb                  podnetd's resident memory at the end
+# -s POLICY (or PODNET_STORE_SYNC) runs podnetd with `store-sync = "POLICY"` (always,
+# periodic) in a config file; without it podnetd runs with its default (and no config
+# file, so that binaries older than the key can be measured too).
+# Usage: sudo scripts/bench-api.sh [-p PODS] [-l LIST_OBJECTS] [-s always|periodic]   (defaults 50, 1000)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib/netns.sh
@@ -18,11 +22,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib/podnet.sh
 . "$here/lib/podnet.sh"
 
-pods=50 list=1000
-while getopts "p:l:h" opt; do
+pods=50 list=1000 store_sync=${PODNET_STORE_SYNC:-}
+while getopts "p:l:s:h" opt; do
     case $opt in
         p) pods=$OPTARG ;;
         l) list=$OPTARG ;;
+        s) store_sync=$OPTARG ;;
         *) sed -n '/^# Usage/p' "$0" >&2; exit 2 ;;
     esac
 done
@@ -43,8 +48,13 @@ cleanup_api() {
     rm -rf "$dir"
 }
 pn_cleanup_register cleanup_api
+config=()
+if [ -n "$store_sync" ]; then
+    printf 'store-sync = "%s"\n' "$store_sync" >"$dir/podnetd.toml"
+    config=(--config "$dir/podnetd.toml")
+fi
 pn_ns_add "$node"
-nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --state-dir "$dir/state" \
+nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" "${config[@]}" --state-dir "$dir/state" \
     --socket "$dir/podnet.sock" --admin-kubeconfig "$dir/admin.kubeconfig" \
     --api-listen 127.0.0.1:6443 --node-name bench-node >"$dir/podnetd.log" 2>&1 &
 daemon=$!
@@ -56,5 +66,6 @@ for ((i = 0; i < 300; i++)); do
 done
 printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n' "$kns" |
     nsenter --net="/var/run/netns/$node" kubectl apply -f - >/dev/null
+echo "api.store_sync: ${store_sync:-default}"
 nsenter --net="/var/run/netns/$node" python3 "$here/lib/api_bench.py" "$kns" "$pods" "$list"
 echo "daemon.rss_mb: $(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$daemon/status")"

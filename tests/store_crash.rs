@@ -2,10 +2,13 @@
 //! (creates, compare-and-swap updates, deletes) as fast as it can and is
 //! killed at random moments; after each kill the reopened store must hold
 //! exactly what was acknowledged, plus at most the one write in flight.
+//! Both sync policies must pass: the periodic one (the default) leaves its
+//! syncs to a background thread, which SIGKILL takes with the process.
 //!
 //! The child is this test binary run again with `--exact crash_child` and
-//! `PODNET_STORE_CRASH_DIR` set; it prints a line for each write only after
-//! the call returned, so a printed line is an acknowledgement.
+//! `PODNET_STORE_CRASH_DIR` and `PODNET_STORE_CRASH_SYNC` set; it prints a
+//! line for each write only after the call returned, so a printed line is
+//! an acknowledgement.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -13,12 +16,22 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use podnet::control::store::{FileStore, KvStore, Precondition};
+use podnet::control::store::{FileStore, KvStore, Precondition, StoreOptions, SyncPolicy};
 
 const DIR_VAR: &str = "PODNET_STORE_CRASH_DIR";
+const SYNC_VAR: &str = "PODNET_STORE_CRASH_SYNC";
 const RUNS: u32 = 60;
 /// A small log, so that kills also land in compactions.
 const LOG_BYTES: u64 = 64 << 10;
+
+fn open(dir: &std::path::Path, sync: SyncPolicy) -> Result<FileStore, String> {
+    let options = StoreOptions {
+        sync,
+        log_capacity: LOG_BYTES,
+        history: 100,
+    };
+    FileStore::open_with_options(dir, options).map_err(|e| e.to_string())
+}
 
 /// Child mode: does nothing unless the parent test started this process.
 #[test]
@@ -26,8 +39,9 @@ fn crash_child() {
     let Ok(dir) = std::env::var(DIR_VAR) else {
         return;
     };
+    let sync: SyncPolicy = std::env::var(SYNC_VAR).unwrap().parse().unwrap();
     let mut out = std::io::stdout().lock();
-    let store = FileStore::open_with(&dir, LOG_BYTES, 100).unwrap();
+    let store = open(dir.as_ref(), sync).unwrap();
     // libtest has already printed "test crash_child ... " without a newline.
     writeln!(out, "\nopened {}", store.revision()).unwrap();
     out.flush().unwrap();
@@ -66,10 +80,20 @@ fn crash_child() {
 }
 
 #[test]
-fn sigkill_at_random_moments_loses_no_acknowledged_write() {
-    if std::env::var(DIR_VAR).is_ok() {
-        return;
+fn sigkill_at_random_moments_loses_no_acknowledged_write_periodic_sync() {
+    if std::env::var(DIR_VAR).is_err() {
+        sigkill_at_random_moments(SyncPolicy::Periodic);
     }
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_write_always_sync() {
+    if std::env::var(DIR_VAR).is_err() {
+        sigkill_at_random_moments(SyncPolicy::Always);
+    }
+}
+
+fn sigkill_at_random_moments(sync: SyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut model: BTreeMap<String, String> = BTreeMap::new();
@@ -79,6 +103,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(DIR_VAR, dir.path())
+            .env(SYNC_VAR, sync.as_str())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -108,7 +133,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
                     assert_eq!(
                         rev.parse::<u64>().unwrap(),
                         revision,
-                        "run {run}: reopened at another revision"
+                        "{sync}, run {run}: reopened at another revision"
                     );
                 }
                 ["put", key, value, rev] => {
@@ -124,8 +149,15 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
                 _ => {} // the test harness's own output
             }
         }
-        let store = FileStore::open_with(dir.path(), LOG_BYTES, 100)
-            .unwrap_or_else(|e| panic!("run {run}: reopening after SIGKILL: {e}"));
+        // Reopened under the other policy every other run: each log says
+        // how it was written.
+        let reader = if run % 2 == 0 {
+            sync
+        } else {
+            SyncPolicy::Always
+        };
+        let store = open(dir.path(), reader)
+            .unwrap_or_else(|e| panic!("{sync}, run {run}: reopening after SIGKILL: {e}"));
         let stored: BTreeMap<String, String> = store
             .range("/")
             .0
@@ -133,7 +165,9 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
             .map(|kv| (kv.key, String::from_utf8(kv.value.to_vec()).unwrap()))
             .collect();
         match store.revision() {
-            r if r == revision => assert_eq!(stored, model, "run {run}: acknowledged writes lost"),
+            r if r == revision => {
+                assert_eq!(stored, model, "{sync}, run {run}: acknowledged writes lost")
+            }
             r if r == revision + 1 => {
                 // The write in flight landed: exactly one key differs.
                 in_flight_landed += 1;
@@ -142,14 +176,18 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
                     .chain(model.keys())
                     .filter(|k| stored.get(*k) != model.get(*k))
                     .collect::<std::collections::BTreeSet<_>>();
-                assert_eq!(differing.len(), 1, "run {run}: {differing:?} differ");
+                assert_eq!(
+                    differing.len(),
+                    1,
+                    "{sync}, run {run}: {differing:?} differ"
+                );
             }
-            r => panic!("run {run}: revision {r} after {revision} acknowledged"),
+            r => panic!("{sync}, run {run}: revision {r} after {revision} acknowledged"),
         }
         model = stored;
         revision = store.revision();
     }
-    eprintln!("{RUNS} kills, {killed_after_open} after open, {acked} acknowledged writes, {in_flight_landed} unacknowledged writes landed");
+    eprintln!("{sync}: {RUNS} kills, {killed_after_open} after open, {acked} acknowledged writes, {in_flight_landed} unacknowledged writes landed");
     assert!(
         killed_after_open >= RUNS / 4 && acked >= 100,
         "kills came too early to test anything: {killed_after_open} after open, {acked} writes"

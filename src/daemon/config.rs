@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
+use crate::control::store::SyncPolicy;
+
 /// Everything `podnetd` needs to start. `Default` is the single-node
 /// default of the architecture: no config file needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +30,12 @@ pub struct DaemonConfig {
     pub host_device: String,
     /// MTU of every TUN device.
     pub mtu: u32,
+    /// When writes of the object store and the IPAM state reach the disk
+    /// (`store-sync = "periodic"`, the default: acknowledged once written,
+    /// survives a crash of the daemon, synced within 50 ms; `"always"`:
+    /// synced before acknowledged, survives power loss too). What each
+    /// guarantees: [`crate::control::store::sync`].
+    pub store_sync: SyncPolicy,
     /// Packet worker threads (0: one per core).
     pub workers: usize,
     /// Seconds a released address rests before reuse.
@@ -55,6 +63,7 @@ impl Default for DaemonConfig {
             socket: PathBuf::from("/run/podnet/podnet.sock"),
             host_device: "podnet0".to_string(),
             mtu: 1500,
+            store_sync: SyncPolicy::default(),
             workers: 0,
             ip_quarantine_secs: 30,
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 6443)),
@@ -105,6 +114,7 @@ struct FileConfig {
     socket: Option<PathBuf>,
     host_device: Option<String>,
     mtu: Option<u32>,
+    store_sync: Option<String>,
     workers: Option<usize>,
     ip_quarantine_secs: Option<u64>,
     api_listen: Option<std::net::SocketAddr>,
@@ -137,6 +147,13 @@ impl DaemonConfig {
             message: e.to_string(),
         })?;
         let d = DaemonConfig::default();
+        let store_sync = match f.store_sync {
+            None => d.store_sync,
+            Some(text) => text.parse().map_err(|e| ConfigError::Invalid {
+                key: "store-sync",
+                message: format!("{e}"),
+            })?,
+        };
         let c = DaemonConfig {
             node_subnet: f.node_subnet.unwrap_or(d.node_subnet),
             node_subnet_v6: f.node_subnet_v6.or(d.node_subnet_v6),
@@ -145,6 +162,7 @@ impl DaemonConfig {
             socket: f.socket.unwrap_or(d.socket),
             host_device: f.host_device.unwrap_or(d.host_device),
             mtu: f.mtu.unwrap_or(d.mtu),
+            store_sync,
             workers: f.workers.unwrap_or(d.workers),
             ip_quarantine_secs: f.ip_quarantine_secs.unwrap_or(d.ip_quarantine_secs),
             api_listen: f.api_listen.unwrap_or(d.api_listen),
@@ -275,5 +293,44 @@ mod tests {
         assert!(e.to_string().contains("overlaps"), "{e}");
         let e = DaemonConfig::from_toml("node-subnet = \"10.244.0.5/24\"").unwrap_err();
         assert!(e.to_string().contains("host bits"), "{e}");
+    }
+
+    #[test]
+    fn store_sync_is_periodic_unless_set_and_refuses_other_words() {
+        assert_eq!(
+            DaemonConfig::from_toml("").unwrap().store_sync,
+            SyncPolicy::Periodic
+        );
+        for (text, policy) in [
+            ("store-sync = \"always\"", SyncPolicy::Always),
+            ("store-sync = \"periodic\"", SyncPolicy::Periodic),
+        ] {
+            assert_eq!(DaemonConfig::from_toml(text).unwrap().store_sync, policy);
+        }
+        for bad in ["store-sync = \"fsync\"", "store-sync = \"\""] {
+            let e = DaemonConfig::from_toml(bad).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::Invalid {
+                        key: "store-sync",
+                        ..
+                    }
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains("\"always\"") && text.contains("\"periodic\""),
+                "{text}"
+            );
+        }
+        let e = DaemonConfig::from_toml("store-sync = true").unwrap_err();
+        assert!(e.to_string().contains("store-sync"), "{e}");
+        let e = DaemonConfig::from_toml("store_sync = \"always\"").unwrap_err();
+        assert!(
+            e.to_string().contains("store_sync"),
+            "keys are kebab-case: {e}"
+        );
     }
 }

@@ -36,7 +36,7 @@ use crate::control::reconcile::pod::Kubelet;
 use crate::control::reconcile::replica_set::ReplicaSets;
 use crate::control::reconcile::stateful_set::StatefulSets;
 use crate::control::reconcile::{events, Key, Manager};
-use crate::control::store::FileStore;
+use crate::control::store::{FileStore, StoreOptions};
 use crate::packet::{Link, Router};
 
 fn state_err(config: &DaemonConfig, message: String) -> DaemonError {
@@ -169,8 +169,15 @@ fn open_store(config: &DaemonConfig) -> Result<FileStore, DaemonError> {
     let deadline = Instant::now() + LOCK_WAIT;
     let mut logged = false;
     loop {
-        match FileStore::open(&config.state_dir) {
-            Ok(s) => return Ok(s),
+        let options = StoreOptions {
+            sync: config.store_sync,
+            ..StoreOptions::default()
+        };
+        match FileStore::open_with_options(&config.state_dir, options) {
+            Ok(s) => {
+                tracing::info!(store_sync = %config.store_sync, dir = %s.dir().display(), "object store open");
+                return Ok(s);
+            }
             Err(crate::control::store::file::OpenError::Locked { path })
                 if Instant::now() < deadline =>
             {
@@ -211,8 +218,9 @@ pub fn run(
 
     // The object store's lock is held: the IPAM lock is free unless a
     // podnet of the other kind runs on this directory.
-    let ipam_store = crate::control::ipam::FileStore::open(&config.state_dir)
-        .map_err(|e| DaemonError::Ipam(e.to_string()))?;
+    let ipam_store =
+        crate::control::ipam::FileStore::open_with_sync(&config.state_dir, config.store_sync)
+            .map_err(|e| DaemonError::Ipam(e.to_string()))?;
     let ipam = Ipam::open(
         Box::new(ipam_store),
         IpamConfig {

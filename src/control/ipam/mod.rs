@@ -9,8 +9,11 @@
 //! [`Ipam`] hands out addresses so that
 //! * no address is ever held by two owners, and the network, gateway (first
 //!   host) and IPv4 broadcast addresses are never handed out;
-//! * an allocation or release returns only once it is on disk, so a crash at
-//!   any moment loses nothing that was acknowledged ([`FileStore`]);
+//! * an allocation or release returns only once it is written to the state
+//!   log, so a crash of the process at any moment loses nothing that was
+//!   acknowledged ([`FileStore`]); a power loss loses nothing either under
+//!   [`SyncPolicy::Always`], and at most the last 50 ms under the default
+//!   [`SyncPolicy::Periodic`] (see [`crate::control::store::sync`]);
 //! * a released address rests in quarantine (30 s by default) and round robin
 //!   walks forward from the last address handed out, so a new pod does not
 //!   inherit the connections of the one that just died;
@@ -40,7 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 pub use state::{InconsistentState, IpamChange, IpamState, OwnerKey};
-pub use store::{FileStore, IpamStore, MemoryStore, StoreError, DEFAULT_STATE_DIR};
+pub use store::{FileStore, IpamStore, MemoryStore, StoreError, SyncPolicy, DEFAULT_STATE_DIR};
 pub use subnet::{Family, NodeSubnetError, NodeSubnets, ReservedRole};
 
 use state::{Change, Lease};

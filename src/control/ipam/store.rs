@@ -10,7 +10,8 @@
 //!   `podnet-ipam-state <format> <generation> <body length> <FNV-1a 64 of body>`,
 //!   then the JSON body. Replaced only by write-temp, fsync, rename, fsync-dir.
 //! * `changes.log`: the changes since that snapshot. Header line
-//!   `podnet-ipam-log <format> <generation>`, then records
+//!   `podnet-ipam-log <format> <generation>`, followed by ` periodic` when
+//!   the log was written under [`SyncPolicy::Periodic`], then records
 //!   `[u32 LE length][u32 LE !length][u64 LE FNV-1a 64 of payload][JSON change]`,
 //!   then zeros to the end.
 //!
@@ -21,14 +22,21 @@
 //! `set_len`) for that reason. When it is full, or on every open, the state is
 //! compacted into a new snapshot of the next generation and a fresh log.
 //!
-//! Crash rules: an operation returns only after its record is on disk. A log
-//! whose generation is older than the snapshot's is a leftover of an
-//! interrupted compaction and is ignored (the snapshot already holds it). A
-//! damaged record with nothing but zeros after it is the one write that was cut
-//! short, never acknowledged, and is dropped (the length is stored twice so a
-//! damaged length is told from a cut write); anything else that does not parse
-//! or check out is reported as [`StoreError::Corrupt`] naming the file, and the
-//! files are left untouched for the operator.
+//! Crash rules: an operation returns only after its record is written to the
+//! log and, under [`SyncPolicy::Always`], synced to the disk; under
+//! [`SyncPolicy::Periodic`] (the default) it is synced within 50 ms. The
+//! object store's [`crate::control::store::sync`] says exactly what each
+//! policy guarantees. A log whose generation is older than the snapshot's is
+//! a leftover of an interrupted compaction and is ignored (the snapshot
+//! already holds it). A damaged record with nothing but zeros after it is the
+//! one write that was cut short, never acknowledged, and is dropped (the
+//! length is stored twice so a damaged length is told from a cut write). In
+//! a log written under [`SyncPolicy::Periodic`], a damaged record with data
+//! after it may be a power cut in the unsynced tail: it and everything after
+//! it are dropped, with a warning. Anything else that does not parse or check
+//! out is reported as [`StoreError::Corrupt`] naming the file, and the files
+//! are left untouched for the operator. Snapshots and fresh logs are always
+//! synced, whatever the policy.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
@@ -39,6 +47,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::state::{IpamChange, IpamState};
+use crate::control::store::sync::LogSync;
+pub use crate::control::store::SyncPolicy;
 
 /// The default state directory of the daemon.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/podnet";
@@ -93,7 +103,8 @@ pub enum StoreError {
 }
 
 /// Where [`super::Ipam`] keeps its state. A store must make each committed change
-/// survive a crash before `commit` returns.
+/// survive a crash of the process before `commit` returns (and a power loss,
+/// as its sync policy says).
 pub trait IpamStore: Send {
     /// The state as of the last committed change, or `None` if nothing was ever
     /// committed. Damage must be an error, never an empty state.
@@ -139,17 +150,27 @@ pub struct FileStore {
     /// commit then starts a new generation rather than trust a half-written log).
     log: Option<LogWriter>,
     log_capacity: u64,
+    sync: LogSync,
 }
 
 #[derive(Debug)]
 struct LogWriter {
-    file: File,
+    file: Arc<File>,
     offset: u64,
 }
 
 impl FileStore {
-    /// Opens (creating if needed) `<state_dir>/ipam` and locks it.
+    /// Opens (creating if needed) `<state_dir>/ipam` and locks it, with the
+    /// default [`SyncPolicy`].
     pub fn open(state_dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        Self::open_with_sync(state_dir, SyncPolicy::default())
+    }
+
+    /// [`FileStore::open`] writing under `sync`.
+    pub fn open_with_sync(
+        state_dir: impl AsRef<Path>,
+        sync: SyncPolicy,
+    ) -> Result<FileStore, StoreError> {
         let dir = state_dir.as_ref().join("ipam");
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let lock_path = dir.join("lock");
@@ -170,13 +191,22 @@ impl FileStore {
                 })
             }
         }
+        let log_path = dir.join("changes.log");
+        let sync = LogSync::new(sync, &log_path.display().to_string())
+            .map_err(io_err("start the sync thread for", &log_path))?;
         Ok(FileStore {
             dir,
             _lock: lock,
             generation: 0,
             log: None,
             log_capacity: LOG_CAPACITY,
+            sync,
         })
+    }
+
+    /// The policy the store writes under.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.sync.policy()
     }
 
     /// A smaller log, so tests reach compaction quickly.
@@ -217,11 +247,16 @@ impl FileStore {
         // a newer log beside an older snapshot reads as corruption.
         self.replace(&self.state_path(), &snapshot)?;
 
-        let mut log = format!("{LOG_MAGIC} {FORMAT} {generation}\n").into_bytes();
+        let mut log = match self.sync.policy() {
+            SyncPolicy::Always => format!("{LOG_MAGIC} {FORMAT} {generation}\n"),
+            periodic => format!("{LOG_MAGIC} {FORMAT} {generation} {periodic}\n"),
+        }
+        .into_bytes();
         let header = log.len() as u64;
         log.resize(self.log_capacity as usize, 0);
-        let file = self.replace(&self.log_path(), &log)?;
+        let file = Arc::new(self.replace(&self.log_path(), &log)?);
         self.generation = generation;
+        self.sync.replaced(file.clone());
         self.log = Some(LogWriter {
             file,
             offset: header,
@@ -252,6 +287,10 @@ impl FileStore {
 
     fn append(&mut self, record: &[u8]) -> Result<bool, StoreError> {
         let path = self.log_path();
+        if self.sync.failed() {
+            // What the log holds may not be on the disk: rewrite it all.
+            self.log = None;
+        }
         let Some(log) = self.log.as_mut() else {
             return Ok(false);
         };
@@ -261,7 +300,7 @@ impl FileStore {
         let written = log
             .file
             .write_all_at(record, log.offset)
-            .and_then(|()| log.file.sync_data());
+            .and_then(|()| self.sync.written(&log.file));
         match written {
             Ok(()) => {
                 log.offset += record.len() as u64;
@@ -329,8 +368,10 @@ impl FileStore {
         let (header, _) = split_header(&bytes)
             .ok_or_else(|| corrupt("no header line (truncated or not a podnet file)".into()))?;
         let fields: Vec<&str> = header.split(' ').collect();
-        let [LOG_MAGIC, format, log_generation] = fields[..] else {
-            return Err(corrupt(format!("bad header {header:?}")));
+        let (format, log_generation, written_under) = match fields[..] {
+            [LOG_MAGIC, f, g] => (f, g, SyncPolicy::Always),
+            [LOG_MAGIC, f, g, "periodic"] => (f, g, SyncPolicy::Periodic),
+            _ => return Err(corrupt(format!("bad header {header:?}"))),
         };
         check_format(&path, format)?;
         let log_generation: u64 = log_generation
@@ -363,6 +404,8 @@ impl FileStore {
                     index += 1;
                     continue;
                 }
+                // A power cut may leave any bytes in an unsynced tail.
+                Slot::BadHeader if written_under == SyncPolicy::Periodic => offset,
                 Slot::BadHeader => {
                     return Err(corrupt(format!(
                         "record {index} at byte {offset} has a damaged header"
@@ -373,6 +416,15 @@ impl FileStore {
                 Slot::Zero => offset + RECORD_HEADER + MAX_RECORD,
             };
             let tail = bytes.get(quiet_from..).unwrap_or(&[]);
+            if tail.iter().any(|&b| b != 0) && written_under == SyncPolicy::Periodic {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the IPAM log is damaged at record {index} (byte {offset}) with data after it: \
+                     taken as a power cut before the last changes were synced (store-sync = \"periodic\"); \
+                     the changes from there on are dropped"
+                );
+                return Ok(());
+            }
             if tail.iter().any(|&b| b != 0) {
                 return Err(corrupt(format!(
                     "record {index} at byte {offset} is damaged or missing and more data follows it"

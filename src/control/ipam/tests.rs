@@ -423,10 +423,55 @@ fn garbage_state_file_is_a_corruption_error_naming_the_path() {
     assert_eq!(open().unwrap().list().len(), 1);
 }
 
+/// Writes a, b, c through a store under `policy` and returns the state
+/// file and log as a crash right after would leave them.
+fn crashed_after_three(dir: &std::path::Path, policy: SyncPolicy) -> (Vec<u8>, Vec<u8>) {
+    let store = FileStore::open_with_sync(dir, policy).unwrap();
+    assert_eq!(store.sync_policy(), policy);
+    let mut ipam = Ipam::open(Box::new(store), v4_config("10.0.0.0/24")).unwrap();
+    for o in ["a", "b", "c"] {
+        v4(&mut ipam, o, t(0));
+    }
+    let state = std::fs::read(dir.join("ipam/state.json")).unwrap();
+    let log = std::fs::read(dir.join("ipam/changes.log")).unwrap();
+    (state, log)
+}
+
+/// Under the periodic policy a power cut can leave the unsynced tail of the
+/// log with any of its pages written back: the state is what the changes
+/// before the first damaged record made, never a gap.
+#[test]
+fn damage_in_a_periodic_log_is_where_the_power_was_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, bytes) = crashed_after_three(dir.path(), SyncPolicy::Periodic);
+    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    assert!(bytes[..header_end].ends_with(b" periodic\n"));
+    let log = dir.path().join("ipam/changes.log");
+    // The first record's bytes damaged, the second's and third's intact.
+    let mut torn = bytes.clone();
+    torn[header_end + 20] ^= 1;
+    // The first record's header never written back.
+    let mut lost = bytes.clone();
+    lost[header_end..header_end + 16].fill(0);
+    for (what, damaged) in [("torn", torn), ("lost", lost)] {
+        for reader in [SyncPolicy::Always, SyncPolicy::Periodic] {
+            std::fs::write(dir.path().join("ipam/state.json"), &state).unwrap();
+            std::fs::write(&log, &damaged).unwrap();
+            let ipam = Ipam::open(
+                Box::new(FileStore::open_with_sync(dir.path(), reader).unwrap()),
+                v4_config("10.0.0.0/24"),
+            )
+            .unwrap_or_else(|e| panic!("{what}, read under {reader}: {e}"));
+            assert!(ipam.list().is_empty(), "{what}: nothing after the gap");
+        }
+    }
+}
+
 #[test]
 fn damaged_log_is_corruption_but_a_torn_last_record_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let config = v4_config("10.0.0.0/24");
+    // The strict rule holds for logs synced per write, whoever reads them.
     let open = || {
         Ipam::open(
             Box::new(FileStore::open(dir.path()).unwrap()),
@@ -434,14 +479,8 @@ fn damaged_log_is_corruption_but_a_torn_last_record_is_not() {
         )
     };
     let log = dir.path().join("ipam").join("changes.log");
-    let mut ipam = open().unwrap();
-    for o in ["a", "b", "c"] {
-        v4(&mut ipam, o, t(0));
-    }
-    // Simulate a crash now: copy the files while the store is still open.
-    let state = std::fs::read(dir.path().join("ipam/state.json")).unwrap();
-    let bytes = std::fs::read(&log).unwrap();
-    drop(ipam);
+    // Simulate a crash: the files as they were while the store was open.
+    let (state, bytes) = crashed_after_three(dir.path(), SyncPolicy::Always);
     let used = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
     let restore = |log_bytes: &[u8]| {
         std::fs::write(dir.path().join("ipam/state.json"), &state).unwrap();

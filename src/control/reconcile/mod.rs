@@ -17,6 +17,12 @@
 //! controlling owner, the services selecting a pod). Tests drive a manager
 //! step by step with [`Manager::run_until_idle`], without root and
 //! without threads.
+//!
+//! The queue is first in, first out, and a key already queued keeps its
+//! place, as in a Kubernetes work queue: one thread runs every reconciler
+//! here, so a key must not wait behind work queued after it (the
+//! endpoints of a deleted pod behind the network set-up of its
+//! replacement).
 
 pub mod deployment;
 pub mod endpoints;
@@ -25,7 +31,7 @@ pub mod pod;
 pub mod replica_set;
 pub mod stateful_set;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -110,7 +116,7 @@ pub struct Manager {
     objects: Objects,
     reconcilers: Vec<Box<dyn Reconciler>>,
     events: WatchReceiver,
-    queue: BTreeSet<Key>,
+    queue: KeyQueue,
     /// Keys to look at again, and when.
     later: BTreeMap<Key, SystemTime>,
     last: Revision,
@@ -151,7 +157,7 @@ impl Manager {
             objects,
             reconcilers,
             events,
-            queue: BTreeSet::new(),
+            queue: KeyQueue::default(),
             later: BTreeMap::new(),
             last: start,
             pokes,
@@ -225,7 +231,7 @@ impl Manager {
         let mut passes: BTreeMap<Key, usize> = BTreeMap::new();
         loop {
             self.drain_events();
-            let Some(key) = self.queue.pop_first() else {
+            let Some(key) = self.queue.pop() else {
                 break;
             };
             let n = passes.entry(key.clone()).or_default();
@@ -293,6 +299,40 @@ impl Manager {
                 self.queue.insert(key);
             }
             _ => {}
+        }
+    }
+}
+
+/// Keys in the order they were first queued, each once.
+#[derive(Default)]
+struct KeyQueue {
+    order: VecDeque<Key>,
+    queued: HashSet<Key>,
+}
+
+impl KeyQueue {
+    /// Queues `key` at the back, unless it is queued already.
+    fn insert(&mut self, key: Key) {
+        if self.queued.insert(key.clone()) {
+            self.order.push_back(key);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Key> {
+        let key = self.order.pop_front()?;
+        self.queued.remove(&key);
+        Some(key)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+impl Extend<Key> for KeyQueue {
+    fn extend<I: IntoIterator<Item = Key>>(&mut self, keys: I) {
+        for key in keys {
+            self.insert(key);
         }
     }
 }
@@ -395,3 +435,36 @@ pub fn template_hash(v: &Value) -> String {
 mod pod_tests;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod queue_tests {
+    use super::{Key, KeyQueue};
+
+    fn key(name: &str) -> Key {
+        Key {
+            kind: if name.starts_with('s') {
+                "Service"
+            } else {
+                "Pod"
+            },
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn keys_run_in_the_order_first_queued_each_once() {
+        let mut q = KeyQueue::default();
+        q.extend(["old-pod", "svc", "rs"].map(key));
+        assert_eq!(q.pop(), Some(key("old-pod")));
+        // Work caused by a later pass goes behind what was already waiting,
+        // and a key queued again keeps its place.
+        q.extend(["new-pod", "svc"].map(key));
+        let order: Vec<Key> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, ["svc", "rs", "new-pod"].map(key));
+        assert!(q.is_empty());
+        // Popped keys may be queued again.
+        q.insert(key("svc"));
+        assert_eq!(q.pop(), Some(key("svc")));
+    }
+}

@@ -10,8 +10,9 @@
 //!   then the keys as records (below). Replaced only by write-temp, fsync,
 //!   rename, fsync-dir.
 //! * `log`: the writes since that snapshot. A header line
-//!   `podnet-store-log <format> <generation>`, then records, then zeros to
-//!   the end of the preallocated file.
+//!   `podnet-store-log <format> <generation>`, followed by ` periodic` when
+//!   the log was written under [`SyncPolicy::Periodic`], then records, then
+//!   zeros to the end of the preallocated file.
 //!
 //! A record is `[u32 LE length][u32 LE !length][u32 LE crc32 of payload]`
 //! then its payload: `[u8 op (1 put, 2 delete)][u64 revision][u64 create
@@ -24,14 +25,20 @@
 //! does not fit, or on every open, the store is compacted into a snapshot of
 //! the next generation and a fresh log.
 //!
-//! Crash rules: a write returns only after its record is on disk. A log
-//! whose generation is older than the snapshot's is what an interrupted
-//! compaction left and is ignored (the snapshot holds it). A damaged record
-//! followed only by zeros is the one write that was cut short and never
-//! acknowledged, and is dropped (the length is stored twice so that a
-//! damaged length is told from a cut write). Anything else that does not
-//! parse or check out is [`OpenError::Corrupt`], naming the file, and the
-//! files are left untouched for the operator.
+//! Crash rules: a write returns only after its record is written to the
+//! log, and, under [`SyncPolicy::Always`], synced to the disk (what each
+//! policy guarantees is in [`super::sync`]). A log whose generation is
+//! older than the snapshot's is what an interrupted compaction left and is
+//! ignored (the snapshot holds it). A damaged record followed only by zeros
+//! is the one write that was cut short and never acknowledged, and is
+//! dropped (the length is stored twice so that a damaged length is told
+//! from a cut write). In a log written under [`SyncPolicy::Periodic`], a
+//! damaged record with data after it may be a power cut in the middle of
+//! the unsynced tail: every record from it on is dropped, with a warning.
+//! Anything else that does not parse or check out is
+//! [`OpenError::Corrupt`], naming the file, and the files are left
+//! untouched for the operator. Snapshots and fresh logs are always synced
+//! (write-temp, fsync, rename, fsync-dir) whatever the policy.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -43,6 +50,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::engine::{Engine, DEFAULT_HISTORY};
+use super::sync::{LogSync, SyncPolicy};
 use super::{
     Event, EventKind, KeyValue, KvStore, Precondition, Revision, WatchError, WatchReceiver,
     WriteError,
@@ -88,6 +96,27 @@ pub enum OpenError {
     },
 }
 
+/// How a [`FileStore`] is opened; `Default` is what the daemon uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// When writes reach the disk.
+    pub sync: SyncPolicy,
+    /// Bytes of a fresh log (small values let tests reach compaction).
+    pub log_capacity: u64,
+    /// Events kept for watches (small values let tests reach 410 Gone).
+    pub history: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync: SyncPolicy::default(),
+            log_capacity: LOG_CAPACITY,
+            history: DEFAULT_HISTORY,
+        }
+    }
+}
+
 /// The durable store (layout and crash rules in the module docs).
 pub struct FileStore {
     inner: Mutex<Inner>,
@@ -101,12 +130,13 @@ struct Inner {
     /// generation rather than trust a log that may hold half a record.
     log: Option<LogWriter>,
     log_capacity: u64,
+    sync: LogSync,
     /// Held for the lifetime of the store; the OS drops it if we die.
     _lock: File,
 }
 
 struct LogWriter {
-    file: File,
+    file: Arc<File>,
     offset: u64,
 }
 
@@ -114,7 +144,7 @@ impl FileStore {
     /// Opens (creating if needed) `<state_dir>/store`, locks it, loads it and
     /// compacts it into a new generation.
     pub fn open(state_dir: impl AsRef<Path>) -> Result<FileStore, OpenError> {
-        Self::open_with(state_dir, LOG_CAPACITY, DEFAULT_HISTORY)
+        Self::open_with_options(state_dir, StoreOptions::default())
     }
 
     /// [`FileStore::open`] with a log of `log_capacity` bytes and a watch
@@ -125,6 +155,26 @@ impl FileStore {
         log_capacity: u64,
         history: usize,
     ) -> Result<FileStore, OpenError> {
+        Self::open_with_options(
+            state_dir,
+            StoreOptions {
+                log_capacity,
+                history,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// [`FileStore::open`] with every option.
+    pub fn open_with_options(
+        state_dir: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<FileStore, OpenError> {
+        let StoreOptions {
+            sync,
+            log_capacity,
+            history,
+        } = options;
         let dir = state_dir.as_ref().join("store");
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let lock_path = dir.join("lock");
@@ -140,11 +190,15 @@ impl FileStore {
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
         }
         let (generation, revision, keys) = load(&dir)?;
+        let log_path = dir.join("log");
+        let sync = LogSync::new(sync, &log_path.display().to_string())
+            .map_err(io_err("start the sync thread for", &log_path))?;
         let mut inner = Inner {
             engine: Engine::new(keys, revision, history),
             generation,
             log: None,
             log_capacity: log_capacity.max(4096),
+            sync,
             _lock: lock,
         };
         inner
@@ -160,18 +214,33 @@ impl FileStore {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The policy the store writes under.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.inner.lock().sync.policy()
+    }
+
+    /// Makes every acknowledged write durable against power loss now
+    /// (under [`SyncPolicy::Always`] they already are).
+    pub fn sync(&self) -> io::Result<()> {
+        self.inner.lock().sync.sync_now()
+    }
 }
 
 impl Inner {
     /// Makes `event` durable: appended to the log, or, when it does not fit,
     /// in a snapshot of the next generation.
     fn persist(&mut self, dir: &Path, record: &[u8], event: &Event) -> io::Result<()> {
+        if self.sync.failed() {
+            // What the log holds may not be on the disk: rewrite it all.
+            self.log = None;
+        }
         if let Some(log) = self.log.as_mut() {
             if log.offset + record.len() as u64 <= self.log_capacity {
                 let written = log
                     .file
                     .write_all_at(record, log.offset)
-                    .and_then(|()| log.file.sync_data());
+                    .and_then(|()| self.sync.written(&log.file));
                 return match written {
                     Ok(()) => {
                         log.offset += record.len() as u64;
@@ -217,12 +286,17 @@ impl Inner {
         // newer log beside an older snapshot reads as corruption.
         replace(dir, &dir.join("snapshot"), &snapshot)?;
 
-        let mut log = format!("{LOG_MAGIC} {FORMAT} {generation}\n").into_bytes();
+        let mut log = match self.sync.policy() {
+            SyncPolicy::Always => format!("{LOG_MAGIC} {FORMAT} {generation}\n"),
+            periodic => format!("{LOG_MAGIC} {FORMAT} {generation} {periodic}\n"),
+        }
+        .into_bytes();
         let header = log.len() as u64;
         let capacity = self.log_capacity.max(header + 1);
         log.resize(capacity as usize, 0);
-        let file = replace(dir, &dir.join("log"), &log)?;
+        let file = Arc::new(replace(dir, &dir.join("log"), &log)?);
         self.generation = generation;
+        self.sync.replaced(file.clone());
         self.log = Some(LogWriter {
             file,
             offset: header,
@@ -423,8 +497,13 @@ fn load(dir: &Path) -> Result<Loaded, OpenError> {
     let (header, _) = split_header(&log)
         .ok_or_else(|| corrupt("no header line (truncated or not a podnet file)".into()))?;
     let fields: Vec<&str> = header.split(' ').collect();
-    let [magic, format, log_generation] = fields[..] else {
-        return Err(corrupt(format!("bad header {header:?}")));
+    let (magic, format, log_generation, written_under) = match fields[..] {
+        [m, f, g] => (m, f, g, SyncPolicy::Always),
+        [m, f, g, policy] => match policy.parse() {
+            Ok(p @ SyncPolicy::Periodic) => (m, f, g, p),
+            _ => return Err(corrupt(format!("bad header {header:?}"))),
+        },
+        _ => return Err(corrupt(format!("bad header {header:?}"))),
     };
     if magic != LOG_MAGIC || format != FORMAT.to_string() {
         return Err(corrupt(format!("bad header {header:?}")));
@@ -467,6 +546,16 @@ fn load(dir: &Path) -> Result<Loaded, OpenError> {
                     tracing::warn!(
                         file = %log_path.display(),
                         "dropping the last record of the object store log, a write cut short ({reason}) that was never acknowledged"
+                    );
+                    break;
+                }
+                if written_under == SyncPolicy::Periodic {
+                    tracing::warn!(
+                        file = %log_path.display(),
+                        revision,
+                        "the object store log is damaged at byte {offset} ({reason}) with data after it: \
+                         taken as a power cut before the last writes were synced (store-sync = \"periodic\"); \
+                         the store reopens at the last intact revision and the writes after it are dropped"
                     );
                     break;
                 }

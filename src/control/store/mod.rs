@@ -10,14 +10,19 @@
 //! | module | owns |
 //! |---|---|
 //! | [`engine`] | the in-memory index, the bounded event history and the watchers; [`MemStore`] |
-//! | [`file`] | [`FileStore`]: the engine made durable by a checksummed, fsync'd log and snapshots |
+//! | [`file`] | [`FileStore`]: the engine made durable by a checksummed log and snapshots |
+//! | [`sync`] | [`SyncPolicy`]: when a log reaches the disk (also used by the IPAM store) |
 //!
 //! # Invariants
 //! * The revision increases by exactly one per successful put or delete and
 //!   never goes back, across restarts too.
-//! * A write is acknowledged (returns `Ok`) only once it is durable (in
-//!   [`FileStore`]: on disk, surviving SIGKILL and power loss as far as the
-//!   disk honours `fdatasync`).
+//! * A write is acknowledged (returns `Ok`) only once it is durable. In
+//!   [`FileStore`] that means: it survives the death of the process
+//!   (SIGKILL) under every [`SyncPolicy`]; it survives power loss too (as
+//!   far as the disk honours `fdatasync`) under [`SyncPolicy::Always`], and
+//!   under [`SyncPolicy::Periodic`] (the default) once at most
+//!   [`sync::SYNC_INTERVAL`] has passed. After a power loss the store
+//!   reopens at a revision it acknowledged, never with a gap.
 //! * A watcher sees every event after its start revision, in revision order,
 //!   with no gap: either the events, or [`WatchError::Compacted`] when the
 //!   history no longer reaches back that far (the API answers 410 Gone), or
@@ -26,11 +31,13 @@
 
 pub mod engine;
 pub mod file;
+pub mod sync;
 
 use std::sync::Arc;
 
 pub use engine::MemStore;
-pub use file::FileStore;
+pub use file::{FileStore, StoreOptions};
+pub use sync::SyncPolicy;
 
 /// A store revision: the count of writes since the store was made.
 pub type Revision = u64;

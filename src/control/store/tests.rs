@@ -18,6 +18,20 @@ fn stores(dir: &tempfile::TempDir) -> Vec<Box<dyn KvStore>> {
     ]
 }
 
+const POLICIES: [SyncPolicy; 2] = [SyncPolicy::Always, SyncPolicy::Periodic];
+
+fn open_small(dir: &std::path::Path, log_capacity: u64, sync: SyncPolicy) -> FileStore {
+    FileStore::open_with_options(
+        dir,
+        StoreOptions {
+            sync,
+            log_capacity,
+            history: 8,
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn revisions_count_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,9 +172,16 @@ fn a_slow_watcher_is_cut_off_not_the_writer() {
 
 #[test]
 fn file_store_survives_reopen_and_compaction() {
+    for policy in POLICIES {
+        survives_reopen_and_compaction(policy);
+    }
+}
+
+fn survives_reopen_and_compaction(policy: SyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = FileStore::open_with(dir.path(), 4096, 8).unwrap();
+        let s = open_small(dir.path(), 4096, policy);
+        assert_eq!(s.sync_policy(), policy);
         // Far more than a 4 KiB log holds: several compactions.
         for i in 0..300 {
             s.put(
@@ -175,7 +196,7 @@ fn file_store_survives_reopen_and_compaction() {
         s.put("/big", Arc::from(vec![7u8; 10_000]), Precondition::None)
             .unwrap();
     }
-    let s = FileStore::open_with(dir.path(), 4096, 8).unwrap();
+    let s = open_small(dir.path(), 4096, policy);
     assert_eq!(s.revision(), 302);
     assert!(s.get("/k7").is_none());
     let k3 = s.get("/k3").unwrap();
@@ -208,8 +229,8 @@ fn second_open_is_locked() {
 
 /// Writes `n` keys with a fresh store, returning the log's bytes and where
 /// each record starts.
-fn written_log(dir: &std::path::Path, n: usize) -> (Vec<u8>, Vec<usize>) {
-    let s = FileStore::open_with(dir, 1 << 20, 8).unwrap();
+fn written_log(dir: &std::path::Path, n: usize, sync: SyncPolicy) -> (Vec<u8>, Vec<usize>) {
+    let s = open_small(dir, 1 << 20, sync);
     let log = dir.join("store/log");
     let header = fs::read(&log)
         .unwrap()
@@ -231,19 +252,21 @@ fn written_log(dir: &std::path::Path, n: usize) -> (Vec<u8>, Vec<usize>) {
 
 #[test]
 fn a_write_cut_short_is_dropped_at_every_length() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, starts) = written_log(dir.path(), 3);
-    let (last, end) = (starts[2], starts[3]);
-    for cut in last..end {
-        let mut damaged = log.clone();
-        damaged[cut..end].fill(0);
-        fs::write(dir.path().join("store/log"), &damaged).unwrap();
-        let s = FileStore::open_with(dir.path(), 1 << 20, 8).unwrap();
-        assert_eq!(s.revision(), 2, "cut at {cut}");
-        assert!(s.get("/k2").is_none());
-        drop(s);
-        // Put the full log back for the next cut (the open compacted it away).
-        restore(dir.path(), &log);
+    for policy in POLICIES {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, starts) = written_log(dir.path(), 3, policy);
+        let (last, end) = (starts[2], starts[3]);
+        for cut in last..end {
+            let mut damaged = log.clone();
+            damaged[cut..end].fill(0);
+            fs::write(dir.path().join("store/log"), &damaged).unwrap();
+            let s = open_small(dir.path(), 1 << 20, policy);
+            assert_eq!(s.revision(), 2, "{policy}: cut at {cut}");
+            assert!(s.get("/k2").is_none());
+            drop(s);
+            // Put the full log back for the next cut (the open compacted it away).
+            restore(dir.path(), &log);
+        }
     }
 }
 
@@ -260,14 +283,21 @@ fn restore(dir: &std::path::Path, log: &[u8]) {
 #[test]
 fn damage_before_acknowledged_writes_is_reported_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, starts) = written_log(dir.path(), 3);
+    let (log, starts) = written_log(dir.path(), 3, SyncPolicy::Always);
     restore(dir.path(), &log);
     let mut damaged = log.clone();
     damaged[starts[1] + 20] ^= 0xff;
     fs::write(dir.path().join("store/log"), &damaged).unwrap();
-    let err = FileStore::open_with(dir.path(), 1 << 20, 8)
-        .err()
-        .expect("corrupt");
+    // Whatever the policy of the reader: the log says it was synced per write.
+    let err = FileStore::open_with_options(
+        dir.path(),
+        StoreOptions {
+            log_capacity: 1 << 20,
+            ..StoreOptions::default()
+        },
+    )
+    .err()
+    .expect("corrupt");
     let text = err.to_string();
     assert!(matches!(err, OpenError::Corrupt { .. }), "{text}");
     assert!(text.contains("store/log"), "{text}");
@@ -276,6 +306,55 @@ fn damage_before_acknowledged_writes_is_reported_and_left_untouched() {
         damaged,
         "left untouched"
     );
+}
+
+/// A power cut under the periodic policy can leave the unsynced tail of the
+/// log with any of its pages written back: the store reopens at the last
+/// intact revision before the damage, never with a gap.
+#[test]
+fn damage_in_a_periodic_log_is_where_the_power_was_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, starts) = written_log(dir.path(), 4, SyncPolicy::Periodic);
+    let header_end = starts[0];
+    assert!(
+        log[..header_end].ends_with(b" periodic\n"),
+        "the header says how the log was written"
+    );
+    // The second record's page never reached the disk; later ones did.
+    let mut lost = log.clone();
+    lost[starts[1]..starts[2]].fill(0);
+    // Or reached it half written.
+    let mut torn = log.clone();
+    torn[starts[1] + 20] ^= 0xff;
+    for (what, damaged) in [("lost", lost), ("torn", torn)] {
+        restore(dir.path(), &damaged);
+        // Whatever the policy of the reader: the log says how it was written.
+        for reader in POLICIES {
+            let s = open_small(dir.path(), 1 << 20, reader);
+            assert_eq!(s.revision(), 1, "{what}, read under {reader}");
+            assert!(s.get("/k0").is_some() && s.get("/k1").is_none());
+            assert!(s.get("/k3").is_none(), "nothing after the gap");
+            // Writes go on from the revision it reopened at.
+            let kv = s.put("/k1", val("again"), Precondition::Absent).unwrap();
+            assert_eq!(kv.mod_revision, 2);
+            drop(s);
+            restore(dir.path(), &damaged);
+        }
+    }
+}
+
+#[test]
+fn a_store_syncs_on_request_and_when_dropped() {
+    for policy in POLICIES {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open_small(dir.path(), 1 << 20, policy);
+        s.put("/a", val("1"), Precondition::None).unwrap();
+        s.sync().unwrap();
+        s.put("/b", val("2"), Precondition::None).unwrap();
+        drop(s);
+        let s = open_small(dir.path(), 1 << 20, policy);
+        assert_eq!(s.range("/").0.len(), 2, "{policy}");
+    }
 }
 
 #[test]
