@@ -51,6 +51,16 @@ struct Args {
     /// This node's name [default: the host name].
     #[arg(long, value_name = "NAME")]
     node_name: Option<String>,
+    /// When the object store and IPAM make writes durable: `periodic`
+    /// (acknowledged once written, which survives a crash of podnetd; synced
+    /// to disk within 50 ms) or `always` (synced before acknowledging)
+    /// [default: periodic].
+    #[arg(long, value_name = "POLICY")]
+    store_sync: Option<podnet::control::store::SyncPolicy>,
+    /// The share of the connection tracking table one source (a pod) may
+    /// hold, in percent; 100 for no limit [default: 25].
+    #[arg(long, value_name = "PERCENT")]
+    conntrack_source_share_percent: Option<u8>,
     /// TUN devices without offloads (no virtio-net headers, checksum or
     /// segmentation offload): one MTU-sized packet per read or write.
     #[arg(long)]
@@ -114,6 +124,12 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.node_name {
         config.node_name = Some(v);
+    }
+    if let Some(v) = args.store_sync {
+        config.store_sync = v;
+    }
+    if let Some(v) = args.conntrack_source_share_percent {
+        config.conntrack_source_share_percent = v;
     }
     if args.no_offload {
         config.offload = false;

@@ -40,6 +40,9 @@ pub struct DaemonConfig {
     pub workers: usize,
     /// Seconds a released address rests before reuse.
     pub ip_quarantine_secs: u64,
+    /// The share of the connection tracking table one source address (a
+    /// pod) may hold, in percent (1-100; 100: no per-source limit).
+    pub conntrack_source_share_percent: u8,
     /// Where the Kubernetes API listens (HTTPS).
     pub api_listen: std::net::SocketAddr,
     /// Where the admin kubeconfig is written.
@@ -66,6 +69,7 @@ impl Default for DaemonConfig {
             store_sync: SyncPolicy::default(),
             workers: 0,
             ip_quarantine_secs: 30,
+            conntrack_source_share_percent: 25,
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 6443)),
             admin_kubeconfig: PathBuf::from("/etc/podnet/admin.kubeconfig"),
             node_name: None,
@@ -117,6 +121,7 @@ struct FileConfig {
     store_sync: Option<String>,
     workers: Option<usize>,
     ip_quarantine_secs: Option<u64>,
+    conntrack_source_share_percent: Option<u8>,
     api_listen: Option<std::net::SocketAddr>,
     admin_kubeconfig: Option<PathBuf>,
     node_name: Option<String>,
@@ -165,6 +170,9 @@ impl DaemonConfig {
             store_sync,
             workers: f.workers.unwrap_or(d.workers),
             ip_quarantine_secs: f.ip_quarantine_secs.unwrap_or(d.ip_quarantine_secs),
+            conntrack_source_share_percent: f
+                .conntrack_source_share_percent
+                .unwrap_or(d.conntrack_source_share_percent),
             api_listen: f.api_listen.unwrap_or(d.api_listen),
             admin_kubeconfig: f.admin_kubeconfig.unwrap_or(d.admin_kubeconfig),
             node_name: f.node_name.or(d.node_name),
@@ -181,6 +189,15 @@ impl DaemonConfig {
             return bad(
                 "node-subnet",
                 format!("{} must be between a /16 and a /30", self.node_subnet),
+            );
+        }
+        if !(1..=100).contains(&self.conntrack_source_share_percent) {
+            return bad(
+                "conntrack-source-share-percent",
+                format!(
+                    "{} is not a percentage of the table between 1 and 100 (100: no per-source limit)",
+                    self.conntrack_source_share_percent
+                ),
             );
         }
         if self.node_subnet.network() != self.node_subnet.addr() {
@@ -293,6 +310,22 @@ mod tests {
         assert!(e.to_string().contains("overlaps"), "{e}");
         let e = DaemonConfig::from_toml("node-subnet = \"10.244.0.5/24\"").unwrap_err();
         assert!(e.to_string().contains("host bits"), "{e}");
+    }
+
+    #[test]
+    fn conntrack_source_share_is_a_percentage() {
+        assert_eq!(
+            DaemonConfig::from_toml("")
+                .unwrap()
+                .conntrack_source_share_percent,
+            25
+        );
+        let c = DaemonConfig::from_toml("conntrack-source-share-percent = 100").unwrap();
+        assert_eq!(c.conntrack_source_share_percent, 100);
+        for bad in ["0", "101", "-1"] {
+            let text = format!("conntrack-source-share-percent = {bad}");
+            assert!(DaemonConfig::from_toml(&text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -321,10 +321,12 @@ pub fn run(
         objects.clone(),
         vec![
             Box::new(Kubelet::new(runtime.clone())),
+            // Endpoints before the workload controllers: a deleted pod
+            // leaves its service before its replacement is made.
+            Box::new(ServiceEndpoints),
             Box::new(ReplicaSets),
             Box::new(Deployments),
             Box::new(StatefulSets),
-            Box::new(ServiceEndpoints),
             Box::new(publisher),
         ],
     );
@@ -353,6 +355,7 @@ pub fn run(
         "podnetd ready (Kubernetes API)"
     );
 
+    let mut drop_log = super::metrics::DropLog::default();
     let mut last_sweep = Instant::now();
     let mut last_gc = Instant::now();
     let mut last_prune = Instant::now();
@@ -360,6 +363,7 @@ pub fn run(
         let next = manager.run_until_idle(SystemTime::now());
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             router.sweep(dataplane.now());
+            drop_log.tick_router(Instant::now(), &router);
             last_sweep = Instant::now();
         } else {
             router.reclaim();

@@ -127,6 +127,10 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
             gateway_v4: config.gateway(),
             gateway_v6: config.gateway_v6(),
         },
+        conntrack: crate::packet::conntrack::ConnTrackConfig {
+            source_share_percent: config.conntrack_source_share_percent,
+            ..Default::default()
+        },
         ..RouterConfig::default()
     }));
     let dataplane = Dataplane::start(router.clone(), config.worker_count(), clock)

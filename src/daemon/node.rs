@@ -15,7 +15,6 @@ use super::runtime::HostRuntime;
 use crate::api::node::{ConntrackEntry, FlowTuple, NatRule, NodeCounter, NodeSource, ResetSummary};
 use crate::control::objects::{LabelSelector, Objects};
 use crate::packet::conntrack::{proto, EntryKind};
-use crate::packet::router::DropReason;
 
 /// The views over the running daemon.
 pub struct NodeViews {
@@ -73,9 +72,12 @@ impl NodeSource for NodeViews {
             ("forwarded.to_host".to_string(), stats.forwarded_to_host),
             ("replies".to_string(), stats.replies),
         ];
-        for reason in DropReason::ALL {
-            out.push((format!("dropped.{}", reason.name()), stats.dropped(reason)));
-        }
+        out.extend(
+            stats
+                .by_reason()
+                .into_iter()
+                .map(|(name, n)| (name.to_string(), n)),
+        );
         for (name, v) in [
             ("dataplane.write_errors", &dp.write_errors),
             ("dataplane.read_errors", &dp.read_errors),
