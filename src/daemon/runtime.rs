@@ -619,24 +619,34 @@ impl HostRuntime {
             stop_processes_in(&ns_name);
         }
         let adopted = containers.len();
-        let mut pods = self.pods.lock();
-        let id = next_pod_id(&pods);
-        pods.insert(
-            (ns, name),
-            PodEntry {
-                uid,
-                netns: ns_name,
-                attached: attach.is_some(),
-                ip,
-                ipv6: v6,
-                id,
-                tun: tun.clone(),
-                containers,
-            },
-        );
-        self.publish_pods(&pods);
-        self.dataplane.add(Link::Pod(id), tun);
+        let entry = PodEntry {
+            uid,
+            netns: ns_name,
+            attached: attach.is_some(),
+            ip,
+            ipv6: v6,
+            id: PodId(0),
+            tun,
+            containers,
+        };
+        self.install(&mut self.pods.lock(), (ns, name), entry);
         Ok(adopted)
+    }
+
+    /// Gives a pod's device a data-plane link id, and makes it known to
+    /// the fast path (addresses) and the workers (the device).
+    fn install(
+        &self,
+        pods: &mut HashMap<(String, String), PodEntry>,
+        key: (String, String),
+        mut entry: PodEntry,
+    ) {
+        let id = next_pod_id(pods);
+        entry.id = id;
+        let tun = entry.tun.clone();
+        pods.insert(key, entry);
+        self.publish_pods(pods);
+        self.dataplane.add(Link::Pod(id), tun);
     }
 
     /// For a reset: stops every pod (SIGKILL), removes their devices,
@@ -934,22 +944,17 @@ impl PodRuntime for HostRuntime {
             }
         };
         let _ = tun.set_nonblocking(true);
-        let id = next_pod_id(&pods);
-        pods.insert(
-            (ns, name),
-            PodEntry {
-                uid,
-                netns: ns_name,
-                attached: attach.is_some(),
-                ip,
-                ipv6: v6,
-                id,
-                tun: tun.clone(),
-                containers: HashMap::new(),
-            },
-        );
-        self.publish_pods(&pods);
-        self.dataplane.add(Link::Pod(id), tun);
+        let entry = PodEntry {
+            uid,
+            netns: ns_name,
+            attached: attach.is_some(),
+            ip,
+            ipv6: v6,
+            id: PodId(0),
+            tun,
+            containers: HashMap::new(),
+        };
+        self.install(&mut pods, (ns, name), entry);
         Ok(ip.to_string())
     }
 
