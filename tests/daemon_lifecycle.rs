@@ -59,8 +59,10 @@ fn statefulset_pods_come_in_order_and_keep_name_and_address() {
     // Ordered: db-1 never exists before db-0 runs.
     let mut seen = Vec::new();
     wait_for(POD_START * 2, || {
-        let a = node.pod(&p0);
+        // db-1 first: a db-0 read after it is at least as new as the
+        // moment db-1 was made (db-0 read first could be older).
         let b = node.pod(&p1);
+        let a = node.pod(&p0);
         seen.push(format!(
             "{:?} {:?}",
             a.as_ref().map(|p| phase(p).to_string()),
