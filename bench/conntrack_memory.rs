@@ -39,6 +39,9 @@ fn main() {
     let r = Router::new(RouterConfig {
         conntrack: ConnTrackConfig {
             max_entries: flows,
+            // Memory per flow, not fairness: the short run's flows all
+            // come from one client, which a per-source share would cut.
+            source_share_percent: 100,
             ..ConnTrackConfig::default()
         },
         ..RouterConfig::default()

@@ -23,9 +23,9 @@ cargo clippy --all-targets -- -D warnings
 bash scripts/lib/netns-selftest.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --all-targets 2>&1 | tee "$log"
+cargo test --all-targets --no-fail-fast 2>&1 | tee "$log"
 # The daemon's tests again with TUN offloads off, which stays a supported mode.
-PODNET_TEST_DAEMON_FLAGS=--no-offload cargo test --test daemon_connectivity --test daemon_services \
+PODNET_TEST_DAEMON_FLAGS=--no-offload cargo test --no-fail-fast --test daemon_connectivity --test daemon_services \
     --test daemon_lifecycle --test daemon_cli 2>&1 | tee -a "$log"
 # A short fuzzing run: every target 20 s, failing on any crash.
 bash scripts/fuzz.sh -t 20
