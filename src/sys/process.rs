@@ -86,22 +86,16 @@ pub fn spawn_in(
         .stdout(log)
         .stderr(stderr)
         .process_group(0);
-    // `netns` is borrowed for the whole call, so this descriptor stays open until
-    // the child has exec'd; it is O_CLOEXEC, so the pod does not inherit it.
-    let ns_fd = netns.as_fd().as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // setns(2), a raw syscall that is async-signal-safe, on a descriptor that is
-    // open in the child (inherited from the parent, see above); it allocates
-    // nothing and takes no lock.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command.spawn().map_err(|source| SpawnError::Spawn {
+    // The command is spawned from a thread that entered `netns`: the child
+    // starts in the namespace of the thread that made it. Without a
+    // `pre_exec` hook std can use posix_spawn (a vfork), which does not copy
+    // the daemon's memory map as fork does (milliseconds for a large
+    // daemon).
+    let spawned = netns
+        .run(move || command.spawn())
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r);
+    spawned.map_err(|source| SpawnError::Spawn {
         program: program.clone(),
         netns: netns.name().to_owned(),
         source,
