@@ -299,6 +299,29 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// The IPAM request for a pod's address: owned by its uid, and, for a
+/// StatefulSet's pod, under the sticky identity `NS/NAME`.
+fn lease_request(pod: &Pod) -> AllocateRequest {
+    let (ns, name) = key(pod);
+    let req = AllocateRequest::new(pod.metadata.uid.clone().unwrap_or_default())
+        .families(Families::Configured);
+    if stateful(pod) {
+        req.identity(format!("{ns}/{name}"))
+    } else {
+        req
+    }
+}
+
+/// The network namespace path a pod is attached to
+/// ([`ATTACH_NETNS_ANNOTATION`]), if it is not given its own.
+fn attached_netns(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ATTACH_NETNS_ANNOTATION))
+        .cloned()
+}
+
 /// Whether a StatefulSet controls the pod (its address is then sticky).
 fn stateful(pod: &Pod) -> bool {
     pod.metadata
@@ -483,10 +506,7 @@ impl HostRuntime {
                 continue;
             }
             let (ns, name) = key(pod);
-            let mut req = AllocateRequest::new(uid).families(Families::V4).address(ip);
-            if stateful(pod) {
-                req = req.identity(format!("{ns}/{name}"));
-            }
+            let req = lease_request(pod).families(Families::V4).address(ip);
             match ipam.allocate(req, SystemTime::now()) {
                 Ok(_) => tracing::warn!(
                     pod = %format!("{ns}/{name}"),
@@ -514,12 +534,7 @@ impl HostRuntime {
         let (ns, name) = key(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let status = pod.status.clone().unwrap_or_default();
-        let attach = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ATTACH_NETNS_ANNOTATION))
-            .cloned();
+        let attach = attached_netns(pod);
         let ns_name = attach.clone().unwrap_or_else(|| netns_name(&ns, &name));
         let handle = match &attach {
             Some(path) => NetNs::open_path(std::path::Path::new(path)),
@@ -531,12 +546,9 @@ impl HostRuntime {
             let _ = self.record_namespace(&ns_name);
         }
         let had: Option<Ipv4Addr> = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
-        let mut req = AllocateRequest::new(uid.clone()).families(Families::Configured);
+        let mut req = lease_request(pod);
         if let Some(ip) = had {
             req = req.address(IpAddr::V4(ip));
-        }
-        if stateful(pod) {
-            req = req.identity(format!("{ns}/{name}"));
         }
         let alloc = self
             .ipam
@@ -861,10 +873,7 @@ impl PodRuntime for HostRuntime {
             // network goes first.
             self.teardown(&(ns.clone(), name.clone()), old, true);
         }
-        let mut req = AllocateRequest::new(uid.clone()).families(Families::Configured);
-        if stateful(pod) {
-            req = req.identity(format!("{ns}/{name}"));
-        }
+        let req = lease_request(pod);
         let alloc = self
             .ipam
             .lock()
@@ -880,12 +889,7 @@ impl PodRuntime for HostRuntime {
             release();
             return Err("IPAM returned no IPv4 address".into());
         };
-        let attach = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ATTACH_NETNS_ANNOTATION))
-            .cloned();
+        let attach = attached_netns(pod);
         let ns_name = attach.clone().unwrap_or_else(|| netns_name(&ns, &name));
         let handle = match &attach {
             Some(path) => NetNs::open_path(std::path::Path::new(path)).map_err(|e| {
