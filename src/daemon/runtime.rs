@@ -541,7 +541,7 @@ impl HostRuntime {
             None => NetNs::open(&ns_name),
         }
         .map_err(|e| format!("its network namespace {ns_name} is gone: {e}"))?;
-        if attach.is_none() && !self.made_namespaces().contains(&ns_name) {
+        if attach.is_none() && !self.recorded(&ns_name) {
             // Made by a podnetd from before namespaces were recorded.
             let _ = self.record_namespace(&ns_name);
         }
@@ -731,6 +731,11 @@ impl HostRuntime {
         let _ = std::fs::remove_file(self.made_dir().join(ns));
     }
 
+    /// Whether podnet recorded making the namespace `ns`.
+    fn recorded(&self, ns: &str) -> bool {
+        self.made_dir().join(ns).exists()
+    }
+
     /// The namespaces podnet recorded as made.
     fn made_namespaces(&self) -> std::collections::HashSet<String> {
         std::fs::read_dir(self.made_dir())
@@ -903,7 +908,7 @@ impl PodRuntime for HostRuntime {
                 let exists = std::path::Path::new(netns::NETNS_RUN_DIR)
                     .join(&ns_name)
                     .exists();
-                if exists && !self.made_namespaces().contains(&ns_name) {
+                if exists && !self.recorded(&ns_name) {
                     release();
                     return Err(format!(
                         "a network namespace named {ns_name} exists and this podnetd did not make it                          (another podnetd on this host?); remove it or rename the pod"
