@@ -36,6 +36,39 @@ fn kubectl_sees_the_server() {
     assert!(ns.contains("kube-system") && ns.contains("Active"), "{ns}");
 }
 
+#[test]
+fn kubectl_explain_reads_the_schemas() {
+    let s = KubeServer::start();
+    let pod = s.ok(&["explain", "pods"]);
+    assert!(
+        pod.contains("KIND:       Pod") && pod.contains("spec\t<PodSpec>"),
+        "{pod}"
+    );
+    let env = s.ok(&[
+        "explain",
+        "deployment.spec.template.spec.containers.env.valueFrom",
+    ]);
+    assert!(
+        env.contains("configMapKeyRef") && env.contains("fieldRef"),
+        "{env}"
+    );
+    let slice = s.ok(&["explain", "endpointslices.endpoints.conditions"]);
+    assert!(
+        slice.contains("serving") && slice.contains("terminating"),
+        "{slice}"
+    );
+    let recursive = s.ok(&["explain", "svc.spec", "--recursive"]);
+    assert!(
+        recursive.contains("clusterIP") && recursive.contains("targetPort"),
+        "{recursive}"
+    );
+    // A field that does not exist is an error naming it.
+    let out = s.kubectl(&["explain", "pods.spec.nosuchfield"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuchfield"), "{err}");
+}
+
 const MANIFEST: &str = r#"
 apiVersion: apps/v1
 kind: Deployment

@@ -128,7 +128,14 @@ pub fn human_duration(secs: i64) -> String {
 /// What a kind adds to the generic object handling. The defaults suit a
 /// kind without rules.
 pub trait KindRules:
-    Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Clone + Default + 'static
+    Resource
+    + Metadata<Ty = ObjectMeta>
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + Default
+    + schemars::JsonSchema
+    + 'static
 {
     /// `kubectl get` short names (`po`, `svc` ...).
     const SHORT_NAMES: &'static [&'static str] = &[];
@@ -211,6 +218,9 @@ pub struct Kind {
     pub check: fn(&Value, Option<&Value>, bool) -> Result<Value, CheckError>,
     /// The table cells of an object's JSON at a time.
     pub cells: fn(&Value, SystemTime) -> Vec<Value>,
+    /// Adds the kind's JSON schema (and those it refers to) to a generator's
+    /// definitions; returns the reference to it.
+    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     name_is_label: bool,
 }
 
@@ -251,6 +261,7 @@ impl Kind {
                     .unwrap_or_default()
             },
             name_is_label: K::NAME_IS_LABEL,
+            schema: |generator| generator.subschema_for::<K>(),
         }
     }
 
