@@ -234,7 +234,7 @@ pub enum AllocateError {
         owner: OwnerKey,
     },
     /// Every usable address is held, resting or reserved.
-    #[error("pod subnet {} is exhausted: {} usable addresses, {} in use, {} in quarantine, {} reserved for sticky identities; delete pods, wait for the quarantine to end, release unused identities, or give the node a larger subnet", usage.subnet, usage.usable, usage.in_use, usage.quarantined, usage.reserved)]
+    #[error("pod subnet {} is exhausted: {} usable addresses, {} in use, {} in quarantine, {} reserved for sticky identities; delete pods, release unused identities (StatefulSet pods keep theirs), or give the node a larger subnet", usage.subnet, usage.usable, usage.in_use, usage.quarantined, usage.reserved)]
     Exhausted {
         /// The subnet and its counts.
         usage: PoolUsage,
@@ -649,6 +649,28 @@ impl Ipam {
             if !blocked(n) {
                 return Ok(n);
             }
+        }
+        // Nothing free: rather than stall until a quarantine ends, the
+        // address that has rested longest is reused (a pod that asked for
+        // an address gets one; the quarantine only protects against the
+        // reuse of a just-released address where there is a choice).
+        let oldest = s
+            .quarantine
+            .iter()
+            .filter(|(a, _)| {
+                pool.subnet.contains(*a)
+                    && !s.holders.contains_key(*a)
+                    && !s.reserved.contains_key(*a)
+            })
+            .min_by_key(|(a, until)| (**until, **a));
+        if let Some((&address, &until)) = oldest {
+            tracing::warn!(
+                %address,
+                quarantine_left_ms = until.saturating_sub(now_ms),
+                subnet = %pool.subnet,
+                "pod subnet full: reusing the address whose quarantine is oldest"
+            );
+            return Ok(to_u128(address));
         }
         Err(AllocateError::Exhausted {
             usage: self.usage_of(pool, now_ms),

@@ -48,14 +48,32 @@ fn round_robin_skips_quarantine_and_wraps() {
             ip(&format!("10.0.0.{last}"))
         );
     }
-    // Wrapped: .2 is still resting, everything else is held.
-    let err = ipam.allocate(AllocateRequest::new("e"), t(29)).unwrap_err();
+    // Wrapped: .2 is still resting and everything else is held. A full
+    // subnet does not stall: the resting address is handed out.
+    assert_eq!(v4(&mut ipam, "e", t(29)), ip("10.0.0.2"));
+    let err = ipam.allocate(AllocateRequest::new("f"), t(29)).unwrap_err();
     assert!(
-        matches!(err, AllocateError::Exhausted { usage } if usage.quarantined == 1),
+        matches!(err, AllocateError::Exhausted { usage } if usage.quarantined == 0 && usage.in_use == 13),
         "{err}"
     );
-    // After the quarantine it is handed out again.
-    assert_eq!(v4(&mut ipam, "e", t(30)), ip("10.0.0.2"));
+}
+
+#[test]
+fn a_full_subnet_reuses_the_address_resting_longest() {
+    let (mut ipam, _) = mem(v4_config("10.0.0.0/29")); // usable .2 .. .6
+    for o in ["a", "b", "c", "d", "e"] {
+        v4(&mut ipam, o, t(0));
+    }
+    ipam.release(&"d".into(), t(1)).unwrap(); // .5, resting until 31
+    ipam.release(&"b".into(), t(2)).unwrap(); // .3, resting until 32
+    ipam.release(&"c".into(), t(3)).unwrap(); // .4, resting until 33
+    assert_eq!(v4(&mut ipam, "f", t(4)), ip("10.0.0.5"));
+    assert_eq!(v4(&mut ipam, "g", t(4)), ip("10.0.0.3"));
+    assert_eq!(v4(&mut ipam, "h", t(4)), ip("10.0.0.4"));
+    assert!(matches!(
+        ipam.allocate(AllocateRequest::new("i"), t(4)),
+        Err(AllocateError::Exhausted { .. })
+    ));
 }
 
 #[test]
@@ -68,17 +86,15 @@ fn quarantine_survives_restart_and_is_configurable() {
         config.clone(),
     )
     .unwrap();
-    for o in ["a", "b", "c", "d", "e"] {
+    for o in ["a", "b", "c", "d"] {
         v4(&mut ipam, o, t(0));
     }
     ipam.release(&"c".into(), t(0)).unwrap();
     drop(ipam);
     let mut ipam = Ipam::open(Box::new(FileStore::open(dir.path()).unwrap()), config).unwrap();
-    assert!(matches!(
-        ipam.allocate(AllocateRequest::new("f"), t(4)),
-        Err(AllocateError::Exhausted { .. })
-    ));
-    assert_eq!(v4(&mut ipam, "f", t(5)), ip("10.0.0.4"));
+    // .4 still rests after the restart: the free .6 is taken instead.
+    assert_eq!(v4(&mut ipam, "f", t(4)), ip("10.0.0.6"));
+    assert_eq!(v4(&mut ipam, "g", t(5)), ip("10.0.0.4"));
 }
 
 #[test]
@@ -146,18 +162,9 @@ fn exhausting_a_slash_28_reports_counts() {
         ),
         (13, 13, 0, 0)
     );
-    for i in 0..3 {
-        ipam.release(&format!("p{i}").into(), t(0)).unwrap();
-    }
-    let err = ipam
-        .allocate(AllocateRequest::new("p13"), t(1))
-        .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("10.0.0.0/28")
-            && msg.contains("13 usable")
-            && msg.contains("10 in use")
-            && msg.contains("3 in quarantine"),
+        msg.contains("10.0.0.0/28") && msg.contains("13 usable") && msg.contains("13 in use"),
         "{msg}"
     );
 }
