@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod janitor;
 pub mod kube;
 pub mod metrics;
 pub mod node;

@@ -36,6 +36,7 @@ use parking_lot::Mutex;
 
 use super::config::DaemonConfig;
 use super::dataplane::Dataplane;
+use super::janitor;
 use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
 use crate::control::reconcile::pod::{PodRuntime, ProcessState};
 use crate::packet::router::FlowSelector;
@@ -669,20 +670,23 @@ impl HostRuntime {
         use std::sync::atomic::Ordering;
         self.resetting.store(true, Ordering::SeqCst);
         let entries: Vec<_> = self.pods.lock().drain().collect();
-        for (key, entry) in entries {
-            self.teardown(&key, entry, true);
-        }
+        let mut removed: std::collections::HashSet<janitor::NamespaceId> = entries
+            .into_iter()
+            .filter_map(|(key, entry)| self.teardown(&key, entry, true))
+            .collect();
         self.publish_pods(&self.pods.lock());
         let mut warnings = Vec::new();
         let made = self.made_namespaces();
         for ns in netns::list().unwrap_or_default() {
             if made.contains(&ns) {
-                stop_processes_in(&ns);
+                removed.extend(janitor::namespace_id(&ns));
                 if let Err(e) = netns::remove(&ns) {
                     warnings.push(format!("network namespace {ns} could not be removed: {e}"));
                 }
             }
         }
+        // One pass over /proc for every namespace.
+        janitor::kill_processes_in(&removed);
         for ns in made {
             self.forget_namespace(&ns);
         }
@@ -756,13 +760,28 @@ impl HostRuntime {
 
     /// Removes a pod's network and processes; its logs too if `logs`
     /// (kept while the pod object exists, for `kubectl logs`).
-    fn teardown(&self, (ns, name): &(String, String), entry: PodEntry, logs: bool) {
+    ///
+    /// Returns the identity of the pod's namespace if it was removed: the
+    /// caller has whatever still runs there killed
+    /// ([`janitor::kill_processes_later`], or in one pass for many pods).
+    /// The pod's device goes with its namespace: the kernel removes the
+    /// devices of dying namespaces in batches, where deleting each one here
+    /// would wait for an RCU barrier per pod.
+    fn teardown(
+        &self,
+        (ns, name): &(String, String),
+        entry: PodEntry,
+        logs: bool,
+    ) -> Option<janitor::NamespaceId> {
         let router = self.dataplane.router();
         router.reset_flows(FlowSelector::Client(IpAddr::V4(entry.ip)), &mut |l, p| {
             self.dataplane.send_packet(l, p)
         });
         self.dataplane.remove(Link::Pod(entry.id));
-        let _ = entry.tun.set_persistent(false);
+        if entry.attached {
+            let _ = entry.tun.set_persistent(false);
+        }
+        let mut removed = None;
         for (container, mut p) in entry.containers {
             p.kill();
             if logs {
@@ -781,7 +800,7 @@ impl HostRuntime {
                 tracing::warn!(netns = %entry.netns, "cannot remove eth0 of an attached pod: {e}");
             }
         } else {
-            stop_processes_in(&entry.netns);
+            removed = janitor::namespace_id(&entry.netns);
             match netns::remove(&entry.netns) {
                 Ok(()) => self.forget_namespace(&entry.netns),
                 Err(e) => {
@@ -793,6 +812,7 @@ impl HostRuntime {
             .ipam
             .lock()
             .release(&OwnerKey::from(entry.uid.clone()), SystemTime::now());
+        removed
     }
 }
 
@@ -876,7 +896,9 @@ impl PodRuntime for HostRuntime {
         if let Some(old) = pods.remove(&(ns.clone(), name.clone())) {
             // The same name, a new pod (a StatefulSet's): the old one's
             // network goes first.
-            self.teardown(&(ns.clone(), name.clone()), old, true);
+            if let Some(id) = self.teardown(&(ns.clone(), name.clone()), old, true) {
+                janitor::kill_processes_later(id);
+            }
         }
         let req = lease_request(pod);
         let alloc = self
@@ -981,7 +1003,9 @@ impl PodRuntime for HostRuntime {
             }
         }
         if let Some(entry) = entry {
-            self.teardown(&k, entry, false);
+            if let Some(id) = self.teardown(&k, entry, false) {
+                janitor::kill_processes_later(id);
+            }
             self.publish_pods(&self.pods.lock());
         }
     }
@@ -1131,7 +1155,9 @@ impl PodRuntime for HostRuntime {
         let k = (namespace.to_string(), name.to_string());
         let entry = self.pods.lock().remove(&k);
         if let Some(entry) = entry {
-            self.teardown(&k, entry, true);
+            if let Some(id) = self.teardown(&k, entry, true) {
+                janitor::kill_processes_later(id);
+            }
             self.publish_pods(&self.pods.lock());
         }
         let prefix = format!("{namespace}_{name}_");

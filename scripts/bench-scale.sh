@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Scale figures of `podnetd` (issue: the Kubernetes API, "Scale"), in a node
+# namespace this script creates and removes (root), with the Python
+# `kubernetes` client; pods are real processes in their own namespaces:
+#   scale.create_pod_ms_at_LOW / _at_HIGH   POST -> Running, ready, with an IP, with LOW or
+#                                           HIGH pods running; median of 20
+#   scale.delete_all_s_at_1000 / _at_HIGH   deletecollection of every pod -> none left
+#   scale.idle_cpu_pct_at_HIGH_pods         podnetd's CPU over 10 s with HIGH pods, idle
+#   scale.create_service_ms_at_SLOW / _at_SHIGH
+#                                           POST of a service with SLOW or SHIGH services; median of 20
+#   api.watch_latency_ms_at_SHIGH_services  a ready pod deleted -> a watcher sees its endpoint
+#                                           not ready, with SHIGH services; median of 10
+#   scale.reset_s_at_RESET                  `podnet reset --force` with RESET pods -> podnetd gone
+#   daemon.rss_mb_at_SHIGH_services         podnetd's resident memory then
+# Usage: sudo scripts/bench-scale.sh [-p LOW,HIGH] [-s SLOW,SHIGH] [-r RESET]
+#        (defaults 100,4000  100,10000  2000)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib/netns.sh
+. "$here/lib/netns.sh"
+# shellcheck source=scripts/lib/podnet.sh
+. "$here/lib/podnet.sh"
+
+pods=100,4000 services=100,10000 reset=2000
+while getopts "p:s:r:h" opt; do
+    case $opt in
+        p) pods=$OPTARG ;;
+        s) services=$OPTARG ;;
+        r) reset=$OPTARG ;;
+        *) sed -n '/^# Usage/,/^#  /p' "$0" >&2; exit 2 ;;
+    esac
+done
+pn_require_root
+pn_ensure_tools
+pn_ensure_kube_clients
+podnet_build
+
+node="pnscale$$"
+kns="scale$$"
+dir=$(mktemp -d "${TMPDIR:-/tmp}/podnet-scale.XXXXXX")
+cleanup_scale() {
+    [ -n "${daemon:-}" ] && { kill -9 "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; }
+    local n
+    for n in $(ip netns list | awk '{print $1}' | grep "^$kns\\." || true); do
+        pn_ns_del "$n"
+    done
+    rm -rf "$dir"
+}
+pn_cleanup_register cleanup_scale
+pn_ns_add "$node"
+
+start_daemon() {
+    nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --state-dir "$dir/state" \
+        --socket "$dir/podnet.sock" --admin-kubeconfig "$dir/admin.kubeconfig" \
+        --api-listen 127.0.0.1:6443 --node-name scale-node --node-subnet 10.244.0.0/20 \
+        >>"$dir/podnetd.log" 2>&1 &
+    daemon=$!
+    export KUBECONFIG=$dir/admin.kubeconfig
+    local i
+    for ((i = 0; i < 600; i++)); do
+        [ -f "$KUBECONFIG" ] && nsenter --net="/var/run/netns/$node" kubectl get nodes >/dev/null 2>&1 && break
+        kill -0 "$daemon" 2>/dev/null || { pn_err "podnetd exited: $(tail -5 "$dir/podnetd.log")"; exit 1; }
+        sleep 0.1
+    done
+    printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n' "$kns" |
+        nsenter --net="/var/run/netns/$node" kubectl apply -f - >/dev/null
+}
+driver() {
+    nsenter --net="/var/run/netns/$node" python3 "$here/lib/scale_bench.py" "$kns" "$daemon" "$@"
+}
+
+start_daemon
+driver pods "${pods%,*}" "${pods#*,}"
+driver services "${services%,*}" "${services#*,}"
+echo "daemon.rss_mb_at_${services#*,}_services: $(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$daemon/status")"
+driver fill "$reset"
+t0=$(date +%s.%N)
+nsenter --net="/var/run/netns/$node" "$PN_BIN/podnet" --socket "$dir/podnet.sock" reset --force >/dev/null
+while kill -0 "$daemon" 2>/dev/null; do sleep 0.05; done
+wait "$daemon" 2>/dev/null || true
+daemon=
+awk -v a="$t0" -v b="$(date +%s.%N)" -v n="$reset" 'BEGIN { printf "scale.reset_s_at_%d: %.2f\n", n, b - a }'
+left=$(ip netns list | awk '{print $1}' | grep -c "^$kns\\." || true)
+echo "scale.netns_left_after_reset: $left"

@@ -1,0 +1,195 @@
+"""Scale figures of podnetd, with the Python client: how the cost of an
+operation grows with what exists (real pods: processes in their own network
+namespaces; services with cluster IPs).
+
+Run inside the node namespace with KUBECONFIG set (scripts/bench-scale.sh does).
+Prints one `name: value` line per figure.
+Usage: scale_bench.py NAMESPACE DAEMON_PID PHASE [ARGS]
+  pods LOW HIGH          scale.create_pod_ms_at_LOW/_at_HIGH, scale.delete_all_s_at_1000/_at_HIGH,
+                         scale.idle_cpu_pct_at_HIGH_pods
+  services LOW HIGH      scale.create_service_ms_at_LOW/_at_HIGH, api.watch_latency_ms_at_HIGH_services
+  fill N                 N running pods, then return (for the reset figure)
+"""
+import os
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from kubernetes import client, config, watch
+
+ns, daemon_pid, phase = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+args = [int(a) for a in sys.argv[4:]]
+config.load_kube_config()
+local = threading.local()
+SAMPLES = 20
+WAIT = 900  # seconds: a generous bound for thousands of pods on a loaded 2-core machine
+
+
+def core():
+    if not hasattr(local, "core"):
+        local.core = client.CoreV1Api(client.ApiClient())
+    return local.core
+
+
+def pod(name, labels=None):
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {"bench": "scale"}},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "none", "command": ["sleep", "100000"]}]},
+    }
+
+
+def ready(p):
+    conds = (p.status and p.status.conditions) or []
+    return bool(p.status and p.status.pod_ip) and any(c.type == "Ready" and c.status == "True" for c in conds)
+
+
+def count_pods(only_ready):
+    items = core().list_namespaced_pod(ns).items
+    return sum(1 for p in items if not only_ready or ready(p))
+
+
+def wait_until(what, check):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    sys.exit(f"scale_bench: {what} not reached within {WAIT} s")
+
+
+def fill_pods(start, end):
+    """Pods start..end-1 created in parallel, then waited for until ready."""
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: core().create_namespaced_pod(ns, pod(f"f{i}")), range(start, end)))
+    wait_until(f"{end} ready pods", lambda: count_pods(True) >= end)
+
+
+def timed_create_pod(name):
+    """POST -> Running, ready, with an IP (seen through a watch), in ms."""
+    w = watch.Watch()
+    t0 = time.perf_counter()
+    created = core().create_namespaced_pod(ns, pod(name))
+    for ev in w.stream(core().list_namespaced_pod, ns, field_selector=f"metadata.name={name}",
+                       resource_version=created.metadata.resource_version, timeout_seconds=120):
+        if ready(ev["object"]):
+            w.stop()
+            return (time.perf_counter() - t0) * 1000
+    sys.exit(f"scale_bench: pod {name} not ready within 120 s")
+
+
+def create_pod_ms(tag):
+    times = [timed_create_pod(f"m{tag}-{i}") for i in range(SAMPLES)]
+    return statistics.median(times)
+
+
+def delete_all_s():
+    """Every pod deleted at once (deletecollection) -> the pod list is empty."""
+    t0 = time.perf_counter()
+    core().delete_collection_namespaced_pod(ns, grace_period_seconds=1)
+    wait_until("no pods", lambda: count_pods(False) == 0)
+    return time.perf_counter() - t0
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def idle_cpu_pct(seconds=10):
+    hz = os.sysconf("SC_CLK_TCK")
+    before = cpu_ticks(daemon_pid)
+    time.sleep(seconds)
+    return (cpu_ticks(daemon_pid) - before) / hz / seconds * 100
+
+
+def phase_pods(low, high):
+    fill_pods(0, low)
+    print(f"scale.create_pod_ms_at_{low}: {create_pod_ms('low'):.2f}", flush=True)
+    fill_pods(low + SAMPLES, 1000)
+    print(f"scale.delete_all_s_at_1000: {delete_all_s():.2f}", flush=True)
+    fill_pods(0, high)
+    print(f"scale.create_pod_ms_at_{high}: {create_pod_ms('high'):.2f}", flush=True)
+    time.sleep(5)  # let the creations' after-work settle
+    print(f"scale.idle_cpu_pct_at_{high}_pods: {idle_cpu_pct():.2f}", flush=True)
+    print(f"scale.delete_all_s_at_{high}: {delete_all_s():.2f}", flush=True)
+
+
+def service(name, selector=None):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": selector or {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}}
+
+
+def create_service_ms(tag):
+    times = []
+    for i in range(SAMPLES):
+        t0 = time.perf_counter()
+        core().create_namespaced_service(ns, service(f"m{tag}-{i}"))
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def fill_services(start, end):
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: core().create_namespaced_service(ns, service(f"s{i}")), range(start, end)))
+
+
+def watch_latency_ms():
+    """A ready pod deleted -> a watcher sees its endpoint not ready, median of 10."""
+    disco = client.DiscoveryV1Api(client.ApiClient())
+    core().create_namespaced_service(ns, service("w", {"app": "w"}))
+    for i in range(3):
+        core().create_namespaced_pod(ns, pod(f"w{i}", {"app": "w"}))
+    wait_until("3 ready w pods", lambda: sum(ready(p) for p in core().list_namespaced_pod(ns, label_selector="app=w").items) >= 3)
+    lat = []
+    for n in range(10):
+        victims = [p for p in core().list_namespaced_pod(ns, label_selector="app=w").items
+                   if ready(p) and not p.metadata.deletion_timestamp]
+        victim = victims[0].metadata.name
+        seen = threading.Event()
+        rv = disco.list_namespaced_endpoint_slice(ns, label_selector="kubernetes.io/service-name=w").metadata.resource_version
+
+        def watcher():
+            w = watch.Watch()
+            for ev in w.stream(disco.list_namespaced_endpoint_slice, ns, resource_version=rv,
+                               label_selector="kubernetes.io/service-name=w", timeout_seconds=60):
+                for e in ev["object"].endpoints or []:
+                    if e.target_ref and e.target_ref.name == victim and not e.conditions.ready:
+                        seen.set()
+                        w.stop()
+                        return
+        t = threading.Thread(target=watcher)
+        t.start()
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        core().delete_namespaced_pod(victim, ns)
+        if not seen.wait(60):
+            sys.exit("scale_bench: the endpoint change was not seen within 60 s")
+        lat.append((time.perf_counter() - t0) * 1000)
+        t.join()
+        core().create_namespaced_pod(ns, pod(f"w{3 + n}", {"app": "w"}))
+        wait_until("3 ready w pods", lambda: sum(ready(p) and not p.metadata.deletion_timestamp
+                                                 for p in core().list_namespaced_pod(ns, label_selector="app=w").items) >= 3)
+    return statistics.median(lat)
+
+
+def phase_services(low, high):
+    fill_services(0, low)
+    print(f"scale.create_service_ms_at_{low}: {create_service_ms('low'):.2f}", flush=True)
+    fill_services(low, high)
+    print(f"scale.create_service_ms_at_{high}: {create_service_ms('high'):.2f}", flush=True)
+    print(f"api.watch_latency_ms_at_{high}_services: {watch_latency_ms():.2f}", flush=True)
+
+
+if phase == "pods":
+    phase_pods(*args)
+elif phase == "services":
+    phase_services(*args)
+elif phase == "fill":
+    fill_pods(0, args[0])
+else:
+    sys.exit(f"scale_bench: unknown phase {phase}")

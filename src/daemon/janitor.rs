@@ -1,0 +1,161 @@
+//! Stray processes of removed pod namespaces, killed in batches.
+//!
+//! A pod's own container processes are stopped through their pidfds; what
+//! they forked may still run in the pod's network namespace, and the only
+//! way to find those is to look at every process's `/proc/PID/ns/net`.
+//! Doing that once per deleted pod costs time in proportion to the pods
+//! that exist (their processes), so deleting every pod cost time in
+//! proportion to the square of their number. Here each removed namespace
+//! is remembered by its identity (device and inode, taken before its name
+//! is removed), and one pass over `/proc` kills the processes of all the
+//! namespaces removed since the last pass. A namespace is looked for in
+//! two passes a second apart, so a process forked while the first pass
+//! ran is found by the second.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use parking_lot::{Condvar, Mutex};
+
+use crate::sys::{netns, process};
+
+/// A network namespace's identity: the device and inode of its nsfs file,
+/// unique while the namespace exists (and a process in it keeps it).
+pub type NamespaceId = (u64, u64);
+
+/// The identity of the named namespace under `/var/run/netns`, if it exists.
+pub fn namespace_id(name: &str) -> Option<NamespaceId> {
+    let m = std::fs::metadata(PathBuf::from(netns::NETNS_RUN_DIR).join(name)).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// SIGKILLs every process (but this one) whose network namespace is one of
+/// `targets`, in one pass over `/proc`; returns how many were signalled.
+pub fn kill_processes_in(targets: &HashSet<NamespaceId>) -> usize {
+    if targets.is_empty() {
+        return 0;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut killed = 0;
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        if let Ok(m) = std::fs::metadata(Path::new("/proc").join(pid.to_string()).join("ns/net")) {
+            if targets.contains(&(m.dev(), m.ino())) && process::kill(pid, Signal::SIGKILL).is_ok()
+            {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
+/// How long the sweeper waits after a first removal, to take the removals
+/// of a burst (a deployment scaled down, a namespace deleted) in one pass.
+const GATHER: Duration = Duration::from_millis(100);
+/// When a namespace is looked for the second time.
+const SECOND_PASS: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Pending {
+    first: Vec<NamespaceId>,
+    second: Vec<(NamespaceId, Instant)>,
+}
+
+struct Sweeper {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+static SWEEPER: LazyLock<&'static Sweeper> = LazyLock::new(|| {
+    let sweeper: &'static Sweeper = Box::leak(Box::new(Sweeper {
+        pending: Mutex::new(Pending::default()),
+        wake: Condvar::new(),
+    }));
+    let spawned = std::thread::Builder::new()
+        .name("podnet-janitor".into())
+        .spawn(move || sweeper.run());
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the thread that stops stray pod processes: {e}");
+    }
+    sweeper
+});
+
+impl Sweeper {
+    fn run(&self) {
+        loop {
+            let mut pending = self.pending.lock();
+            while pending.first.is_empty() && pending.second.is_empty() {
+                self.wake.wait(&mut pending);
+            }
+            if pending.first.is_empty() {
+                let due = pending.second.iter().map(|(_, t)| *t).min();
+                if let Some(due) = due.filter(|d| *d > Instant::now()) {
+                    self.wake.wait_until(&mut pending, due);
+                    continue;
+                }
+            } else {
+                drop(pending);
+                std::thread::sleep(GATHER);
+                pending = self.pending.lock();
+            }
+            let now = Instant::now();
+            let first = std::mem::take(&mut pending.first);
+            let mut targets: HashSet<NamespaceId> = first.iter().copied().collect();
+            pending.second.retain(|(id, due)| {
+                if *due <= now {
+                    targets.insert(*id);
+                    false
+                } else {
+                    true
+                }
+            });
+            pending
+                .second
+                .extend(first.into_iter().map(|id| (id, now + SECOND_PASS)));
+            drop(pending);
+            let killed = kill_processes_in(&targets);
+            if killed > 0 {
+                tracing::info!(
+                    killed,
+                    namespaces = targets.len(),
+                    "stopped processes left in removed pod namespaces"
+                );
+            }
+        }
+    }
+}
+
+/// Kills, soon and in a batch with others, whatever still runs in the
+/// namespace `id` (whose name is being removed).
+pub fn kill_processes_later(id: NamespaceId) {
+    let sweeper = *SWEEPER;
+    sweeper.pending.lock().first.push(id);
+    sweeper.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_targets_signal_nothing() {
+        assert_eq!(kill_processes_in(&HashSet::new()), 0);
+    }
+
+    #[test]
+    fn an_unknown_namespace_has_no_identity() {
+        assert_eq!(namespace_id("podnet-no-such-namespace"), None);
+    }
+}
