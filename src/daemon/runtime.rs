@@ -62,6 +62,9 @@ struct Process {
     start_ticks: u64,
     started: SystemTime,
     exit: Option<(i32, SystemTime)>,
+    /// A child's pidfd, registered with the [`ExitWatcher`], which then
+    /// reports its exit (a SIGCHLD says only that some child exited).
+    exit_watch: Option<process::PidFd>,
 }
 
 /// The exit code reported for an adopted process, whose real status only
@@ -382,11 +385,16 @@ impl HostRuntime {
     }
 
     /// Notices exited processes and reports them.
+    ///
+    /// Children and adopted processes with a pidfd are reported by the
+    /// [`ExitWatcher`] instead, one pod per exit: looking at every process
+    /// on every SIGCHLD made deleting all pods quadratic in their number.
     pub fn reap(&self) {
         let mut done = Vec::new();
         for ((ns, name), entry) in self.pods.lock().iter_mut() {
             for p in entry.containers.values_mut() {
-                if p.exit.is_none() && p.poll_exit() {
+                let watched = p.exit_watch.is_some() || matches!(p.handle, Handle::Adopted(_));
+                if !watched && p.exit.is_none() && p.poll_exit() {
                     done.push((ns.clone(), name.clone()));
                 }
             }
@@ -624,6 +632,7 @@ impl HostRuntime {
                     start_ticks: start,
                     started,
                     exit: None,
+                    exit_watch: None,
                 },
             );
         }
@@ -1036,6 +1045,11 @@ impl PodRuntime for HostRuntime {
         env.push(("HOSTNAME".into(), name.clone()));
         let child = process::spawn_in(&handle, argv, &env, log).map_err(|e| e.to_string())?;
         let pid = child.id();
+        // Not reaped until this pod's processes are looked at, so the pid
+        // is still the child's (a zombie at worst).
+        let exit_watch = process::PidFd::open(pid)
+            .ok()
+            .filter(|fd| self.watcher.watch(fd, &ns, &name).is_ok());
         entry.containers.insert(
             container.to_string(),
             Process {
@@ -1044,6 +1058,7 @@ impl PodRuntime for HostRuntime {
                 start_ticks: process::start_time(pid).unwrap_or(0),
                 started: SystemTime::now(),
                 exit: None,
+                exit_watch,
             },
         );
         Ok(())

@@ -255,11 +255,7 @@ impl Kind {
             fields: K::FIELDS,
             columns: K::columns(),
             check: check::<K>,
-            cells: |v, now| {
-                serde_json::from_value::<K>(v.clone())
-                    .map(|k| k.cells(now))
-                    .unwrap_or_default()
-            },
+            cells: |v, now| K::deserialize(v).map(|k| k.cells(now)).unwrap_or_default(),
             name_is_label: K::NAME_IS_LABEL,
             schema: |generator| generator.subschema_for::<K>(),
         }
@@ -302,8 +298,7 @@ fn check<K: KindRules>(
     strict: bool,
 ) -> Result<Value, CheckError> {
     let decode = |v: &Value| -> Result<K, CheckError> {
-        serde_json::from_value::<K>(v.clone())
-            .map_err(|e| CheckError::Decode(DecodeError::BadRequest(e.to_string())))
+        K::deserialize(v).map_err(|e| CheckError::Decode(DecodeError::BadRequest(e.to_string())))
     };
     let api_version = value
         .get("apiVersion")
