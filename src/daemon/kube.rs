@@ -323,7 +323,7 @@ pub fn run(
             Box::new(Kubelet::new(runtime.clone())),
             // Endpoints before the workload controllers: a deleted pod
             // leaves its service before its replacement is made.
-            Box::new(ServiceEndpoints),
+            Box::new(ServiceEndpoints::default()),
             Box::new(ReplicaSets),
             Box::new(Deployments),
             Box::new(StatefulSets),

@@ -11,7 +11,7 @@
 //! user's), as in Kubernetes. One EndpointSlice per service and address
 //! family, owned by the service, so both go together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{
@@ -28,10 +28,66 @@ use super::replica_set::pod_ready;
 use super::{event_kind, key_of, meta_str, Key, Next, Reconciler};
 use crate::control::kinds;
 use crate::control::objects::{LabelSelector, ObjectError, Objects};
-use crate::control::store::Event;
+use crate::control::store::{Event, EventKind};
 
 /// The Endpoints and EndpointSlice reconciler, keyed by Service.
-pub struct ServiceEndpoints;
+///
+/// It keeps the selectors of the services it has seen, so that a pod's
+/// change finds the services that select the pod without decoding every
+/// service (which made each pod event cost time in proportion to the
+/// services that exist). The copy follows the Service events and every
+/// reconcile of a service (so a watch restarted after a gap, which
+/// reconciles everything, also refreshes it).
+#[derive(Default)]
+pub struct ServiceEndpoints {
+    selectors: parking_lot::Mutex<Option<Selectors>>,
+}
+
+/// Namespace -> service name -> its (non-empty) selector.
+type Selectors = HashMap<String, HashMap<String, BTreeMap<String, String>>>;
+
+impl ServiceEndpoints {
+    /// Runs `f` on the selector copy, made from the store on first use.
+    fn with_selectors<T>(&self, objects: &Objects, f: impl FnOnce(&mut Selectors) -> T) -> T {
+        let mut guard = self.selectors.lock();
+        let selectors = guard.get_or_insert_with(|| {
+            let mut all = Selectors::new();
+            for svc in objects.list_as::<Service>(None, &LabelSelector::default()) {
+                if let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.clone()) {
+                    if !sel.is_empty() {
+                        all.entry(svc.metadata.namespace.unwrap_or_default())
+                            .or_default()
+                            .insert(svc.metadata.name.unwrap_or_default(), sel);
+                    }
+                }
+            }
+            all
+        });
+        f(selectors)
+    }
+
+    /// Records what a service selects now (`None`: gone, or no selector).
+    fn remember(
+        &self,
+        objects: &Objects,
+        ns: &str,
+        name: &str,
+        selector: Option<BTreeMap<String, String>>,
+    ) {
+        self.with_selectors(objects, |all| match selector.filter(|s| !s.is_empty()) {
+            Some(sel) => {
+                all.entry(ns.to_string())
+                    .or_default()
+                    .insert(name.to_string(), sel);
+            }
+            None => {
+                if let Some(in_ns) = all.get_mut(ns) {
+                    in_ns.remove(name);
+                }
+            }
+        });
+    }
+}
 
 /// The label tying an EndpointSlice to its service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -78,7 +134,21 @@ impl Reconciler for ServiceEndpoints {
 
     fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("Service", obj)) => vec![key_of("Service", &obj)],
+            Some(("Service", obj)) => {
+                let selector = match event.kind {
+                    EventKind::Delete => None,
+                    EventKind::Put => obj
+                        .pointer("/spec/selector")
+                        .and_then(|s| serde_json::from_value(s.clone()).ok()),
+                };
+                self.remember(
+                    objects,
+                    meta_str(&obj, "namespace"),
+                    meta_str(&obj, "name"),
+                    selector,
+                );
+                vec![key_of("Service", &obj)]
+            }
             Some(("Endpoints", obj)) => vec![key_of("Service", &obj)],
             Some(("EndpointSlice", obj)) => {
                 let svc = obj
@@ -107,18 +177,22 @@ impl Reconciler for ServiceEndpoints {
                     .flatten()
                     .filter_map(|l| serde_json::from_value(l).ok())
                     .collect();
-                objects
-                    .list_as::<Service>(Some(&ns), &LabelSelector::default())
-                    .into_iter()
-                    .filter(|s| {
-                        selector_of(s).is_some_and(|sel| label_sets.iter().any(|l| sel.matches(l)))
-                    })
-                    .map(|s| Key {
-                        kind: "Service",
-                        namespace: ns.clone(),
-                        name: s.metadata.name.unwrap_or_default(),
-                    })
-                    .collect()
+                let selects = |sel: &BTreeMap<String, String>,
+                               labels: &BTreeMap<String, String>| {
+                    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                };
+                self.with_selectors(objects, |all| {
+                    all.get(&ns)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(_, sel)| label_sets.iter().any(|l| selects(sel, l)))
+                        .map(|(name, _)| Key {
+                            kind: "Service",
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                        })
+                        .collect()
+                })
             }
             _ => Vec::new(),
         }
@@ -131,9 +205,14 @@ impl Reconciler for ServiceEndpoints {
         now: SystemTime,
     ) -> Result<Next, ObjectError> {
         let ns = key.namespace.as_str();
-        let svc: Service = match objects.get_as(Some(ns), &key.name) {
-            Ok(s) => s,
+        let svc: Service = match objects.get_as::<Service>(Some(ns), &key.name) {
+            Ok(s) => {
+                let selector = s.spec.as_ref().and_then(|s| s.selector.clone());
+                self.remember(objects, ns, &key.name, selector);
+                s
+            }
             Err(ObjectError::NotFound { .. }) => {
+                self.remember(objects, ns, &key.name, None);
                 // The Endpoints go with the service (the slices are owned
                 // and collected).
                 let _ = objects.remove(

@@ -34,7 +34,7 @@ impl World {
                 Box::new(ReplicaSets),
                 Box::new(Deployments),
                 Box::new(StatefulSets),
-                Box::new(ServiceEndpoints),
+                Box::new(ServiceEndpoints::default()),
             ],
         );
         World {
@@ -407,6 +407,80 @@ fn endpoints_follow_ready_pods_and_terminating_ones_are_marked() {
         .objects
         .list_as::<EndpointSlice>(Some("default"), &LabelSelector::default())
         .is_empty());
+}
+
+fn endpoint_ips(w: &World, service: &str) -> Vec<String> {
+    let ep: Endpoints = w.objects.get_as(Some("default"), service).unwrap();
+    let mut ips: Vec<String> = ep
+        .subsets
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|s| s.addresses.unwrap_or_default())
+        .map(|a| a.ip)
+        .collect();
+    ips.sort();
+    ips
+}
+
+#[test]
+fn pod_changes_reach_the_services_that_select_them_after_selector_changes() {
+    let mut w = World::new();
+    w.apply(web_deployment(2));
+    w.apply(
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    );
+    w.settle();
+    w.kubelet(true);
+    w.settle();
+    assert_eq!(endpoint_ips(&w, "web").len(), 2);
+    // The service now selects other pods: none yet.
+    let mut svc: k8s_openapi::api::core::v1::Service =
+        w.objects.get_as(Some("default"), "web").unwrap();
+    svc.spec.as_mut().unwrap().selector = Some([("app".to_string(), "other".to_string())].into());
+    w.objects.update_as(&svc, None).unwrap();
+    w.settle();
+    assert!(endpoint_ips(&w, "web").is_empty());
+    // A pod of the new selector, made ready: its change alone must lead
+    // to the service (the old selector would not find it).
+    w.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "other", "labels": {"app": "other"}},
+        "spec": {"containers": [{"name": "c", "image": "x", "command": ["sleep", "1"]}]}}));
+    w.settle();
+    w.kubelet(true);
+    w.settle();
+    let ips = endpoint_ips(&w, "web");
+    let other: Pod = w.objects.get_as(Some("default"), "other").unwrap();
+    assert_eq!(ips, vec![other.status.unwrap().pod_ip.unwrap()]);
+    // A service made after the pods finds them as well, and one deleted and
+    // made again with another selector follows the new one.
+    w.apply(
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    );
+    w.settle();
+    assert_eq!(endpoint_ips(&w, "late").len(), 2);
+    w.objects
+        .delete(
+            kinds::of::<k8s_openapi::api::core::v1::Service>(),
+            Some("default"),
+            "late",
+            DeleteOptions::default(),
+            w.now,
+        )
+        .unwrap();
+    w.settle();
+    w.apply(
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late"},
+        "spec": {"selector": {"app": "other"}, "ports": [{"port": 80}]}}),
+    );
+    w.settle();
+    // Relabel the "other" pod: it leaves both services that select app=other.
+    let mut pod: Pod = w.objects.get_as(Some("default"), "other").unwrap();
+    pod.metadata.labels = Some([("app".to_string(), "none".to_string())].into());
+    w.objects.update_as(&pod, None).unwrap();
+    w.settle();
+    assert!(endpoint_ips(&w, "web").is_empty());
+    assert!(endpoint_ips(&w, "late").is_empty());
 }
 
 fn names(w: &World) -> Vec<String> {
