@@ -536,6 +536,7 @@ impl Objects {
         let (kvs, revision) = self.kv.range(&Self::prefix(kind, namespace));
         let items = kvs
             .iter()
+            .filter(|kv| labels.could_match_json(&kv.value))
             .map(Self::object_of)
             .filter(|o| labels.matches_object(o) && fields.matches_object(o))
             .collect();

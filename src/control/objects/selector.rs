@@ -143,6 +143,27 @@ impl LabelSelector {
         })
     }
 
+    /// False when the object's serialized JSON cannot satisfy the selector:
+    /// a label `k=v` (or `k in (..)`, `k`) the selector needs leaves the
+    /// JSON strings of its key and value in the bytes. A cheap test before
+    /// decoding an object; true says only "decode and look".
+    /// Valid only for JSON serde_json wrote (one encoding per string).
+    pub fn could_match_json(&self, raw: &[u8]) -> bool {
+        let holds = |s: &str| {
+            serde_json::to_string(s)
+                .map(|quoted| memchr::memmem::find(raw, quoted.as_bytes()).is_some())
+                .unwrap_or(true)
+        };
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => holds(k) && holds(v),
+            Requirement::In(k, vs) => holds(k) && vs.iter().any(|v| holds(v)),
+            Requirement::Exists(k) => holds(k),
+            Requirement::NotEquals(..) | Requirement::NotIn(..) | Requirement::DoesNotExist(_) => {
+                true
+            }
+        })
+    }
+
     /// Whether an object's JSON `metadata.labels` satisfy it.
     pub fn matches_object(&self, object: &Value) -> bool {
         if self.is_empty() {
@@ -212,6 +233,46 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_byte_test_never_rules_out_a_match() {
+        let objects = [
+            json!({"metadata": {"name": "a", "labels": {"app": "web", "kubernetes.io/service-name": "web"}}}),
+            json!({"metadata": {"name": "b", "labels": {"app": "db", "tier": "back"}}}),
+            json!({"metadata": {"name": "c"}}),
+            json!({"metadata": {"name": "web", "labels": {"x": "y"}}, "spec": {"app": "web"}}),
+        ];
+        let selectors = [
+            "app=web",
+            "app==db",
+            "app!=web",
+            "kubernetes.io/service-name=web",
+            "app in (db, web)",
+            "app notin (web)",
+            "tier",
+            "!tier",
+            "app=web,tier=back",
+            "app=nothing",
+            "",
+        ];
+        for text in selectors {
+            let sel = LabelSelector::parse(text).unwrap();
+            for o in &objects {
+                let raw = serde_json::to_vec(o).unwrap();
+                if sel.matches_object(o) {
+                    assert!(sel.could_match_json(&raw), "{text} ruled out {o}");
+                }
+            }
+        }
+        // And it does rule out what cannot match.
+        let raw = serde_json::to_vec(&objects[1]).unwrap();
+        assert!(!LabelSelector::parse("app=web")
+            .unwrap()
+            .could_match_json(&raw));
+        assert!(!LabelSelector::parse("kubernetes.io/service-name")
+            .unwrap()
+            .could_match_json(&raw));
     }
 
     #[test]
