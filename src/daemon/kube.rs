@@ -27,7 +27,7 @@ use super::{setup_host_device, DaemonConfig, DaemonError};
 use crate::api::kube::server::Running;
 use crate::api::kube::KubeApi;
 use crate::api::pki::{default_server_names, Pki};
-use crate::control::alloc::{ClusterIps, NodeBinder};
+use crate::control::alloc::{ClusterIps, LoadBalancerIps, NodeBinder, NodePorts};
 use crate::control::ipam::{Ipam, IpamConfig};
 use crate::control::objects::{kube_time, ObjectError, Objects};
 use crate::control::reconcile::deployment::Deployments;
@@ -207,12 +207,19 @@ pub fn run(
     let store = Arc::new(open_store(&config)?);
     let base = Objects::new(store, now).map_err(|e| state_err(&config, e.to_string()))?;
     let node_name = config.node_name.clone().unwrap_or_else(host_name);
-    let objects = base
+    let mut objects = base
         .clone()
         .with_admission(Arc::new(ClusterIps::new(config.service_cidr, &base)))
+        .with_admission(Arc::new(NodePorts::new(
+            config.service_node_port_range,
+            &base,
+        )))
         .with_admission(Arc::new(NodeBinder {
             node: node_name.clone(),
         }));
+    if let Some(pool) = config.lb_pool {
+        objects = objects.with_admission(Arc::new(LoadBalancerIps::new(pool, &base)));
+    }
     register_node(&objects, &config, &node_name, now)
         .map_err(|e| state_err(&config, format!("cannot register the node: {e}")))?;
 

@@ -25,7 +25,9 @@ use crate::control::reconcile::{event_kind, meta_str, Key, Next, Reconciler};
 use crate::control::store::Event;
 use crate::packet::conntrack::proto;
 use crate::packet::router::FlowSelector;
-use crate::packet::service::{Backend, Frontend, PoolId, PoolSpec, DEFAULT_AFFINITY_TIMEOUT};
+use crate::packet::service::{
+    Backend, Frontend, PoolId, PoolSpec, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
+};
 
 const TAG: &str = "EndpointSlice";
 
@@ -222,6 +224,7 @@ impl FastPathPublisher {
                         }],
                         session_affinity: (spec.session_affinity.as_deref() == Some("ClientIP"))
                             .then_some(DEFAULT_AFFINITY_TIMEOUT),
+                        traffic: TrafficPolicy::default(),
                     },
                     p.name.clone().unwrap_or_default(),
                 ));
