@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::dataplane::Dataplane;
 use super::metrics::{sync_histogram, NodeMetrics};
 use super::node::NodeViews;
+use super::publish::EdgeSteering;
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
 use super::{setup_host_device, DaemonConfig, DaemonError};
@@ -202,6 +203,7 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     router: Arc<Router>,
     dataplane: Dataplane,
+    edge: super::Edge,
 ) -> Result<(), DaemonError> {
     let now = SystemTime::now();
     let store = Arc::new(open_store(&config)?);
@@ -240,8 +242,17 @@ pub fn run(
 
     let dataplane = Arc::new(dataplane);
     let sync = sync_histogram();
-    let host = setup_host_device(&config)?;
+    let host = setup_host_device(&config, &edge)?;
     dataplane.add(Link::Host, host);
+    let steering = match (&edge.egress, edge.node_ip) {
+        (Some(dev), Some(ip)) => Some(Arc::new(EdgeSteering::start(dev, &config, ip).map_err(
+            |e| DaemonError::HostDevice {
+                device: dev.clone(),
+                message: e.to_string(),
+            },
+        )?)),
+        _ => None,
+    };
 
     // The reconcilers, the kubelet's runtime woken by process exits.
     let poke_slot: Arc<parking_lot::Mutex<Option<crate::control::reconcile::Poker>>> =
@@ -269,7 +280,10 @@ pub fn run(
         let pods = objects.list_as::<k8s_openapi::api::core::v1::Pod>(None, &Default::default());
         runtime.recover(&pods);
     }
-    let publisher = Arc::new(FastPathPublisher::new(dataplane.clone(), sync.clone()));
+    let publisher = Arc::new(
+        FastPathPublisher::new(dataplane.clone(), sync.clone())
+            .with_edge(edge.node_ip, steering.clone()),
+    );
     let reset_requested = Arc::new(AtomicBool::new(false));
     let node_views = Arc::new(NodeViews {
         dataplane: dataplane.clone(),
@@ -394,6 +408,11 @@ pub fn run(
         manager.wait(next, Duration::from_millis(50));
     }
     tracing::info!("stopping");
+    if let Some(steering) = &steering {
+        if let Err(e) = steering.remove() {
+            tracing::warn!("cannot remove the edge's tc filters: {e}");
+        }
+    }
     sigchld_handle.close();
     let _ = reaper.join();
     api.stop();
