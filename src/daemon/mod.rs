@@ -21,7 +21,11 @@
 //! persistent TUN `eth0` per pod, which outlive the daemon so a restart
 //! finds its pods again; the state directory, the API socket, the TCP
 //! listener of the API and the admin kubeconfig. `podnet reset` removes all
-//! of it.
+//! of it. With an egress interface (see [`resolve_edge`]): a clsact qdisc
+//! and u32 filters on its ingress steering the node's edge traffic into
+//! `podnet0` ([`crate::sys::tc`], removed at exit), `forwarding`,
+//! `accept_local` and `rp_filter` of `podnet0` itself, and a route for the
+//! LoadBalancer pool through it.
 
 pub mod config;
 pub mod dataplane;

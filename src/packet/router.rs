@@ -999,7 +999,7 @@ impl Router {
         let (flow, dir) = match found {
             Some(f) => f,
             None => {
-                if self.from_outside_to_inside(info, ingress, snap) {
+                if self.outside_to_inside(info, ingress, snap) {
                     return Verdict::Drop(DropReason::FromOutside);
                 }
                 let frontend = Frontend {
@@ -1350,7 +1350,7 @@ impl Router {
                 // back to the host, which delivers it locally.
                 return Verdict::Forward(Link::Host);
             }
-            if self.from_outside_to_inside(info, ingress, snap) {
+            if self.outside_to_inside(info, ingress, snap) {
                 return Verdict::Drop(DropReason::FromOutside);
             }
         }

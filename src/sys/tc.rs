@@ -153,10 +153,7 @@ impl Redirect {
             target: target.to_owned(),
             installed: Default::default(),
         };
-        let mut header = TcHeader::default();
-        header.index = index;
-        header.handle = TcHandle::from(0xffff_0000u32);
-        header.parent = TcHandle::from(CLSACT_PARENT);
+        let header = tc_header(index, 0xffff_0000, CLSACT_PARENT, 0);
         let qdisc = TcMessage::from_parts(header, vec![TcAttribute::Kind("clsact".into())]);
         r.send(
             "add clsact qdisc",
@@ -237,10 +234,7 @@ impl Redirect {
         self.installed.lock().filters.clear();
         self.delete_priority(index)?;
         if self.ingress_filter_count(index)? == 0 {
-            let mut header = TcHeader::default();
-            header.index = index;
-            header.handle = TcHandle::from(0xffff_0000u32);
-            header.parent = TcHandle::from(CLSACT_PARENT);
+            let header = tc_header(index, 0xffff_0000, CLSACT_PARENT, 0);
             let qdisc = TcMessage::from_parts(header, vec![TcAttribute::Kind("clsact".into())]);
             self.send(
                 "delete clsact qdisc",
@@ -270,9 +264,7 @@ impl Redirect {
     fn ingress_filter_count(&self, index: i32) -> Result<usize, TcError> {
         let ifname = self.ifname.clone();
         link::with_netlink(|mut handle| async move {
-            let mut header = TcHeader::default();
-            header.index = index;
-            header.parent = TcHandle::from(INGRESS_HOOK);
+            let header = tc_header(index, 0, INGRESS_HOOK, 0);
             let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetTrafficFilter(
                 TcMessage::from_parts(header, vec![]),
             ));
@@ -337,11 +329,18 @@ impl Redirect {
 
 /// A filter message at podnet's priority on the ingress hook, for IPv4.
 fn filter_header(index: i32) -> TcHeader {
-    let mut header = TcHeader::default();
-    header.index = index;
-    header.parent = TcHandle::from(INGRESS_HOOK);
-    header.info = u32::from(PRIORITY) << 16 | u32::from(ETH_P_IP.to_be());
-    header
+    let info = u32::from(PRIORITY) << 16 | u32::from(ETH_P_IP.to_be());
+    tc_header(index, 0, INGRESS_HOOK, info)
+}
+
+fn tc_header(index: i32, handle: u32, parent: u32, info: u32) -> TcHeader {
+    TcHeader {
+        index,
+        handle: TcHandle::from(handle),
+        parent: TcHandle::from(parent),
+        info,
+        ..Default::default()
+    }
 }
 
 fn selector(keys: Vec<TcU32Key>) -> TcU32Selector {

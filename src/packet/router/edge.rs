@@ -103,7 +103,7 @@ impl Router {
 
     /// A packet from the outside world (the host side, from an address
     /// that is not the host's) to a pod or a cluster IP.
-    pub(super) fn from_outside_to_inside(
+    pub(super) fn outside_to_inside(
         &self,
         info: &PacketInfo,
         ingress: Link,

@@ -50,6 +50,8 @@ fn edge_router(traffic: TrafficPolicy, backends: &[Backend]) -> Router {
     r
 }
 
+type Endpoint = (Ipv4Addr, u16);
+
 fn in_snat_range(port: u16) -> bool {
     (SNAT_PORTS.0..=SNAT_PORTS.1).contains(&port)
 }
@@ -57,10 +59,7 @@ fn in_snat_range(port: u16) -> bool {
 /// Sends a SYN from outside to `dst`, answers it from the backend and
 /// returns (address:port the backend saw the client as, the answer as the
 /// client got it).
-fn external_round_trip(
-    r: &Router,
-    dst: (Ipv4Addr, u16),
-) -> ((Ipv4Addr, u16), ((Ipv4Addr, u16), (Ipv4Addr, u16))) {
+fn external_round_trip(r: &Router, dst: (Ipv4Addr, u16)) -> (Endpoint, (Endpoint, Endpoint)) {
     let mut b = Tcp::syn((outside(), 50_000), dst).build();
     let v = r.process(NOW, &mut b, Link::Host);
     let Verdict::Forward(Link::Pod(to)) = v else {
