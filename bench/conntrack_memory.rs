@@ -62,6 +62,7 @@ fn main() {
             protocol: 17,
         }],
         session_affinity: None,
+        traffic: Default::default(),
     }])
     .unwrap();
     r.set_endpoints(

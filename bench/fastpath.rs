@@ -102,6 +102,7 @@ fn node(services: u32, per_service: u8, max_flows: usize) -> Router {
                 protocol: 6,
             }],
             session_affinity: None,
+            traffic: Default::default(),
         })
         .collect();
     r.set_services(&specs).unwrap();

@@ -62,6 +62,7 @@ fn main() {
             protocol: 6,
         }],
         session_affinity: None,
+        traffic: Default::default(),
     }])
     .unwrap();
     let backends: Vec<_> = (0..10u8)

@@ -136,6 +136,7 @@ impl Node {
                     protocol: 6,
                 }],
                 session_affinity: None,
+                traffic: Default::default(),
             }])
             .unwrap();
         router.set_endpoints(PoolId(1), &[backend()]).unwrap();

@@ -206,6 +206,7 @@ impl TwoPods {
                     protocol,
                 }],
                 session_affinity: None,
+                traffic: Default::default(),
             })
             .collect();
         router.set_services(&specs).unwrap();

@@ -82,21 +82,25 @@ pub fn router() -> Router {
             id: PoolId(1),
             frontends: vec![frontend(VIP4.into(), 80, 6)],
             session_affinity: None,
+            traffic: Default::default(),
         },
         PoolSpec {
             id: PoolId(2),
             frontends: vec![frontend(VIP4.into(), 80, 17)],
             session_affinity: Some(std::time::Duration::from_secs(60)),
+            traffic: Default::default(),
         },
         PoolSpec {
             id: PoolId(3),
             frontends: vec![frontend(VIP6.into(), 80, 6)],
             session_affinity: None,
+            traffic: Default::default(),
         },
         PoolSpec {
             id: PoolId(4),
             frontends: vec![frontend(VIP4.into(), 81, 6)],
             session_affinity: None,
+            traffic: Default::default(),
         },
     ])
     .expect("services");

@@ -65,6 +65,22 @@ struct Args {
     /// segmentation offload): one MTU-sized packet per read or write.
     #[arg(long)]
     no_offload: bool,
+    /// The node's address: NodePorts are reached at it, pod traffic leaving
+    /// the node is masqueraded to it [default: the primary IPv4 address of
+    /// the egress interface].
+    #[arg(long, value_name = "IP")]
+    node_ip: Option<std::net::Ipv4Addr>,
+    /// The interface towards the outside world [default: the interface of
+    /// the default route].
+    #[arg(long, value_name = "IFACE")]
+    egress_interface: Option<String>,
+    /// Addresses for LoadBalancer services [default: none: they stay
+    /// pending].
+    #[arg(long, value_name = "CIDR")]
+    lb_pool: Option<Ipv4Net>,
+    /// Node ports for NodePort and LoadBalancer services [default: 30000-32767].
+    #[arg(long, value_name = "A-B")]
+    service_node_port_range: Option<String>,
     /// Log filter (tracing syntax) [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -133,6 +149,24 @@ fn main() -> ExitCode {
     }
     if args.no_offload {
         config.offload = false;
+    }
+    if let Some(v) = args.node_ip {
+        config.node_ip = Some(v);
+    }
+    if let Some(v) = args.egress_interface {
+        config.egress_interface = Some(v);
+    }
+    if let Some(v) = args.lb_pool {
+        config.lb_pool = Some(v);
+    }
+    if let Some(v) = &args.service_node_port_range {
+        match daemon::config::parse_port_range(v) {
+            Ok(r) => config.service_node_port_range = r,
+            Err(e) => {
+                eprintln!("podnetd: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
 
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Service;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use super::kinds::{FieldError, Kind};
+use super::kinds::{self, FieldError, Kind};
 use super::objects::{Admission, ObjectError, Objects};
 
 /// The first offset handed out automatically in the service CIDR.
@@ -177,6 +177,477 @@ impl Admission for ClusterIps {
         if kind.is::<Service>() {
             if let Some(ip) = cluster_ip(obj) {
                 self.free(ip);
+            }
+        }
+    }
+}
+
+/// The node port range Kubernetes uses unless told otherwise
+/// (`--service-node-port-range`).
+pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30_000, 32_767);
+
+/// Values handed out from a numbered range (node ports, offsets in a pool
+/// of addresses), with the uncertainty an update leaves behind.
+///
+/// The store calls [`Admission::abandoned`] when a create is not written,
+/// but not when an update is refused after admission (a conflict, a dry
+/// run). So a value an update gives up is not freed outright: it is kept
+/// and marked "maybe free", and only given out again when someone asks for
+/// it by number and the store confirms no stored object holds it. A value
+/// an update takes and then loses stays taken until the next start (which
+/// rebuilds the set from the store): a leak, never a clash.
+struct Numbers {
+    used: BTreeSet<u32>,
+    maybe_free: BTreeSet<u32>,
+    next: u32,
+}
+
+impl Numbers {
+    fn new(used: BTreeSet<u32>, first: u32) -> Numbers {
+        Numbers {
+            used,
+            maybe_free: BTreeSet::new(),
+            next: first,
+        }
+    }
+
+    /// Takes `n`; `held` says whether a stored object still holds it.
+    fn take_exact(&mut self, n: u32, held: impl FnOnce(u32) -> bool) -> bool {
+        if self.used.insert(n) {
+            self.maybe_free.remove(&n);
+            return true;
+        }
+        if self.maybe_free.remove(&n) && !held(n) {
+            return true;
+        }
+        false
+    }
+
+    /// Takes the next free value in `lo..=hi` after the last one handed out.
+    fn take_any(&mut self, lo: u32, hi: u32) -> Option<u32> {
+        let span = hi - lo + 1;
+        let start = self.next.clamp(lo, hi) - lo;
+        for i in 0..span {
+            let n = lo + (start + i) % span;
+            if self.used.insert(n) {
+                self.next = n + 1;
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn free(&mut self, n: u32) {
+        self.used.remove(&n);
+        self.maybe_free.remove(&n);
+    }
+
+    fn maybe_free(&mut self, n: u32) {
+        if self.used.contains(&n) {
+            self.maybe_free.insert(n);
+        }
+    }
+}
+
+fn service_name(obj: &Value) -> String {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+fn service_type(obj: &Value) -> &str {
+    obj.pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+}
+
+/// The node ports a Service object holds: every `spec.ports[].nodePort`
+/// and `spec.healthCheckNodePort`.
+fn held_node_ports(obj: &Value) -> Vec<u16> {
+    let mut ports: Vec<u16> = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort")?.as_u64())
+        .chain(
+            obj.pointer("/spec/healthCheckNodePort")
+                .and_then(Value::as_u64),
+        )
+        .filter_map(|n| u16::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Node ports for `type: NodePort` and `LoadBalancer` Services, as the API
+/// server's allocator hands them out: one per service port, from the
+/// node port range, either chosen here or given in `nodePort` (then it must
+/// be in the range and free, or the write is refused with 422 as the API
+/// server refuses it); `healthCheckNodePort` too for a LoadBalancer with
+/// `externalTrafficPolicy: Local`. A port is released when its Service is
+/// deleted or no longer needs it (a type change to ClusterIP clears the
+/// fields, as the API server does). The set in use is rebuilt from the
+/// stored Services at start.
+pub struct NodePorts {
+    range: (u16, u16),
+    objects: Objects,
+    state: Mutex<Numbers>,
+}
+
+impl NodePorts {
+    /// An allocator over `range` (inclusive) that knows the ports stored
+    /// Services hold.
+    pub fn new(range: (u16, u16), objects: &Objects) -> NodePorts {
+        let used = objects
+            .list(
+                kinds::of::<Service>(),
+                None,
+                &Default::default(),
+                &Default::default(),
+            )
+            .0
+            .iter()
+            .flat_map(held_node_ports)
+            .filter(|p| (range.0..=range.1).contains(p))
+            .map(u32::from)
+            .collect();
+        NodePorts {
+            range,
+            objects: objects.clone(),
+            state: Mutex::new(Numbers::new(used, u32::from(range.0))),
+        }
+    }
+
+    /// Whether a stored Service holds `port`.
+    fn held(&self, port: u32) -> bool {
+        self.objects
+            .list(
+                kinds::of::<Service>(),
+                None,
+                &Default::default(),
+                &Default::default(),
+            )
+            .0
+            .iter()
+            .any(|s| held_node_ports(s).contains(&(port as u16)))
+    }
+
+    fn port_error(&self, name: &str, field: String, port: u16, why: String) -> ObjectError {
+        ObjectError::Invalid {
+            kind: "Service".into(),
+            name: name.into(),
+            causes: vec![FieldError::invalid(field, port, &why)],
+        }
+    }
+
+    /// Takes `port` (given by the client) or a free one.
+    fn take(
+        &self,
+        st: &mut Numbers,
+        name: &str,
+        field: String,
+        given: Option<u16>,
+    ) -> Result<u16, ObjectError> {
+        let (lo, hi) = self.range;
+        match given {
+            Some(p) if !(lo..=hi).contains(&p) => Err(self.port_error(
+                name,
+                field,
+                p,
+                format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
+            )),
+            Some(p) => {
+                if st.take_exact(u32::from(p), |n| self.held(n)) {
+                    Ok(p)
+                } else {
+                    Err(self.port_error(
+                        name,
+                        field,
+                        p,
+                        "provided port is already allocated".into(),
+                    ))
+                }
+            }
+            None => st
+                .take_any(u32::from(lo), u32::from(hi))
+                .map(|p| p as u16)
+                .ok_or_else(|| {
+                    ObjectError::Forbidden(format!(
+                        "the node port range {lo}-{hi} has no free port; delete NodePort services or widen --service-node-port-range"
+                    ))
+                }),
+        }
+    }
+}
+
+impl Admission for NodePorts {
+    fn admit(&self, kind: &Kind, obj: &mut Value, old: Option<&Value>) -> Result<(), ObjectError> {
+        if !kind.is::<Service>() {
+            return Ok(());
+        }
+        let name = service_name(obj);
+        let type_ = service_type(obj).to_string();
+        let wants = match type_.as_str() {
+            "NodePort" => true,
+            "LoadBalancer" => obj
+                .pointer("/spec/allocateLoadBalancerNodePorts")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            _ => false,
+        };
+        let old_held: Vec<u16> = old.map(held_node_ports).unwrap_or_default();
+        // The old object's node port per (port, protocol), so an update
+        // that leaves `nodePort` out keeps it, as the API server does.
+        let old_by_port: Vec<(i64, String, u16)> = old
+            .and_then(|o| o.pointer("/spec/ports")?.as_array().cloned())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.get("port")?.as_i64()?,
+                    p.get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+                        .to_string(),
+                    u16::try_from(p.get("nodePort")?.as_u64()?).ok()?,
+                ))
+            })
+            .collect();
+        let mut st = self.state.lock();
+        let mut taken: Vec<u16> = Vec::new();
+        let mut result = Ok(());
+        let ports_len = obj
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for i in 0..ports_len {
+            let p = &mut obj["spec"]["ports"][i];
+            if !wants {
+                // A type without node ports: the API server clears them.
+                if let Some(m) = p.as_object_mut() {
+                    if type_ != "LoadBalancer" {
+                        m.remove("nodePort");
+                    }
+                }
+                if type_ != "LoadBalancer" {
+                    continue;
+                }
+            }
+            let given = p
+                .get("nodePort")
+                .and_then(Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0);
+            if !wants && given.is_none() {
+                continue;
+            }
+            let inherited = given.or_else(|| {
+                let port = p.get("port")?.as_i64()?;
+                let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                old_by_port
+                    .iter()
+                    .find(|(op, opr, np)| *op == port && opr == proto && !taken.contains(np))
+                    .map(|(_, _, np)| *np)
+            });
+            let port = match inherited {
+                Some(n) if old_held.contains(&n) && !taken.contains(&n) => n,
+                other => {
+                    match self.take(&mut st, &name, format!("spec.ports[{i}].nodePort"), other) {
+                        Ok(n) => {
+                            taken.push(n);
+                            n
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+            };
+            obj["spec"]["ports"][i]["nodePort"] = port.into();
+            if !taken.contains(&port) {
+                taken.push(port);
+            }
+        }
+        // healthCheckNodePort: a LoadBalancer keeping client addresses.
+        if result.is_ok() {
+            let local = obj
+                .pointer("/spec/externalTrafficPolicy")
+                .and_then(Value::as_str)
+                == Some("Local");
+            if type_ == "LoadBalancer" && local {
+                let given = obj
+                    .pointer("/spec/healthCheckNodePort")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|n| *n > 0)
+                    .or_else(|| {
+                        old.and_then(|o| o.pointer("/spec/healthCheckNodePort")?.as_u64())
+                            .and_then(|n| u16::try_from(n).ok())
+                    });
+                let port = match given {
+                    Some(n) if old_held.contains(&n) && !taken.contains(&n) => Ok(n),
+                    other => self.take(&mut st, &name, "spec.healthCheckNodePort".into(), other),
+                };
+                match port {
+                    Ok(n) => {
+                        obj["spec"]["healthCheckNodePort"] = n.into();
+                        taken.push(n);
+                    }
+                    Err(e) => result = Err(e),
+                }
+            } else if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("healthCheckNodePort");
+            }
+        }
+        if let Err(e) = result {
+            // Give back what this write took; the old object's ports stay.
+            for n in taken.iter().filter(|n| !old_held.contains(n)) {
+                st.free(u32::from(*n));
+            }
+            return Err(e);
+        }
+        // Ports the old object held and this one does not: maybe free (the
+        // update may still be refused; see `Numbers`).
+        for n in old_held.iter().filter(|n| !taken.contains(n)) {
+            st.maybe_free(u32::from(*n));
+        }
+        Ok(())
+    }
+
+    fn abandoned(&self, kind: &Kind, obj: &Value) {
+        if kind.is::<Service>() {
+            let mut st = self.state.lock();
+            for n in held_node_ports(obj) {
+                st.free(u32::from(n));
+            }
+        }
+    }
+}
+
+/// LoadBalancer addresses from the node's pool (`--lb-pool`), what
+/// MetalLB's layer-2 mode hands out (without answering ARP): a
+/// `type: LoadBalancer` Service gets the next free address of the pool in
+/// `status.loadBalancer.ingress[0].ip` when it is written, and gives it
+/// back when it is deleted or changes type. Without a pool the status
+/// stays empty and `kubectl get svc` shows `<pending>`, as on a cluster
+/// without a load-balancer controller.
+pub struct LoadBalancerIps {
+    pool: Ipv4Net,
+    state: Mutex<Numbers>,
+}
+
+fn lb_ips(obj: &Value) -> Vec<Ipv4Addr> {
+    obj.pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("ip")?.as_str()?.parse().ok())
+        .collect()
+}
+
+impl LoadBalancerIps {
+    /// An allocator over `pool` that knows the addresses stored Services
+    /// hold.
+    pub fn new(pool: Ipv4Net, objects: &Objects) -> LoadBalancerIps {
+        let base = pool.network().to_bits();
+        let used = objects
+            .list(
+                kinds::of::<Service>(),
+                None,
+                &Default::default(),
+                &Default::default(),
+            )
+            .0
+            .iter()
+            .flat_map(lb_ips)
+            .filter(|ip| pool.contains(ip))
+            .map(|ip| ip.to_bits() - base)
+            .collect();
+        LoadBalancerIps {
+            pool,
+            state: Mutex::new(Numbers::new(used, 0)),
+        }
+    }
+
+    /// Offsets usable in the pool: all of a /31 or /32, else without the
+    /// network and broadcast addresses.
+    fn span(&self) -> (u32, u32) {
+        let size = (1u64 << (32 - self.pool.prefix_len())) as u32;
+        if self.pool.prefix_len() >= 31 {
+            (0, size - 1)
+        } else {
+            (1, size - 2)
+        }
+    }
+
+    fn offset(&self, ip: Ipv4Addr) -> Option<u32> {
+        self.pool
+            .contains(&ip)
+            .then(|| ip.to_bits() - self.pool.network().to_bits())
+    }
+}
+
+impl Admission for LoadBalancerIps {
+    fn admit(&self, kind: &Kind, obj: &mut Value, old: Option<&Value>) -> Result<(), ObjectError> {
+        if !kind.is::<Service>() {
+            return Ok(());
+        }
+        let old_ips: Vec<Ipv4Addr> = old.map(lb_ips).unwrap_or_default();
+        let mut st = self.state.lock();
+        if service_type(obj) != "LoadBalancer" {
+            for ip in &old_ips {
+                if let Some(off) = self.offset(*ip) {
+                    st.maybe_free(off);
+                }
+            }
+            if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+                status.remove("loadBalancer");
+            }
+            return Ok(());
+        }
+        let current = lb_ips(obj);
+        if current.iter().any(|ip| self.pool.contains(ip)) {
+            return Ok(());
+        }
+        let (lo, hi) = self.span();
+        let base = self.pool.network().to_bits();
+        // An address the old object held (a status write that dropped it
+        // gets it back), else the next free one.
+        let reuse = old_ips.iter().find_map(|ip| self.offset(*ip));
+        let off = match reuse {
+            Some(off) => Some(off),
+            None => st.take_any(lo, hi),
+        };
+        let Some(off) = off else {
+            // As a controller with an exhausted pool: the service stays
+            // pending.
+            tracing::warn!(
+                service = %service_name(obj),
+                "the LoadBalancer pool {} has no free address; the service stays <pending>",
+                self.pool
+            );
+            return Ok(());
+        };
+        let ip = Ipv4Addr::from(base + off).to_string();
+        if !obj.get("status").is_some_and(Value::is_object) {
+            obj["status"] = json!({});
+        }
+        obj["status"]["loadBalancer"] = json!({"ingress": [{"ip": ip, "ipMode": "VIP"}]});
+        Ok(())
+    }
+
+    fn abandoned(&self, kind: &Kind, obj: &Value) {
+        if kind.is::<Service>() {
+            let mut st = self.state.lock();
+            for ip in lb_ips(obj) {
+                if let Some(off) = self.offset(ip) {
+                    st.free(off);
+                }
             }
         }
     }
@@ -395,5 +866,258 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(full.code(), 403);
+    }
+
+    fn node_port_svc(name: &str, type_: &str, node_ports: &[Option<u16>]) -> Value {
+        let ports: Vec<Value> = node_ports
+            .iter()
+            .enumerate()
+            .map(|(i, np)| {
+                let mut p = json!({"name": format!("p{i}"), "port": 80 + i, "protocol": "TCP"});
+                if let Some(np) = np {
+                    p["nodePort"] = (*np).into();
+                }
+                p
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"type": type_, "selector": {"app": "x"}, "ports": ports}})
+    }
+
+    fn objects_with(step: impl Fn(&Objects) -> Arc<dyn Admission>) -> (Objects, Objects) {
+        let kv = Arc::new(MemStore::new());
+        let base = Objects::new(kv, SystemTime::now()).unwrap();
+        let o = base.clone().with_admission(step(&base));
+        (base, o)
+    }
+
+    #[test]
+    fn node_ports_are_chosen_or_given_and_clashes_are_refused_as_the_api_server_does() {
+        let (base, o) = objects_with(|b| Arc::new(NodePorts::new((30_000, 30_003), b)));
+        let k = kinds::of::<Service>();
+        let now = SystemTime::now();
+        let opts = WriteOptions::default;
+        let a = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("a", "NodePort", &[None, Some(30_002)]),
+                opts(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(a["spec"]["ports"][0]["nodePort"], 30_000);
+        assert_eq!(a["spec"]["ports"][1]["nodePort"], 30_002);
+        let e = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("b", "NodePort", &[Some(30_002)]),
+                opts(),
+                now,
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), 422);
+        assert!(
+            e.to_string().contains(
+                "spec.ports[0].nodePort: Invalid value: 30002: provided port is already allocated"
+            ),
+            "{e}"
+        );
+        let e = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("b", "NodePort", &[Some(8080)]),
+                opts(),
+                now,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("valid range"), "{e}");
+        // A ClusterIP service takes none; a LoadBalancer takes them too.
+        let c = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("c", "ClusterIP", &[None]),
+                opts(),
+                now,
+            )
+            .unwrap();
+        assert!(c["spec"]["ports"][0].get("nodePort").is_none());
+        let lb = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("lb", "LoadBalancer", &[None]),
+                opts(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(lb["spec"]["ports"][0]["nodePort"], 30_001);
+        // Exhausted: 403 saying what to do; the failed write takes nothing.
+        let e = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("d", "NodePort", &[None, None]),
+                opts(),
+                now,
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), 403, "{e}");
+        // An update that leaves nodePort out keeps it; a type change to
+        // ClusterIP clears it, and a later request for it succeeds.
+        let mut put = a.clone();
+        put["spec"]["ports"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("nodePort");
+        let put = o
+            .update(k, Some("default"), "a", put, None, opts())
+            .unwrap();
+        assert_eq!(put["spec"]["ports"][0]["nodePort"], 30_000);
+        let mut to_cluster_ip = put.clone();
+        to_cluster_ip["spec"]["type"] = "ClusterIP".into();
+        let cip = o
+            .update(k, Some("default"), "a", to_cluster_ip, None, opts())
+            .unwrap();
+        assert!(cip["spec"]["ports"][0].get("nodePort").is_none());
+        let d = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("d", "NodePort", &[Some(30_002)]),
+                opts(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(d["spec"]["ports"][0]["nodePort"], 30_002);
+        // Deleted: free; a restart sees what stored services hold.
+        o.delete(k, Some("default"), "lb", DeleteOptions::default(), now)
+            .unwrap();
+        let again = NodePorts::new((30_000, 30_003), &base);
+        let used: Vec<u32> = again.state.lock().used.iter().copied().collect();
+        assert_eq!(used, vec![30_002]);
+        let e = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("e", "NodePort", &[Some(30_001)]),
+                opts(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(e["spec"]["ports"][0]["nodePort"], 30_001);
+    }
+
+    #[test]
+    fn load_balancer_with_local_policy_gets_a_health_check_node_port() {
+        let (_, o) = objects_with(|b| Arc::new(NodePorts::new((30_000, 30_010), b)));
+        let k = kinds::of::<Service>();
+        let mut svc = node_port_svc("lb", "LoadBalancer", &[None]);
+        svc["spec"]["externalTrafficPolicy"] = "Local".into();
+        let lb = o
+            .create(
+                k,
+                Some("default"),
+                svc,
+                WriteOptions::default(),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let hc = lb["spec"]["healthCheckNodePort"].as_u64().unwrap();
+        assert!(
+            (30_000..=30_010).contains(&hc)
+                && hc != lb["spec"]["ports"][0]["nodePort"].as_u64().unwrap()
+        );
+        let mut cluster = lb.clone();
+        cluster["spec"]["externalTrafficPolicy"] = "Cluster".into();
+        let cluster = o
+            .update(
+                k,
+                Some("default"),
+                "lb",
+                cluster,
+                None,
+                WriteOptions::default(),
+            )
+            .unwrap();
+        assert!(cluster["spec"].get("healthCheckNodePort").is_none());
+    }
+
+    #[test]
+    fn load_balancer_addresses_come_from_the_pool_and_go_back() {
+        let pool: Ipv4Net = "192.0.2.240/30".parse().unwrap();
+        let (base, o) = objects_with(|b| Arc::new(LoadBalancerIps::new(pool, b)));
+        let k = kinds::of::<Service>();
+        let now = SystemTime::now();
+        let ip = |v: &Value| v["status"]["loadBalancer"]["ingress"][0]["ip"].clone();
+        let a = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("a", "LoadBalancer", &[None]),
+                WriteOptions::default(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(ip(&a), "192.0.2.241");
+        let b = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("b", "LoadBalancer", &[None]),
+                WriteOptions::default(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(ip(&b), "192.0.2.242");
+        let c = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("c", "LoadBalancer", &[None]),
+                WriteOptions::default(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(ip(&c), Value::Null, "pool exhausted: pending");
+        let n = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("n", "NodePort", &[None]),
+                WriteOptions::default(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(ip(&n), Value::Null);
+        // An update keeps the address.
+        let a2 = o
+            .update(
+                k,
+                Some("default"),
+                "a",
+                a.clone(),
+                None,
+                WriteOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(ip(&a2), "192.0.2.241");
+        o.delete(k, Some("default"), "a", DeleteOptions::default(), now)
+            .unwrap();
+        let d = o
+            .create(
+                k,
+                Some("default"),
+                node_port_svc("d", "LoadBalancer", &[None]),
+                WriteOptions::default(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(ip(&d), "192.0.2.241");
+        let again = LoadBalancerIps::new(pool, &base);
+        assert_eq!(again.state.lock().used.len(), 2);
     }
 }

@@ -54,6 +54,21 @@ pub struct DaemonConfig {
     /// moves up to 64 KiB. Off (`offload = false`, `--no-offload`): one
     /// MTU-sized packet per read or write.
     pub offload: bool,
+    /// The node's address for NodePorts and the source of masqueraded
+    /// traffic (`--node-ip`) [default: the primary IPv4 address of the
+    /// egress interface].
+    pub node_ip: Option<Ipv4Addr>,
+    /// The interface towards the outside world (`--egress-interface`)
+    /// [default: the interface of the default route; without one, no
+    /// traffic from outside is steered into the fast path and pods reach
+    /// nothing beyond the node].
+    pub egress_interface: Option<String>,
+    /// Where LoadBalancer addresses come from (`--lb-pool`) [default:
+    /// none: LoadBalancer services stay `<pending>`].
+    pub lb_pool: Option<Ipv4Net>,
+    /// The node port range, inclusive (`--service-node-port-range A-B`)
+    /// [default: 30000-32767].
+    pub service_node_port_range: (u16, u16),
 }
 
 impl Default for DaemonConfig {
@@ -74,6 +89,10 @@ impl Default for DaemonConfig {
             admin_kubeconfig: PathBuf::from("/etc/podnet/admin.kubeconfig"),
             node_name: None,
             offload: true,
+            node_ip: None,
+            egress_interface: None,
+            lb_pool: None,
+            service_node_port_range: crate::control::alloc::DEFAULT_NODE_PORT_RANGE,
         }
     }
 }
@@ -126,6 +145,10 @@ struct FileConfig {
     admin_kubeconfig: Option<PathBuf>,
     node_name: Option<String>,
     offload: Option<bool>,
+    node_ip: Option<Ipv4Addr>,
+    egress_interface: Option<String>,
+    lb_pool: Option<Ipv4Net>,
+    service_node_port_range: Option<String>,
 }
 
 impl DaemonConfig {
@@ -159,6 +182,10 @@ impl DaemonConfig {
                 message: format!("{e}"),
             })?,
         };
+        let service_node_port_range = match f.service_node_port_range {
+            None => d.service_node_port_range,
+            Some(text) => parse_port_range(&text)?,
+        };
         let c = DaemonConfig {
             node_subnet: f.node_subnet.unwrap_or(d.node_subnet),
             node_subnet_v6: f.node_subnet_v6.or(d.node_subnet_v6),
@@ -177,6 +204,10 @@ impl DaemonConfig {
             admin_kubeconfig: f.admin_kubeconfig.unwrap_or(d.admin_kubeconfig),
             node_name: f.node_name.or(d.node_name),
             offload: f.offload.unwrap_or(d.offload),
+            node_ip: f.node_ip.or(d.node_ip),
+            egress_interface: f.egress_interface.or(d.egress_interface),
+            lb_pool: f.lb_pool.or(d.lb_pool),
+            service_node_port_range,
         };
         c.validate()?;
         Ok(c)
@@ -246,6 +277,51 @@ impl DaemonConfig {
                 ),
             );
         }
+        let (lo, hi) = self.service_node_port_range;
+        if lo == 0 || lo > hi {
+            return bad(
+                "service-node-port-range",
+                format!("{lo}-{hi} is not a range of ports A-B with 1 <= A <= B"),
+            );
+        }
+        let (snat_lo, snat_hi) = crate::packet::router::SNAT_PORTS;
+        if lo <= snat_hi && hi >= snat_lo {
+            return bad(
+                "service-node-port-range",
+                format!(
+                    "{lo}-{hi} overlaps {snat_lo}-{snat_hi}, the ports podnet uses for source NAT of pod traffic leaving the node"
+                ),
+            );
+        }
+        if let Some(dev) = &self.egress_interface {
+            if dev.is_empty() || dev.len() > 15 || dev.contains('/') {
+                return bad(
+                    "egress-interface",
+                    format!("{dev:?} is not a valid interface name (1-15 characters, no '/')"),
+                );
+            }
+        }
+        if let Some(pool) = self.lb_pool {
+            if pool.network() != pool.addr() {
+                return bad(
+                    "lb-pool",
+                    format!("{pool} has host bits set; did you mean {}?", pool.trunc()),
+                );
+            }
+            if pool.contains(&self.node_subnet.network())
+                || self.node_subnet.contains(&pool.network())
+                || pool.contains(&self.service_cidr.network())
+                || self.service_cidr.contains(&pool.network())
+            {
+                return bad(
+                    "lb-pool",
+                    format!(
+                        "{pool} overlaps the node subnet {} or the service CIDR {}",
+                        self.node_subnet, self.service_cidr
+                    ),
+                );
+            }
+        }
         if self.workers > 256 {
             return bad(
                 "workers",
@@ -284,6 +360,18 @@ impl DaemonConfig {
     }
 }
 
+/// Parses `A-B` (`--service-node-port-range`).
+pub fn parse_port_range(text: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || ConfigError::Invalid {
+        key: "service-node-port-range",
+        message: format!("{text:?} is not a port range such as 30000-32767"),
+    };
+    let (a, b) = text.trim().split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    Ok((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +398,33 @@ mod tests {
         assert!(e.to_string().contains("overlaps"), "{e}");
         let e = DaemonConfig::from_toml("node-subnet = \"10.244.0.5/24\"").unwrap_err();
         assert!(e.to_string().contains("host bits"), "{e}");
+    }
+
+    #[test]
+    fn edge_keys_parse_and_refuse_what_cannot_work() {
+        let c = DaemonConfig::from_toml(
+            "node-ip = \"192.0.2.1\"\negress-interface = \"eth1\"\nlb-pool = \"198.51.100.0/28\"\nservice-node-port-range = \"31000-31999\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.node_ip, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(c.egress_interface.as_deref(), Some("eth1"));
+        assert_eq!(c.lb_pool.unwrap().to_string(), "198.51.100.0/28");
+        assert_eq!(c.service_node_port_range, (31_000, 31_999));
+        assert_eq!(
+            DaemonConfig::default().service_node_port_range,
+            (30_000, 32_767)
+        );
+        for bad in [
+            "service-node-port-range = \"32767-30000\"",
+            "service-node-port-range = \"30000\"",
+            "service-node-port-range = \"60000-65000\"",
+            "lb-pool = \"10.244.0.0/16\"",
+            "lb-pool = \"198.51.100.1/28\"",
+        ] {
+            let e = DaemonConfig::from_toml(bad).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

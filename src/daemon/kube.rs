@@ -21,13 +21,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::dataplane::Dataplane;
 use super::metrics::{sync_histogram, NodeMetrics};
 use super::node::NodeViews;
+use super::publish::EdgeSteering;
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
 use super::{setup_host_device, DaemonConfig, DaemonError};
 use crate::api::kube::server::Running;
 use crate::api::kube::KubeApi;
 use crate::api::pki::{default_server_names, Pki};
-use crate::control::alloc::{ClusterIps, NodeBinder};
+use crate::control::alloc::{ClusterIps, LoadBalancerIps, NodeBinder, NodePorts};
 use crate::control::ipam::{Ipam, IpamConfig};
 use crate::control::objects::{kube_time, ObjectError, Objects};
 use crate::control::reconcile::deployment::Deployments;
@@ -202,17 +203,25 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     router: Arc<Router>,
     dataplane: Dataplane,
+    edge: super::Edge,
 ) -> Result<(), DaemonError> {
     let now = SystemTime::now();
     let store = Arc::new(open_store(&config)?);
     let base = Objects::new(store, now).map_err(|e| state_err(&config, e.to_string()))?;
     let node_name = config.node_name.clone().unwrap_or_else(host_name);
-    let objects = base
+    let mut objects = base
         .clone()
         .with_admission(Arc::new(ClusterIps::new(config.service_cidr, &base)))
+        .with_admission(Arc::new(NodePorts::new(
+            config.service_node_port_range,
+            &base,
+        )))
         .with_admission(Arc::new(NodeBinder {
             node: node_name.clone(),
         }));
+    if let Some(pool) = config.lb_pool {
+        objects = objects.with_admission(Arc::new(LoadBalancerIps::new(pool, &base)));
+    }
     register_node(&objects, &config, &node_name, now)
         .map_err(|e| state_err(&config, format!("cannot register the node: {e}")))?;
 
@@ -233,8 +242,17 @@ pub fn run(
 
     let dataplane = Arc::new(dataplane);
     let sync = sync_histogram();
-    let host = setup_host_device(&config)?;
+    let host = setup_host_device(&config, &edge)?;
     dataplane.add(Link::Host, host);
+    let steering = match (&edge.egress, edge.node_ip) {
+        (Some(dev), Some(ip)) => Some(Arc::new(EdgeSteering::start(dev, &config, ip).map_err(
+            |e| DaemonError::HostDevice {
+                device: dev.clone(),
+                message: e.to_string(),
+            },
+        )?)),
+        _ => None,
+    };
 
     // The reconcilers, the kubelet's runtime woken by process exits.
     let poke_slot: Arc<parking_lot::Mutex<Option<crate::control::reconcile::Poker>>> =
@@ -262,7 +280,10 @@ pub fn run(
         let pods = objects.list_as::<k8s_openapi::api::core::v1::Pod>(None, &Default::default());
         runtime.recover(&pods);
     }
-    let publisher = Arc::new(FastPathPublisher::new(dataplane.clone(), sync.clone()));
+    let publisher = Arc::new(
+        FastPathPublisher::new(dataplane.clone(), sync.clone())
+            .with_edge(edge.node_ip, steering.clone()),
+    );
     let reset_requested = Arc::new(AtomicBool::new(false));
     let node_views = Arc::new(NodeViews {
         dataplane: dataplane.clone(),
@@ -387,6 +408,11 @@ pub fn run(
         manager.wait(next, Duration::from_millis(50));
     }
     tracing::info!("stopping");
+    if let Some(steering) = &steering {
+        if let Err(e) = steering.remove() {
+            tracing::warn!("cannot remove the edge's tc filters: {e}");
+        }
+    }
     sigchld_handle.close();
     let _ = reaper.join();
     api.stop();

@@ -21,7 +21,11 @@
 //! persistent TUN `eth0` per pod, which outlive the daemon so a restart
 //! finds its pods again; the state directory, the API socket, the TCP
 //! listener of the API and the admin kubeconfig. `podnet reset` removes all
-//! of it.
+//! of it. With an egress interface (see [`resolve_edge`]): a clsact qdisc
+//! and u32 filters on its ingress steering the node's edge traffic into
+//! `podnet0` ([`crate::sys::tc`], removed at exit), `forwarding`,
+//! `accept_local` and `rp_filter` of `podnet0` itself, and a route for the
+//! LoadBalancer pool through it.
 
 pub mod config;
 pub mod dataplane;
@@ -43,7 +47,7 @@ use ipnet::{IpNet, Ipv4Net};
 pub use config::{ConfigError, DaemonConfig};
 use dataplane::Dataplane;
 
-use crate::packet::router::NodeNetwork;
+use crate::packet::router::{EdgeConfig, NodeNetwork};
 use crate::packet::{Router, RouterConfig};
 use crate::sys::{
     link,
@@ -121,7 +125,13 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
     if let Some(v6) = config.node_subnet_v6 {
         pod_subnets.push(IpNet::V6(v6));
     }
+    let edge = resolve_edge(&config);
     let router = Arc::new(Router::new(RouterConfig {
+        edge: EdgeConfig {
+            node_v4: edge.node_ip,
+            host_addrs: edge.host_addrs.clone(),
+            no_masquerade: Vec::new(),
+        },
         network: NodeNetwork {
             pod_subnets,
             service_cidrs: vec![IpNet::V4(config.service_cidr)],
@@ -136,14 +146,93 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
     }));
     let dataplane = Dataplane::start(router.clone(), config.worker_count(), clock)
         .map_err(DaemonError::Workers)?;
-    kube::run(config, shutdown, router, dataplane)
+    kube::run(config, shutdown, router, dataplane, edge)
+}
+
+/// The node's edge as found at start: the outward interface, the node's
+/// address on it, and every address of the host.
+#[derive(Clone, Debug, Default)]
+pub struct Edge {
+    /// `--egress-interface`, or the interface of the default route.
+    pub egress: Option<String>,
+    /// `--node-ip`, or the egress interface's primary IPv4 address.
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// Every address of the node's namespace at start.
+    pub host_addrs: Vec<std::net::IpAddr>,
+}
+
+/// Finds the edge; without an egress interface or a node address the edge
+/// is off (logged): nothing is steered or masqueraded.
+pub fn resolve_edge(config: &DaemonConfig) -> Edge {
+    let addrs = link::addresses().unwrap_or_else(|e| {
+        tracing::warn!("cannot list the node's addresses: {e}");
+        Vec::new()
+    });
+    let egress = match &config.egress_interface {
+        Some(dev) => Some(dev.clone()),
+        None => link::default_route_interface().unwrap_or_else(|e| {
+            tracing::warn!("cannot find the default route's interface: {e}");
+            None
+        }),
+    };
+    let node_ip = config.node_ip.or_else(|| {
+        let dev = egress.as_deref()?;
+        addrs.iter().find_map(|(name, net)| match net {
+            IpNet::V4(n) if name == dev => Some(n.addr()),
+            _ => None,
+        })
+    });
+    match (&egress, node_ip) {
+        (Some(dev), Some(ip)) => {
+            tracing::info!(egress = %dev, node_ip = %ip, "edge: node ports, LoadBalancer addresses and egress masquerade through {dev}")
+        }
+        _ => tracing::info!(
+            "edge off: no egress interface (no default route and no --egress-interface) or no address on it; pods reach nothing beyond the node and nothing outside reaches services"
+        ),
+    }
+    let on = egress.is_some() && node_ip.is_some();
+    Edge {
+        egress: egress.filter(|_| on),
+        node_ip: node_ip.filter(|_| on),
+        host_addrs: addrs.into_iter().map(|(_, n)| n.addr()).collect(),
+    }
+}
+
+/// The sysctls podnet sets on its own device for the edge (the device and
+/// they go away together): packets podnetd writes into it with the node's
+/// address as source (replies of node ports, masqueraded traffic) are
+/// forwarded out of the egress interface, which needs forwarding on the
+/// device they arrive on, a local source address accepted, and no
+/// reverse-path check against it. Nothing else on the host is changed.
+fn enable_edge_sysctls(dev: &str) -> Result<(), String> {
+    for (key, value) in [
+        ("forwarding", "1"),
+        ("accept_local", "1"),
+        ("rp_filter", "0"),
+    ] {
+        let path = format!("/proc/sys/net/ipv4/conf/{dev}/{key}");
+        std::fs::write(&path, value).map_err(|e| format!("cannot set {path} to {value}: {e}"))?;
+    }
+    // The effective reverse-path filter is the larger of `all` and the
+    // device's: strict (1) in `all` drops what podnetd answers.
+    if std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
+        .is_ok_and(|v| v.trim() == "1")
+    {
+        tracing::warn!(
+            "net.ipv4.conf.all.rp_filter is 1 (strict): answers of node ports and masqueraded traffic will be dropped by the kernel; set it to 0 or 2 (loose)"
+        );
+    }
+    Ok(())
 }
 
 /// Creates `podnet0` with the gateway address (its connected route covers
 /// the pod subnet) and a route for the service CIDR. The device is
 /// multi-queue with one queue per worker (see [`dataplane`]: a host flow is
 /// served by the worker of its pod).
-pub(crate) fn setup_host_device(config: &DaemonConfig) -> Result<Vec<Arc<Tun>>, DaemonError> {
+pub(crate) fn setup_host_device(
+    config: &DaemonConfig,
+    edge: &Edge,
+) -> Result<Vec<Arc<Tun>>, DaemonError> {
     let fail = |message: String| DaemonError::HostDevice {
         device: config.host_device.clone(),
         message,
@@ -169,5 +258,13 @@ pub(crate) fn setup_host_device(config: &DaemonConfig) -> Result<Vec<Arc<Tun>>, 
     }
     link::set_up(dev).map_err(|e| fail(e.to_string()))?;
     link::add_route(IpNet::V4(config.service_cidr), dev).map_err(|e| fail(e.to_string()))?;
+    if edge.node_ip.is_some() {
+        enable_edge_sysctls(dev).map_err(fail)?;
+        // The host's own traffic to LoadBalancer addresses goes through the
+        // fast path too.
+        if let Some(pool) = config.lb_pool {
+            link::add_route(IpNet::V4(pool), dev).map_err(|e| fail(e.to_string()))?;
+        }
+    }
     Ok(queues.into_iter().map(Arc::new).collect())
 }

@@ -8,7 +8,7 @@
 //! whose changes it mostly follows).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,14 +18,18 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::dataplane::Dataplane;
+use super::DaemonConfig;
 use crate::api::node::{NatBackend, NatRule};
 use crate::control::objects::{LabelSelector, ObjectError, Objects};
 use crate::control::reconcile::endpoints::SERVICE_NAME_LABEL;
 use crate::control::reconcile::{event_kind, meta_str, Key, Next, Reconciler};
 use crate::control::store::Event;
 use crate::packet::conntrack::proto;
-use crate::packet::router::FlowSelector;
-use crate::packet::service::{Backend, Frontend, PoolId, PoolSpec, DEFAULT_AFFINITY_TIMEOUT};
+use crate::packet::router::{FlowSelector, SNAT_PORTS};
+use crate::packet::service::{
+    Backend, Frontend, PoolId, PoolSpec, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
+};
+use crate::sys::tc::{Redirect, Steer, TcError};
 
 const TAG: &str = "EndpointSlice";
 
@@ -38,9 +42,91 @@ struct Published {
     ids: HashMap<(String, String, String), PoolId>,
 }
 
+/// What the daemon steers from the egress interface into `podnet0`: fixed
+/// matches (the pod subnet and service CIDR, so the outside's packets to
+/// them are counted when dropped; the source-NAT ports and ICMP of the
+/// node's address, for masqueraded flows) plus one per node port and per
+/// LoadBalancer or external address, following the services.
+pub struct EdgeSteering {
+    redirect: Redirect,
+    node_ip: Ipv4Addr,
+    service_cidr: ipnet::Ipv4Net,
+    fixed: Vec<Steer>,
+}
+
+impl EdgeSteering {
+    /// Sets up the egress interface's ingress hook and the fixed matches.
+    pub fn start(egress: &str, config: &DaemonConfig, node_ip: Ipv4Addr) -> Result<Self, TcError> {
+        let redirect = Redirect::start(egress, &config.host_device)?;
+        let (lo, _) = SNAT_PORTS;
+        let mut fixed = vec![
+            Steer::Dst(config.node_subnet),
+            Steer::Dst(config.service_cidr),
+            Steer::Proto {
+                dst: node_ip,
+                protocol: proto::ICMP,
+            },
+        ];
+        for protocol in [proto::TCP, proto::UDP] {
+            fixed.push(Steer::Port {
+                dst: node_ip,
+                protocol,
+                port: lo,
+                mask: !(SNAT_PORTS.1 - lo),
+            });
+        }
+        let s = EdgeSteering {
+            redirect,
+            node_ip,
+            service_cidr: config.service_cidr,
+            fixed,
+        };
+        s.redirect.sync(&s.fixed)?;
+        Ok(s)
+    }
+
+    /// Steers exactly the fixed matches and what `frontends` need.
+    fn sync<'a>(&self, frontends: impl Iterator<Item = &'a Frontend>) {
+        let mut want = self.fixed.clone();
+        for f in frontends {
+            let IpAddr::V4(addr) = f.addr else { continue };
+            let steer = if addr == self.node_ip {
+                Steer::Port {
+                    dst: addr,
+                    protocol: f.protocol,
+                    port: f.port,
+                    mask: 0xffff,
+                }
+            } else if self.service_cidr.contains(&addr) {
+                continue;
+            } else {
+                Steer::Dst(ipnet::Ipv4Net::from(addr))
+            };
+            if !want.contains(&steer) {
+                want.push(steer);
+            }
+        }
+        if let Err(e) = self.redirect.sync(&want) {
+            tracing::error!("cannot steer node ports and external addresses: {e}");
+        }
+    }
+
+    /// Removes what podnet added to the egress interface.
+    pub fn remove(&self) -> Result<(), TcError> {
+        self.redirect.remove()
+    }
+
+    /// The matches installed now.
+    pub fn installed(&self) -> Vec<Steer> {
+        self.redirect.installed()
+    }
+}
+
 /// The fast-path publisher.
 pub struct FastPathPublisher {
     dataplane: Arc<Dataplane>,
+    node_ip: Option<Ipv4Addr>,
+    steering: Option<Arc<EdgeSteering>>,
     state: Mutex<Published>,
     sync: prometheus_client::metrics::histogram::Histogram,
 }
@@ -60,6 +146,8 @@ impl FastPathPublisher {
     ) -> Self {
         Self {
             dataplane,
+            node_ip: None,
+            steering: None,
             state: Mutex::new(Published {
                 next_pool: 1,
                 ..Default::default()
@@ -68,8 +156,23 @@ impl FastPathPublisher {
         }
     }
 
+    /// Publishes node ports at `node_ip` and steers them (and external
+    /// addresses) with `steering`.
+    pub fn with_edge(
+        mut self,
+        node_ip: Option<Ipv4Addr>,
+        steering: Option<Arc<EdgeSteering>>,
+    ) -> Self {
+        self.node_ip = node_ip;
+        self.steering = steering;
+        self
+    }
+
     fn publish_specs(&self, st: &mut Published) {
         let specs: Vec<PoolSpec> = st.services.values().flatten().cloned().collect();
+        if let Some(steering) = &self.steering {
+            steering.sync(specs.iter().flat_map(|s| s.frontends.iter()));
+        }
         match self.dataplane.router().set_services(&specs) {
             Ok(gone) => {
                 for pool in gone {
@@ -212,16 +315,57 @@ impl FastPathPublisher {
                         id
                     }
                 };
+                let protocol = protocol_number(p.protocol.as_deref());
+                let mut frontends = vec![Frontend {
+                    addr: ip,
+                    port: p.port as u16,
+                    protocol,
+                }];
+                let external_type =
+                    matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+                if let (true, Some(node), Some(np)) = (external_type, self.node_ip, p.node_port) {
+                    frontends.push(Frontend {
+                        addr: IpAddr::V4(node),
+                        port: np as u16,
+                        protocol,
+                    });
+                }
+                // LoadBalancer ingress addresses and external IPs, at the
+                // service port.
+                let lb_ips = svc
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|lb| lb.ingress.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|_| spec.type_.as_deref() == Some("LoadBalancer"))
+                    .filter_map(|i| i.ip);
+                for addr in lb_ips.chain(spec.external_ips.clone().unwrap_or_default()) {
+                    let Ok(addr) = addr.parse::<IpAddr>() else {
+                        continue;
+                    };
+                    let f = Frontend {
+                        addr,
+                        port: p.port as u16,
+                        protocol,
+                    };
+                    if !frontends.contains(&f) {
+                        frontends.push(f);
+                    }
+                }
                 pools.push((
                     PoolSpec {
                         id: pool,
-                        frontends: vec![Frontend {
-                            addr: ip,
-                            port: p.port as u16,
-                            protocol: protocol_number(p.protocol.as_deref()),
-                        }],
+                        frontends,
                         session_affinity: (spec.session_affinity.as_deref() == Some("ClientIP"))
                             .then_some(DEFAULT_AFFINITY_TIMEOUT),
+                        traffic: TrafficPolicy {
+                            external_local: spec.external_traffic_policy.as_deref()
+                                == Some("Local"),
+                            internal_local: spec.internal_traffic_policy.as_deref()
+                                == Some("Local"),
+                        },
                     },
                     p.name.clone().unwrap_or_default(),
                 ));

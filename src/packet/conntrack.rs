@@ -226,6 +226,25 @@ impl PackedKey {
         self
     }
 
+    /// The same key with another destination address and port (source NAT
+    /// seen from the reply side: the peer answers the node's address).
+    #[inline(always)]
+    pub fn with_dst(mut self, dst: IpAddr, port: u16) -> PackedKey {
+        let (bits, v6) = addr_bits(dst);
+        self.0[2] = bits as u64;
+        self.0[3] = (bits >> 64) as u64;
+        self.0[4] = (self.0[4] & !(0xffff_0000 | 2 << 48)) | u64::from(port) << 16 | v6 << 49;
+        self
+    }
+
+    /// The same key with both ports set to `port` (an ICMP echo key, whose
+    /// identifier stands in for both ports).
+    #[inline(always)]
+    pub fn with_ports(mut self, port: u16) -> PackedKey {
+        self.0[4] = (self.0[4] & !0xffff_ffff) | u64::from(port) | u64::from(port) << 16;
+        self
+    }
+
     /// Whether both addresses are IPv4.
     #[inline(always)]
     pub fn is_v4(&self) -> bool {

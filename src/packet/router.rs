@@ -31,6 +31,7 @@ use super::service::{Backend, BackendSet, Frontend, PoolId, PoolSpec, ServicePoo
 use super::wire::virtio::{self, L4Checksum, VnetError, VnetHdr};
 use super::wire::{self, Endpoints, Fragment, IcmpErrorKind, PacketInfo, TcpFlags, Transport};
 use super::Timestamp;
+pub use edge::{EdgeConfig, SNAT_PORTS};
 use stats::{Counters, STRIPE};
 pub use stats::{DropReason, EvictReason, RouterStats};
 
@@ -209,6 +210,9 @@ pub struct RouterConfig {
     /// Handle packets of established IPv4 TCP/UDP flows on the specialised
     /// path (on by default; off only to compare it with the general path).
     pub ipv4_fast_path: bool,
+    /// The node's edge: its own addresses, masquerade and isolation
+    /// (off by default: no node address, nothing masqueraded).
+    pub edge: EdgeConfig,
 }
 
 impl Default for RouterConfig {
@@ -218,6 +222,7 @@ impl Default for RouterConfig {
             conntrack: ConnTrackConfig::default(),
             maglev_min_ratio: 100,
             ipv4_fast_path: true,
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -526,7 +531,8 @@ impl Router {
             let pool = match old.pools.get(&spec.id) {
                 Some(p)
                     if p.frontends() == spec.frontends.as_slice()
-                        && p.affinity_timeout() == spec.session_affinity =>
+                        && p.affinity_timeout() == spec.session_affinity
+                        && p.traffic() == spec.traffic =>
                 {
                     p.clone()
                 }
@@ -543,7 +549,11 @@ impl Router {
                         second: spec.id,
                     });
                 }
-                service_addrs.insert(fe.addr, ());
+                // The node's own addresses carry node ports, but a packet
+                // to another port of them is for the host, not refused.
+                if !self.is_host_addr(fe.addr) {
+                    service_addrs.insert(fe.addr, ());
+                }
             }
             pools.insert(spec.id, pool);
         }
@@ -760,6 +770,9 @@ impl Router {
                 self.flow_packet(now, pkt, &info, ingress, snap, guard, untracked, l4)
             }
             Transport::IcmpError { .. } => self.icmp_error(now, pkt, &info, ingress, snap, guard),
+            Transport::IcmpEcho { .. } if info.fragment == Fragment::None => {
+                self.echo_packet(now, pkt, &info, ingress, snap, guard)
+            }
             Transport::IcmpEcho { .. } | Transport::Other => match info.fragment {
                 Fragment::Later { id } => self.later_fragment(pkt, &info, id, ingress, snap, guard),
                 _ => self.forward_plain(pkt, &info, ingress, snap),
@@ -857,8 +870,13 @@ impl Router {
                     port: dport,
                     protocol,
                 });
+                // Traffic from the host side (outside clients) and pools with
+                // a Local policy are decided on the general path.
+                let plain = |p: &ServicePool| {
+                    p.affinity_timeout().is_none() && p.traffic() == Default::default()
+                };
                 let backend = match pool {
-                    Some(pool) if syn_only && pool.affinity_timeout().is_none() => pool
+                    Some(pool) if syn_only && ingress != Link::Host && plain(pool) => pool
                         .backends()
                         .choose(self.choice_hasher.hash_packed(key.key()))
                         .map(|b| (b, pool.id())),
@@ -981,14 +999,22 @@ impl Router {
         let (flow, dir) = match found {
             Some(f) => f,
             None => {
-                let Some(pool) = snap.frontends.get(&Frontend {
+                if self.outside_to_inside(info, ingress, snap) {
+                    return Verdict::Drop(DropReason::FromOutside);
+                }
+                let frontend = Frontend {
                     addr: info.dst,
                     port: key.dst_port,
                     protocol: info.protocol,
-                }) else {
-                    return self.forward_plain(pkt, info, ingress, snap);
                 };
-                match self.new_service_flow(now, pkt, info, &key, pool, guard) {
+                let created = match snap.frontends.get(&frontend) {
+                    Some(pool) => self.new_service_flow(now, pkt, info, &key, pool, ingress, guard),
+                    None if self.masquerades(info, ingress, snap) => {
+                        self.new_egress_flow(now, info, &key, guard)
+                    }
+                    None => return self.forward_plain(pkt, info, ingress, snap),
+                };
+                match created {
                     Ok(f) => (f, Direction::Original),
                     Err(v) => return v,
                 }
@@ -1013,6 +1039,7 @@ impl Router {
 
     /// Creates the flow of a packet addressed to a service frontend, or
     /// answers it when it cannot be served.
+    #[allow(clippy::too_many_arguments)]
     fn new_service_flow<'g>(
         &'g self,
         now: Timestamp,
@@ -1020,6 +1047,7 @@ impl Router {
         info: &PacketInfo,
         key: &FlowKey,
         pool: &ServicePool,
+        ingress: Link,
         guard: &'g epoch::Guard,
     ) -> Result<&'g Flow, Verdict> {
         if let Transport::Tcp { flags, .. } = info.transport {
@@ -1030,17 +1058,59 @@ impl Router {
             }
         }
         let backends = pool.backends();
-        let backend = match pool.affinity_timeout() {
-            Some(timeout) => {
-                self.choose_with_affinity(now, info, key, pool, &backends, timeout, guard)
+        // Traffic from the host side to an address outside the service
+        // CIDR (node port, LoadBalancer or external IP) is external; from
+        // pods, every frontend is internal (kube-proxy short-circuits pod
+        // traffic to external addresses the same way).
+        let external = ingress == Link::Host && !self.in_service_cidr(info.dst);
+        let traffic = pool.traffic();
+        let local_only = if external {
+            traffic.external_local
+        } else {
+            traffic.internal_local
+        };
+        let masquerade = external && !traffic.external_local;
+        let backend = if local_only {
+            let net = &self.config.network;
+            let chosen = backends.choose_where(self.choice_hasher.hash(key), |a| {
+                net.pod_subnets.iter().any(|n| n.contains(&a.ip()))
+            });
+            match chosen {
+                Some(b) => Some(b),
+                // kube-proxy drops traffic for a Local policy without a
+                // local endpoint (other nodes may have one).
+                None if !backends.eligible().is_empty() => {
+                    return Err(Verdict::Drop(DropReason::NoLocalEndpoints))
+                }
+                None => None,
             }
-            None => backends.choose(self.choice_hasher.hash(key)),
+        } else {
+            match pool.affinity_timeout() {
+                Some(timeout) => {
+                    self.choose_with_affinity(now, info, key, pool, &backends, timeout, guard)
+                }
+                None => backends.choose(self.choice_hasher.hash(key)),
+            }
         };
         let Some(backend) = backend else {
             return Err(self.reject(pkt, info, DropReason::NoEndpoints));
         };
-        let key = self.conntrack.hashed(key.pack());
-        self.insert_service_flow(now, &key, backend, pool.id(), guard)
+        let hashed = self.conntrack.hashed(key.pack());
+        match (masquerade, self.masquerade_addr(info.dst)) {
+            (true, Some(node)) => {
+                let reply = FlowKey {
+                    src: backend.ip(),
+                    dst: node,
+                    src_port: backend.port(),
+                    dst_port: key.src_port,
+                    protocol: key.protocol,
+                    kind: EntryKind::Flow,
+                }
+                .pack();
+                self.insert_snat_flow(now, &hashed, reply, key.src_port, pool.id().0, guard)
+            }
+            _ => self.insert_service_flow(now, &hashed, backend, pool.id(), guard),
+        }
     }
 
     /// Tracks a new flow `key` of a service pool going to `backend`.
@@ -1273,6 +1343,17 @@ impl Router {
         ingress: Link,
         snap: &Snapshot,
     ) -> Verdict {
+        if ingress == Link::Host && self.config.edge.enabled() {
+            if self.is_host_addr(info.dst) {
+                // Steered here from the outward interface but not ours (a
+                // reply to the host's own connection, a ping of the node):
+                // back to the host, which delivers it locally.
+                return Verdict::Forward(Link::Host);
+            }
+            if self.outside_to_inside(info, ingress, snap) {
+                return Verdict::Drop(DropReason::FromOutside);
+            }
+        }
         if is_service_addr(&self.config.network, snap, info.dst) {
             return self.reject(pkt, info, DropReason::NoService);
         }
@@ -1436,6 +1517,7 @@ fn tcp_segment_len(packet: &[u8], info: &PacketInfo) -> u32 {
     payload + u32::from(flags.contains(TcpFlags::SYN)) + u32::from(flags.contains(TcpFlags::FIN))
 }
 
+mod edge;
 mod stats;
 #[cfg(test)]
 mod tests;

@@ -41,6 +41,26 @@ pub struct Backend {
     pub terminating: bool,
 }
 
+/// Which endpoints a pool's traffic may use and whether external clients
+/// are masqueraded: Kubernetes' `externalTrafficPolicy` and
+/// `internalTrafficPolicy`, as kube-proxy applies them.
+///
+/// "Local" endpoints are the ones on this node: addresses in the node's
+/// pod subnets. With one node every endpoint is local; the choice is kept
+/// per endpoint so that the rule stays right when nodes are added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TrafficPolicy {
+    /// `externalTrafficPolicy: Local`, for traffic from outside the pods to
+    /// a NodePort, LoadBalancer or external-IP frontend: keep the client's
+    /// address and use local endpoints only (none: drop, as kube-proxy
+    /// does). `false` (`Cluster`): masquerade the client to the node's
+    /// address and use any endpoint.
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local`, for traffic from pods (and to the
+    /// cluster IP): local endpoints only (none: drop).
+    pub internal_local: bool,
+}
+
 /// What the control plane declares for a pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolSpec {
@@ -51,6 +71,8 @@ pub struct PoolSpec {
     /// ClientIP session affinity timeout (Kubernetes' default is 10800 s),
     /// or `None` for per-flow Maglev choice.
     pub session_affinity: Option<Duration>,
+    /// Traffic policies ([`TrafficPolicy::default`]: `Cluster` for both).
+    pub traffic: TrafficPolicy,
 }
 
 /// Kubernetes' default ClientIP affinity timeout
@@ -141,6 +163,27 @@ impl BackendSet {
         self.eligible.get(table.lookup(flow_hash)).copied()
     }
 
+    /// The backend for a new flow that may only use backends `local`
+    /// accepts, or `None` when no eligible backend is local. When every
+    /// eligible backend is local this is [`BackendSet::choose`]; otherwise
+    /// the flow hash picks among the local ones (no table: this is the
+    /// rare multi-node case, and costs one pass over the backends).
+    pub fn choose_where(
+        &self,
+        flow_hash: u64,
+        local: impl Fn(SocketAddr) -> bool,
+    ) -> Option<SocketAddr> {
+        let count = self.eligible.iter().filter(|a| local(**a)).count();
+        if count == self.eligible.len() {
+            return self.choose(flow_hash);
+        }
+        if count == 0 {
+            return None;
+        }
+        let k = (flow_hash % count as u64) as usize;
+        self.eligible.iter().filter(|a| local(**a)).nth(k).copied()
+    }
+
     /// Size of the Maglev table (0 without backends).
     pub fn table_size(&self) -> u32 {
         self.maglev.as_ref().map_or(0, |m| m.size())
@@ -153,6 +196,7 @@ pub struct ServicePool {
     id: PoolId,
     frontends: Box<[Frontend]>,
     affinity_timeout: Option<Duration>,
+    traffic: TrafficPolicy,
     backends: ArcSwap<BackendSet>,
 }
 
@@ -163,6 +207,7 @@ impl ServicePool {
             id: spec.id,
             frontends: spec.frontends.clone().into_boxed_slice(),
             affinity_timeout: spec.session_affinity,
+            traffic: spec.traffic,
             backends: ArcSwap::from_pointee(BackendSet::empty()),
         }
     }
@@ -173,6 +218,7 @@ impl ServicePool {
             id: spec.id,
             frontends: spec.frontends.clone().into_boxed_slice(),
             affinity_timeout: spec.session_affinity,
+            traffic: spec.traffic,
             backends: ArcSwap::new(old.backends.load_full()),
         }
     }
@@ -190,6 +236,12 @@ impl ServicePool {
     /// ClientIP affinity timeout, if affinity is on.
     pub fn affinity_timeout(&self) -> Option<Duration> {
         self.affinity_timeout
+    }
+
+    /// The pool's traffic policies.
+    #[inline]
+    pub fn traffic(&self) -> TrafficPolicy {
+        self.traffic
     }
 
     /// The current backends (lock-free load).
@@ -228,6 +280,18 @@ mod tests {
         let set = BackendSet::build(&[be(2, true), be(3, true)], 100, 0).unwrap();
         assert_eq!(set.eligible().len(), 2);
         assert_eq!(set.backends().len(), 2);
+    }
+
+    #[test]
+    fn local_choice_uses_only_local_backends_and_maglev_when_all_are() {
+        let set = BackendSet::build(&[be(2, false), be(3, false), be(4, false)], 100, 0).unwrap();
+        for h in 0..200u64 {
+            let h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert_eq!(set.choose_where(h, |_| true), set.choose(h));
+            let only3 = set.choose_where(h, |a| a == be(3, false).addr);
+            assert_eq!(only3, Some(be(3, false).addr));
+        }
+        assert_eq!(set.choose_where(1, |_| false), None);
     }
 
     #[test]

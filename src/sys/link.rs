@@ -190,8 +190,109 @@ pub fn index(ifname: &str) -> Result<u32, LinkError> {
     with_netlink(|handle| async move { index_of(&handle, ifname).await })
 }
 
+/// The interface of the IPv4 default route of the main table, if any (the
+/// one with the lowest metric when there are several).
+pub fn default_route_interface() -> Result<Option<String>, LinkError> {
+    use rtnetlink::packet_route::route::{RouteAttribute, RouteType};
+    with_netlink(|handle| async move {
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut routes = handle.route().get(filter).execute();
+        let mut best: Option<(u32, u32)> = None;
+        while let Some(route) = routes
+            .try_next()
+            .await
+            .map_err(request("dump routes", "(all)"))?
+        {
+            if route.header.destination_prefix_length != 0
+                || route.header.kind != RouteType::Unicast
+                || route.header.table != 254
+            {
+                continue;
+            }
+            let mut oif = None;
+            let mut metric = 0;
+            for attr in &route.attributes {
+                match attr {
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Priority(m) => metric = *m,
+                    _ => {}
+                }
+            }
+            if let Some(oif) = oif {
+                if best.is_none_or(|(m, _)| metric < m) {
+                    best = Some((metric, oif));
+                }
+            }
+        }
+        let Some((_, index)) = best else {
+            return Ok(None);
+        };
+        let link = handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(request("get link", "(default route)"))?;
+        Ok(link.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            })
+        }))
+    })
+}
+
+/// Every address of this namespace, with the interface it is on (`ip
+/// addr`), in the kernel's order (an interface's primary address first).
+pub fn addresses() -> Result<Vec<(String, IpNet)>, LinkError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    with_netlink(|handle| async move {
+        let mut names = std::collections::HashMap::new();
+        let mut links = handle.link().get().execute();
+        while let Some(l) = links
+            .try_next()
+            .await
+            .map_err(request("dump links", "(all)"))?
+        {
+            for a in l.attributes {
+                if let rtnetlink::packet_route::link::LinkAttribute::IfName(n) = a {
+                    names.insert(l.header.index, n);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut addrs = handle.address().get().execute();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(request("dump addresses", "(all)"))?
+        {
+            let prefix = a.header.prefix_len;
+            let name = names.get(&a.header.index).cloned().unwrap_or_default();
+            let local = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let addr = local.or_else(|| {
+                a.attributes.iter().find_map(|x| match x {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+            if let Some(ip) = addr {
+                if let Ok(net) = IpNet::new(ip, prefix) {
+                    out.push((name, net));
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// Runs one netlink conversation on a runtime and socket created on this thread.
-fn with_netlink<F, Fut, T>(f: F) -> Result<T, LinkError>
+pub(super) fn with_netlink<F, Fut, T>(f: F) -> Result<T, LinkError>
 where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Result<T, LinkError>>,
@@ -215,7 +316,7 @@ where
     })
 }
 
-async fn index_of(handle: &Handle, ifname: &str) -> Result<u32, LinkError> {
+pub(super) async fn index_of(handle: &Handle, ifname: &str) -> Result<u32, LinkError> {
     let not_found = || LinkError::NotFound {
         ifname: ifname.to_owned(),
     };
@@ -242,7 +343,7 @@ async fn index_of(handle: &Handle, ifname: &str) -> Result<u32, LinkError> {
     }
 }
 
-fn request<'a>(
+pub(super) fn request<'a>(
     op: &'static str,
     ifname: &'a str,
 ) -> impl FnOnce(rtnetlink::Error) -> LinkError + 'a {
@@ -253,7 +354,7 @@ fn request<'a>(
     }
 }
 
-fn ignore_errno(result: Result<(), LinkError>, errno: i32) -> Result<(), LinkError> {
+pub(super) fn ignore_errno(result: Result<(), LinkError>, errno: i32) -> Result<(), LinkError> {
     match result {
         Err(e) if e.errno() == Some(errno) => Ok(()),
         other => other,

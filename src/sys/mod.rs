@@ -21,6 +21,7 @@ pub mod link;
 pub mod netns;
 pub mod nsenter;
 pub mod process;
+pub mod tc;
 pub mod tun;
 
 /// Whether the process runs with effective uid 0 (most of this layer needs it).

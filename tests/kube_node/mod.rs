@@ -28,6 +28,8 @@ pub struct KubeNode {
     pub kubeconfig: PathBuf,
     pub log: PathBuf,
     pub daemon: Option<Child>,
+    /// Flags added to the daemon's command line by [`KubeNode::start_daemon`].
+    pub extra_args: Vec<String>,
 }
 
 pub const API_PORT: u16 = 16443;
@@ -49,6 +51,7 @@ impl KubeNode {
             log: tmp.path().join("podnetd.log"),
             _tmp: tmp,
             daemon: None,
+            extra_args: Vec::new(),
         };
         assert!(Command::new("ip")
             .args(["netns", "add", &node.netns])
@@ -87,6 +90,7 @@ impl KubeNode {
             .arg(self._tmp.path().join("podnet.sock"))
             .arg("--admin-kubeconfig")
             .arg(&self.kubeconfig)
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -181,6 +185,16 @@ impl KubeNode {
             .args(["curl", "-s", "--max-time", "5", url]);
         let (out, _) = run_timeout(cmd, Duration::from_secs(10));
         out.status.success().then(|| text(&out.stdout))
+    }
+}
+
+impl KubeNode {
+    /// Stops the daemon (SIGKILL, as a crash); pods keep running.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
     }
 }
 

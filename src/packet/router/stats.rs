@@ -48,11 +48,17 @@ pub enum DropReason {
     /// A new flow from a source that already holds its share of the
     /// connection tracking table (see `ConnTrackConfig::source_share_percent`).
     ConntrackSourceShare = 12,
+    /// A packet from outside the node (not from the host itself) to a pod
+    /// address or a cluster IP: those are reachable from inside only.
+    FromOutside = 13,
+    /// A service with `externalTrafficPolicy` or `internalTrafficPolicy`
+    /// `Local` has endpoints, but none on this node (kube-proxy drops).
+    NoLocalEndpoints = 14,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::Spoofed,
         DropReason::TtlExceeded,
@@ -66,6 +72,8 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::BadOffload,
         DropReason::ConntrackSourceShare,
+        DropReason::FromOutside,
+        DropReason::NoLocalEndpoints,
     ];
 
     /// A short name for metrics and the CLI.
@@ -84,6 +92,8 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::BadOffload => "bad_offload",
             DropReason::ConntrackSourceShare => "conntrack_source_share",
+            DropReason::FromOutside => "from_outside",
+            DropReason::NoLocalEndpoints => "no_local_endpoints",
         }
     }
 
@@ -103,6 +113,8 @@ impl DropReason {
             DropReason::TooBig => "dropped.too_big",
             DropReason::BadOffload => "dropped.bad_offload",
             DropReason::ConntrackSourceShare => "dropped.conntrack_source_share",
+            DropReason::FromOutside => "dropped.from_outside",
+            DropReason::NoLocalEndpoints => "dropped.no_local_endpoints",
         }
     }
 }

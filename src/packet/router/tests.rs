@@ -49,6 +49,7 @@ fn spec(id: u32, protocol: u8, affinity: Option<Duration>) -> PoolSpec {
             protocol,
         }],
         session_affinity: affinity,
+        traffic: Default::default(),
     }
 }
 
@@ -963,6 +964,7 @@ fn ipv6_service_flows_are_translated_both_ways() {
             protocol: 6,
         }],
         session_affinity: None,
+        traffic: Default::default(),
     }])
     .unwrap();
     r.set_endpoints(
@@ -1356,3 +1358,5 @@ fn counters_by_reason_name_every_reason_once() {
     }
     assert!(all.iter().all(|(_, c)| *c == 0));
 }
+
+mod edge;

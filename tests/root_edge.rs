@@ -1,0 +1,373 @@
+//! The edges of the node, with the real daemon, kubectl and clients (root):
+//! an "outside" network namespace joined to the node's by a veth pair on an
+//! underlay subnet (the node's end is its egress interface and its default
+//! route points at the outside), with a route to the node only, as a
+//! browser's machine would have.
+//!
+//! From outside: a NodePort service on the node address, a LoadBalancer
+//! address from `--lb-pool`; the backend sees the node's address under
+//! `externalTrafficPolicy: Cluster` and the client's under `Local`. The
+//! cluster IP and a pod IP are not reachable from outside, and the drops are
+//! counted in `podnet stats`. A pod reaches a server in the outside
+//! namespace, which sees the node's address; a pod's ping reaches it too.
+//! Everything the daemon added to the egress interface is gone after it
+//! stops.
+
+mod daemon_support;
+mod kube_node;
+
+use std::process::Command;
+use std::time::Duration;
+
+use daemon_support::{kill, run_timeout, text, wait_for, PODNET};
+use kube_node::KubeNode;
+
+const NODE_IP: &str = "192.0.2.1";
+const OUTSIDE_IP: &str = "192.0.2.2";
+const LB_POOL: &str = "198.51.100.0/28";
+
+/// The outside namespace, removed on drop (also when the test fails).
+struct Outside {
+    netns: String,
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn in_netns(netns: &str, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/var/run/netns/{netns}")).args(args);
+    let (out, _) = run_timeout(cmd, Duration::from_secs(30));
+    (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+}
+
+fn curl(netns: &str, url: &str) -> Option<String> {
+    let (ok, out) = in_netns(netns, &["curl", "-s", "--max-time", "3", url]);
+    ok.then_some(out)
+}
+
+/// An HTTP server answering every GET with the client's address.
+const CLIENT_ECHO: &str = r#"import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.client_address[0].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+/// One ICMP echo over a raw socket; prints the replier's address.
+const PING: &str = r#"import socket, struct, sys, os
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(3)
+ident = os.getpid() & 0xffff
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    t = (t >> 16) + (t & 0xffff); t += t >> 16
+    return ~t & 0xffff
+hdr = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"podnet"
+pkt = hdr[:2] + struct.pack("!H", csum(hdr)) + hdr[4:]
+s.sendto(pkt, (sys.argv[1], 0))
+while True:
+    data, addr = s.recvfrom(2048)
+    icmp = data[(data[0] & 15) * 4:]
+    if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+        print(addr[0]); break
+"#;
+
+#[test]
+fn outside_clients_reach_node_ports_and_load_balancers_pods_reach_the_outside_and_nothing_else_gets_in(
+) {
+    let mut node = KubeNode::start();
+    node.stop_daemon();
+    let pid = std::process::id();
+    let outside = Outside {
+        netns: format!("pne-out-{pid}"),
+    };
+    let (node_end, out_end) = (format!("pev{pid}"), format!("peo{pid}"));
+    sh(&["ip", "netns", "add", &outside.netns]);
+    sh(&["ip", "-n", &outside.netns, "link", "set", "lo", "up"]);
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &node_end,
+        "netns",
+        &node.netns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &out_end,
+        "netns",
+        &outside.netns,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &node.netns,
+        "addr",
+        "add",
+        &format!("{NODE_IP}/24"),
+        "dev",
+        &node_end,
+    ]);
+    sh(&["ip", "-n", &node.netns, "link", "set", &node_end, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &node.netns,
+        "route",
+        "add",
+        "default",
+        "via",
+        OUTSIDE_IP,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &outside.netns,
+        "addr",
+        "add",
+        &format!("{OUTSIDE_IP}/24"),
+        "dev",
+        &out_end,
+    ]);
+    sh(&["ip", "-n", &outside.netns, "link", "set", &out_end, "up"]);
+    // The outside knows the LoadBalancer pool lives behind the node (what
+    // an ARP answer or a router would tell it), and, to try, the cluster's
+    // internal addresses too.
+    for net in [LB_POOL, "10.96.0.0/12", "10.244.0.0/24"] {
+        sh(&[
+            "ip",
+            "-n",
+            &outside.netns,
+            "route",
+            "add",
+            net,
+            "via",
+            NODE_IP,
+        ]);
+    }
+    node.extra_args = vec!["--lb-pool".into(), LB_POOL.into()];
+    node.start_daemon();
+
+    let server = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", outside.netns))
+        .args(["python3", "-c", CLIENT_ECHO, OUTSIDE_IP, "8000"])
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = KillOnDrop(server);
+
+    let code = serde_json::to_string(CLIENT_ECHO).unwrap();
+    let manifest = format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: python
+        command: ["python3", "-c"]
+        args: [{code}, "0.0.0.0", "8080"]
+        readinessProbe:
+          tcpSocket: {{port: 8080}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-cluster
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 8080
+    nodePort: 30080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-local
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#
+    );
+    node.apply(&manifest);
+    node.k(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+
+    // The API: the given node port, one chosen for the other service, its
+    // health-check port, and a LoadBalancer address from the pool.
+    let local_np = node.k(&[
+        "get",
+        "svc",
+        "web-local",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    let local_np: u16 = local_np.trim().parse().expect("a node port");
+    assert!((30_000..=32_767).contains(&local_np));
+    let hc = node.k(&[
+        "get",
+        "svc",
+        "web-local",
+        "-o",
+        "jsonpath={.spec.healthCheckNodePort}",
+    ]);
+    assert!(
+        hc.trim().parse::<u16>().is_ok(),
+        "healthCheckNodePort: {hc:?}"
+    );
+    let lb_ip = node.k(&[
+        "get",
+        "svc",
+        "web-local",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ]);
+    assert_eq!(lb_ip.trim(), "198.51.100.1");
+    let table = node.k(&["get", "svc"]);
+    assert!(table.contains("80:30080/TCP"), "{table}");
+    assert!(table.contains("198.51.100.1"), "{table}");
+    let clash = node.kubectl(
+        &["apply", "-n", &node.namespace, "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: clash\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports:\n  - port: 80\n    nodePort: 30080\n",
+        ),
+    );
+    let err = text(&clash.stderr);
+    assert!(
+        !clash.status.success()
+            && err.contains(
+                "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+            ),
+        "{err}"
+    );
+
+    // From outside: Cluster masquerades, Local keeps the client.
+    let seen = wait_for(Duration::from_secs(60), || {
+        curl(&outside.netns, &format!("http://{NODE_IP}:30080/"))
+    })
+    .unwrap_or_else(|| panic!("the node port did not answer from outside:\n{}", node.log()));
+    assert_eq!(seen, NODE_IP, "externalTrafficPolicy: Cluster");
+    let seen = curl(&outside.netns, &format!("http://{}/", lb_ip.trim()))
+        .unwrap_or_else(|| panic!("the LoadBalancer address did not answer:\n{}", node.log()));
+    assert_eq!(seen, OUTSIDE_IP, "externalTrafficPolicy: Local");
+    let seen = curl(&outside.netns, &format!("http://{NODE_IP}:{local_np}/")).unwrap();
+    assert_eq!(seen, OUTSIDE_IP, "the Local service's node port");
+
+    // Not from outside: the cluster IP and the pod's address.
+    let cluster_ip = node.k(&[
+        "get",
+        "svc",
+        "web-cluster",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let pod = node.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let pod_ip = node.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    assert!(
+        node.curl(&format!("http://{}/", cluster_ip.trim()))
+            .is_some(),
+        "from the node it works"
+    );
+    assert_eq!(
+        curl(&outside.netns, &format!("http://{}/", cluster_ip.trim())),
+        None
+    );
+    assert_eq!(
+        curl(&outside.netns, &format!("http://{}:8080/", pod_ip.trim())),
+        None
+    );
+    let stats = {
+        let mut cmd = Command::new(PODNET);
+        cmd.arg("--socket")
+            .arg(node._tmp.path().join("podnet.sock"))
+            .arg("stats");
+        text(&run_timeout(cmd, Duration::from_secs(30)).0.stdout)
+    };
+    let from_outside: u64 = stats
+        .lines()
+        .find(|l| l.contains("dropped.from_outside"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no dropped.from_outside in podnet stats:\n{stats}"));
+    assert!(from_outside >= 2, "{stats}");
+
+    // Egress: the pod reaches the outside server, which sees the node.
+    let pod_netns = format!("{}.{}", node.namespace, pod.trim());
+    let seen = curl(&pod_netns, &format!("http://{OUTSIDE_IP}:8000/"))
+        .unwrap_or_else(|| panic!("the pod did not reach the outside:\n{}", node.log()));
+    assert_eq!(seen, NODE_IP, "masqueraded to the node's address");
+    let (ok, out) = in_netns(&pod_netns, &["python3", "-c", PING, OUTSIDE_IP]);
+    assert!(ok && out.trim() == OUTSIDE_IP, "ping from the pod: {out}");
+
+    // A clean stop takes the steering away with it.
+    let daemon_pid = node.daemon.as_ref().unwrap().id();
+    kill(daemon_pid, "TERM");
+    let stopped = wait_for(Duration::from_secs(60), || {
+        node.daemon
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .map(|_| ())
+    });
+    assert!(stopped.is_some(), "podnetd did not stop:\n{}", node.log());
+    let (_, qdiscs) = in_netns(&node.netns, &["tc", "qdisc", "show", "dev", &node_end]);
+    assert!(!qdiscs.contains("clsact"), "{qdiscs}");
+}
