@@ -22,6 +22,7 @@ use super::DaemonConfig;
 use crate::api::node::{NatBackend, NatRule};
 use crate::control::objects::{LabelSelector, ObjectError, Objects};
 use crate::control::reconcile::endpoints::SERVICE_NAME_LABEL;
+use crate::control::reconcile::slice_index::SliceIndex;
 use crate::control::reconcile::{event_kind, meta_str, Key, Next, Reconciler};
 use crate::control::store::Event;
 use crate::packet::conntrack::proto;
@@ -129,6 +130,8 @@ pub struct FastPathPublisher {
     steering: Option<Arc<EdgeSteering>>,
     state: Mutex<Published>,
     sync: prometheus_client::metrics::histogram::Histogram,
+    /// The slices of each service, without a lookup by label.
+    slices: SliceIndex,
 }
 
 fn protocol_number(p: Option<&str>) -> u8 {
@@ -153,6 +156,7 @@ impl FastPathPublisher {
                 ..Default::default()
             }),
             sync,
+            slices: SliceIndex::default(),
         }
     }
 
@@ -194,29 +198,32 @@ impl Reconciler for FastPathPublisher {
         TAG
     }
 
-    fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
+    fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
             Some(("Service", obj)) => vec![Key {
                 kind: TAG,
                 namespace: meta_str(&obj, "namespace").into(),
                 name: meta_str(&obj, "name").into(),
             }],
-            Some(("EndpointSlice", obj)) => obj
-                .pointer("/metadata/labels")
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .and_then(Value::as_str)
-                .map(|svc| Key {
-                    kind: TAG,
-                    namespace: meta_str(&obj, "namespace").into(),
-                    name: svc.into(),
-                })
-                .into_iter()
-                .collect(),
+            Some(("EndpointSlice", obj)) => {
+                self.slices.observe(objects, event, &obj);
+                obj.pointer("/metadata/labels")
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .and_then(Value::as_str)
+                    .map(|svc| Key {
+                        kind: TAG,
+                        namespace: meta_str(&obj, "namespace").into(),
+                        name: svc.into(),
+                    })
+                    .into_iter()
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
 
     fn initial_keys(&self, objects: &Objects) -> Vec<Key> {
+        self.slices.reset();
         objects
             .list_as::<Service>(None, &LabelSelector::default())
             .into_iter()
@@ -384,11 +391,7 @@ impl FastPathPublisher {
             self.publish_specs(&mut st);
         }
         // Backends from the slices.
-        let slices: Vec<EndpointSlice> = objects.list_as(
-            Some(&key.namespace),
-            &LabelSelector::parse(&format!("{SERVICE_NAME_LABEL}={}", key.name))
-                .map_err(|e| ObjectError::BadRequest(e.to_string()))?,
-        );
+        let slices: Vec<EndpointSlice> = self.slices.slices(objects, &key.namespace, &key.name)?;
         let mut removed = Vec::new();
         for (pool, port_name) in &pools {
             let mut backends = Vec::new();

@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::replica_set::pod_ready;
+use super::slice_index::SliceIndex;
 use super::{event_kind, key_of, meta_str, Key, Next, Reconciler};
 use crate::control::kinds;
 use crate::control::objects::{LabelSelector, ObjectError, Objects};
@@ -41,6 +42,7 @@ use crate::control::store::{Event, EventKind};
 #[derive(Default)]
 pub struct ServiceEndpoints {
     selectors: parking_lot::Mutex<Option<Selectors>>,
+    slices: SliceIndex,
 }
 
 /// Namespace -> service name -> its (non-empty) selector.
@@ -132,6 +134,21 @@ impl Reconciler for ServiceEndpoints {
         "Service"
     }
 
+    fn initial_keys(&self, objects: &Objects) -> Vec<Key> {
+        // A start or a restarted watch: the copies are made again.
+        *self.selectors.lock() = None;
+        self.slices.reset();
+        objects
+            .list_as::<Service>(None, &LabelSelector::default())
+            .into_iter()
+            .map(|s| Key {
+                kind: "Service",
+                namespace: s.metadata.namespace.unwrap_or_default(),
+                name: s.metadata.name.unwrap_or_default(),
+            })
+            .collect()
+    }
+
     fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
             Some(("Service", obj)) => {
@@ -151,6 +168,7 @@ impl Reconciler for ServiceEndpoints {
             }
             Some(("Endpoints", obj)) => vec![key_of("Service", &obj)],
             Some(("EndpointSlice", obj)) => {
+                self.slices.observe(objects, event, &obj);
                 let svc = obj
                     .pointer("/metadata/labels")
                     .and_then(|l| l.get(SERVICE_NAME_LABEL))
@@ -360,11 +378,7 @@ impl Reconciler for ServiceEndpoints {
         let mut slice_labels = labels.clone().unwrap_or_default();
         slice_labels.insert(SERVICE_NAME_LABEL.into(), key.name.clone());
         slice_labels.insert(MANAGED_BY.into(), MANAGER.into());
-        let existing: Vec<EndpointSlice> = objects.list_as::<EndpointSlice>(
-            Some(ns),
-            &LabelSelector::parse(&format!("{SERVICE_NAME_LABEL}={}", key.name))
-                .map_err(|e| ObjectError::BadRequest(e.to_string()))?,
-        );
+        let existing = self.slices.slices(objects, ns, &key.name)?;
         let owner = super::controller_ref(&svc);
         match existing.into_iter().next() {
             Some(mut slice) => {

@@ -29,6 +29,7 @@ pub mod endpoints;
 pub mod events;
 pub mod pod;
 pub mod replica_set;
+pub mod slice_index;
 pub mod stateful_set;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -199,8 +200,24 @@ impl Manager {
                 }
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return,
                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                    // Cut off as too slow: start over from what is.
+                    // Cut off as too slow: go on from the last event seen
+                    // while the store's history still holds what followed
+                    // (looking at everything again costs every reconcile
+                    // of every object); else start over from what is.
+                    if let Ok(resumed) = self.objects.kv().watch("/registry/", self.last) {
+                        tracing::debug!(
+                            revision = self.last,
+                            "reconcilers fell behind; resuming their watch"
+                        );
+                        self.events = resumed;
+                        continue;
+                    }
                     let now = self.objects.kv().revision();
+                    tracing::warn!(
+                        from = self.last,
+                        to = now,
+                        "reconcilers fell behind the store's history; looking at every object again"
+                    );
                     self.events = self
                         .objects
                         .kv()
