@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use super::config::DaemonConfig;
 use super::dataplane::Dataplane;
 use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
-use crate::control::reconcile::pod::{PodRuntime, ProcessState};
+use crate::control::reconcile::pod::{Allocatable, PodRuntime, ProcessState};
 use crate::packet::router::FlowSelector;
 use crate::packet::{Link, PodAddrs, PodId};
 use crate::sys::link;
@@ -861,6 +861,26 @@ impl PodRuntime for HostRuntime {
 
     fn host_ip(&self) -> String {
         self.config.gateway().to_string()
+    }
+
+    fn allocatable(&self) -> Allocatable {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i128;
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i128>().ok())
+            })
+            .unwrap_or(0);
+        let disk = nix::sys::statvfs::statvfs(&self.config.state_dir)
+            .map(|s| s.blocks() as i128 * s.fragment_size() as i128)
+            .unwrap_or(0);
+        Allocatable {
+            cpu_millis: cpus * 1000,
+            memory_bytes: memory_kib * 1024,
+            ephemeral_bytes: disk,
+        }
     }
 
     fn setup_network(&self, pod: &Pod) -> Result<String, String> {
