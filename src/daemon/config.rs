@@ -54,6 +54,9 @@ pub struct DaemonConfig {
     /// moves up to 64 KiB. Off (`offload = false`, `--no-offload`): one
     /// MTU-sized packet per read or write.
     pub offload: bool,
+    /// The cluster DNS address written into pods' `/etc/resolv.conf`
+    /// (`dnsPolicy: ClusterFirst`), as the kubelet's `--cluster-dns`.
+    pub cluster_dns: IpAddr,
 }
 
 impl Default for DaemonConfig {
@@ -74,6 +77,7 @@ impl Default for DaemonConfig {
             admin_kubeconfig: PathBuf::from("/etc/podnet/admin.kubeconfig"),
             node_name: None,
             offload: true,
+            cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
         }
     }
 }
@@ -126,6 +130,7 @@ struct FileConfig {
     admin_kubeconfig: Option<PathBuf>,
     node_name: Option<String>,
     offload: Option<bool>,
+    cluster_dns: Option<IpAddr>,
 }
 
 impl DaemonConfig {
@@ -177,6 +182,7 @@ impl DaemonConfig {
             admin_kubeconfig: f.admin_kubeconfig.unwrap_or(d.admin_kubeconfig),
             node_name: f.node_name.or(d.node_name),
             offload: f.offload.unwrap_or(d.offload),
+            cluster_dns: f.cluster_dns.unwrap_or(d.cluster_dns),
         };
         c.validate()?;
         Ok(c)
@@ -287,6 +293,18 @@ impl DaemonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_dns_is_an_address() {
+        assert_eq!(
+            DaemonConfig::default().cluster_dns,
+            "10.96.0.10".parse::<IpAddr>().unwrap()
+        );
+        let c = DaemonConfig::from_toml("cluster-dns = \"10.96.0.53\"").unwrap();
+        assert_eq!(c.cluster_dns, "10.96.0.53".parse::<IpAddr>().unwrap());
+        let e = DaemonConfig::from_toml("cluster-dns = \"dns\"").unwrap_err();
+        assert!(e.to_string().contains("cluster-dns"), "{e}");
+    }
 
     #[test]
     fn defaults_need_no_file() {

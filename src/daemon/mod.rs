@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`config`] | defaults, the TOML file, validation |
 //! | [`dataplane`] | worker threads: TUN devices <-> [`crate::packet::Router`] |
+//! | [`identity`] | a pod's host name, `/etc/hosts` and `/etc/resolv.conf`, as the kubelet writes them |
 //! | [`kube`] | the object store, the reconcilers, the Kubernetes API over HTTPS and the Unix socket, the node views |
 //! | [`runtime`] | the kubelet's host side: pod namespaces, TUN devices, addresses, processes |
 //! | [`node`] | `/podnet/v1`: NAT table, flows, counters, reset |
@@ -25,6 +26,7 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod identity;
 pub mod kube;
 pub mod metrics;
 pub mod node;

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,11 +36,13 @@ use parking_lot::Mutex;
 
 use super::config::DaemonConfig;
 use super::dataplane::Dataplane;
+use super::identity;
 use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
 use crate::control::reconcile::pod::{Allocatable, PodRuntime, ProcessState};
 use crate::packet::router::FlowSelector;
 use crate::packet::{Link, PodAddrs, PodId};
 use crate::sys::link;
+use crate::sys::mount::{self as sysmount, PodNs};
 use crate::sys::netns::{self, NetNs};
 use crate::sys::process::{self, Signal};
 use crate::sys::tun::{Tun, TunOptions};
@@ -126,6 +128,9 @@ struct PodEntry {
     id: PodId,
     tun: Arc<Tun>,
     containers: HashMap<String, Process>,
+    /// The pod's mount and UTS namespaces (none for an attached pod,
+    /// which runs in someone else's sandbox).
+    pod_ns: Option<Arc<PodNs>>,
 }
 
 /// A pod annotated with a network namespace path (`/var/run/netns/NAME`,
@@ -433,9 +438,16 @@ impl HostRuntime {
             if made.contains(&ns) && !names.contains(&ns) {
                 tracing::warn!(netns = %ns, "removing the network namespace of a pod that is gone");
                 stop_processes_in(&ns);
+                sysmount::remove(&ns);
                 let _ = netns::remove(&ns);
             }
         }
+        for ns in sysmount::list() {
+            if made.contains(&ns) && !names.contains(&ns) {
+                sysmount::remove(&ns);
+            }
+        }
+        self.remove_gone_pod_dirs(&live);
         for ns in made {
             if !names.contains(&ns) {
                 self.forget_namespace(&ns);
@@ -631,6 +643,17 @@ impl HostRuntime {
             stop_processes_in(&ns_name);
         }
         let adopted = containers.len();
+        let pod_ns = match &attach {
+            Some(_) => None,
+            // Kept as they are, with their mounts; made again if gone.
+            None => match PodNs::open(&ns_name) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(_) => Some(Arc::new(
+                    PodNs::create(&ns_name, &identity::hostname(pod))
+                        .map_err(|e| format!("cannot make its mount and UTS namespaces: {e}"))?,
+                )),
+            },
+        };
         let entry = PodEntry {
             uid,
             netns: ns_name,
@@ -640,6 +663,7 @@ impl HostRuntime {
             id: PodId(0),
             tun,
             containers,
+            pod_ns,
         };
         self.install(&mut self.pods.lock(), (ns, name), entry);
         Ok(adopted)
@@ -675,6 +699,12 @@ impl HostRuntime {
         self.publish_pods(&self.pods.lock());
         let mut warnings = Vec::new();
         let made = self.made_namespaces();
+        for ns in sysmount::list() {
+            if made.contains(&ns) {
+                sysmount::remove(&ns);
+            }
+        }
+        self.remove_gone_pod_dirs(&Default::default());
         for ns in netns::list().unwrap_or_default() {
             if made.contains(&ns) {
                 stop_processes_in(&ns);
@@ -702,6 +732,20 @@ impl HostRuntime {
             ),
             Ok(_) => {}
             Err(e) => tracing::error!("cannot release the addresses of pods that are gone: {e}"),
+        }
+    }
+
+    /// Removes `STATE/pods/UID` of every pod not in `live` (uids).
+    fn remove_gone_pod_dirs(&self, live: &std::collections::HashSet<String>) {
+        let Ok(dir) = std::fs::read_dir(self.config.state_dir.join("pods")) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if let Some(uid) = e.file_name().to_str() {
+                if !live.contains(uid) {
+                    self.remove_pod_dir(uid);
+                }
+            }
         }
     }
 
@@ -782,6 +826,7 @@ impl HostRuntime {
             }
         } else {
             stop_processes_in(&entry.netns);
+            sysmount::remove(&entry.netns);
             match netns::remove(&entry.netns) {
                 Ok(()) => self.forget_namespace(&entry.netns),
                 Err(e) => {
@@ -789,10 +834,95 @@ impl HostRuntime {
                 }
             }
         }
+        self.remove_pod_dir(&entry.uid);
         let _ = self
             .ipam
             .lock()
             .release(&OwnerKey::from(entry.uid.clone()), SystemTime::now());
+    }
+
+    /// `STATE/pods/UID`: the pod's files (hosts, resolv.conf, volumes).
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.config.state_dir.join("pods").join(uid)
+    }
+
+    /// Removes the pod's files, and the mount points made for it on the
+    /// host's filesystem (empty directories, deepest first).
+    fn remove_pod_dir(&self, uid: &str) {
+        if uid.is_empty() || uid.contains('/') || uid.starts_with('.') {
+            return;
+        }
+        let dir = self.pod_dir(uid);
+        if let Ok(made) = std::fs::read_to_string(dir.join("made-mount-points")) {
+            let mut paths: Vec<&str> = made.lines().filter(|l| !l.is_empty()).collect();
+            paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in paths {
+                let _ = std::fs::remove_dir(p).or_else(|_| {
+                    // A file mount point (a subPath of a file) made for it.
+                    match std::fs::metadata(p) {
+                        Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(p),
+                        _ => Ok(()),
+                    }
+                });
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), "cannot remove the pod's files: {e}");
+            }
+        }
+    }
+
+    /// Writes the pod's `/etc/hosts` and `/etc/resolv.conf` (in place,
+    /// only when they change) and binds them into its mount namespace
+    /// once.
+    fn identity_files(&self, pod: &Pod, entry: &PodEntry) -> Result<(), String> {
+        let Some(pod_ns) = &entry.pod_ns else {
+            return Ok(());
+        };
+        let dir = self.pod_dir(&entry.uid);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        let mut ips = vec![IpAddr::V4(entry.ip)];
+        ips.extend(entry.ipv6.map(IpAddr::V6));
+        let node = identity::ResolvConf::parse(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        );
+        let files = [
+            ("hosts", identity::hosts_file(pod, &ips), "/etc/hosts"),
+            (
+                "resolv.conf",
+                identity::resolv_conf(pod, self.config.cluster_dns, &node).render(),
+                "/etc/resolv.conf",
+            ),
+        ];
+        for (name, text, _) in &files {
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                // In place: a bind mount holds the inode, not the name.
+                std::fs::write(&path, text)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+        }
+        let suffix = |name: &str| format!("/pods/{}/{name}", entry.uid);
+        pod_ns
+            .run(|| -> Result<(), String> {
+                for (name, _, target) in &files {
+                    let target = Path::new(target);
+                    if sysmount::mounted_from(target, &suffix(name)) {
+                        continue;
+                    }
+                    if !target.exists() {
+                        // /etc/resolv.conf may be a dangling link
+                        // (systemd-resolved off): nothing to bind onto.
+                        tracing::warn!(target = %target.display(), "missing on this host; the pod has none");
+                        continue;
+                    }
+                    sysmount::bind(&dir.join(name), target, false).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
     }
 }
 
@@ -973,6 +1103,22 @@ impl PodRuntime for HostRuntime {
             }
         };
         let _ = tun.set_nonblocking(true);
+        let pod_ns = match &attach {
+            Some(_) => None,
+            None => match PodNs::create(&ns_name, &identity::hostname(pod)) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    let _ = tun.set_persistent(false);
+                    drop(tun);
+                    let _ = netns::remove(&ns_name);
+                    self.forget_namespace(&ns_name);
+                    release();
+                    return Err(format!(
+                        "cannot make the pod's mount and UTS namespaces: {e}"
+                    ));
+                }
+            },
+        };
         let entry = PodEntry {
             uid,
             netns: ns_name,
@@ -982,6 +1128,7 @@ impl PodRuntime for HostRuntime {
             id: PodId(0),
             tun,
             containers: HashMap::new(),
+            pod_ns,
         };
         self.install(&mut pods, (ns, name), entry);
         Ok(ip.to_string())
@@ -1028,9 +1175,26 @@ impl PodRuntime for HostRuntime {
             return Err("the container has neither command nor args: podnet runs commands, it does not pull images".into());
         }
         let handle = entry.open_netns().map_err(|e| e.to_string())?;
+        self.identity_files(pod, entry)?;
         let mut env = env.to_vec();
-        env.push(("HOSTNAME".into(), name.clone()));
-        let child = process::spawn_in(&handle, argv, &env, log).map_err(|e| e.to_string())?;
+        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+            env.push(("HOSTNAME".into(), identity::hostname(pod)));
+        }
+        let cwd = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .find(|c| c.name == container)
+            .and_then(|c| c.working_dir.clone());
+        let child = process::spawn_in_pod(
+            &handle,
+            entry.pod_ns.as_deref(),
+            argv,
+            &env,
+            log,
+            cwd.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
         let pid = child.id();
         entry.containers.insert(
             container.to_string(),
@@ -1119,14 +1283,20 @@ impl PodRuntime for HostRuntime {
         }
         if let Some(e) = &probe.exec {
             let argv = e.command.clone().unwrap_or_default();
-            let opened = self.pods.lock().get(&key(pod)).map(PodEntry::open_netns);
-            let Some(Ok(handle)) = opened else {
+            let opened = self
+                .pods
+                .lock()
+                .get(&key(pod))
+                .map(|e| (e.open_netns(), e.pod_ns.clone()));
+            let Some((Ok(handle), pod_ns)) = opened else {
                 return false;
             };
             let Ok(devnull) = OpenOptions::new().write(true).open("/dev/null") else {
                 return false;
             };
-            let Ok(mut child) = process::spawn_in(&handle, &argv, &[], devnull) else {
+            let Ok(mut child) =
+                process::spawn_in_pod(&handle, pod_ns.as_deref(), &argv, &[], devnull, None)
+            else {
                 return false;
             };
             let deadline = std::time::Instant::now() + timeout;
