@@ -37,8 +37,10 @@ use parking_lot::Mutex;
 use super::config::DaemonConfig;
 use super::dataplane::Dataplane;
 use super::identity;
+use super::volumes;
 use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
 use crate::control::reconcile::pod::{Allocatable, PodRuntime, ProcessState};
+use crate::control::reconcile::pod_volumes::{PodVolume, VolumeData};
 use crate::packet::router::FlowSelector;
 use crate::packet::{Link, PodAddrs, PodId};
 use crate::sys::link;
@@ -131,6 +133,12 @@ struct PodEntry {
     /// The pod's mount and UTS namespaces (none for an attached pod,
     /// which runs in someone else's sandbox).
     pod_ns: Option<Arc<PodNs>>,
+    /// Each volume's source (its directory, or the host path), by name,
+    /// as last made by `sync_volumes`.
+    volumes: HashMap<String, PathBuf>,
+    /// A fingerprint of each files volume's last payload, so an unchanged
+    /// one is not compared file by file on every pass.
+    payloads: HashMap<String, u64>,
 }
 
 /// A pod annotated with a network namespace path (`/var/run/netns/NAME`,
@@ -664,6 +672,8 @@ impl HostRuntime {
             tun,
             containers,
             pod_ns,
+            volumes: HashMap::new(),
+            payloads: HashMap::new(),
         };
         self.install(&mut self.pods.lock(), (ns, name), entry);
         Ok(adopted)
@@ -841,6 +851,118 @@ impl HostRuntime {
             .release(&OwnerKey::from(entry.uid.clone()), SystemTime::now());
     }
 
+    /// Binds a container's `volumeMounts` in the pod's mount namespace
+    /// (once: a mount point already showing its source is left alone),
+    /// making missing mount points (recorded, removed with the pod).
+    fn mount_volumes(&self, pod: &Pod, container: &str, entry: &PodEntry) -> Result<(), String> {
+        let mounts: Vec<_> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|c| c.name == container)
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+            .cloned()
+            .collect();
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let Some(pod_ns) = &entry.pod_ns else {
+            return Err("volumes need the pod's own mount namespace; a pod attached to another network namespace (podnet.io/netns) has none".into());
+        };
+        let mut plan = Vec::new();
+        for m in &mounts {
+            let source = entry.volumes.get(&m.name).ok_or_else(|| {
+                format!(
+                    "volume {:?} of mount {} is not set up",
+                    m.name, m.mount_path
+                )
+            })?;
+            let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => {
+                    if Path::new(sub)
+                        .components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                    {
+                        return Err(format!(
+                            "subPath {sub:?} must be a relative path without '..'"
+                        ));
+                    }
+                    source.join(sub)
+                }
+                None => source.clone(),
+            };
+            plan.push((
+                source,
+                PathBuf::from(&m.mount_path),
+                m.read_only == Some(true),
+            ));
+        }
+        let record = self.pod_dir(&entry.uid).join("made-mount-points");
+        pod_ns
+            .run(|| -> Result<(), String> {
+                use std::os::unix::fs::MetadataExt;
+                for (source, target, ro) in &plan {
+                    if !source.exists() {
+                        // A subPath the volume lacks: made, as the kubelet does.
+                        std::fs::create_dir_all(source)
+                            .map_err(|e| format!("cannot make {}: {e}", source.display()))?;
+                    }
+                    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+                    if id(target).is_some() && id(target) == id(source) {
+                        continue;
+                    }
+                    if std::fs::metadata(target).is_ok_and(|m| m.nlink() == 0) {
+                        // The bind of a subPath file an update replaced
+                        // since: bound again at this start, as the kubelet
+                        // does.
+                        sysmount::detach(target);
+                    }
+                    if std::fs::symlink_metadata(target).is_err() {
+                        let mut made = Vec::new();
+                        let mut missing = target.as_path();
+                        let want_dir = source.is_dir();
+                        let leaf = if want_dir { None } else { Some(target.clone()) };
+                        if !want_dir {
+                            missing = target.parent().unwrap_or(Path::new("/"));
+                        }
+                        let mut p = missing.to_path_buf();
+                        while !p.exists() {
+                            made.push(p.clone());
+                            if !p.pop() {
+                                break;
+                            }
+                        }
+                        std::fs::create_dir_all(missing).map_err(|e| {
+                            format!("cannot make the mount point {}: {e}", missing.display())
+                        })?;
+                        if let Some(f) = leaf {
+                            std::fs::File::create(&f).map_err(|e| {
+                                format!("cannot make the mount point {}: {e}", f.display())
+                            })?;
+                            made.push(f);
+                        }
+                        let mut text = String::new();
+                        for m in made {
+                            text.push_str(&format!("{}\n", m.display()));
+                        }
+                        let mut f = OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&record)
+                            .map_err(|e| {
+                                format!("cannot record mount points in {}: {e}", record.display())
+                            })?;
+                        f.write_all(text.as_bytes())
+                            .map_err(|e| format!("cannot record mount points: {e}"))?;
+                    }
+                    sysmount::bind(source, target, *ro).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+    }
+
     /// `STATE/pods/UID`: the pod's files (hosts, resolv.conf, volumes).
     fn pod_dir(&self, uid: &str) -> PathBuf {
         self.config.state_dir.join("pods").join(uid)
@@ -993,6 +1115,97 @@ impl PodRuntime for HostRuntime {
         self.config.gateway().to_string()
     }
 
+    fn sync_volumes(&self, pod: &Pod, vols: &[PodVolume]) -> Result<(), String> {
+        use std::hash::{Hash, Hasher};
+        let mut pods = self.pods.lock();
+        let Some(entry) = pods.get_mut(&key(pod)) else {
+            return Err("the pod has no network yet".into());
+        };
+        if Some(&entry.uid) != pod.metadata.uid.as_ref() {
+            return Err("the pod has no network yet".into());
+        }
+        let Some(pod_ns) = entry.pod_ns.clone() else {
+            return Err("volumes need the pod's own mount namespace; a pod attached to another network namespace (podnet.io/netns) has none".into());
+        };
+        let pod_dir = self.pod_dir(&entry.uid);
+        let failed = |name: &str, why: String| {
+            format!("MountVolume.SetUp failed for volume {name:?} : {why}")
+        };
+        for v in vols {
+            let dir = volumes::volume_dir(&pod_dir, &v.name);
+            let source = match &v.data {
+                VolumeData::HostPath { path, type_ } => {
+                    volumes::check_host_path(path, type_).map_err(|e| failed(&v.name, e))?;
+                    if type_.is_empty() && !Path::new(path).exists() {
+                        // No type: a missing path is made a directory, as
+                        // container runtimes do.
+                        std::fs::create_dir_all(path)
+                            .map_err(|e| failed(&v.name, format!("cannot create {path}: {e}")))?;
+                    }
+                    PathBuf::from(path)
+                }
+                VolumeData::EmptyDir { memory, size_limit } => {
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        failed(&v.name, format!("cannot make {}: {e}", dir.display()))
+                    })?;
+                    let _ = std::fs::set_permissions(
+                        &dir,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                    );
+                    if *memory {
+                        let d = dir.clone();
+                        let size = *size_limit;
+                        pod_ns
+                            .run(move || {
+                                if sysmount::is_mount_point(&d) {
+                                    return Ok(());
+                                }
+                                sysmount::tmpfs(&d, size, 0o777)
+                            })
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()))
+                            .map_err(|e| failed(&v.name, e))?;
+                    }
+                    dir
+                }
+                VolumeData::Files { files, memory } => {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    for (k, f) in files {
+                        k.hash(&mut h);
+                        f.bytes.hash(&mut h);
+                        f.mode.hash(&mut h);
+                    }
+                    memory.hash(&mut h);
+                    let print = h.finish();
+                    if entry.payloads.get(&v.name) != Some(&print) {
+                        std::fs::create_dir_all(&dir).map_err(|e| {
+                            failed(&v.name, format!("cannot make {}: {e}", dir.display()))
+                        })?;
+                        let d = dir.clone();
+                        let memory = *memory;
+                        pod_ns
+                            .run(move || -> Result<bool, String> {
+                                // Written from inside the pod, where its
+                                // tmpfs is: never on a disk.
+                                if memory && !sysmount::is_mount_point(&d) {
+                                    sysmount::tmpfs(&d, None, 0o755).map_err(|e| e.to_string())?;
+                                }
+                                volumes::write_atomic(&d, files, SystemTime::now())
+                                    .map_err(|e| e.to_string())
+                            })
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r)
+                            .map_err(|e| failed(&v.name, e))?;
+                        entry.payloads.insert(v.name.clone(), print);
+                    }
+                    dir
+                }
+            };
+            entry.volumes.insert(v.name.clone(), source);
+        }
+        Ok(())
+    }
+
     fn allocatable(&self) -> Allocatable {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i128;
         let memory_kib = std::fs::read_to_string("/proc/meminfo")
@@ -1129,6 +1342,8 @@ impl PodRuntime for HostRuntime {
             tun,
             containers: HashMap::new(),
             pod_ns,
+            volumes: HashMap::new(),
+            payloads: HashMap::new(),
         };
         self.install(&mut pods, (ns, name), entry);
         Ok(ip.to_string())
@@ -1176,6 +1391,7 @@ impl PodRuntime for HostRuntime {
         }
         let handle = entry.open_netns().map_err(|e| e.to_string())?;
         self.identity_files(pod, entry)?;
+        self.mount_volumes(pod, container, entry)?;
         let mut env = env.to_vec();
         if !env.iter().any(|(k, _)| k == "HOSTNAME") {
             env.push(("HOSTNAME".into(), identity::hostname(pod)));

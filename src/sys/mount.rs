@@ -387,6 +387,11 @@ pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), MountEr
     Ok(())
 }
 
+/// Detaches the mount at `target` (`umount2(MNT_DETACH)`), if any.
+pub fn detach(target: &Path) {
+    let _ = umount2(target, MntFlags::MNT_DETACH);
+}
+
 /// Mounts a tmpfs on `target` (mode 0755 or `mode`), of at most `size`
 /// bytes if given.
 pub fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), MountError> {

@@ -37,6 +37,7 @@ use parking_lot::Mutex;
 use super::events::{record, reference};
 pub use super::pod_env::Allocatable;
 use super::pod_env::{container_env, pod_uses, EnvSources, CONFIG_ERROR};
+use super::pod_volumes::{resolve_volumes, PodVolume};
 use super::{event_kind, key_of, Key, Next, Reconciler};
 use crate::control::kinds;
 use crate::control::objects::{kube_time, DeleteOptions, LabelSelector, ObjectError, Objects};
@@ -96,6 +97,13 @@ pub trait PodRuntime: Send + Sync {
     fn container_id(&self, _pod: &Pod, _container: &str) -> Option<String> {
         None
     }
+    /// Makes (or brings up to date) the pod's volumes; called before its
+    /// containers start and on every later pass (a ConfigMap, Secret or
+    /// label change reaches running pods this way). The error is the
+    /// kubelet's `MountVolume.SetUp failed ...` message.
+    fn sync_volumes(&self, _pod: &Pod, _volumes: &[PodVolume]) -> Result<(), String> {
+        Ok(())
+    }
     /// The node's allocatable resources, for `resourceFieldRef` limits a
     /// container does not set.
     fn allocatable(&self) -> Allocatable {
@@ -146,6 +154,9 @@ impl<T: PodRuntime> PodRuntime for std::sync::Arc<T> {
     }
     fn allocatable(&self) -> Allocatable {
         (**self).allocatable()
+    }
+    fn sync_volumes(&self, pod: &Pod, volumes: &[PodVolume]) -> Result<(), String> {
+        (**self).sync_volumes(pod, volumes)
     }
 }
 
@@ -473,6 +484,17 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
             },
         };
 
+        // Volumes before any container; kept up to date while it runs.
+        let mut volumes_ready = true;
+        if ip.is_some() && spec.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+            let synced = resolve_volumes(objects, &pod)
+                .and_then(|vols| self.runtime.sync_volumes(&pod, &vols));
+            if let Err(msg) = synced {
+                volumes_ready = false;
+                later.push((true, "FailedMount", msg));
+                soon(now + Duration::from_secs(2));
+            }
+        }
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
         let mut statuses = Vec::new();
         let (mut all_ready, mut any_running, mut all_done, mut any_failed) =
@@ -522,7 +544,9 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                     }
                     ProcessState::Running(_) => false,
                 };
-                if start_now {
+                if start_now && !volumes_ready {
+                    waiting = Some(("ContainerCreating", None));
+                } else if start_now {
                     let host_ip = self.runtime.host_ip();
                     let sources = EnvSources {
                         objects,
