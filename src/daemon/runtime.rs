@@ -715,6 +715,7 @@ impl HostRuntime {
             }
         }
         self.remove_gone_pod_dirs(&Default::default());
+        let _ = std::fs::remove_dir(self.config.state_dir.join("pods"));
         for ns in netns::list().unwrap_or_default() {
             if made.contains(&ns) {
                 stop_processes_in(&ns);
