@@ -69,6 +69,9 @@ pub struct DaemonConfig {
     /// The node port range, inclusive (`--service-node-port-range A-B`)
     /// [default: 30000-32767].
     pub service_node_port_range: (u16, u16),
+    /// The cluster DNS address written into pods' `/etc/resolv.conf`
+    /// (`dnsPolicy: ClusterFirst`), as the kubelet's `--cluster-dns`.
+    pub cluster_dns: IpAddr,
 }
 
 impl Default for DaemonConfig {
@@ -93,6 +96,7 @@ impl Default for DaemonConfig {
             egress_interface: None,
             lb_pool: None,
             service_node_port_range: crate::control::alloc::DEFAULT_NODE_PORT_RANGE,
+            cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
         }
     }
 }
@@ -149,6 +153,7 @@ struct FileConfig {
     egress_interface: Option<String>,
     lb_pool: Option<Ipv4Net>,
     service_node_port_range: Option<String>,
+    cluster_dns: Option<IpAddr>,
 }
 
 impl DaemonConfig {
@@ -208,6 +213,7 @@ impl DaemonConfig {
             egress_interface: f.egress_interface.or(d.egress_interface),
             lb_pool: f.lb_pool.or(d.lb_pool),
             service_node_port_range,
+            cluster_dns: f.cluster_dns.unwrap_or(d.cluster_dns),
         };
         c.validate()?;
         Ok(c)
@@ -375,6 +381,18 @@ pub fn parse_port_range(text: &str) -> Result<(u16, u16), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_dns_is_an_address() {
+        assert_eq!(
+            DaemonConfig::default().cluster_dns,
+            "10.96.0.10".parse::<IpAddr>().unwrap()
+        );
+        let c = DaemonConfig::from_toml("cluster-dns = \"10.96.0.53\"").unwrap();
+        assert_eq!(c.cluster_dns, "10.96.0.53".parse::<IpAddr>().unwrap());
+        let e = DaemonConfig::from_toml("cluster-dns = \"dns\"").unwrap_err();
+        assert!(e.to_string().contains("cluster-dns"), "{e}");
+    }
 
     #[test]
     fn defaults_need_no_file() {
