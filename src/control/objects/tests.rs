@@ -518,3 +518,73 @@ fn secrets_fold_string_data_and_typed_helpers_round_trip() {
         1
     );
 }
+
+#[test]
+fn dependents_are_found_after_more_writes_than_a_watch_queues() {
+    let o = objects();
+    let now = SystemTime::now();
+    let (rk, ck) = (kinds::of::<ReplicaSet>(), kinds::of::<ConfigMap>());
+    let owner = o
+        .create(rk, Some("default"), rs("owner"), strict(), now)
+        .unwrap();
+    // The index is made at the first lookup; then more writes than a watch
+    // queues (it is cut off and made again), and dependents among them,
+    // in this namespace and in another (not the owner's: left alone).
+    let other = o
+        .create(rk, Some("default"), rs("other"), strict(), now)
+        .unwrap();
+    o.delete(rk, Some("default"), "other", DeleteOptions::default(), now)
+        .unwrap();
+    let _ = other;
+    o.create(
+        kinds::of::<Namespace>(),
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}}),
+        strict(),
+        now,
+    )
+    .unwrap();
+    let n = crate::control::store::engine::WATCH_QUEUE + 100;
+    for i in 0..n {
+        let cm =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}});
+        let cm = if i % 1000 == 7 {
+            owned_by(cm, &owner)
+        } else {
+            cm
+        };
+        o.create(ck, Some("default"), cm, strict(), now).unwrap();
+    }
+    let stranger = owned_by(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}}),
+        &owner,
+    );
+    o.create(ck, Some("elsewhere"), stranger, strict(), now)
+        .unwrap();
+    o.delete(rk, Some("default"), "owner", DeleteOptions::default(), now)
+        .unwrap();
+    let left: Vec<String> = o
+        .list(
+            ck,
+            Some("default"),
+            &LabelSelector::default(),
+            &FieldSelector::default(),
+        )
+        .0
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        left.len(),
+        n - n.div_ceil(1000),
+        "every dependent collected, nothing else"
+    );
+    assert!(
+        !left.iter().any(|c| c.ends_with("007") || c == "c7"),
+        "{left:?}"
+    );
+    assert!(
+        o.get(ck, Some("elsewhere"), "s").is_ok(),
+        "another namespace's object is not a dependent"
+    );
+}
