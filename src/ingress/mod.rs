@@ -295,6 +295,9 @@ impl Drop for IngressProxy {
 }
 
 #[cfg(test)]
+mod proxy_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
