@@ -81,6 +81,17 @@ struct Args {
     /// Node ports for NodePort and LoadBalancer services [default: 30000-32767].
     #[arg(long, value_name = "A-B")]
     service_node_port_range: Option<String>,
+    /// The ingress proxy's HTTP port, on the node's addresses; 0 turns it
+    /// off [default: 80].
+    #[arg(long, value_name = "PORT")]
+    ingress_http_port: Option<u16>,
+    /// The ingress proxy's HTTPS port; 0 turns it off [default: 443].
+    #[arg(long, value_name = "PORT")]
+    ingress_https_port: Option<u16>,
+    /// Seconds the ingress proxy waits for a service's response head
+    /// before answering 504 [default: 60].
+    #[arg(long, value_name = "SECS")]
+    ingress_upstream_timeout_secs: Option<u64>,
     /// Log filter (tracing syntax) [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -146,6 +157,15 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.conntrack_source_share_percent {
         config.conntrack_source_share_percent = v;
+    }
+    if let Some(v) = args.ingress_http_port {
+        config.ingress_http_port = v;
+    }
+    if let Some(v) = args.ingress_https_port {
+        config.ingress_https_port = v;
+    }
+    if let Some(v) = args.ingress_upstream_timeout_secs {
+        config.ingress_upstream_timeout_secs = v;
     }
     if args.no_offload {
         config.offload = false;

@@ -72,6 +72,14 @@ pub struct DaemonConfig {
     /// The cluster DNS address written into pods' `/etc/resolv.conf`
     /// (`dnsPolicy: ClusterFirst`), as the kubelet's `--cluster-dns`.
     pub cluster_dns: IpAddr,
+    /// The ingress proxy's HTTP port on every address of the node's
+    /// namespace (`ingress-http-port`; 0: off).
+    pub ingress_http_port: u16,
+    /// The ingress proxy's HTTPS port (`ingress-https-port`; 0: off).
+    pub ingress_https_port: u16,
+    /// Seconds the ingress proxy waits for a service to connect and send
+    /// its response head before answering 504 (`ingress-upstream-timeout-secs`).
+    pub ingress_upstream_timeout_secs: u64,
 }
 
 impl Default for DaemonConfig {
@@ -97,6 +105,9 @@ impl Default for DaemonConfig {
             lb_pool: None,
             service_node_port_range: crate::control::alloc::DEFAULT_NODE_PORT_RANGE,
             cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
+            ingress_http_port: 80,
+            ingress_https_port: 443,
+            ingress_upstream_timeout_secs: 60,
         }
     }
 }
@@ -154,6 +165,9 @@ struct FileConfig {
     lb_pool: Option<Ipv4Net>,
     service_node_port_range: Option<String>,
     cluster_dns: Option<IpAddr>,
+    ingress_http_port: Option<u16>,
+    ingress_https_port: Option<u16>,
+    ingress_upstream_timeout_secs: Option<u64>,
 }
 
 impl DaemonConfig {
@@ -214,6 +228,11 @@ impl DaemonConfig {
             lb_pool: f.lb_pool.or(d.lb_pool),
             service_node_port_range,
             cluster_dns: f.cluster_dns.unwrap_or(d.cluster_dns),
+            ingress_http_port: f.ingress_http_port.unwrap_or(d.ingress_http_port),
+            ingress_https_port: f.ingress_https_port.unwrap_or(d.ingress_https_port),
+            ingress_upstream_timeout_secs: f
+                .ingress_upstream_timeout_secs
+                .unwrap_or(d.ingress_upstream_timeout_secs),
         };
         c.validate()?;
         Ok(c)
@@ -327,6 +346,24 @@ impl DaemonConfig {
                     ),
                 );
             }
+        }
+        if self.ingress_http_port != 0 && self.ingress_http_port == self.ingress_https_port {
+            return bad(
+                "ingress-https-port",
+                format!(
+                    "{} is also the ingress HTTP port; give them different ports (0 turns one off)",
+                    self.ingress_https_port
+                ),
+            );
+        }
+        if !(1..=3600).contains(&self.ingress_upstream_timeout_secs) {
+            return bad(
+                "ingress-upstream-timeout-secs",
+                format!(
+                    "{} is outside 1..=3600 seconds",
+                    self.ingress_upstream_timeout_secs
+                ),
+            );
         }
         if self.workers > 256 {
             return bad(
@@ -443,6 +480,40 @@ mod tests {
             let key = bad.split(' ').next().unwrap();
             assert!(e.to_string().contains(key), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn ingress_ports_default_to_80_and_443_and_0_turns_one_off() {
+        let c = DaemonConfig::from_toml("").unwrap();
+        assert_eq!(
+            (
+                c.ingress_http_port,
+                c.ingress_https_port,
+                c.ingress_upstream_timeout_secs
+            ),
+            (80, 443, 60)
+        );
+        let c = DaemonConfig::from_toml(
+            "ingress-http-port = 0\ningress-https-port = 8443\ningress-upstream-timeout-secs = 5",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.ingress_http_port,
+                c.ingress_https_port,
+                c.ingress_upstream_timeout_secs
+            ),
+            (0, 8443, 5)
+        );
+        let e = DaemonConfig::from_toml("ingress-http-port = 8080\ningress-https-port = 8080")
+            .unwrap_err();
+        assert!(e.to_string().contains("ingress-https-port"), "{e}");
+        let e = DaemonConfig::from_toml("ingress-upstream-timeout-secs = 0").unwrap_err();
+        assert!(
+            e.to_string().contains("ingress-upstream-timeout-secs"),
+            "{e}"
+        );
+        assert!(DaemonConfig::from_toml("ingress-http-port = 70000").is_err());
     }
 
     #[test]

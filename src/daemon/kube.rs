@@ -218,12 +218,19 @@ pub fn run(
         )))
         .with_admission(Arc::new(NodeBinder {
             node: node_name.clone(),
-        }));
+        }))
+        .with_admission(Arc::new(crate::ingress::DefaultClass::new(base.clone())));
     if let Some(pool) = config.lb_pool {
         objects = objects.with_admission(Arc::new(LoadBalancerIps::new(pool, &base)));
     }
     register_node(&objects, &config, &node_name, now)
         .map_err(|e| state_err(&config, format!("cannot register the node: {e}")))?;
+    crate::ingress::ensure_class(&objects, now).map_err(|e| {
+        state_err(
+            &config,
+            format!("cannot create the IngressClass podnet: {e}"),
+        )
+    })?;
 
     // The object store's lock is held: the IPAM lock is free unless a
     // podnet of the other kind runs on this directory.
@@ -338,6 +345,18 @@ pub fn run(
     pki.write_kubeconfig(&config.admin_kubeconfig, &server)
         .map_err(|e| state_err(&config, e.to_string()))?;
 
+    // The ingress proxy, filled by its reconciler below.
+    let ingress_tables = Arc::new(crate::ingress::Shared::default());
+    let listen = |port: u16| (port != 0).then(|| std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+    let ingress = crate::ingress::IngressProxy::start(
+        crate::ingress::ProxyConfig {
+            http: listen(config.ingress_http_port),
+            https: listen(config.ingress_https_port),
+            upstream_timeout: Duration::from_secs(config.ingress_upstream_timeout_secs),
+        },
+        ingress_tables.clone(),
+    )?;
+
     let mut manager = Manager::new(
         objects.clone(),
         vec![
@@ -349,6 +368,10 @@ pub fn run(
             Box::new(Deployments),
             Box::new(StatefulSets),
             Box::new(publisher),
+            Box::new(crate::ingress::IngressController::new(
+                ingress_tables,
+                node_name.clone(),
+            )),
         ],
     );
     *poke_slot.lock() = Some(manager.poker());
@@ -373,6 +396,8 @@ pub fn run(
         node = %node_name,
         node_subnet = %config.node_subnet,
         service_cidr = %config.service_cidr,
+        ingress_http = ?ingress.http_addr,
+        ingress_https = ?ingress.https_addr,
         "podnetd ready (Kubernetes API)"
     );
 
@@ -416,6 +441,7 @@ pub fn run(
     sigchld_handle.close();
     let _ = reaper.join();
     api.stop();
+    ingress.stop();
     let _ = std::fs::remove_file(&config.socket);
     drop(manager);
     // Pods keep running across a restart of the daemon; their namespaces

@@ -13,6 +13,8 @@
 //! | [`metrics`] | `/metrics`: fast-path, data-plane and node counters (Prometheus text) |
 //! | [`publish`] | Services and EndpointSlices -> fast-path pools |
 //!
+//! The HTTP(S) ingress proxy is [`crate::ingress`]; [`kube`] starts it and runs its reconciler.
+//!
 //! [`run`] takes the configuration and a shutdown flag, so tests start the
 //! daemon in-process and stop it by setting the flag.
 //!
@@ -93,6 +95,9 @@ pub enum DaemonError {
     /// Threads could not be started.
     #[error("cannot start workers: {0}")]
     Workers(std::io::Error),
+    /// The ingress proxy could not start (a port taken, TLS set-up).
+    #[error(transparent)]
+    Ingress(#[from] crate::ingress::StartError),
 }
 
 /// Runs the daemon until `shutdown` is set (SIGTERM, SIGINT, `podnet reset`).

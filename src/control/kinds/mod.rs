@@ -17,6 +17,8 @@ mod deployment;
 mod endpoint_slice;
 mod endpoints;
 mod event;
+pub mod ingress;
+pub mod ingress_class;
 mod namespace;
 mod node;
 pub mod pod;
@@ -369,7 +371,10 @@ fn walk_unknown(input: &Value, typed: &Value, path: String, out: &mut Vec<String
 
 /// Every kind podnetd serves, one line each.
 pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
-    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, discovery::v1 as discovery};
+    use k8s_openapi::api::{
+        apps::v1 as apps, core::v1 as core, discovery::v1 as discovery,
+        networking::v1 as networking,
+    };
     vec![
         Kind::of::<core::Namespace>(),
         Kind::of::<core::Node>(),
@@ -383,6 +388,8 @@ pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         Kind::of::<apps::Deployment>(),
         Kind::of::<apps::ReplicaSet>(),
         Kind::of::<apps::StatefulSet>(),
+        Kind::of::<networking::Ingress>(),
+        Kind::of::<networking::IngressClass>(),
     ]
 });
 

@@ -1,0 +1,400 @@
+//! The reverse proxy: HTTP/1.1 and h2 from clients (h2 by ALPN over TLS,
+//! or by its preface in clear), HTTP/1.1 with keep-alive to the services.
+//!
+//! Per request: the route table (loaded from an `arc-swap`, never a lock
+//! the rebuild holds) gives the backend; one without a ready endpoint is
+//! answered 503 at once; otherwise the request goes to the service's
+//! cluster IP (podnet's fast path picks the pod) or, for a headless
+//! service, to its ready endpoints in turn. Bodies stream both ways, never
+//! buffered whole. `Upgrade` requests (WebSocket) are passed through: both
+//! sides are upgraded, then bytes are copied both ways until either closes.
+//!
+//! Answers of its own: 404 (no rule for the host and path, and no default
+//! backend), 503 (no such service or port, no ready endpoint), 502 (the
+//! connection was refused or reset), 504 (no response head within the
+//! upstream timeout, connecting included).
+//!
+//! Headers: hop-by-hop headers (RFC 9110 7.6.1, and those named by
+//! `Connection`) are dropped both ways; `Host` is kept (an h2 client's
+//! `:authority` becomes `Host`); `X-Forwarded-For` gets the client's
+//! address appended; `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`
+//! and `X-Forwarded-Port` are set.
+//!
+//! One access log line per request (target `podnet::ingress::access`):
+//! method, host, path, status, upstream, duration in ms until the
+//! response head.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::routes::Target;
+use super::Shared;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every answer: a service's, streamed, or one of ours.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// How long a client has to send a request head, and a TLS client to
+/// finish its handshake.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long idle upstream connections are kept for reuse.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// What every connection's requests share.
+pub(crate) struct Context {
+    pub shared: Arc<Shared>,
+    pub client: Client<HttpConnector, Incoming>,
+    pub upstream_timeout: Duration,
+    /// Turns over a headless service's endpoints.
+    next: AtomicUsize,
+}
+
+impl Context {
+    pub(crate) fn new(shared: Arc<Shared>, upstream_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(upstream_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Context {
+            shared,
+            client,
+            upstream_timeout,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// An answer of the proxy's own, with a one-line text body.
+fn answer(status: StatusCode, text: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("{text}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Headers that concern one connection only (RFC 9110 7.6.1).
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Drops hop-by-hop headers, those `Connection` names included.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP) {
+        headers.remove(n);
+    }
+    for n in ["keep-alive", "proxy-connection"] {
+        headers.remove(n);
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to, if it does.
+fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The request's host as the client sent it (`Host`, else the h2 authority).
+fn host_of(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+/// Serves one request: route, forward, log.
+pub(crate) async fn handle(
+    ctx: Arc<Context>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    scheme: &'static str,
+) -> Response<ProxyBody> {
+    let t0 = Instant::now();
+    let method = req.method().clone();
+    let host = host_of(&req);
+    let path = req.uri().path().to_string();
+    let backend = ctx.shared.routes.load().route(&host, &path).cloned();
+    let (response, upstream) = match backend {
+        None => (
+            answer(
+                StatusCode::NOT_FOUND,
+                "404 Not Found: no Ingress rule for this host and path",
+            ),
+            "-".to_string(),
+        ),
+        Some(b) => {
+            let addr = match &b.target {
+                Target::ClusterIp(a) => Some(*a),
+                Target::Endpoints(all) => {
+                    Some(all[ctx.next.fetch_add(1, Ordering::Relaxed) % all.len()])
+                }
+                Target::Unavailable(why) => {
+                    tracing::debug!(backend = %b.name, "ingress: 503: {why}");
+                    None
+                }
+            };
+            match addr {
+                None => (
+                    answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("503 Service Unavailable: {}", b.name),
+                    ),
+                    b.name.clone(),
+                ),
+                Some(addr) => {
+                    let r = forward(&ctx, req, addr, &host, peer, local, scheme).await;
+                    (r, format!("{} {addr}", b.name))
+                }
+            }
+        }
+    };
+    tracing::info!(
+        target: "podnet::ingress::access",
+        %method,
+        host = %host,
+        path = %path,
+        status = response.status().as_u16(),
+        upstream = %upstream,
+        duration_ms = t0.elapsed().as_millis() as u64,
+        client = %peer.ip(),
+        "ingress request"
+    );
+    response
+}
+
+/// Sends the request to `addr` and returns the service's answer (or a
+/// 502/504 of our own).
+async fn forward(
+    ctx: &Context,
+    mut req: Request<Incoming>,
+    addr: SocketAddr,
+    host: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+    scheme: &'static str,
+) -> Response<ProxyBody> {
+    let upgrade = upgrade_of(&req);
+    let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = match format!("http://{addr}{pq}").parse() {
+        Ok(u) => u,
+        Err(_) => return answer(StatusCode::BAD_REQUEST, "400 Bad Request: bad path"),
+    };
+    parts.version = Version::HTTP_11;
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    if let Some(proto) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        h.insert(header::HOST, v.clone());
+        h.insert("x-forwarded-host", v);
+    }
+    let client_ip = peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) if !before.trim().is_empty() => format!("{before}, {client_ip}"),
+        _ => client_ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client_ip) {
+        h.insert("x-real-ip", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    h.insert("x-forwarded-port", HeaderValue::from(local.port()));
+
+    let sent = tokio::time::timeout(
+        ctx.upstream_timeout,
+        ctx.client.request(Request::from_parts(parts, body)),
+    )
+    .await;
+    let mut resp = match sent {
+        Err(_) => {
+            return answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "504 Gateway Timeout: no answer from the service within {} s",
+                    ctx.upstream_timeout.as_secs()
+                ),
+            )
+        }
+        Ok(Err(e)) => {
+            let why = std::error::Error::source(&e)
+                .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+            tracing::debug!(%addr, "ingress: upstream failed: {why}");
+            return answer(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: the service refused or dropped the connection",
+            );
+        }
+        Ok(Ok(r)) => r,
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_side) = client_side else {
+            return answer(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: the service switched protocols unasked",
+            );
+        };
+        let service_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_side, service_side) {
+                Ok((c, s)) => {
+                    let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+                }
+                Err(e) => tracing::debug!("ingress: upgrade failed: {e}"),
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        let proto = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(p) = proto {
+            parts.headers.insert(header::UPGRADE, p);
+        }
+        return Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed());
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
+}
+
+/// Accepts connections on `listener` until `stop`, serving each with
+/// [`handle`]; `tls` makes it the HTTPS listener.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Context>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(%local, "ingress: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(ctx, req, peer, local, scheme).await)
+                }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30));
+            let ended = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = stop.changed() => return,
+                    }
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "ingress: TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, "ingress: connection ended: {e}");
+            }
+        });
+    }
+}
