@@ -41,7 +41,18 @@ struct Published {
     backends: HashMap<PoolId, Vec<Backend>>,
     next_pool: u32,
     ids: HashMap<(String, String, String), PoolId>,
+    /// Service specs changed since the last publication.
+    dirty: bool,
+    last_publish: Option<std::time::Instant>,
 }
+
+/// The shortest time between two publications of the service table. Each
+/// one builds the fast path's whole table (time in proportion to the
+/// services), so one per service made creating N services cost N squared
+/// (minutes at 10,000, while the reconcilers fell behind everything else);
+/// a burst now shares publications. Endpoint changes are not delayed: they
+/// swap one pool's backends.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the daemon steers from the egress interface into `podnet0`: fixed
 /// matches (the pod subnet and service CIDR, so the outside's packets to
@@ -388,7 +399,21 @@ impl FastPathPublisher {
             } else {
                 st.services.insert(id.clone(), specs);
             }
-            self.publish_specs(&mut st);
+            st.dirty = true;
+        }
+        if st.dirty {
+            match st.last_publish.map(|t| t.elapsed()) {
+                // Published a moment ago: come back (this service's
+                // backends need its pools published first).
+                Some(since) if since < PUBLISH_EVERY => {
+                    return Ok(Next::After(PUBLISH_EVERY - since))
+                }
+                _ => {
+                    self.publish_specs(&mut st);
+                    st.dirty = false;
+                    st.last_publish = Some(std::time::Instant::now());
+                }
+            }
         }
         // Backends from the slices.
         let slices: Vec<EndpointSlice> = self.slices.slices(objects, &key.namespace, &key.name)?;
