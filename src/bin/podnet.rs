@@ -803,7 +803,8 @@ fn pod(api: &Api, cmd: PodCommand) -> Result<ExitCode> {
     }
 }
 
-/// Enters the pod's network namespace and execs the command there.
+/// Enters the pod's network, mount and UTS namespaces and execs the
+/// command there.
 fn exec(api: &Api, name: &str, command: &[String]) -> Result<ExitCode> {
     let pod: Pod = api
         .client
@@ -831,6 +832,14 @@ fn exec(api: &Api, name: &str, command: &[String]) -> Result<ExitCode> {
         });
     podnet::sys::nsenter::enter_netns_path(&path)
         .map_err(|e| format!("cannot enter pod {name}'s network namespace: {e}"))?;
+    // Its mount and UTS namespaces (volumes, /etc/hosts, host name); an
+    // attached pod has none.
+    let pod_ns = podnet::sys::mount::pod_ns_dir(&netns_name(&api.namespace, name));
+    if pod_ns.exists() {
+        podnet::sys::mount::PodNs::open_dir(&pod_ns)
+            .and_then(|ns| ns.enter_current_thread())
+            .map_err(|e| format!("cannot enter pod {name}'s mount and UTS namespaces: {e}"))?;
+    }
     let mut process = std::process::Command::new(&command[0]);
     process
         .args(&command[1..])

@@ -69,6 +69,9 @@ pub struct DaemonConfig {
     /// The node port range, inclusive (`--service-node-port-range A-B`)
     /// [default: 30000-32767].
     pub service_node_port_range: (u16, u16),
+    /// The cluster DNS address written into pods' `/etc/resolv.conf`
+    /// (`dnsPolicy: ClusterFirst`), as the kubelet's `--cluster-dns`.
+    pub cluster_dns: IpAddr,
     /// The ingress proxy's HTTP port on every address of the node's
     /// namespace (`ingress-http-port`; 0: off).
     pub ingress_http_port: u16,
@@ -101,6 +104,7 @@ impl Default for DaemonConfig {
             egress_interface: None,
             lb_pool: None,
             service_node_port_range: crate::control::alloc::DEFAULT_NODE_PORT_RANGE,
+            cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
             ingress_http_port: 80,
             ingress_https_port: 443,
             ingress_upstream_timeout_secs: 60,
@@ -160,6 +164,7 @@ struct FileConfig {
     egress_interface: Option<String>,
     lb_pool: Option<Ipv4Net>,
     service_node_port_range: Option<String>,
+    cluster_dns: Option<IpAddr>,
     ingress_http_port: Option<u16>,
     ingress_https_port: Option<u16>,
     ingress_upstream_timeout_secs: Option<u64>,
@@ -222,6 +227,7 @@ impl DaemonConfig {
             egress_interface: f.egress_interface.or(d.egress_interface),
             lb_pool: f.lb_pool.or(d.lb_pool),
             service_node_port_range,
+            cluster_dns: f.cluster_dns.unwrap_or(d.cluster_dns),
             ingress_http_port: f.ingress_http_port.unwrap_or(d.ingress_http_port),
             ingress_https_port: f.ingress_https_port.unwrap_or(d.ingress_https_port),
             ingress_upstream_timeout_secs: f
@@ -412,6 +418,18 @@ pub fn parse_port_range(text: &str) -> Result<(u16, u16), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_dns_is_an_address() {
+        assert_eq!(
+            DaemonConfig::default().cluster_dns,
+            "10.96.0.10".parse::<IpAddr>().unwrap()
+        );
+        let c = DaemonConfig::from_toml("cluster-dns = \"10.96.0.53\"").unwrap();
+        assert_eq!(c.cluster_dns, "10.96.0.53".parse::<IpAddr>().unwrap());
+        let e = DaemonConfig::from_toml("cluster-dns = \"dns\"").unwrap_err();
+        assert!(e.to_string().contains("cluster-dns"), "{e}");
+    }
 
     #[test]
     fn defaults_need_no_file() {

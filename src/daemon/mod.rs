@@ -5,8 +5,10 @@
 //! |---|---|
 //! | [`config`] | defaults, the TOML file, validation |
 //! | [`dataplane`] | worker threads: TUN devices <-> [`crate::packet::Router`] |
+//! | [`identity`] | a pod's host name, `/etc/hosts` and `/etc/resolv.conf`, as the kubelet writes them |
 //! | [`kube`] | the object store, the reconcilers, the Kubernetes API over HTTPS and the Unix socket, the node views |
 //! | [`runtime`] | the kubelet's host side: pod namespaces, TUN devices, addresses, processes |
+//! | [`volumes`] | pod volumes on the host: the atomic writer, hostPath checks, volume directories |
 //! | [`node`] | `/podnet/v1`: NAT table, flows, counters, reset |
 //! | [`metrics`] | `/metrics`: fast-path, data-plane and node counters (Prometheus text) |
 //! | [`publish`] | Services and EndpointSlices -> fast-path pools |
@@ -31,12 +33,14 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod identity;
 pub mod janitor;
 pub mod kube;
 pub mod metrics;
 pub mod node;
 pub mod publish;
 pub mod runtime;
+pub mod volumes;
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;

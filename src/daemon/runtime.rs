@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,12 +36,16 @@ use parking_lot::Mutex;
 
 use super::config::DaemonConfig;
 use super::dataplane::Dataplane;
+use super::identity;
 use super::janitor;
+use super::volumes;
 use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
-use crate::control::reconcile::pod::{PodRuntime, ProcessState};
+use crate::control::reconcile::pod::{Allocatable, PodRuntime, ProcessState};
+use crate::control::reconcile::pod_volumes::{PodVolume, VolumeData};
 use crate::packet::router::FlowSelector;
 use crate::packet::{Link, PodAddrs, PodId};
 use crate::sys::link;
+use crate::sys::mount::{self as sysmount, PodNs};
 use crate::sys::netns::{self, NetNs};
 use crate::sys::process::{self, Signal};
 use crate::sys::tun::{Tun, TunOptions};
@@ -130,6 +134,15 @@ struct PodEntry {
     id: PodId,
     tun: Arc<Tun>,
     containers: HashMap<String, Process>,
+    /// The pod's mount and UTS namespaces (none for an attached pod,
+    /// which runs in someone else's sandbox).
+    pod_ns: Option<Arc<PodNs>>,
+    /// Each volume's source (its directory, or the host path), by name,
+    /// as last made by `sync_volumes`.
+    volumes: HashMap<String, PathBuf>,
+    /// A fingerprint of each files volume's last payload, so an unchanged
+    /// one is not compared file by file on every pass.
+    payloads: HashMap<String, u64>,
 }
 
 /// A pod annotated with a network namespace path (`/var/run/netns/NAME`,
@@ -442,9 +455,16 @@ impl HostRuntime {
             if made.contains(&ns) && !names.contains(&ns) {
                 tracing::warn!(netns = %ns, "removing the network namespace of a pod that is gone");
                 stop_processes_in(&ns);
+                sysmount::remove(&ns);
                 let _ = netns::remove(&ns);
             }
         }
+        for ns in sysmount::list() {
+            if made.contains(&ns) && !names.contains(&ns) {
+                sysmount::remove(&ns);
+            }
+        }
+        self.remove_gone_pod_dirs(&live);
         for ns in made {
             if !names.contains(&ns) {
                 self.forget_namespace(&ns);
@@ -641,6 +661,17 @@ impl HostRuntime {
             stop_processes_in(&ns_name);
         }
         let adopted = containers.len();
+        let pod_ns = match &attach {
+            Some(_) => None,
+            // Kept as they are, with their mounts; made again if gone.
+            None => match PodNs::open(&ns_name) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(_) => Some(Arc::new(
+                    PodNs::create(&ns_name, &identity::hostname(pod))
+                        .map_err(|e| format!("cannot make its mount and UTS namespaces: {e}"))?,
+                )),
+            },
+        };
         let entry = PodEntry {
             uid,
             netns: ns_name,
@@ -650,6 +681,9 @@ impl HostRuntime {
             id: PodId(0),
             tun,
             containers,
+            pod_ns,
+            volumes: HashMap::new(),
+            payloads: HashMap::new(),
         };
         self.install(&mut self.pods.lock(), (ns, name), entry);
         Ok(adopted)
@@ -686,6 +720,13 @@ impl HostRuntime {
         self.publish_pods(&self.pods.lock());
         let mut warnings = Vec::new();
         let made = self.made_namespaces();
+        for ns in sysmount::list() {
+            if made.contains(&ns) {
+                sysmount::remove(&ns);
+            }
+        }
+        self.remove_gone_pod_dirs(&Default::default());
+        let _ = std::fs::remove_dir(self.config.state_dir.join("pods"));
         for ns in netns::list().unwrap_or_default() {
             if made.contains(&ns) {
                 removed.extend(janitor::namespace_id(&ns));
@@ -715,6 +756,20 @@ impl HostRuntime {
             ),
             Ok(_) => {}
             Err(e) => tracing::error!("cannot release the addresses of pods that are gone: {e}"),
+        }
+    }
+
+    /// Removes `STATE/pods/UID` of every pod not in `live` (uids).
+    fn remove_gone_pod_dirs(&self, live: &std::collections::HashSet<String>) {
+        let Ok(dir) = std::fs::read_dir(self.config.state_dir.join("pods")) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if let Some(uid) = e.file_name().to_str() {
+                if !live.contains(uid) {
+                    self.remove_pod_dir(uid);
+                }
+            }
         }
     }
 
@@ -810,6 +865,7 @@ impl HostRuntime {
             }
         } else {
             removed = janitor::namespace_id(&entry.netns);
+            sysmount::remove(&entry.netns);
             match netns::remove(&entry.netns) {
                 Ok(()) => self.forget_namespace(&entry.netns),
                 Err(e) => {
@@ -817,11 +873,208 @@ impl HostRuntime {
                 }
             }
         }
+        self.remove_pod_dir(&entry.uid);
         let _ = self
             .ipam
             .lock()
             .release(&OwnerKey::from(entry.uid.clone()), SystemTime::now());
         removed
+    }
+
+    /// Binds a container's `volumeMounts` in the pod's mount namespace
+    /// (once: a mount point already showing its source is left alone),
+    /// making missing mount points (recorded, removed with the pod).
+    fn mount_volumes(&self, pod: &Pod, container: &str, entry: &PodEntry) -> Result<(), String> {
+        let mounts: Vec<_> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|c| c.name == container)
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+            .cloned()
+            .collect();
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let Some(pod_ns) = &entry.pod_ns else {
+            return Err("volumes need the pod's own mount namespace; a pod attached to another network namespace (podnet.io/netns) has none".into());
+        };
+        let mut plan = Vec::new();
+        for m in &mounts {
+            let source = entry.volumes.get(&m.name).ok_or_else(|| {
+                format!(
+                    "volume {:?} of mount {} is not set up",
+                    m.name, m.mount_path
+                )
+            })?;
+            let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => {
+                    if Path::new(sub)
+                        .components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                    {
+                        return Err(format!(
+                            "subPath {sub:?} must be a relative path without '..'"
+                        ));
+                    }
+                    source.join(sub)
+                }
+                None => source.clone(),
+            };
+            plan.push((
+                source,
+                PathBuf::from(&m.mount_path),
+                m.read_only == Some(true),
+            ));
+        }
+        let record = self.pod_dir(&entry.uid).join("made-mount-points");
+        pod_ns
+            .run(|| -> Result<(), String> {
+                use std::os::unix::fs::MetadataExt;
+                for (source, target, ro) in &plan {
+                    if !source.exists() {
+                        // A subPath the volume lacks: made, as the kubelet does.
+                        std::fs::create_dir_all(source)
+                            .map_err(|e| format!("cannot make {}: {e}", source.display()))?;
+                    }
+                    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+                    if id(target).is_some() && id(target) == id(source) {
+                        continue;
+                    }
+                    if std::fs::metadata(target).is_ok_and(|m| m.nlink() == 0) {
+                        // The bind of a subPath file an update replaced
+                        // since: bound again at this start, as the kubelet
+                        // does.
+                        sysmount::detach(target);
+                    }
+                    if std::fs::symlink_metadata(target).is_err() {
+                        let mut made = Vec::new();
+                        let mut missing = target.as_path();
+                        let want_dir = source.is_dir();
+                        let leaf = if want_dir { None } else { Some(target.clone()) };
+                        if !want_dir {
+                            missing = target.parent().unwrap_or(Path::new("/"));
+                        }
+                        let mut p = missing.to_path_buf();
+                        while !p.exists() {
+                            made.push(p.clone());
+                            if !p.pop() {
+                                break;
+                            }
+                        }
+                        std::fs::create_dir_all(missing).map_err(|e| {
+                            format!("cannot make the mount point {}: {e}", missing.display())
+                        })?;
+                        if let Some(f) = leaf {
+                            std::fs::File::create(&f).map_err(|e| {
+                                format!("cannot make the mount point {}: {e}", f.display())
+                            })?;
+                            made.push(f);
+                        }
+                        let mut text = String::new();
+                        for m in made {
+                            text.push_str(&format!("{}\n", m.display()));
+                        }
+                        let mut f = OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&record)
+                            .map_err(|e| {
+                                format!("cannot record mount points in {}: {e}", record.display())
+                            })?;
+                        f.write_all(text.as_bytes())
+                            .map_err(|e| format!("cannot record mount points: {e}"))?;
+                    }
+                    sysmount::bind(source, target, *ro).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+    }
+
+    /// `STATE/pods/UID`: the pod's files (hosts, resolv.conf, volumes).
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.config.state_dir.join("pods").join(uid)
+    }
+
+    /// Removes the pod's files, and the mount points made for it on the
+    /// host's filesystem (empty directories, deepest first).
+    fn remove_pod_dir(&self, uid: &str) {
+        if uid.is_empty() || uid.contains('/') || uid.starts_with('.') {
+            return;
+        }
+        let dir = self.pod_dir(uid);
+        if let Ok(made) = std::fs::read_to_string(dir.join("made-mount-points")) {
+            let mut paths: Vec<&str> = made.lines().filter(|l| !l.is_empty()).collect();
+            paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in paths {
+                let _ = std::fs::remove_dir(p).or_else(|_| {
+                    // A file mount point (a subPath of a file) made for it.
+                    match std::fs::metadata(p) {
+                        Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(p),
+                        _ => Ok(()),
+                    }
+                });
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), "cannot remove the pod's files: {e}");
+            }
+        }
+    }
+
+    /// Writes the pod's `/etc/hosts` and `/etc/resolv.conf` (in place,
+    /// only when they change) and binds them into its mount namespace
+    /// once.
+    fn identity_files(&self, pod: &Pod, entry: &PodEntry) -> Result<(), String> {
+        let Some(pod_ns) = &entry.pod_ns else {
+            return Ok(());
+        };
+        let dir = self.pod_dir(&entry.uid);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        let mut ips = vec![IpAddr::V4(entry.ip)];
+        ips.extend(entry.ipv6.map(IpAddr::V6));
+        let node = identity::ResolvConf::parse(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        );
+        let files = [
+            ("hosts", identity::hosts_file(pod, &ips), "/etc/hosts"),
+            (
+                "resolv.conf",
+                identity::resolv_conf(pod, self.config.cluster_dns, &node).render(),
+                "/etc/resolv.conf",
+            ),
+        ];
+        for (name, text, _) in &files {
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                // In place: a bind mount holds the inode, not the name.
+                std::fs::write(&path, text)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+        }
+        let suffix = |name: &str| format!("/pods/{}/{name}", entry.uid);
+        pod_ns
+            .run(|| -> Result<(), String> {
+                for (name, _, target) in &files {
+                    let target = Path::new(target);
+                    if sysmount::mounted_from(target, &suffix(name)) {
+                        continue;
+                    }
+                    if !target.exists() {
+                        // /etc/resolv.conf may be a dangling link
+                        // (systemd-resolved off): nothing to bind onto.
+                        tracing::warn!(target = %target.display(), "missing on this host; the pod has none");
+                        continue;
+                    }
+                    sysmount::bind(&dir.join(name), target, false).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
     }
 }
 
@@ -890,6 +1143,117 @@ impl PodRuntime for HostRuntime {
 
     fn host_ip(&self) -> String {
         self.config.gateway().to_string()
+    }
+
+    fn sync_volumes(&self, pod: &Pod, vols: &[PodVolume]) -> Result<(), String> {
+        use std::hash::{Hash, Hasher};
+        let mut pods = self.pods.lock();
+        let Some(entry) = pods.get_mut(&key(pod)) else {
+            return Err("the pod has no network yet".into());
+        };
+        if Some(&entry.uid) != pod.metadata.uid.as_ref() {
+            return Err("the pod has no network yet".into());
+        }
+        let Some(pod_ns) = entry.pod_ns.clone() else {
+            return Err("volumes need the pod's own mount namespace; a pod attached to another network namespace (podnet.io/netns) has none".into());
+        };
+        let pod_dir = self.pod_dir(&entry.uid);
+        let failed = |name: &str, why: String| {
+            format!("MountVolume.SetUp failed for volume {name:?} : {why}")
+        };
+        for v in vols {
+            let dir = volumes::volume_dir(&pod_dir, &v.name);
+            let source = match &v.data {
+                VolumeData::HostPath { path, type_ } => {
+                    volumes::check_host_path(path, type_).map_err(|e| failed(&v.name, e))?;
+                    if type_.is_empty() && !Path::new(path).exists() {
+                        // No type: a missing path is made a directory, as
+                        // container runtimes do.
+                        std::fs::create_dir_all(path)
+                            .map_err(|e| failed(&v.name, format!("cannot create {path}: {e}")))?;
+                    }
+                    PathBuf::from(path)
+                }
+                VolumeData::EmptyDir { memory, size_limit } => {
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        failed(&v.name, format!("cannot make {}: {e}", dir.display()))
+                    })?;
+                    let _ = std::fs::set_permissions(
+                        &dir,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                    );
+                    if *memory {
+                        let d = dir.clone();
+                        let size = *size_limit;
+                        pod_ns
+                            .run(move || {
+                                if sysmount::is_mount_point(&d) {
+                                    return Ok(());
+                                }
+                                sysmount::tmpfs(&d, size, 0o777)
+                            })
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()))
+                            .map_err(|e| failed(&v.name, e))?;
+                    }
+                    dir
+                }
+                VolumeData::Files { files, memory } => {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    for (k, f) in files {
+                        k.hash(&mut h);
+                        f.bytes.hash(&mut h);
+                        f.mode.hash(&mut h);
+                    }
+                    memory.hash(&mut h);
+                    let print = h.finish();
+                    if entry.payloads.get(&v.name) != Some(&print) {
+                        std::fs::create_dir_all(&dir).map_err(|e| {
+                            failed(&v.name, format!("cannot make {}: {e}", dir.display()))
+                        })?;
+                        let d = dir.clone();
+                        let memory = *memory;
+                        pod_ns
+                            .run(move || -> Result<bool, String> {
+                                // Written from inside the pod, where its
+                                // tmpfs is: never on a disk.
+                                if memory && !sysmount::is_mount_point(&d) {
+                                    sysmount::tmpfs(&d, None, 0o755).map_err(|e| e.to_string())?;
+                                }
+                                volumes::write_atomic(&d, files, SystemTime::now())
+                                    .map_err(|e| e.to_string())
+                            })
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r)
+                            .map_err(|e| failed(&v.name, e))?;
+                        entry.payloads.insert(v.name.clone(), print);
+                    }
+                    dir
+                }
+            };
+            entry.volumes.insert(v.name.clone(), source);
+        }
+        Ok(())
+    }
+
+    fn allocatable(&self) -> Allocatable {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i128;
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i128>().ok())
+            })
+            .unwrap_or(0);
+        let disk = nix::sys::statvfs::statvfs(&self.config.state_dir)
+            .map(|s| s.blocks() as i128 * s.fragment_size() as i128)
+            .unwrap_or(0);
+        Allocatable {
+            cpu_millis: cpus * 1000,
+            memory_bytes: memory_kib * 1024,
+            ephemeral_bytes: disk,
+        }
     }
 
     fn setup_network(&self, pod: &Pod) -> Result<String, String> {
@@ -984,6 +1348,22 @@ impl PodRuntime for HostRuntime {
             }
         };
         let _ = tun.set_nonblocking(true);
+        let pod_ns = match &attach {
+            Some(_) => None,
+            None => match PodNs::create(&ns_name, &identity::hostname(pod)) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    let _ = tun.set_persistent(false);
+                    drop(tun);
+                    let _ = netns::remove(&ns_name);
+                    self.forget_namespace(&ns_name);
+                    release();
+                    return Err(format!(
+                        "cannot make the pod's mount and UTS namespaces: {e}"
+                    ));
+                }
+            },
+        };
         let entry = PodEntry {
             uid,
             netns: ns_name,
@@ -993,6 +1373,9 @@ impl PodRuntime for HostRuntime {
             id: PodId(0),
             tun,
             containers: HashMap::new(),
+            pod_ns,
+            volumes: HashMap::new(),
+            payloads: HashMap::new(),
         };
         self.install(&mut pods, (ns, name), entry);
         Ok(ip.to_string())
@@ -1041,9 +1424,27 @@ impl PodRuntime for HostRuntime {
             return Err("the container has neither command nor args: podnet runs commands, it does not pull images".into());
         }
         let handle = entry.open_netns().map_err(|e| e.to_string())?;
+        self.identity_files(pod, entry)?;
+        self.mount_volumes(pod, container, entry)?;
         let mut env = env.to_vec();
-        env.push(("HOSTNAME".into(), name.clone()));
-        let child = process::spawn_in(&handle, argv, &env, log).map_err(|e| e.to_string())?;
+        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+            env.push(("HOSTNAME".into(), identity::hostname(pod)));
+        }
+        let cwd = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .find(|c| c.name == container)
+            .and_then(|c| c.working_dir.clone());
+        let child = process::spawn_in_pod(
+            &handle,
+            entry.pod_ns.as_deref(),
+            argv,
+            &env,
+            log,
+            cwd.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
         let pid = child.id();
         // Not reaped until this pod's processes are looked at, so the pid
         // is still the child's (a zombie at worst).
@@ -1138,14 +1539,20 @@ impl PodRuntime for HostRuntime {
         }
         if let Some(e) = &probe.exec {
             let argv = e.command.clone().unwrap_or_default();
-            let opened = self.pods.lock().get(&key(pod)).map(PodEntry::open_netns);
-            let Some(Ok(handle)) = opened else {
+            let opened = self
+                .pods
+                .lock()
+                .get(&key(pod))
+                .map(|e| (e.open_netns(), e.pod_ns.clone()));
+            let Some((Ok(handle), pod_ns)) = opened else {
                 return false;
             };
             let Ok(devnull) = OpenOptions::new().write(true).open("/dev/null") else {
                 return false;
             };
-            let Ok(mut child) = process::spawn_in(&handle, &argv, &[], devnull) else {
+            let Ok(mut child) =
+                process::spawn_in_pod(&handle, pod_ns.as_deref(), &argv, &[], devnull, None)
+            else {
                 return false;
             };
             let deadline = std::time::Instant::now() + timeout;

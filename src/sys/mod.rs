@@ -5,6 +5,7 @@
 //! | [`netns`] | named network namespaces (`ip netns` compatible), running code inside one |
 //! | [`tun`] | TUN devices: create, persist, reattach, read and write packets |
 //! | [`link`] | netlink: links up/MTU/delete, addresses, routes in the calling thread's namespace |
+//! | [`mount`] | a pod's mount and UTS namespaces (made, pinned, entered), bind and tmpfs mounts inside them |
 //! | [`nsenter`] | moving the calling thread into an existing network namespace (the CLI's `pod exec`) |
 //! | [`process`] | spawning a pod's process inside its namespace, signalling process groups |
 //!
@@ -18,6 +19,7 @@
 //! daemon's own threads never change namespace.
 
 pub mod link;
+pub mod mount;
 pub mod netns;
 pub mod nsenter;
 pub mod process;

@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::Pid;
 
+use super::mount::PodNs;
 use super::netns::NetNs;
 
 pub use nix::sys::signal::Signal;
@@ -63,6 +64,20 @@ pub fn spawn_in(
     env: &[(String, String)],
     log: File,
 ) -> Result<Child, SpawnError> {
+    spawn_in_pod(netns, None, argv, env, log, None)
+}
+
+/// [`spawn_in`], also inside the pod's mount and UTS namespaces if given
+/// (its volumes, `/etc/hosts`, host name), in `cwd` if given (else the
+/// pod's `/`, or the caller's without a mount namespace).
+pub fn spawn_in_pod(
+    netns: &NetNs,
+    pod_ns: Option<&PodNs>,
+    argv: &[String],
+    env: &[(String, String)],
+    log: File,
+    cwd: Option<&str>,
+) -> Result<Child, SpawnError> {
     let (program, args) = argv.split_first().ok_or(SpawnError::EmptyCommand)?;
     let log_err = |stage| {
         move |e: Errno| SpawnError::Log {
@@ -91,8 +106,17 @@ pub fn spawn_in(
     // `pre_exec` hook std can use posix_spawn (a vfork), which does not copy
     // the daemon's memory map as fork does (milliseconds for a large
     // daemon).
+    if let Some(dir) = cwd.filter(|d| !d.is_empty()) {
+        command.current_dir(dir);
+    }
     let spawned = netns
-        .run(move || command.spawn())
+        .run(move || {
+            if let Some(p) = pod_ns {
+                p.enter_current_thread()
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            command.spawn()
+        })
         .map_err(|e| io::Error::other(e.to_string()))
         .and_then(|r| r);
     spawned.map_err(|source| SpawnError::Spawn {

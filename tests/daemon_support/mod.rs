@@ -906,6 +906,8 @@ impl Drop for Node {
         for ns in &namespaces {
             kill_namespace_processes(ns);
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            // The pod's pinned mount and UTS namespaces, named alike.
+            podnet::sys::mount::remove(ns);
         }
         // The temp dir (state, socket, log) goes with `_tmp`.
     }

@@ -212,6 +212,13 @@ impl Drop for KubeNode {
                 let _ = podnet::sys::netns::remove(&ns);
             }
         }
+        // Their pinned mount and UTS namespaces (left by a daemon killed
+        // before it deleted its pods).
+        for ns in podnet::sys::mount::list() {
+            if ns.starts_with(&prefix) {
+                podnet::sys::mount::remove(&ns);
+            }
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();

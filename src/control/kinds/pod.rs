@@ -216,6 +216,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
             "must be greater than or equal to 0",
         ));
     }
+    validate_volumes(spec, path, &mut errors);
     if let Some(h) = &spec.hostname {
         if let Some(why) = dns1123_label(h) {
             errors.push(FieldError::invalid(
@@ -226,6 +227,99 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+/// Volumes: unique names, exactly one source of a kind podnet serves
+/// (others, such as `persistentVolumeClaim`, are refused here with the
+/// list of supported ones), and mounts naming a volume, at absolute and
+/// distinct paths.
+fn validate_volumes(spec: &PodSpec, path: &str, errors: &mut Vec<FieldError>) {
+    use crate::control::reconcile::pod_volumes::SUPPORTED;
+    let mut names = HashSet::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let vpath = format!("{path}.volumes[{i}]");
+        if let Some(why) = dns1123_label(&v.name) {
+            errors.push(FieldError::invalid(
+                format!("{vpath}.name"),
+                format!("\"{}\"", v.name),
+                &why,
+            ));
+        } else if !names.insert(v.name.as_str()) {
+            errors.push(FieldError::duplicate(
+                format!("{vpath}.name"),
+                format!("\"{}\"", v.name),
+            ));
+        }
+        let ours = [
+            v.config_map.is_some(),
+            v.secret.is_some(),
+            v.empty_dir.is_some(),
+            v.host_path.is_some(),
+            v.downward_api.is_some(),
+            v.projected.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        let json = serde_json::to_value(v).unwrap_or_default();
+        let kinds: Vec<String> = json
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .filter(|k| k != "name")
+            .collect();
+        if kinds.len() > ours || kinds.is_empty() {
+            let other = kinds
+                .iter()
+                .find(|k| !SUPPORTED.contains(&k.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            errors.push(FieldError::not_supported(vpath.clone(), &other, SUPPORTED));
+        } else if ours > 1 {
+            errors.push(FieldError::invalid(
+                vpath,
+                kinds.join(", "),
+                "may not specify more than 1 volume type",
+            ));
+        }
+    }
+    for (ci, c) in spec.containers.iter().enumerate() {
+        let mut paths = HashSet::new();
+        for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+            let mpath = format!("{path}.containers[{ci}].volumeMounts[{i}]");
+            if !names.contains(m.name.as_str()) {
+                errors.push(FieldError::invalid(
+                    format!("{mpath}.name"),
+                    format!("\"{}\"", m.name),
+                    "not found",
+                ));
+            }
+            if !m.mount_path.starts_with('/') {
+                errors.push(FieldError::invalid(
+                    format!("{mpath}.mountPath"),
+                    format!("\"{}\"", m.mount_path),
+                    "must be an absolute path on podnet (pods share the host's filesystem)",
+                ));
+            } else if !paths.insert(m.mount_path.trim_end_matches('/')) {
+                errors.push(FieldError::invalid(
+                    format!("{mpath}.mountPath"),
+                    format!("\"{}\"", m.mount_path),
+                    "must be unique",
+                ));
+            }
+            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                let bad = sub.starts_with('/') || sub.split('/').any(|p| p == "..");
+                if bad {
+                    errors.push(FieldError::invalid(
+                        format!("{mpath}.subPath"),
+                        format!("\"{sub}\""),
+                        "must be a relative path without '..'",
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// The spec without what an update may change (images, deadlines,
@@ -363,5 +457,56 @@ impl KindRules for Pod {
             "<none>".into(),
             "<none>".into(),
         ]
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    fn errors(spec: serde_json::Value) -> Vec<String> {
+        let spec: PodSpec = serde_json::from_value(spec).unwrap();
+        validate_pod_spec(&spec, "spec")
+            .into_iter()
+            .map(|e| format!("{e:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn unsupported_volumes_and_bad_mounts_are_refused() {
+        let c = |mounts: serde_json::Value| serde_json::json!([{"name": "c", "image": "x", "volumeMounts": mounts}]);
+        let ok = errors(serde_json::json!({
+            "volumes": [{"name": "a", "configMap": {"name": "x"}}, {"name": "b", "emptyDir": {}}],
+            "containers": c(serde_json::json!([{"name": "a", "mountPath": "/a"}, {"name": "b", "mountPath": "/b", "subPath": "s"}])),
+        }));
+        assert!(ok.is_empty(), "{ok:?}");
+        let pvc = errors(serde_json::json!({
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "x"}}],
+            "containers": c(serde_json::json!([])),
+        }));
+        assert_eq!(pvc.len(), 1, "{pvc:?}");
+        assert!(
+            pvc[0].contains("persistentVolumeClaim") && pvc[0].contains("configMap"),
+            "{pvc:?}"
+        );
+        let bad = errors(serde_json::json!({
+            "volumes": [{"name": "a", "emptyDir": {}}, {"name": "a", "emptyDir": {}}],
+            "containers": c(serde_json::json!([
+                {"name": "zz", "mountPath": "/x"},
+                {"name": "a", "mountPath": "rel"},
+                {"name": "a", "mountPath": "/y", "subPath": "../up"},
+                {"name": "a", "mountPath": "/y"},
+            ])),
+        }));
+        let text = bad.join("\n");
+        for want in [
+            "volumes[1].name",
+            "volumeMounts[0].name",
+            "volumeMounts[1].mountPath",
+            "volumeMounts[2].subPath",
+            "volumeMounts[3].mountPath",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! | module | turns | into |
 //! |---|---|---|
 //! | [`events`] | Events recorded by the others, repeats counted, old ones pruned | |
+//! | [`pod_env`] | a container's environment (`env`, `envFrom`, ConfigMap and Secret keys, downward API, resources) | for [`pod`] |
+//! | [`pod_volumes`] | a pod's volumes resolved from the store (configMap, secret, downwardAPI, projected files; emptyDir, hostPath) | for [`pod`] |
 //! | [`pod`] | Pods on this node | network, processes, restarts, probes, termination, status (the kubelet), through a [`pod::PodRuntime`] |
 //! | [`replica_set`] | ReplicaSets | Pods from the template, and the ReplicaSet's status |
 //! | [`deployment`] | Deployments | ReplicaSets (rolling update, recreate, history) and status |
@@ -28,6 +30,8 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod pod;
+pub mod pod_env;
+pub mod pod_volumes;
 pub mod replica_set;
 pub mod slice_index;
 pub mod stateful_set;

@@ -7,7 +7,10 @@
 //! * an unbound pod is bound to this node (`spec.nodeName`);
 //! * its network comes first (`status.podIP`), then each container's
 //!   process (`command` + `args`, or `args` alone; `image` is shown, never
-//!   pulled);
+//!   pulled) with its environment ([`super::pod_env`]); a ConfigMap or
+//!   Secret (key) it needs and that is missing keeps it waiting with
+//!   `CreateContainerConfigError`, and a change of one wakes the pods
+//!   that use it;
 //! * `restartPolicy` as Kubernetes defines it, with crash-loop back-off
 //!   (10 s doubling to 5 min, reset after 10 min of running;
 //!   `CrashLoopBackOff` shown while waiting);
@@ -32,9 +35,12 @@ use k8s_openapi::api::core::v1::{
 use parking_lot::Mutex;
 
 use super::events::{record, reference};
+pub use super::pod_env::Allocatable;
+use super::pod_env::{container_env, pod_uses, EnvSources, CONFIG_ERROR};
+use super::pod_volumes::{resolve_volumes, PodVolume};
 use super::{event_kind, key_of, Key, Next, Reconciler};
 use crate::control::kinds;
-use crate::control::objects::{kube_time, DeleteOptions, ObjectError, Objects};
+use crate::control::objects::{kube_time, DeleteOptions, LabelSelector, ObjectError, Objects};
 use crate::control::store::Event;
 
 /// A container's process as the runtime sees it.
@@ -91,6 +97,22 @@ pub trait PodRuntime: Send + Sync {
     fn container_id(&self, _pod: &Pod, _container: &str) -> Option<String> {
         None
     }
+    /// Makes (or brings up to date) the pod's volumes; called before its
+    /// containers start and on every later pass (a ConfigMap, Secret or
+    /// label change reaches running pods this way). The error is the
+    /// kubelet's `MountVolume.SetUp failed ...` message.
+    fn sync_volumes(&self, _pod: &Pod, _volumes: &[PodVolume]) -> Result<(), String> {
+        Ok(())
+    }
+    /// The node's allocatable resources, for `resourceFieldRef` limits a
+    /// container does not set.
+    fn allocatable(&self) -> Allocatable {
+        Allocatable {
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            ephemeral_bytes: 10 << 30,
+        }
+    }
 }
 
 impl<T: PodRuntime> PodRuntime for std::sync::Arc<T> {
@@ -129,6 +151,12 @@ impl<T: PodRuntime> PodRuntime for std::sync::Arc<T> {
     }
     fn container_id(&self, pod: &Pod, container: &str) -> Option<String> {
         (**self).container_id(pod, container)
+    }
+    fn allocatable(&self) -> Allocatable {
+        (**self).allocatable()
+    }
+    fn sync_volumes(&self, pod: &Pod, volumes: &[PodVolume]) -> Result<(), String> {
+        (**self).sync_volumes(pod, volumes)
     }
 }
 
@@ -338,9 +366,28 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
         "Pod"
     }
 
-    fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
+    fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
             Some(("Pod", obj)) => vec![key_of("Pod", &obj)],
+            // A pod waiting for a key starts once it appears; a running
+            // pod's volumes follow the object.
+            Some((kind @ ("ConfigMap" | "Secret"), obj)) => {
+                let changed = key_of(kind, &obj);
+                let node = self.runtime.node_name();
+                objects
+                    .list_as::<Pod>(Some(&changed.namespace), &LabelSelector::default())
+                    .into_iter()
+                    .filter(|p| {
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                            && pod_uses(p, kind == "Secret", &changed.name)
+                    })
+                    .map(|p| Key {
+                        kind: "Pod",
+                        namespace: changed.namespace.clone(),
+                        name: p.metadata.name.unwrap_or_default(),
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -437,6 +484,17 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
             },
         };
 
+        // Volumes before any container; kept up to date while it runs.
+        let mut volumes_ready = true;
+        if ip.is_some() && spec.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+            let synced = resolve_volumes(objects, &pod)
+                .and_then(|vols| self.runtime.sync_volumes(&pod, &vols));
+            if let Err(msg) = synced {
+                volumes_ready = false;
+                later.push((true, "FailedMount", msg));
+                soon(now + Duration::from_secs(2));
+            }
+        }
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
         let mut statuses = Vec::new();
         let (mut all_ready, mut any_running, mut all_done, mut any_failed) =
@@ -486,11 +544,24 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                     }
                     ProcessState::Running(_) => false,
                 };
-                if start_now {
-                    let started = container_env(&pod, c, &self.runtime.host_ip(), ip.as_deref())
+                if start_now && !volumes_ready {
+                    waiting = Some(("ContainerCreating", None));
+                } else if start_now {
+                    let host_ip = self.runtime.host_ip();
+                    let sources = EnvSources {
+                        objects,
+                        host_ip: &host_ip,
+                        pod_ip: ip.as_deref(),
+                        allocatable: self.runtime.allocatable(),
+                    };
+                    let started = container_env(&pod, c, &sources)
+                        .map_err(|e| (CONFIG_ERROR, e))
                         .and_then(|env| {
+                            for msg in &env.skipped {
+                                later.push((true, "InvalidEnvironmentVariableNames", msg.clone()));
+                            }
                             self.runtime
-                                .start(&pod, &c.name, &argv(c), &env)
+                                .start(&pod, &c.name, &argv(c), &env.vars)
                                 .map_err(|e| ("RunContainerError", e))
                         });
                     match started {
@@ -719,87 +790,4 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
             None => Next::Done,
         })
     }
-}
-
-/// A container's environment: literal values, and the downward API's
-/// `fieldRef`s the kubelet resolves (name, namespace, uid, labels and
-/// annotations, node name, service account, pod and host addresses).
-/// Anything else (ConfigMap and Secret keys, resource fields) is refused
-/// with `CreateContainerConfigError`, not dropped.
-fn container_env(
-    pod: &Pod,
-    c: &Container,
-    host_ip: &str,
-    pod_ip: Option<&str>,
-) -> Result<Vec<(String, String)>, (&'static str, String)> {
-    let refuse =
-        |name: &str, why: String| ("CreateContainerConfigError", format!("env {name}: {why}"));
-    let mut env = Vec::new();
-    for e in c.env.iter().flatten() {
-        if let Some(v) = &e.value {
-            env.push((e.name.clone(), v.clone()));
-            continue;
-        }
-        let Some(from) = &e.value_from else {
-            env.push((e.name.clone(), String::new()));
-            continue;
-        };
-        let Some(field) = &from.field_ref else {
-            return Err(refuse(
-                &e.name,
-                "only fieldRef is supported in valueFrom on podnet so far".into(),
-            ));
-        };
-        let path = field.field_path.as_str();
-        let meta = &pod.metadata;
-        let status = pod.status.clone().unwrap_or_default();
-        let keyed = |prefix: &str, map: Option<&std::collections::BTreeMap<String, String>>| {
-            path.strip_prefix(prefix)
-                .and_then(|k| k.strip_suffix("']"))
-                .map(|k| map.and_then(|m| m.get(k)).cloned().unwrap_or_default())
-        };
-        let value = match path {
-            "metadata.name" => meta.name.clone().unwrap_or_default(),
-            "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-            "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-            "spec.nodeName" => pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default(),
-            "spec.serviceAccountName" => pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into()),
-            "status.podIP" => pod_ip
-                .map(str::to_string)
-                .or(status.pod_ip)
-                .unwrap_or_default(),
-            "status.podIPs" => match pod_ip {
-                Some(ip) if status.pod_ips.is_none() => ip.to_string(),
-                _ => status
-                    .pod_ips
-                    .iter()
-                    .flatten()
-                    .map(|p| p.ip.clone())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            },
-            "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
-            _ => match keyed("metadata.labels['", meta.labels.as_ref())
-                .or_else(|| keyed("metadata.annotations['", meta.annotations.as_ref()))
-            {
-                Some(v) => v,
-                None => {
-                    return Err(refuse(
-                        &e.name,
-                        format!("fieldRef {path:?} is not a field the downward API offers"),
-                    ))
-                }
-            },
-        };
-        env.push((e.name.clone(), value));
-    }
-    Ok(env)
 }

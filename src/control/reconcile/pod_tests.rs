@@ -372,24 +372,195 @@ fn the_downward_api_fills_env_and_other_sources_are_refused() {
     assert_eq!(got["HOST_IP"], "192.0.2.1");
     assert_eq!(got["TIER"], "front");
     assert_eq!(got["PLAIN"], "v");
+}
 
-    let secret =
-        json!({"env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]});
-    n.create(pod_json("needs-secret", "Always", secret));
-    let cs = n
-        .pod("needs-secret")
-        .status
-        .unwrap()
-        .container_statuses
-        .unwrap();
-    let waiting = cs[0].state.as_ref().unwrap().waiting.as_ref().unwrap();
+impl Node {
+    fn put(&mut self, kind: &str, name: &str, data: serde_json::Value) {
+        let mut obj = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name}});
+        let field = if kind == "Secret" {
+            "stringData"
+        } else {
+            "data"
+        };
+        obj[field] = data;
+        let k = kinds::KINDS.iter().find(|k| k.kind == kind).unwrap();
+        let stored = self.objects.get(k, Some("default"), name);
+        match stored {
+            Ok(old) => {
+                obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                self.objects
+                    .update(k, Some("default"), name, obj, None, WriteOptions::default())
+                    .unwrap();
+            }
+            Err(_) => {
+                self.objects
+                    .create(k, Some("default"), obj, WriteOptions::default(), self.now)
+                    .unwrap();
+            }
+        }
+        self.advance(Duration::ZERO);
+    }
+
+    fn waiting(&self, name: &str) -> Option<(String, String)> {
+        let cs = self.pod(name).status?.container_statuses?;
+        let w = cs[0].state.as_ref()?.waiting.clone()?;
+        Some((w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
+    }
+
+    fn events(&self) -> Vec<(String, String)> {
+        self.objects
+            .list_as::<k8s_openapi::api::core::v1::Event>(Some("default"), &Default::default())
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect()
+    }
+
+    fn env_of(&self, pod: &str) -> std::collections::BTreeMap<String, String> {
+        let started = self.rt.started.lock();
+        let last = started.iter().rev().find(|s| s.0 == pod).expect("started");
+        last.2.iter().cloned().collect()
+    }
+}
+
+#[test]
+fn a_missing_config_map_or_key_waits_with_the_kubelets_message_then_starts() {
+    let mut n = Node::new();
+    let env = json!({"env": [
+        {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "a"}}},
+        {"name": "S", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}},
+        {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "x", "optional": true}}},
+        {"name": "REF", "value": "a=$(A) $$(A) $(UNSET)"},
+    ]});
+    n.create(pod_json("app", "Always", env));
     assert_eq!(
-        waiting.reason.as_deref(),
-        Some("CreateContainerConfigError")
+        n.waiting("app"),
+        Some((
+            "CreateContainerConfigError".into(),
+            "configmap \"cfg\" not found".into()
+        ))
     );
-    assert!(
-        waiting.message.as_deref().unwrap().contains("env S"),
-        "{waiting:?}"
+    assert!(n
+        .events()
+        .contains(&("Failed".into(), "Error: configmap \"cfg\" not found".into())));
+    assert!(n.rt.started.lock().is_empty());
+
+    // The ConfigMap without the key: the next message, at once (the
+    // ConfigMap's event wakes the pod).
+    n.put("ConfigMap", "cfg", json!({"b": "2"}));
+    assert_eq!(
+        n.waiting("app").unwrap().1,
+        "couldn't find key a in ConfigMap default/cfg"
     );
-    assert_eq!(n.rt.started.lock().len(), 1, "not started without its env");
+    n.put("ConfigMap", "cfg", json!({"a": "1", "b": "2"}));
+    assert_eq!(n.waiting("app").unwrap().1, "secret \"sec\" not found");
+    n.put("Secret", "sec", json!({"other": "x"}));
+    assert_eq!(
+        n.waiting("app").unwrap().1,
+        "couldn't find key pw in Secret default/sec"
+    );
+    assert!(n.rt.started.lock().is_empty());
+    n.put("Secret", "sec", json!({"pw": "hunter2"}));
+    let env = n.env_of("app");
+    assert_eq!(env["A"], "1");
+    assert_eq!(env["S"], "hunter2");
+    assert!(!env.contains_key("OPT"), "optional and missing: left out");
+    assert_eq!(env["REF"], "a=1 $(A) $(UNSET)");
+    assert_eq!(n.waiting("app"), None);
+}
+
+#[test]
+fn env_from_with_prefix_skips_invalid_names_and_env_wins() {
+    let mut n = Node::new();
+    n.put(
+        "ConfigMap",
+        "cfg",
+        json!({"LEVEL": "debug", "1bad": "x", "ok.dotted": "y", "MODE": "from-map"}),
+    );
+    n.put("Secret", "sec", json!({"TOKEN": "t0k"}));
+    let env = json!({
+        "envFrom": [
+            {"configMapRef": {"name": "cfg"}},
+            {"prefix": "SEC_", "secretRef": {"name": "sec"}},
+            {"configMapRef": {"name": "absent", "optional": true}},
+        ],
+        "env": [{"name": "MODE", "value": "literal"}],
+    });
+    n.create(pod_json("app", "Always", env));
+    let env = n.env_of("app");
+    assert_eq!(env["LEVEL"], "debug");
+    assert_eq!(env["ok.dotted"], "y");
+    assert_eq!(env["SEC_TOKEN"], "t0k");
+    assert_eq!(env["MODE"], "literal", "env overrides envFrom");
+    assert!(!env.contains_key("1bad"));
+    assert!(n.events().contains(&(
+        "InvalidEnvironmentVariableNames".into(),
+        "Keys [1bad] from the EnvFrom configMap default/cfg were skipped since they are considered invalid environment variable names.".into()
+    )));
+
+    let missing = json!({"envFrom": [{"secretRef": {"name": "gone"}}]});
+    n.create(pod_json("other", "Always", missing));
+    assert_eq!(
+        n.waiting("other"),
+        Some((
+            "CreateContainerConfigError".into(),
+            "secret \"gone\" not found".into()
+        ))
+    );
+}
+
+#[test]
+fn resource_field_refs_render_as_the_kubelet_does() {
+    let mut n = Node::new();
+    let env = json!({
+        "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}, "requests": {"cpu": "250m"}},
+        "env": [
+            {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+            {"name": "CPU_LIMIT_M", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+            {"name": "CPU_REQ_M", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+            {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "MEM_REQ", "valueFrom": {"resourceFieldRef": {"resource": "requests.memory"}}},
+        ],
+    });
+    n.create(pod_json("app", "Always", env));
+    let env = n.env_of("app");
+    assert_eq!(env["CPU_LIMIT"], "1", "500m rounded up to whole cores");
+    assert_eq!(env["CPU_LIMIT_M"], "500");
+    assert_eq!(env["CPU_REQ_M"], "250");
+    assert_eq!(env["MEM"], (128u64 << 20).to_string());
+    assert_eq!(env["MEM_MI"], "128");
+    assert_eq!(env["MEM_REQ"], "0", "no request: 0");
+
+    // No limits: the node's allocatable amount (the fake: 1 core, 1 GiB).
+    let env = json!({"env": [
+        {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+    ]});
+    n.create(pod_json("bare", "Always", env));
+    let env = n.env_of("bare");
+    assert_eq!(env["CPU"], "1000");
+    assert_eq!(env["MEM"], "1024");
+}
+
+#[test]
+fn quantities_and_expansion() {
+    use super::pod_env::{expand, is_env_var_name, parse_quantity};
+    let g = 1_000_000_000i128;
+    assert_eq!(parse_quantity("1"), Some(g));
+    assert_eq!(parse_quantity("500m"), Some(g / 2));
+    assert_eq!(parse_quantity("0.5"), Some(g / 2));
+    assert_eq!(parse_quantity("1Ki"), Some(1024 * g));
+    assert_eq!(parse_quantity("2M"), Some(2_000_000 * g));
+    assert_eq!(parse_quantity("1e3"), Some(1000 * g));
+    assert_eq!(parse_quantity("100u"), Some(100_000));
+    for bad in ["", "abc", "1x", "1.2.3", ".", "1Zi"] {
+        assert_eq!(parse_quantity(bad), None, "{bad}");
+    }
+    let vars = [("A".to_string(), "x".to_string())];
+    assert_eq!(expand("$(A)-$(B)-$$-$", &vars), "x-$(B)-$-$");
+    assert_eq!(expand("$(A", &vars), "$(A");
+    assert!(is_env_var_name("a.b-c_1"));
+    assert!(!is_env_var_name("1a"));
+    assert!(!is_env_var_name("a b"));
+    assert!(!is_env_var_name(""));
 }
