@@ -233,10 +233,12 @@ fn bad_input_conflicts_exec_and_logs() {
     let out = node.podnet_ok(&["pod", "delete", &p]);
     assert_eq!(out, format!("pod \"{p}\" deleted\n"));
     assert!(node.pod(&p).is_none(), "pod {p} still there after delete");
-    assert!(
-        !node.pod_namespaces().contains(&pod_netns(&p)),
-        "namespace of {p} left after delete"
-    );
+    // The namespace goes a moment later, once the daemon's janitor has
+    // stopped whatever still ran in it.
+    let gone = wait_for(Duration::from_secs(30), || {
+        (!node.pod_namespaces().contains(&pod_netns(&p))).then_some(())
+    });
+    assert!(gone.is_some(), "namespace of {p} left after delete");
     assert!(
         node.daemon_exited().is_none(),
         "the daemon died\n{}",

@@ -145,11 +145,18 @@ fn sigkill_during_pod_churn_leaks_nothing() {
     });
     assert!(emptied.is_some(), "pods still listed after deletion");
     let mut leaks = Vec::new();
-    let namespaces: Vec<String> = node
-        .pod_namespaces()
-        .into_iter()
-        .filter(|n| n.contains(&prefix))
-        .collect();
+    // A deleted pod's namespace is removed by the daemon's janitor after it
+    // has stopped what runs there (a moment later, in a batch): wait for it.
+    let ours = |node: &Node| -> Vec<String> {
+        node.pod_namespaces()
+            .into_iter()
+            .filter(|n| n.contains(&prefix))
+            .collect()
+    };
+    let _ = wait_for(Duration::from_secs(30), || {
+        ours(&node).is_empty().then_some(())
+    });
+    let namespaces = ours(&node);
     leaks.extend(namespaces.iter().map(|n| format!("namespace {n}")));
     // Removal of namespaces and processes follows the deletion at once;
     // a process's exit is asynchronous, so wait for it (generously).

@@ -101,7 +101,11 @@ fn delete_and_check_gone(node: &KubeNode, pod: &str) {
         left.is_empty(),
         "mounts of the pod left on the host: {left:?}"
     );
-    let left = host_mounts(&format!("{}.{pod}", node.namespace));
+    // The network namespace's name goes once the daemon's janitor has
+    // stopped what ran there (a moment after the pod object).
+    let netns = format!("{}.{pod}", node.namespace);
+    let _ = wait_for(SETTLE, || host_mounts(&netns).is_empty().then_some(()));
+    let left = host_mounts(&netns);
     assert!(
         left.is_empty(),
         "mounts of the pod left on the host: {left:?}"

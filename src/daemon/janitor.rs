@@ -11,6 +11,11 @@
 //! namespaces removed since the last pass. A namespace is looked for in
 //! two passes a second apart, so a process forked while the first pass
 //! ran is found by the second.
+//!
+//! The namespace's name (`/var/run/netns/NAME`) and podnet's record of
+//! making it are removed only after the first pass: a daemon killed in
+//! between leaves a recorded namespace, which the next start removes with
+//! whatever runs in it, rather than processes nothing knows of.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -67,9 +72,17 @@ const GATHER: Duration = Duration::from_millis(100);
 /// When a namespace is looked for the second time.
 const SECOND_PASS: Duration = Duration::from_secs(1);
 
+/// A namespace to empty, then forget: its identity, its name, and the
+/// record podnet keeps of having made it.
+struct Doomed {
+    id: NamespaceId,
+    name: String,
+    record: PathBuf,
+}
+
 #[derive(Default)]
 struct Pending {
-    first: Vec<NamespaceId>,
+    first: Vec<Doomed>,
     second: Vec<(NamespaceId, Instant)>,
 }
 
@@ -112,7 +125,7 @@ impl Sweeper {
             }
             let now = Instant::now();
             let first = std::mem::take(&mut pending.first);
-            let mut targets: HashSet<NamespaceId> = first.iter().copied().collect();
+            let mut targets: HashSet<NamespaceId> = first.iter().map(|d| d.id).collect();
             pending.second.retain(|(id, due)| {
                 if *due <= now {
                     targets.insert(*id);
@@ -123,9 +136,16 @@ impl Sweeper {
             });
             pending
                 .second
-                .extend(first.into_iter().map(|id| (id, now + SECOND_PASS)));
+                .extend(first.iter().map(|d| (d.id, now + SECOND_PASS)));
             drop(pending);
             let killed = kill_processes_in(&targets);
+            for d in first {
+                if let Err(e) = netns::remove(&d.name) {
+                    tracing::warn!(netns = %d.name, "cannot remove the pod's namespace: {e}");
+                    continue;
+                }
+                let _ = std::fs::remove_file(&d.record);
+            }
             if killed > 0 {
                 tracing::info!(
                     killed,
@@ -137,11 +157,20 @@ impl Sweeper {
     }
 }
 
-/// Kills, soon and in a batch with others, whatever still runs in the
-/// namespace `id` (whose name is being removed).
-pub fn kill_processes_later(id: NamespaceId) {
+/// Kills, soon and in a batch with others, whatever runs in the network
+/// namespace `name`, then removes its name and `record` (podnet's record
+/// of having made it). Without a name to find it by, nothing is done.
+pub fn remove_namespace_later(name: &str, record: PathBuf) {
+    let Some(id) = namespace_id(name) else {
+        let _ = std::fs::remove_file(&record);
+        return;
+    };
     let sweeper = *SWEEPER;
-    sweeper.pending.lock().first.push(id);
+    sweeper.pending.lock().first.push(Doomed {
+        id,
+        name: name.to_string(),
+        record,
+    });
     sweeper.wake.notify_one();
 }
 

@@ -713,10 +713,12 @@ impl HostRuntime {
         use std::sync::atomic::Ordering;
         self.resetting.store(true, Ordering::SeqCst);
         let entries: Vec<_> = self.pods.lock().drain().collect();
-        let mut removed: std::collections::HashSet<janitor::NamespaceId> = entries
-            .into_iter()
-            .filter_map(|(key, entry)| self.teardown(&key, entry, true))
-            .collect();
+        // Every pod namespace (theirs and any other recorded) is removed
+        // below, after one pass over /proc for all of them.
+        for (key, entry) in entries {
+            let _ = self.teardown(&key, entry, true);
+        }
+        let mut removed: std::collections::HashSet<janitor::NamespaceId> = Default::default();
         self.publish_pods(&self.pods.lock());
         let mut warnings = Vec::new();
         let made = self.made_namespaces();
@@ -795,6 +797,12 @@ impl HostRuntime {
         std::fs::File::open(&dir)?.sync_all()
     }
 
+    /// Has the janitor empty the namespace `ns`, then remove its name and
+    /// its record (see [`janitor`]).
+    fn remove_namespace_later(&self, ns: &str) {
+        janitor::remove_namespace_later(ns, self.made_dir().join(ns));
+    }
+
     fn forget_namespace(&self, ns: &str) {
         let _ = std::fs::remove_file(self.made_dir().join(ns));
     }
@@ -825,9 +833,9 @@ impl HostRuntime {
     /// Removes a pod's network and processes; its logs too if `logs`
     /// (kept while the pod object exists, for `kubectl logs`).
     ///
-    /// Returns the identity of the pod's namespace if it was removed: the
-    /// caller has whatever still runs there killed
-    /// ([`janitor::kill_processes_later`], or in one pass for many pods).
+    /// Returns the name of the pod's own network namespace, which the
+    /// caller removes with whatever still runs there
+    /// ([`HostRuntime::remove_namespace_later`], or in one pass for many pods).
     /// The pod's device goes with its namespace: the kernel removes the
     /// devices of dying namespaces in batches, where deleting each one here
     /// would wait for an RCU barrier per pod.
@@ -836,7 +844,7 @@ impl HostRuntime {
         (ns, name): &(String, String),
         entry: PodEntry,
         logs: bool,
-    ) -> Option<janitor::NamespaceId> {
+    ) -> Option<String> {
         let router = self.dataplane.router();
         router.reset_flows(FlowSelector::Client(IpAddr::V4(entry.ip)), &mut |l, p| {
             self.dataplane.send_packet(l, p)
@@ -864,14 +872,8 @@ impl HostRuntime {
                 tracing::warn!(netns = %entry.netns, "cannot remove eth0 of an attached pod: {e}");
             }
         } else {
-            removed = janitor::namespace_id(&entry.netns);
             sysmount::remove(&entry.netns);
-            match netns::remove(&entry.netns) {
-                Ok(()) => self.forget_namespace(&entry.netns),
-                Err(e) => {
-                    tracing::warn!(netns = %entry.netns, "cannot remove the pod's namespace: {e}")
-                }
-            }
+            removed = Some(entry.netns.clone());
         }
         self.remove_pod_dir(&entry.uid);
         let _ = self
@@ -1269,8 +1271,11 @@ impl PodRuntime for HostRuntime {
         if let Some(old) = pods.remove(&(ns.clone(), name.clone())) {
             // The same name, a new pod (a StatefulSet's): the old one's
             // network goes first.
-            if let Some(id) = self.teardown(&(ns.clone(), name.clone()), old, true) {
-                janitor::kill_processes_later(id);
+            if let Some(netns) = self.teardown(&(ns.clone(), name.clone()), old, true) {
+                // Its name is taken again at once: removed here.
+                stop_processes_in(&netns);
+                let _ = netns::remove(&netns);
+                self.forget_namespace(&netns);
             }
         }
         let req = lease_request(pod);
@@ -1385,18 +1390,27 @@ impl PodRuntime for HostRuntime {
         let k = key(pod);
         let entry = self.pods.lock().remove(&k);
         if entry.is_none() {
-            // Never set up here (a crash between its address and its
-            // namespace, or deleted first): only its address to give back.
+            // Not set up by this daemon: a crash between its address and
+            // its namespace, or a previous daemon's pod that was not taken
+            // over (killed before its status named its address) and is
+            // deleted before it is set up again. Its address goes back, and
+            // the namespace, if a podnet recorded making it, goes with
+            // whatever runs there.
             if let Some(uid) = &pod.metadata.uid {
                 let _ = self
                     .ipam
                     .lock()
                     .release(&OwnerKey::from(uid.clone()), SystemTime::now());
             }
+            let ns_name = netns_name(&k.0, &k.1);
+            if attached_netns(pod).is_none() && self.recorded(&ns_name) {
+                sysmount::remove(&ns_name);
+                self.remove_namespace_later(&ns_name);
+            }
         }
         if let Some(entry) = entry {
-            if let Some(id) = self.teardown(&k, entry, false) {
-                janitor::kill_processes_later(id);
+            if let Some(netns) = self.teardown(&k, entry, false) {
+                self.remove_namespace_later(&netns);
             }
             self.publish_pods(&self.pods.lock());
         }
@@ -1577,8 +1591,8 @@ impl PodRuntime for HostRuntime {
         let k = (namespace.to_string(), name.to_string());
         let entry = self.pods.lock().remove(&k);
         if let Some(entry) = entry {
-            if let Some(id) = self.teardown(&k, entry, true) {
-                janitor::kill_processes_later(id);
+            if let Some(netns) = self.teardown(&k, entry, true) {
+                self.remove_namespace_later(&netns);
             }
             self.publish_pods(&self.pods.lock());
         }
