@@ -1152,13 +1152,10 @@ impl Router {
             }
             match self.conntrack.add(&entry, now, guard) {
                 Ok(found) => return Ok(found.flow),
-                Err(InsertError::TableFull { .. }) => {
-                    return Err(Verdict::Drop(DropReason::ConntrackFull))
-                }
-                Err(InsertError::SourceShareExceeded { .. }) => {
-                    return Err(Verdict::Drop(DropReason::ConntrackSourceShare))
-                }
-                Err(InsertError::ReplyClash) => continue,
+                Err(e) => match refused_flow(&e) {
+                    Some(verdict) => return Err(verdict),
+                    None => continue,
+                },
             }
         }
         Err(Verdict::Drop(DropReason::ReplyClash))
@@ -1521,3 +1518,16 @@ mod edge;
 mod stats;
 #[cfg(test)]
 mod tests;
+
+/// What a refused conntrack insertion means for the packet: a drop when the
+/// table or the source's share is full; `None` for a reply tuple that clashes
+/// with another flow's (the caller tries another port).
+pub(crate) fn refused_flow(e: &InsertError) -> Option<Verdict> {
+    match e {
+        InsertError::TableFull { .. } => Some(Verdict::Drop(DropReason::ConntrackFull)),
+        InsertError::SourceShareExceeded { .. } => {
+            Some(Verdict::Drop(DropReason::ConntrackSourceShare))
+        }
+        InsertError::ReplyClash => None,
+    }
+}

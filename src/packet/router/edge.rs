@@ -27,7 +27,7 @@ use crossbeam::epoch;
 use ipnet::IpNet;
 
 use super::{
-    route, translation, DropReason, EntryKind, Flow, FlowKey, HashedKey, InsertError, Link,
+    refused_flow, route, translation, DropReason, EntryKind, Flow, FlowKey, HashedKey, Link,
     PackedEntry, PackedKey, PacketBuf, Router, Snapshot, Verdict,
 };
 use crate::packet::conntrack::{proto, Direction, FlowState};
@@ -210,13 +210,10 @@ impl Router {
             };
             match self.conntrack.add(&entry, now, guard) {
                 Ok(found) => return Ok(found.flow),
-                Err(InsertError::TableFull { .. }) => {
-                    return Err(Verdict::Drop(DropReason::ConntrackFull))
-                }
-                Err(InsertError::SourceShareExceeded { .. }) => {
-                    return Err(Verdict::Drop(DropReason::ConntrackSourceShare))
-                }
-                Err(InsertError::ReplyClash) => continue,
+                Err(e) => match refused_flow(&e) {
+                    Some(verdict) => return Err(verdict),
+                    None => continue,
+                },
             }
         }
         Err(Verdict::Drop(DropReason::ReplyClash))
