@@ -62,7 +62,13 @@ fn crash_child() {
                 format!("del {key} {}", gone.mod_revision)
             }
             Some(kv) => {
-                let value = "x".repeat(fastrand::usize(..3000));
+                // Never the value it replaces, so a write in flight that
+                // landed always shows as one differing key.
+                let value = format!(
+                    "{}:{}",
+                    fastrand::u64(..),
+                    "x".repeat(fastrand::usize(..3000))
+                );
                 let new = store
                     .put(
                         &key,

@@ -15,7 +15,9 @@
 //! The namespace's name (`/var/run/netns/NAME`) and podnet's record of
 //! making it are removed only after the first pass: a daemon killed in
 //! between leaves a recorded namespace, which the next start removes with
-//! whatever runs in it, rather than processes nothing knows of.
+//! whatever runs in it, rather than processes nothing knows of. They are
+//! removed only while the name still names the same namespace: a pod of
+//! the same name made since owns them.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -140,6 +142,12 @@ impl Sweeper {
             drop(pending);
             let killed = kill_processes_in(&targets);
             for d in first {
+                // A pod of the same name (a StatefulSet's) may have made
+                // its namespace under the name since: the name and the
+                // record are then the new pod's, and stay.
+                if namespace_id(&d.name) != Some(d.id) {
+                    continue;
+                }
                 if let Err(e) = netns::remove(&d.name) {
                     tracing::warn!(netns = %d.name, "cannot remove the pod's namespace: {e}");
                     continue;

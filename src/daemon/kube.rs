@@ -24,12 +24,13 @@ use super::node::NodeViews;
 use super::publish::EdgeSteering;
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
+use super::state_check::{self, StateDamage};
 use super::{setup_host_device, DaemonConfig, DaemonError};
 use crate::api::kube::server::Running;
 use crate::api::kube::KubeApi;
 use crate::api::pki::{default_server_names, Pki};
 use crate::control::alloc::{ClusterIps, LoadBalancerIps, NodeBinder, NodePorts};
-use crate::control::ipam::{Ipam, IpamConfig};
+
 use crate::control::objects::{kube_time, ObjectError, Objects};
 use crate::control::reconcile::deployment::Deployments;
 use crate::control::reconcile::endpoints::ServiceEndpoints;
@@ -206,7 +207,11 @@ pub fn run(
     edge: super::Edge,
 ) -> Result<(), DaemonError> {
     let now = SystemTime::now();
+    let mut damages: Vec<StateDamage> = state_check::check_object_store(&config)
+        .into_iter()
+        .collect();
     let store = Arc::new(open_store(&config)?);
+    damages.extend(state_check::object_store_repairs(&store));
     let base = Objects::new(store, now).map_err(|e| state_err(&config, e.to_string()))?;
     let node_name = config.node_name.clone().unwrap_or_else(host_name);
     let mut objects = base
@@ -234,18 +239,8 @@ pub fn run(
 
     // The object store's lock is held: the IPAM lock is free unless a
     // podnet of the other kind runs on this directory.
-    let ipam_store =
-        crate::control::ipam::FileStore::open_with_sync(&config.state_dir, config.store_sync)
-            .map_err(|e| DaemonError::Ipam(e.to_string()))?;
-    let ipam = Ipam::open(
-        Box::new(ipam_store),
-        IpamConfig {
-            subnet_v4: Some(config.node_subnet),
-            subnet_v6: config.node_subnet_v6,
-            quarantine: Duration::from_secs(config.ip_quarantine_secs),
-        },
-    )
-    .map_err(|e| DaemonError::Ipam(e.to_string()))?;
+    let (ipam, ipam_damages) = state_check::open_ipam(&config)?;
+    damages.extend(ipam_damages);
 
     let dataplane = Arc::new(dataplane);
     let sync = sync_histogram();
@@ -285,7 +280,18 @@ pub fn run(
     ));
     {
         let pods = objects.list_as::<k8s_openapi::api::core::v1::Pod>(None, &Default::default());
-        runtime.recover(&pods);
+        let claimed = runtime.recover(&pods);
+        if claimed > 0 {
+            damages.push(StateDamage {
+                file: config.state_dir.join("ipam").join("changes.log"),
+                reason: "StateFileDamaged",
+                message: format!(
+                    "IPAM did not hold the addresses of {claimed} running pod(s): its files were damaged, \
+                     cut short or removed; the addresses were claimed again from the pods"
+                ),
+            });
+        }
+        state_check::report(&objects, &node_name, &damages, now);
     }
     let publisher = Arc::new(
         FastPathPublisher::new(dataplane.clone(), sync.clone())

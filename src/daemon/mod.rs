@@ -8,6 +8,7 @@
 //! | [`identity`] | a pod's host name, `/etc/hosts` and `/etc/resolv.conf`, as the kubelet writes them |
 //! | [`kube`] | the object store, the reconcilers, the Kubernetes API over HTTPS and the Unix socket, the node views |
 //! | [`runtime`] | the kubelet's host side: pod namespaces, TUN devices, addresses, processes |
+//! | [`state_check`] | damaged or missing state files at start: IPAM rebuilt, everything reported |
 //! | [`volumes`] | pod volumes on the host: the atomic writer, hostPath checks, volume directories |
 //! | [`node`] | `/podnet/v1`: NAT table, flows, counters, reset |
 //! | [`metrics`] | `/metrics`: fast-path, data-plane and node counters (Prometheus text) |
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod node;
 pub mod publish;
 pub mod runtime;
+pub mod state_check;
 pub mod volumes;
 
 use std::os::unix::net::UnixStream;

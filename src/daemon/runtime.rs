@@ -422,7 +422,9 @@ impl HostRuntime {
     /// network namespaces of pods that are gone, with what runs in them. A
     /// namespace counts as a pod's when it is named `NS.NAME` for a
     /// Kubernetes namespace `NS` in the store; others are left alone.
-    pub fn recover(&self, pods: &[Pod]) {
+    /// Returns how many addresses of live pods IPAM had lost and holds
+    /// again.
+    pub fn recover(&self, pods: &[Pod]) -> usize {
         let live: std::collections::HashSet<String> =
             pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         match self
@@ -470,7 +472,7 @@ impl HostRuntime {
                 self.forget_namespace(&ns);
             }
         }
-        self.claim_addresses(pods);
+        let claimed = self.claim_addresses(pods);
         let (mut adopted, mut processes) = (0, 0);
         for pod in pods {
             let status = pod.status.as_ref();
@@ -502,15 +504,18 @@ impl HostRuntime {
                 "took over the pods and processes of the previous daemon"
             );
         }
+        claimed
     }
 
     /// Makes IPAM hold the address every live pod of this node has (its
-    /// status names it, its namespace has it), whatever IPAM's files lost:
-    /// an address in use is never handed out again. A lease found missing
-    /// is claimed again and logged; an address IPAM gives to someone else
-    /// is logged as the conflict it is.
-    fn claim_addresses(&self, pods: &[Pod]) {
-        let mut ipam = self.ipam.lock();
+    /// status names it, or, for a pod whose status does not yet, the
+    /// `eth0` of the namespace podnet made for it has it), whatever IPAM's
+    /// files lost: an address in use is never handed out again. A lease
+    /// found missing is claimed again and logged; an address IPAM gives to
+    /// someone else is logged as the conflict it is. Returns how many
+    /// leases were claimed again.
+    fn claim_addresses(&self, pods: &[Pod]) -> usize {
+        let mut claimed = 0;
         for pod in pods {
             let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
                 == Some(self.node_name.as_str());
@@ -519,30 +524,36 @@ impl HostRuntime {
                 status.and_then(|s| s.phase.as_deref()),
                 Some("Succeeded" | "Failed")
             );
-            let (Some(uid), Some(ip)) = (
-                pod.metadata.uid.clone(),
-                status
-                    .and_then(|s| s.pod_ip.as_deref())
-                    .and_then(|ip| ip.parse::<IpAddr>().ok()),
-            ) else {
+            let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
             if !on_node || finished {
                 continue;
             }
+            let (ns, name) = key(pod);
+            let in_status = status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse::<IpAddr>().ok());
+            let Some(ip) = in_status.or_else(|| self.eth0_address(&ns, &name, pod)) else {
+                continue;
+            };
             let owner = OwnerKey::from(uid.clone());
+            let mut ipam = self.ipam.lock();
             if ipam.get(&owner).is_some_and(|a| a.addrs().any(|a| a == ip)) {
                 continue;
             }
-            let (ns, name) = key(pod);
             let req = lease_request(pod).families(Families::V4).address(ip);
             match ipam.allocate(req, SystemTime::now()) {
-                Ok(_) => tracing::warn!(
-                    pod = %format!("{ns}/{name}"),
-                    %ip,
-                    state = %self.config.state_dir.join("ipam").display(),
-                    "IPAM did not hold the address of a running pod (its files were damaged or removed?); claimed it again"
-                ),
+                Ok(_) => {
+                    claimed += 1;
+                    tracing::warn!(
+                        pod = %format!("{ns}/{name}"),
+                        %ip,
+                        from = if in_status.is_some() { "status" } else { "eth0" },
+                        state = %self.config.state_dir.join("ipam").display(),
+                        "IPAM did not hold the address of a running pod (its files were damaged or removed?); claimed it again"
+                    )
+                }
                 Err(e) => tracing::error!(
                     pod = %format!("{ns}/{name}"),
                     %ip,
@@ -550,6 +561,26 @@ impl HostRuntime {
                 ),
             }
         }
+        claimed
+    }
+
+    /// The IPv4 address on `eth0` in the network namespace podnet made for
+    /// a pod, if it made one and it is there (a pod set up by a daemon
+    /// that stopped before writing its status).
+    fn eth0_address(&self, ns: &str, name: &str, pod: &Pod) -> Option<IpAddr> {
+        if attached_netns(pod).is_some() {
+            return None;
+        }
+        let ns_name = netns_name(ns, name);
+        if !self.recorded(&ns_name) {
+            return None;
+        }
+        let handle = NetNs::open(&ns_name).ok()?;
+        let addrs = handle.run(link::addresses).ok()?.ok()?;
+        addrs.into_iter().find_map(|(dev, net)| match net {
+            IpNet::V4(v4) if dev == "eth0" => Some(IpAddr::V4(v4.addr())),
+            _ => None,
+        })
     }
 
     /// Takes over a pod the previous daemon ran: its namespace and address

@@ -349,6 +349,14 @@ impl Node {
     /// Starts `podnetd` in the node namespace (again, after a stop) and
     /// waits up to 60 s for the API.
     pub fn start_daemon(&mut self) {
+        if let Err(e) = self.try_start_daemon() {
+            panic!("{e}");
+        }
+    }
+
+    /// As [`Node::start_daemon`], but a daemon that exits at start is an
+    /// `Err` with its log, not a panic (for tests of refused starts).
+    pub fn try_start_daemon(&mut self) -> Result<(), String> {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = File::options()
             .create(true)
@@ -373,22 +381,29 @@ impl Node {
             .spawn()
             .expect("starting podnetd with nsenter (util-linux)");
         self.daemon = Some(child);
+        let mut exited = None;
         let ok = wait_for(Duration::from_secs(60), || {
             if let Some(s) = self.daemon_exited() {
-                panic!(
-                    "podnetd exited at start with {s}; log:\n{}",
-                    self.daemon_log()
-                );
+                exited = Some(s);
+                return Some(());
             }
             let (out, _) = run_timeout(self.cli(&["pod", "list"]), Duration::from_secs(5));
             out.status.success().then_some(())
         });
+        if let Some(s) = exited {
+            self.daemon = None;
+            return Err(format!(
+                "podnetd exited at start with {s}; log:\n{}",
+                self.daemon_log()
+            ));
+        }
         assert!(
             ok.is_some(),
             "podnetd did not answer on {} within 60 s; log:\n{}",
             self.sock.display(),
             self.daemon_log()
         );
+        Ok(())
     }
 
     /// Extra `podnetd` flags for the next [`Node::start_daemon`].
@@ -906,8 +921,13 @@ impl Drop for Node {
         for ns in &namespaces {
             kill_namespace_processes(ns);
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            // The pod's pinned mount and UTS namespaces, named alike.
-            podnet::sys::mount::remove(ns);
+        }
+        // The pods' pinned mount and UTS namespaces, named alike (also of
+        // a pod whose network namespace lost its name).
+        for ns in podnet::sys::mount::list() {
+            if self.owns_namespace(&ns) {
+                podnet::sys::mount::remove(&ns);
+            }
         }
         // The temp dir (state, socket, log) goes with `_tmp`.
     }

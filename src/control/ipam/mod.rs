@@ -350,6 +350,12 @@ impl std::fmt::Debug for Ipam {
 }
 
 impl Ipam {
+    /// What opening had to drop from damaged state files, one message each
+    /// naming the file; taken once (see [`IpamStore::take_repairs`]).
+    pub fn take_store_repairs(&mut self) -> Vec<String> {
+        self.store.take_repairs()
+    }
+
     /// Loads the state from `store` and checks it against `config`.
     pub fn open(mut store: Box<dyn IpamStore>, config: IpamConfig) -> Result<Ipam, OpenError> {
         let pool = |subnet: IpNet| {

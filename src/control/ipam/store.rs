@@ -114,6 +114,12 @@ pub trait IpamStore: Send {
     /// (`change` is not applied to it yet); a store may write that whole instead
     /// of, or besides, the change. After an error the change counts as not made.
     fn commit(&mut self, state: &IpamState, change: &IpamChange) -> Result<(), StoreError>;
+
+    /// What [`IpamStore::load`] had to drop from damaged files, one message
+    /// each naming the file, for the operator; taken once.
+    fn take_repairs(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A store in memory, for tests. Clones share the same state, so a test can drop
@@ -151,6 +157,8 @@ pub struct FileStore {
     log: Option<LogWriter>,
     log_capacity: u64,
     sync: LogSync,
+    /// What loading dropped from a damaged log.
+    repairs: Mutex<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -200,6 +208,7 @@ impl FileStore {
             generation: 0,
             log: None,
             log_capacity: LOG_CAPACITY,
+            repairs: Mutex::default(),
             sync,
         })
     }
@@ -417,12 +426,14 @@ impl FileStore {
             };
             let tail = bytes.get(quiet_from..).unwrap_or(&[]);
             if tail.iter().any(|&b| b != 0) && written_under == SyncPolicy::Periodic {
-                tracing::warn!(
-                    file = %path.display(),
-                    "the IPAM log is damaged at record {index} (byte {offset}) with data after it: \
+                let message = format!(
+                    "the IPAM log {} is damaged at record {index} (byte {offset}) with data after it: \
                      taken as a power cut before the last changes were synced (store-sync = \"periodic\"); \
-                     the changes from there on are dropped"
+                     the changes from there on are dropped",
+                    path.display()
                 );
+                tracing::warn!("{message}");
+                self.repairs.lock().push(message);
                 return Ok(());
             }
             if tail.iter().any(|&b| b != 0) {
@@ -436,6 +447,10 @@ impl FileStore {
 }
 
 impl IpamStore for FileStore {
+    fn take_repairs(&mut self) -> Vec<String> {
+        std::mem::take(&mut *self.repairs.lock())
+    }
+
     fn load(&mut self) -> Result<Option<IpamState>, StoreError> {
         let Some((generation, mut state)) = self.read_snapshot()? else {
             if self.log_path().exists() {

@@ -467,6 +467,13 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
             .filter(|ip| !ip.is_empty())
         {
             Some(ip) => match self.runtime.setup_network(&pod) {
+                Ok(now_ip) if now_ip != ip => {
+                    // Its network was made anew (its namespace was gone,
+                    // its address taken), as a kubelet recreating a
+                    // sandbox does: the status follows the address.
+                    tracing::warn!(pod = %key.name, was = %ip, now = %now_ip, "the pod's network was set up anew with another address");
+                    Some(now_ip)
+                }
                 Ok(_) => Some(ip),
                 Err(e) => {
                     tracing::warn!(pod = %key.name, "network: {e}");

@@ -121,6 +121,8 @@ impl Default for StoreOptions {
 pub struct FileStore {
     inner: Mutex<Inner>,
     dir: PathBuf,
+    /// What opening dropped from a damaged log (see [`FileStore::repairs`]).
+    repairs: Vec<String>,
 }
 
 struct Inner {
@@ -189,7 +191,8 @@ impl FileStore {
             Err(TryLockError::WouldBlock) => return Err(OpenError::Locked { path: lock_path }),
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
         }
-        let (generation, revision, keys) = load(&dir)?;
+        let mut repairs = Vec::new();
+        let (generation, revision, keys) = load(&dir, &mut repairs)?;
         let log_path = dir.join("log");
         let sync = LogSync::new(sync, &log_path.display().to_string())
             .map_err(io_err("start the sync thread for", &log_path))?;
@@ -207,12 +210,21 @@ impl FileStore {
         Ok(FileStore {
             inner: Mutex::new(inner),
             dir,
+            repairs,
         })
     }
 
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What opening had to drop from a damaged log (under the periodic
+    /// sync policy, a damaged record with writes after it is taken as a
+    /// power cut), one message each, for the operator; the file is
+    /// `<dir>/log`.
+    pub fn repairs(&self) -> &[String] {
+        &self.repairs
     }
 
     /// The policy the store writes under.
@@ -463,8 +475,9 @@ fn read_slot(bytes: &[u8], offset: usize) -> Slot {
 
 type Loaded = (u64, Revision, BTreeMap<String, KeyValue>);
 
-/// Reads the snapshot and replays the log of its generation.
-fn load(dir: &Path) -> Result<Loaded, OpenError> {
+/// Reads the snapshot and replays the log of its generation; what a
+/// damaged log lost is told in `repairs`.
+fn load(dir: &Path, repairs: &mut Vec<String>) -> Result<Loaded, OpenError> {
     let snapshot_path = dir.join("snapshot");
     let log_path = dir.join("log");
     let snapshot = read_if_exists(&snapshot_path)?;
@@ -550,13 +563,13 @@ fn load(dir: &Path) -> Result<Loaded, OpenError> {
                     break;
                 }
                 if written_under == SyncPolicy::Periodic {
-                    tracing::warn!(
-                        file = %log_path.display(),
-                        revision,
+                    let message = format!(
                         "the object store log is damaged at byte {offset} ({reason}) with data after it: \
                          taken as a power cut before the last writes were synced (store-sync = \"periodic\"); \
-                         the store reopens at the last intact revision and the writes after it are dropped"
+                         the store reopens at revision {revision}, the last intact one, and the writes after it are dropped"
                     );
+                    tracing::warn!(file = %log_path.display(), "{message}");
+                    repairs.push(message);
                     break;
                 }
                 return Err(corrupt(format!(
