@@ -664,3 +664,75 @@ fn a_daemon_leaves_another_daemons_pods_alone() {
     assert_eq!(a.pid_of(&p), pid);
     assert_eq!(restarts(&p), 0);
 }
+
+/// Spawns `sleep 3600` as process `pid` (the number a dead process had),
+/// by setting the kernel's last handed-out pid just below it; None when
+/// another process takes the number first every time.
+fn spawn_with_pid(pid: u32) -> Option<std::process::Child> {
+    for _ in 0..100 {
+        if let Err(e) = std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()) {
+            eprintln!("cannot set the last pid: {e}");
+            return None;
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("3600")
+            .spawn()
+            .ok()?;
+        if child.id() == pid {
+            return Some(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+/// A pod's process dies while the daemon is down and an unrelated process
+/// gets its pid: the restarted daemon neither takes that process for the
+/// pod (the pod's container is started again) nor signals it when the pod
+/// is deleted.
+#[test]
+fn a_reused_pid_is_never_taken_for_the_pod_nor_signalled() {
+    let _s = serial();
+    let mut node = Node::start();
+    let p = node.name("reuse");
+    node.run_pod(&p, &[], &["sleep".into(), "3600".into()]);
+    let pod = node.wait_running(&p);
+    let pid = node.pid_of(&pod);
+    node.signal_daemon("KILL", Duration::from_secs(30))
+        .expect("podnetd did not die of SIGKILL");
+    kill(pid, "KILL");
+    // Gone and reaped: its number free again.
+    let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(
+        wait_for(Duration::from_secs(30), || gone().then_some(())).is_some(),
+        "the pod's process {pid} did not die"
+    );
+    let mut impostor =
+        spawn_with_pid(pid).unwrap_or_else(|| panic!("no process could be started as pid {pid}"));
+
+    node.start_daemon();
+    let restarted = wait_for(POD_START, || {
+        node.pod(&p)
+            .filter(|pod| running(pod) && node.pid_of(pod) != pid)
+    });
+    let still_alive = alive(pid);
+    let _ = node.podnet(&["pod", "delete", &p]);
+    let alive_after_delete = alive(pid);
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    assert!(
+        restarted.is_some(),
+        "the pod was not started again: {:?}\n{}",
+        node.pod(&p),
+        node.daemon_log()
+    );
+    assert!(
+        still_alive,
+        "the process that reused pid {pid} was killed at restart"
+    );
+    assert!(
+        alive_after_delete,
+        "deleting the pod killed the unrelated process with its old pid {pid}"
+    );
+}
