@@ -410,6 +410,7 @@ pub fn run(
     let mut drop_log = super::metrics::DropLog::default();
     let mut last_sweep = Instant::now();
     let mut last_gc = Instant::now();
+    let mut gc_passes: u64 = 0;
     let mut last_prune = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         let next = manager.run_until_idle(SystemTime::now());
@@ -421,7 +422,10 @@ pub fn run(
             router.reclaim();
         }
         if last_gc.elapsed() >= Duration::from_secs(1) {
-            objects.finish_foreground_deletions();
+            // Every object now and then; those deleted in the foreground
+            // each second.
+            gc_passes += 1;
+            objects.finish_foreground_deletions(gc_passes % 60 == 1);
             objects.finish_namespace_deletions(SystemTime::now());
             last_gc = Instant::now();
         }

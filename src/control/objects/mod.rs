@@ -201,6 +201,10 @@ pub struct Objects {
     kv: Arc<dyn KvStore>,
     admission: Vec<Arc<dyn Admission>>,
     owners: Arc<owners::OwnerIndex>,
+    /// Store keys of objects this process gave the `foregroundDeletion`
+    /// finalizer, with their kind: what
+    /// [`Objects::finish_foreground_deletions`] looks at between full scans.
+    foreground: Arc<parking_lot::Mutex<std::collections::BTreeMap<String, &'static Kind>>>,
 }
 
 /// `t` as a Kubernetes `Time` (second precision, as the API shows it).
@@ -267,6 +271,7 @@ impl Objects {
             kv,
             admission: Vec::new(),
             owners: Arc::default(),
+            foreground: Arc::default(),
         };
         let ns = kinds::of::<k8s_openapi::api::core::v1::Namespace>();
         for name in SYSTEM_NAMESPACES {
@@ -794,7 +799,15 @@ impl Objects {
             Self::encode(&obj),
             Precondition::ModRevision(current.mod_revision),
         ) {
-            Ok(kv) => Ok(Self::object_of(&kv)),
+            Ok(kv) => {
+                let known = KINDS
+                    .iter()
+                    .find(|k| k.group == kind.group && k.plural == kind.plural);
+                if let (true, Some(kind)) = (foreground, known) {
+                    self.foreground.lock().insert(key, kind);
+                }
+                Ok(Self::object_of(&kv))
+            }
             Err(WriteError::Conflict { .. }) => Err(self.conflict(kind, name)),
             Err(e) => Err(storage(e)),
         }
@@ -1003,39 +1016,70 @@ impl Objects {
             .is_some_and(|o| meta_str(&o, "uid") == uid)
     }
 
-    /// Finishes foreground deletions whose dependents are gone: call
-    /// after changes (the garbage collector's periodic pass).
-    pub fn finish_foreground_deletions(&self) {
-        // Runs every second over every object: only those whose JSON names
-        // the finalizer are decoded (a byte search, not a parse per object).
-        let finder = memchr::memmem::Finder::new(b"\"foregroundDeletion\"");
-        for kind in KINDS.iter() {
-            for kv in self.kv.range(&Self::prefix(kind, None)).0 {
-                if finder.find(&kv.value).is_none() {
-                    continue;
+    /// Removes the `foregroundDeletion` finalizer of objects whose
+    /// dependents are all gone, so their deletion completes. With `full`,
+    /// every object is looked at (at start, and now and then for a
+    /// finalizer that came another way than a foreground delete of this
+    /// process); otherwise only those this process deleted in the
+    /// foreground, so an idle node with many objects does no work here.
+    pub fn finish_foreground_deletions(&self, full: bool) {
+        let candidates: Vec<(String, &'static Kind)> = if full {
+            // Only objects whose JSON names the finalizer are decoded (a
+            // byte search, not a parse per object).
+            let finder = memchr::memmem::Finder::new(b"\"foregroundDeletion\"");
+            let mut found = Vec::new();
+            for kind in KINDS.iter() {
+                for kv in self.kv.range(&Self::prefix(kind, None)).0 {
+                    if finder.find(&kv.value).is_some() {
+                        found.push((kv.key, kind));
+                    }
                 }
-                let obj = Self::object_of(&kv);
-                let waiting = obj
-                    .pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion"));
-                if !waiting || !self.dependents(&obj).is_empty() {
-                    continue;
-                }
-                let mut done = obj.clone();
-                if let Some(f) = done["metadata"]["finalizers"].as_array_mut() {
-                    f.retain(|x| x != "foregroundDeletion");
-                }
-                let ns = meta_str(&obj, "namespace").map(str::to_string);
-                let name = meta_str(&obj, "name").unwrap_or("").to_string();
-                let _ = self.update(
+            }
+            let mut pending = self.foreground.lock();
+            pending.extend(found.iter().map(|(k, kind)| (k.clone(), *kind)));
+            pending.iter().map(|(k, kind)| (k.clone(), *kind)).collect()
+        } else {
+            let pending = self.foreground.lock();
+            if pending.is_empty() {
+                return;
+            }
+            pending.iter().map(|(k, kind)| (k.clone(), *kind)).collect()
+        };
+        for (key, kind) in candidates {
+            let Some(kv) = self.kv.get(&key) else {
+                self.foreground.lock().remove(&key);
+                continue;
+            };
+            let obj = Self::object_of(&kv);
+            let waiting = obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion"));
+            if !waiting {
+                self.foreground.lock().remove(&key);
+                continue;
+            }
+            if !self.dependents(&obj).is_empty() {
+                continue;
+            }
+            let mut done = obj.clone();
+            if let Some(f) = done["metadata"]["finalizers"].as_array_mut() {
+                f.retain(|x| x != "foregroundDeletion");
+            }
+            let ns = meta_str(&obj, "namespace").map(str::to_string);
+            let name = meta_str(&obj, "name").unwrap_or("").to_string();
+            if self
+                .update(
                     kind,
                     ns.as_deref(),
                     &name,
                     done,
                     None,
                     WriteOptions::default(),
-                );
+                )
+                .is_ok()
+            {
+                self.foreground.lock().remove(&key);
             }
         }
     }

@@ -341,7 +341,7 @@ fn deleting_an_owner_collects_its_dependents() {
                 // The dependent is gone by now (removed at once); the next
                 // collector pass finishes the owner.
                 o.collect_dependents(&answer, Propagation::Background);
-                o.finish_foreground_deletions();
+                o.finish_foreground_deletions(false);
                 assert!(o.get(rk, Some("default"), rs_name).is_err());
             }
         }
@@ -587,4 +587,39 @@ fn dependents_are_found_after_more_writes_than_a_watch_queues() {
         o.get(ck, Some("elsewhere"), "s").is_ok(),
         "another namespace's object is not a dependent"
     );
+}
+
+/// A foreground deletion started by another process (a daemon before a
+/// restart) is finished by a full pass; the quick pass looks only at the
+/// deletions this process started.
+#[test]
+fn a_foreground_deletion_from_before_a_restart_is_finished_by_a_full_pass() {
+    let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
+    let now = SystemTime::now();
+    let (rk, pk) = (kinds::of::<ReplicaSet>(), kinds::of::<Pod>());
+    let before = Objects::new(store.clone(), now).unwrap();
+    let owner = before
+        .create(rk, Some("default"), rs("fg"), strict(), now)
+        .unwrap();
+    let mut p = owned_by(pod("fg-p", json!({"app": "web"})), &owner);
+    p["spec"]["nodeName"] = "".into();
+    before
+        .create(pk, Some("default"), p, strict(), now)
+        .unwrap();
+    let opts = DeleteOptions {
+        propagation: Propagation::Foreground,
+        ..Default::default()
+    };
+    let answer = before.delete(rk, Some("default"), "fg", opts, now).unwrap();
+    before.collect_dependents(&answer, Propagation::Background);
+    assert!(before.get(pk, Some("default"), "fg-p").is_err());
+
+    let after = Objects::new(store, now).unwrap();
+    after.finish_foreground_deletions(false);
+    assert!(
+        after.get(rk, Some("default"), "fg").is_ok(),
+        "the quick pass knows nothing of it"
+    );
+    after.finish_foreground_deletions(true);
+    assert!(after.get(rk, Some("default"), "fg").is_err());
 }
