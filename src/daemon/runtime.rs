@@ -819,13 +819,14 @@ impl HostRuntime {
         self.config.state_dir.join("netns")
     }
 
-    /// Records (durably: the file's directory entry is synced) that the
-    /// namespace `ns` is about to be made.
+    /// Records that the namespace `ns` is about to be made. The record has
+    /// to outlive the daemon, not the machine: what it records (a name
+    /// under `/var/run/netns`, the processes in it) lives in memory and is
+    /// gone after a reboot, so it is not synced to the disk.
     fn record_namespace(&self, ns: &str) -> std::io::Result<()> {
         let dir = self.made_dir();
         std::fs::create_dir_all(&dir)?;
-        std::fs::File::create(dir.join(ns))?;
-        std::fs::File::open(&dir)?.sync_all()
+        std::fs::File::create(dir.join(ns)).map(drop)
     }
 
     /// Has the janitor empty the namespace `ns`, then remove its name and
