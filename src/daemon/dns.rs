@@ -1,0 +1,588 @@
+//! The cluster DNS server: the IO around [`crate::dns`].
+//!
+//! How pods reach it, the way a cluster does: the Service
+//! `kube-system/kube-dns` holds the cluster DNS address (`cluster-dns`,
+//! 10.96.0.10) with ports `dns` 53/UDP and `dns-tcp` 53/TCP, and its
+//! EndpointSlice `kube-dns-podnetd` names the node gateway (the address
+//! podnetd owns on `podnet0`) at port 53. A pod's query to 10.96.0.10:53 is
+//! a service flow like any other: the fast path translates it to the
+//! gateway and writes it into `podnet0`, the daemon's namespace delivers it
+//! to the sockets below, and the answer goes back through the fast path,
+//! which translates its source back to 10.96.0.10. The allocator keeps the
+//! address for this service ([`crate::control::alloc::ClusterIps`]).
+//!
+//! The zone is rebuilt by [`DnsZone`], a reconciler following Services,
+//! EndpointSlices and Pods (the same store events the fast-path publisher
+//! follows), and swapped in atomically; queries never wait for it.
+//! Names outside the cluster go to the upstream resolvers (`dns-upstream`;
+//! by default the host's `/etc/resolv.conf`), through a small TTL cache.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Message, ResponseCode};
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use super::DaemonConfig;
+use crate::control::objects::{ObjectError, Objects};
+use crate::control::reconcile::{event_kind, Key, Next, Reconciler};
+use crate::control::store::Event;
+use crate::dns::cache::AnswerCache;
+use crate::dns::{self, Answer, Zone, ZoneSource};
+
+/// The namespace and name of the cluster DNS service.
+pub const SERVICE: (&str, &str) = ("kube-system", "kube-dns");
+/// The EndpointSlice podnetd keeps for it.
+pub const SLICE: &str = "kube-dns-podnetd";
+/// The DNS port.
+pub const PORT: u16 = 53;
+
+/// Queries forwarded at once at most; beyond, SERVFAIL at once.
+const MAX_FORWARDS: usize = 256;
+/// TCP connections served at once at most.
+const MAX_TCP: usize = 128;
+/// How long an upstream has to answer before the next is asked.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an idle TCP client is kept.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Why the DNS server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// A socket could not be bound.
+    #[error(
+        "cluster DNS: cannot listen on {addr}/{proto}: {source} (is another DNS server bound to the node gateway's port 53?)"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// UDP or TCP.
+        proto: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The threads could not be started.
+    #[error("cluster DNS: cannot start its threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// The upstream resolvers of a `resolv.conf` text (`nameserver` lines),
+/// port 53; IPv6 link-local ones with a zone are skipped.
+pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next())?
+        })
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, PORT))
+        .collect()
+}
+
+/// Shared by the server's threads.
+struct Shared {
+    zone: Arc<ArcSwap<Zone>>,
+    upstreams: Vec<SocketAddr>,
+    cache: Mutex<AnswerCache>,
+    forwards: AtomicUsize,
+    tcp_clients: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// The running server.
+pub struct DnsServer {
+    shared: Arc<Shared>,
+    /// Where it listens (UDP and TCP).
+    pub addr: SocketAddr,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Listens on `addr` (UDP and TCP) and answers from `zone`, forwarding
+    /// other names to `upstreams` (none: SERVFAIL).
+    pub fn start(
+        addr: SocketAddr,
+        zone: Arc<ArcSwap<Zone>>,
+        upstreams: Vec<SocketAddr>,
+    ) -> Result<DnsServer, DnsError> {
+        let udp = UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
+            addr,
+            proto: "UDP",
+            source,
+        })?;
+        let tcp = TcpListener::bind(addr).map_err(|source| DnsError::Bind {
+            addr,
+            proto: "TCP",
+            source,
+        })?;
+        udp.set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(DnsError::Threads)?;
+        let shared = Arc::new(Shared {
+            zone,
+            upstreams,
+            cache: Mutex::new(AnswerCache::default()),
+            forwards: AtomicUsize::new(0),
+            tcp_clients: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let udp = Arc::new(udp);
+        let mut threads = Vec::new();
+        {
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("podnet-dns-udp".into())
+                    .spawn(move || serve_udp(&shared, &udp))
+                    .map_err(DnsError::Threads)?,
+            );
+        }
+        {
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("podnet-dns-tcp".into())
+                    .spawn(move || serve_tcp(&shared, tcp))
+                    .map_err(DnsError::Threads)?,
+            );
+        }
+        Ok(DnsServer {
+            shared,
+            addr,
+            threads,
+        })
+    }
+
+    /// Stops serving and waits for the listeners.
+    pub fn stop(self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_udp(shared: &Arc<Shared>, socket: &Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65_535];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let (n, peer) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                tracing::warn!("cluster DNS: UDP receive failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let Ok(query) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        let limit = dns::udp_limit(&query);
+        match resolve_local(shared, &query) {
+            Some(m) => {
+                if let Some(bytes) = dns::encode_for_udp(&m, limit) {
+                    let _ = socket.send_to(&bytes, peer);
+                }
+            }
+            None => {
+                let socket = socket.clone();
+                spawn_forward(shared, query.clone(), move |m| {
+                    let m = m.unwrap_or_else(|| dns::response_to(&query, ResponseCode::ServFail));
+                    if let Some(bytes) = dns::encode_for_udp(&m, limit) {
+                        let _ = socket.send_to(&bytes, peer);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The answer from the zone or the cache; `None`: ask upstream.
+fn resolve_local(shared: &Shared, query: &Message) -> Option<Message> {
+    match dns::answer(&shared.zone.load(), query) {
+        Answer::Reply(m) => Some(m),
+        Answer::Forward if shared.upstreams.is_empty() => {
+            Some(dns::response_to(query, ResponseCode::ServFail))
+        }
+        Answer::Forward => shared.cache.lock().get(query, Instant::now()),
+    }
+}
+
+/// Forwards `query` on a thread of its own and calls `done` with the
+/// answer (`None`: no upstream answered, or too many are in flight).
+fn spawn_forward(
+    shared: &Arc<Shared>,
+    query: Message,
+    done: impl FnOnce(Option<Message>) + Send + 'static,
+) {
+    if shared.forwards.fetch_add(1, Ordering::SeqCst) >= MAX_FORWARDS {
+        shared.forwards.fetch_sub(1, Ordering::SeqCst);
+        done(None);
+        return;
+    }
+    let s = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("podnet-dns-fwd".into())
+        .spawn(move || {
+            let answer = forward(&s, &query, false);
+            s.forwards.fetch_sub(1, Ordering::SeqCst);
+            done(answer);
+        });
+    if let Err(e) = spawned {
+        shared.forwards.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!("cluster DNS: cannot start a forwarding thread: {e}");
+    }
+}
+
+/// Asks the upstreams in turn (UDP, then TCP when the answer is
+/// truncated, or TCP only when `tcp`), caches and returns the first answer.
+fn forward(shared: &Shared, query: &Message, tcp: bool) -> Option<Message> {
+    let mut q = query.clone();
+    // A fresh id upstream: a client's id is not trusted to be random.
+    let id = fastrand::u16(..);
+    q.set_id(id);
+    let bytes = q.to_vec().ok()?;
+    for up in &shared.upstreams {
+        let got = if tcp {
+            ask_tcp(*up, &bytes)
+        } else {
+            match ask_udp(*up, &bytes) {
+                Some(m) if m.truncated() => ask_tcp(*up, &bytes),
+                other => other,
+            }
+        };
+        match got {
+            Some(mut m) if m.id() == id => {
+                shared.cache.lock().put(&m, Instant::now());
+                m.set_id(query.id());
+                return Some(m);
+            }
+            _ => continue,
+        }
+    }
+    None
+}
+
+fn ask_udp(up: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    let any: SocketAddr = match up {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = UdpSocket::bind(any).ok()?;
+    s.connect(up).ok()?;
+    s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    s.send(bytes).ok()?;
+    let mut buf = vec![0u8; 65_535];
+    let n = s.recv(&mut buf).ok()?;
+    Message::from_vec(&buf[..n]).ok()
+}
+
+fn ask_tcp(up: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    let mut s = TcpStream::connect_timeout(&up, UPSTREAM_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    s.set_write_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    write_frame(&mut s, bytes).ok()?;
+    let m = read_frame(&mut s).ok()??;
+    Message::from_vec(&m).ok()
+}
+
+/// One length-prefixed message (RFC 1035 4.2.2); `None` at a clean end.
+fn read_frame(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+fn write_frame(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(bytes.len())
+        .map_err(|_| std::io::Error::other("a DNS message over 65535 bytes"))?;
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    s.write_all(&out)
+}
+
+fn serve_tcp(shared: &Arc<Shared>, listener: TcpListener) {
+    for conn in listener.incoming() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(conn) = conn else { continue };
+        if shared.tcp_clients.fetch_add(1, Ordering::SeqCst) >= MAX_TCP {
+            shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("podnet-dns-tcpc".into())
+            .spawn(move || {
+                serve_tcp_client(&s, conn);
+                s.tcp_clients.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            shared.tcp_clients.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn serve_tcp_client(shared: &Shared, mut conn: TcpStream) {
+    let _ = conn.set_read_timeout(Some(TCP_IDLE));
+    let _ = conn.set_write_timeout(Some(TCP_IDLE));
+    while let Ok(Some(bytes)) = read_frame(&mut conn) {
+        let Ok(query) = Message::from_vec(&bytes) else {
+            return;
+        };
+        let m = match resolve_local(shared, &query) {
+            Some(m) => m,
+            None => forward(shared, &query, true)
+                .unwrap_or_else(|| dns::response_to(&query, ResponseCode::ServFail)),
+        };
+        let Ok(out) = m.to_vec() else { return };
+        if write_frame(&mut conn, &out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps the zone in line with Services, EndpointSlices and Pods.
+///
+/// One key for the whole zone: a burst of changes shares one rebuild. A
+/// rebuild reads every service, slice and pod, so rebuilds are spaced by
+/// at least [`MIN_REBUILD_GAP`] and at least four times the last rebuild's
+/// time (at most a fifth of the control loop goes to DNS on a big node).
+pub struct DnsZone {
+    zone: Arc<ArcSwap<Zone>>,
+    domain: String,
+    reverse: Vec<IpNet>,
+    last: Mutex<Option<(Instant, Duration)>>,
+}
+
+/// The shortest time between two rebuilds (the fast path's publisher waits
+/// as long between two service tables).
+pub const MIN_REBUILD_GAP: Duration = Duration::from_millis(20);
+
+const TAG: &str = "DnsZone";
+
+impl DnsZone {
+    /// A reconciler publishing into `zone` for `config`'s ranges.
+    pub fn new(zone: Arc<ArcSwap<Zone>>, config: &DaemonConfig) -> Self {
+        let mut reverse = vec![
+            IpNet::V4(config.service_cidr),
+            IpNet::V4(config.node_subnet),
+        ];
+        if let Some(v6) = config.node_subnet_v6 {
+            reverse.push(IpNet::V6(v6));
+        }
+        DnsZone {
+            zone,
+            domain: super::identity::CLUSTER_DOMAIN.into(),
+            reverse,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn key() -> Key {
+        Key {
+            kind: TAG,
+            namespace: String::new(),
+            name: "zone".into(),
+        }
+    }
+}
+
+/// Whether a pod change touches DNS: its addresses, phase or existence.
+fn pod_change_matters(event: &Event, obj: &Value) -> bool {
+    let Some(prev) = event.prev.as_ref().map(Objects::object_of) else {
+        return true;
+    };
+    if matches!(event.kind, crate::control::store::EventKind::Delete) {
+        return true;
+    }
+    ["/status/podIP", "/status/podIPs", "/status/phase"]
+        .iter()
+        .any(|p| obj.pointer(p) != prev.pointer(p))
+}
+
+impl Reconciler for DnsZone {
+    fn kind(&self) -> &'static str {
+        TAG
+    }
+
+    fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
+        match event_kind(event) {
+            Some(("Service" | "EndpointSlice", _)) => vec![Self::key()],
+            Some(("Pod", obj)) if pod_change_matters(event, &obj) => vec![Self::key()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn initial_keys(&self, _objects: &Objects) -> Vec<Key> {
+        vec![Self::key()]
+    }
+
+    fn reconcile(&self, objects: &Objects, _key: &Key, _now: SystemTime) -> Result<Next, ObjectError> {
+        if let Some((at, took)) = *self.last.lock() {
+            let gap = MIN_REBUILD_GAP.max(took * 4);
+            let since = at.elapsed();
+            if since < gap {
+                return Ok(Next::After(gap - since));
+            }
+        }
+        let t0 = Instant::now();
+        let all = Default::default();
+        let services = objects.list_as::<Service>(None, &all);
+        let slices = objects.list_as::<EndpointSlice>(None, &all);
+        let pods = objects.list_as::<Pod>(None, &all);
+        let serial = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        let zone = Zone::build(&ZoneSource {
+            domain: &self.domain,
+            reverse: &self.reverse,
+            services: &services,
+            slices: &slices,
+            pods: &pods,
+            serial,
+        });
+        self.zone.store(Arc::new(zone));
+        *self.last.lock() = Some((t0, t0.elapsed()));
+        Ok(Next::Done)
+    }
+}
+
+/// Creates `kube-system/kube-dns` at the cluster DNS address and its
+/// EndpointSlice at the node gateway, or brings the slice back in line.
+/// A kube-dns service at another address (the `cluster-dns` key changed)
+/// is left as it is, with a warning: deleting it is the admin's choice.
+pub fn ensure_kube_dns(
+    objects: &Objects,
+    config: &DaemonConfig,
+    now: SystemTime,
+) -> Result<(), ObjectError> {
+    let (ns, name) = SERVICE;
+    let labels = |extra: Option<(&str, &str)>| {
+        let mut l: std::collections::BTreeMap<String, String> = [
+            ("k8s-app".to_string(), "kube-dns".to_string()),
+            ("app.kubernetes.io/managed-by".to_string(), "podnetd".to_string()),
+        ]
+        .into();
+        if let Some((k, v)) = extra {
+            l.insert(k.into(), v.into());
+        }
+        l
+    };
+    let port = |name: &str, proto: &str| ServicePort {
+        name: Some(name.into()),
+        port: PORT.into(),
+        protocol: Some(proto.into()),
+        target_port: Some(
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(PORT.into()),
+        ),
+        ..Default::default()
+    };
+    let ip = config.cluster_dns.to_string();
+    match objects.get_as::<Service>(Some(ns), name) {
+        Ok(svc) => {
+            let have = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+            if have != ip {
+                tracing::warn!(
+                    "the service {ns}/{name} has the address {have}, not cluster-dns {ip}: pods ask {ip}; delete the service and restart podnetd to move it"
+                );
+            }
+        }
+        Err(ObjectError::NotFound { .. }) => {
+            let svc = Service {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(ns.into()),
+                    labels: Some(labels(None)),
+                    ..Default::default()
+                },
+                spec: Some(ServiceSpec {
+                    cluster_ip: Some(ip.clone()),
+                    cluster_ips: Some(vec![ip.clone()]),
+                    ports: Some(vec![port("dns", "UDP"), port("dns-tcp", "TCP")]),
+                    type_: Some("ClusterIP".into()),
+                    ..Default::default()
+                }),
+                status: None,
+            };
+            match objects.create_as(Some(ns), &svc, now) {
+                Ok(_) | Err(ObjectError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let gateway = config.gateway().to_string();
+    let slice = EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(SLICE.into()),
+            namespace: Some(ns.into()),
+            labels: Some(labels(Some(("kubernetes.io/service-name", name)))),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: Some(vec![Endpoint {
+            addresses: vec![gateway],
+            conditions: Some(EndpointConditions {
+                ready: Some(true),
+                serving: Some(true),
+                terminating: Some(false),
+            }),
+            ..Default::default()
+        }]),
+        ports: Some(
+            [("dns", "UDP"), ("dns-tcp", "TCP")]
+                .iter()
+                .map(|(n, p)| EndpointPort {
+                    name: Some((*n).into()),
+                    port: Some(PORT.into()),
+                    protocol: Some((*p).into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+    };
+    match objects.get_as::<EndpointSlice>(Some(ns), SLICE) {
+        Ok(old) if old.endpoints == slice.endpoints && old.ports == slice.ports => Ok(()),
+        Ok(old) => {
+            let mut new = slice;
+            new.metadata.resource_version = old.metadata.resource_version;
+            objects.update_as(&new, None).map(|_| ())
+        }
+        Err(ObjectError::NotFound { .. }) => {
+            match objects.create_as(Some(ns), &slice, now) {
+                Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
