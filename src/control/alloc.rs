@@ -929,6 +929,45 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_dns_address_is_kept_for_kube_dns_and_the_first_address_moves() {
+        let cidr: Ipv4Net = "10.96.0.0/28".parse().unwrap();
+        let (_, o) = objects_with(|b| {
+            Arc::new(ClusterIps::new(cidr, b).reserve(
+                "10.96.0.10".parse().unwrap(),
+                "kube-system",
+                "kube-dns",
+            ))
+        });
+        let k = kinds::of::<Service>();
+        let now = SystemTime::now();
+        let create = |ns: &str, name: &str, ip: Option<&str>| {
+            o.create(k, Some(ns), svc(name, ip), WriteOptions::default(), now)
+        };
+        // Before kube-dns exists, the first automatic address skips it.
+        let a = create("default", "a", None).unwrap();
+        assert_eq!(a["spec"]["clusterIP"], "10.96.0.11");
+        let e = create("default", "b", Some("10.96.0.10")).unwrap_err();
+        assert_eq!(e.code(), 422);
+        assert!(e.to_string().contains("reserved for the cluster DNS"), "{e}");
+        let e = create("default", "kube-dns", Some("10.96.0.10")).unwrap_err();
+        assert!(e.to_string().contains("kube-system/kube-dns"), "{e}");
+        let dns = create("kube-system", "kube-dns", Some("10.96.0.10")).unwrap();
+        assert_eq!(dns["spec"]["clusterIP"], "10.96.0.10");
+        // The rest of the range is handed out, never the reserved address.
+        let mut got = Vec::new();
+        for i in 0..10 {
+            match create("default", &format!("s{i}"), None) {
+                Ok(v) => got.push(v["spec"]["clusterIP"].as_str().unwrap().to_string()),
+                Err(e) => {
+                    assert!(e.to_string().contains("no free cluster IP"), "{e}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(got, ["10.96.0.12", "10.96.0.13", "10.96.0.14"]);
+    }
+
+    #[test]
     fn node_ports_are_chosen_or_given_and_clashes_are_refused_as_the_api_server_does() {
         let (base, o) = objects_with(|b| Arc::new(NodePorts::new((30_000, 30_003), b)));
         let k = kinds::of::<Service>();

@@ -471,6 +471,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dns_upstream_is_host_none_or_addresses() {
+        assert_eq!(DaemonConfig::default().dns_upstream, DnsUpstream::Host);
+        let c = DaemonConfig::from_toml("dns-upstream = \"none\"").unwrap();
+        assert_eq!(c.dns_upstream, DnsUpstream::None);
+        let c = DaemonConfig::from_toml("dns-upstream = \"192.0.2.53, [2001:db8::1]:5353\"").unwrap();
+        assert_eq!(
+            c.dns_upstream,
+            DnsUpstream::Servers(vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::1]:5353".parse().unwrap()
+            ])
+        );
+        let e = DaemonConfig::from_toml("dns-upstream = \"resolver.example\"").unwrap_err();
+        assert!(e.to_string().contains("dns-upstream"), "{e}");
+    }
+
+    #[test]
     fn cluster_dns_is_an_address() {
         assert_eq!(
             DaemonConfig::default().cluster_dns,

@@ -586,3 +586,20 @@ pub fn ensure_kube_dns(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_are_the_nameservers_of_resolv_conf() {
+        let text = "# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver  2001:db8::53\nnameserver fe80::1%eth0\noptions ndots:2\nnameserver\n";
+        assert_eq!(
+            upstreams_from_resolv_conf(text),
+            [
+                "192.0.2.53:53".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::53]:53".parse().unwrap()
+            ]
+        );
+    }
+}
