@@ -169,10 +169,7 @@ const SLEEPER: &str = r#"["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 
 
 #[test]
 fn root_cluster_dns_answers_pods_from_services_statefulsets_and_upstream() {
-    let node = KubeNode::start_with(&[
-        "--dns-upstream",
-        &format!("127.0.0.1:{UPSTREAM_PORT}"),
-    ]);
+    let node = KubeNode::start_with(&["--dns-upstream", &format!("127.0.0.1:{UPSTREAM_PORT}")]);
     let (_upstream, upstream_log) = start_upstream(&node);
     let ns = node.namespace.clone();
 
@@ -271,10 +268,10 @@ spec:
 
     // dig against the cluster DNS address: A, AAAA (no IPv6 service
     // address: an empty answer, not an error), SRV, PTR, over UDP and TCP.
-    assert_eq!(dig_short(&node, "client", &[&fqdn, "A"]), [web_ip.clone()]);
+    assert_eq!(dig_short(&node, "client", &[&fqdn, "A"]), [web_ip.as_str()]);
     assert_eq!(
         dig_short(&node, "client", &["+tcp", &fqdn, "A"]),
-        [web_ip.clone()]
+        [web_ip.as_str()]
     );
     assert_eq!(dig_status(&node, "client", &[&fqdn, "AAAA"]), "NOERROR");
     assert!(dig_short(&node, "client", &[&fqdn, "AAAA"]).is_empty());
@@ -287,7 +284,10 @@ spec:
         dig_short(&node, "client", &[&format!("_pg._tcp.{db_fqdn}"), "SRV"]),
         [format!("0 100 5432 db-0.{db_fqdn}.")]
     );
-    assert_eq!(dig_short(&node, "client", &[&db_fqdn, "A"]), [db0_ip.clone()]);
+    assert_eq!(
+        dig_short(&node, "client", &[&db_fqdn, "A"]),
+        [db0_ip.as_str()]
+    );
     assert_eq!(
         dig_short(&node, "client", &["-x", &web_ip]),
         [format!("{fqdn}.")]
@@ -299,7 +299,10 @@ spec:
     let client_ip = jsonpath(&node, "pod/client", "{.status.podIP}");
     assert_eq!(
         dig_short(&node, "client", &["-x", &client_ip]),
-        [format!("{}.{ns}.pod.cluster.local.", client_ip.replace('.', "-"))]
+        [format!(
+            "{}.{ns}.pod.cluster.local.",
+            client_ip.replace('.', "-")
+        )]
     );
 
     // An unknown cluster name: NXDOMAIN, answered (not a timeout).
@@ -344,7 +347,10 @@ spec:
         1,
         "upstream log:\n{asked}"
     );
-    assert_eq!(dig_status(&node, "client", &["other.example", "A"]), "NXDOMAIN");
+    assert_eq!(
+        dig_status(&node, "client", &["other.example", "A"]),
+        "NXDOMAIN"
+    );
 
     // db-0 deleted: the name follows the pod that comes back.
     node.k(&["delete", "pod", "db-0", "--wait=true", "--timeout=90s"]);
@@ -357,5 +363,8 @@ spec:
     let gone = wait_for(SETTLE, || {
         (dig_status(&node, "client", &[&fqdn, "A"]) == "NXDOMAIN").then_some(())
     });
-    assert!(gone.is_some(), "{fqdn} still answered after the service was deleted");
+    assert!(
+        gone.is_some(),
+        "{fqdn} still answered after the service was deleted"
+    );
 }

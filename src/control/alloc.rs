@@ -948,7 +948,10 @@ mod tests {
         assert_eq!(a["spec"]["clusterIP"], "10.96.0.11");
         let e = create("default", "b", Some("10.96.0.10")).unwrap_err();
         assert_eq!(e.code(), 422);
-        assert!(e.to_string().contains("reserved for the cluster DNS"), "{e}");
+        assert!(
+            e.to_string().contains("reserved for the cluster DNS"),
+            "{e}"
+        );
         let e = create("default", "kube-dns", Some("10.96.0.10")).unwrap_err();
         assert!(e.to_string().contains("kube-system/kube-dns"), "{e}");
         let dns = create("kube-system", "kube-dns", Some("10.96.0.10")).unwrap();

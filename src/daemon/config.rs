@@ -475,7 +475,8 @@ mod tests {
         assert_eq!(DaemonConfig::default().dns_upstream, DnsUpstream::Host);
         let c = DaemonConfig::from_toml("dns-upstream = \"none\"").unwrap();
         assert_eq!(c.dns_upstream, DnsUpstream::None);
-        let c = DaemonConfig::from_toml("dns-upstream = \"192.0.2.53, [2001:db8::1]:5353\"").unwrap();
+        let c =
+            DaemonConfig::from_toml("dns-upstream = \"192.0.2.53, [2001:db8::1]:5353\"").unwrap();
         assert_eq!(
             c.dns_upstream,
             DnsUpstream::Servers(vec![

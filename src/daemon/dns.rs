@@ -27,9 +27,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, ResponseCode};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
-};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -445,7 +443,12 @@ impl Reconciler for DnsZone {
         vec![Self::key()]
     }
 
-    fn reconcile(&self, objects: &Objects, _key: &Key, _now: SystemTime) -> Result<Next, ObjectError> {
+    fn reconcile(
+        &self,
+        objects: &Objects,
+        _key: &Key,
+        _now: SystemTime,
+    ) -> Result<Next, ObjectError> {
         if let Some((at, took)) = *self.last.lock() {
             let gap = MIN_REBUILD_GAP.max(took * 4);
             let since = at.elapsed();
@@ -489,7 +492,10 @@ pub fn ensure_kube_dns(
     let labels = |extra: Option<(&str, &str)>| {
         let mut l: std::collections::BTreeMap<String, String> = [
             ("k8s-app".to_string(), "kube-dns".to_string()),
-            ("app.kubernetes.io/managed-by".to_string(), "podnetd".to_string()),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "podnetd".to_string(),
+            ),
         ]
         .into();
         if let Some((k, v)) = extra {
@@ -577,12 +583,10 @@ pub fn ensure_kube_dns(
             new.metadata.resource_version = old.metadata.resource_version;
             objects.update_as(&new, None).map(|_| ())
         }
-        Err(ObjectError::NotFound { .. }) => {
-            match objects.create_as(Some(ns), &slice, now) {
-                Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
+        Err(ObjectError::NotFound { .. }) => match objects.create_as(Some(ns), &slice, now) {
+            Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
 }

@@ -116,7 +116,11 @@ fn parse_reverse(name: &str) -> Option<IpAddr> {
     let rest = name.strip_suffix(".ip6.arpa")?;
     let nibbles: Vec<u8> = rest
         .split('.')
-        .map(|p| (p.len() == 1).then(|| u8::from_str_radix(p, 16).ok()).flatten())
+        .map(|p| {
+            (p.len() == 1)
+                .then(|| u8::from_str_radix(p, 16).ok())
+                .flatten()
+        })
         .collect::<Option<_>>()?;
     if nibbles.len() != 32 {
         return None;
@@ -215,11 +219,7 @@ impl Zone {
             z.exists.insert(base.clone());
             for slice in slices.get(&(ns, svc_name)).into_iter().flatten() {
                 for e in slice.endpoints.iter().flatten() {
-                    let ready = e
-                        .conditions
-                        .as_ref()
-                        .and_then(|c| c.ready)
-                        .unwrap_or(true);
+                    let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                     if !ready && !publish_not_ready {
                         continue;
                     }
@@ -242,8 +242,7 @@ impl Zone {
                             else {
                                 continue;
                             };
-                            let proto =
-                                p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+                            let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
                             z.add(
                                 &format!("_{port_name}._{proto}.{base}"),
                                 RData::SRV(SRV::new(0, 100, port as u16, name(&own))),
@@ -268,7 +267,10 @@ impl Zone {
                 .filter_map(|ip| ip.parse::<IpAddr>().ok());
             for ip in ips {
                 let own = format!("{}.{ns}.pod.{}", dashed(ip), z.domain);
-                if z.records.get(&own).is_some_and(|r| r.contains(&address(ip))) {
+                if z.records
+                    .get(&own)
+                    .is_some_and(|r| r.contains(&address(ip)))
+                {
                     continue;
                 }
                 z.add(&own, address(ip));

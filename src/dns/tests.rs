@@ -124,7 +124,10 @@ fn a_service_name_is_its_cluster_ip() {
     // Case does not matter; the question's spelling is kept.
     let (m, data) = ask(&z, "WEB.Shop.svc.cluster.local.", RecordType::A);
     assert_eq!(data, ["10.96.0.20"]);
-    assert_eq!(m.answers()[0].name().to_ascii(), "WEB.Shop.svc.cluster.local.");
+    assert_eq!(
+        m.answers()[0].name().to_ascii(),
+        "WEB.Shop.svc.cluster.local."
+    );
 }
 
 #[test]
@@ -140,7 +143,11 @@ fn a_headless_service_is_its_ready_endpoints_each_with_a_name() {
     let z = zone();
     let (_, mut data) = ask(&z, "db.shop.svc.cluster.local.", RecordType::A);
     data.sort();
-    assert_eq!(data, ["10.244.0.7", "10.244.0.8"], "not-ready 10.244.0.9 left out");
+    assert_eq!(
+        data,
+        ["10.244.0.7", "10.244.0.8"],
+        "not-ready 10.244.0.9 left out"
+    );
     let (_, data) = ask(&z, "db-0.db.shop.svc.cluster.local.", RecordType::A);
     assert_eq!(data, ["10.244.0.7"]);
     // No hostname: the dashed address names the endpoint.
@@ -153,7 +160,11 @@ fn a_headless_service_is_its_ready_endpoints_each_with_a_name() {
 #[test]
 fn srv_records_for_named_ports_with_target_addresses() {
     let z = zone();
-    let (m, data) = ask(&z, "_http._tcp.web.shop.svc.cluster.local.", RecordType::SRV);
+    let (m, data) = ask(
+        &z,
+        "_http._tcp.web.shop.svc.cluster.local.",
+        RecordType::SRV,
+    );
     assert_eq!(data, ["0 100 80 web.shop.svc.cluster.local."]);
     assert_eq!(m.additionals()[0].data().to_string(), "10.96.0.20");
     // An unnamed port has none.
@@ -197,7 +208,11 @@ fn pod_names_answer_a_and_aaaa() {
     let z = zone();
     let (_, data) = ask(&z, "10-244-0-5.shop.pod.cluster.local.", RecordType::A);
     assert_eq!(data, ["10.244.0.5"]);
-    let (_, data) = ask(&z, "fd00-10-244--5.shop.pod.cluster.local.", RecordType::AAAA);
+    let (_, data) = ask(
+        &z,
+        "fd00-10-244--5.shop.pod.cluster.local.",
+        RecordType::AAAA,
+    );
     assert_eq!(data, ["fd00:10:244::5"]);
 }
 
@@ -217,7 +232,11 @@ fn unknown_cluster_names_are_nxdomain_and_names_above_records_nodata() {
         };
         assert_eq!(soa.minimum(), TTL);
     }
-    for name in ["shop.svc.cluster.local.", "svc.cluster.local.", "cluster.local."] {
+    for name in [
+        "shop.svc.cluster.local.",
+        "svc.cluster.local.",
+        "cluster.local.",
+    ] {
         let (m, data) = ask(&z, name, RecordType::A);
         assert_eq!(m.response_code(), ResponseCode::NoError, "{name}");
         assert!(data.is_empty());
@@ -334,7 +353,9 @@ fn the_cache_counts_ttls_down_and_forgets_at_expiry() {
     assert!(c.is_empty());
     // Another type is another entry.
     c.put(&upstream_answer(&q, 30), t0);
-    assert!(c.get(&query("example.com.", RecordType::AAAA), t0).is_none());
+    assert!(c
+        .get(&query("example.com.", RecordType::AAAA), t0)
+        .is_none());
 }
 
 #[test]
