@@ -114,16 +114,8 @@ impl DnsServer {
         zone: Arc<ArcSwap<Zone>>,
         upstreams: Vec<SocketAddr>,
     ) -> Result<DnsServer, DnsError> {
-        let udp = UdpSocket::bind(addr).map_err(|source| DnsError::Bind {
-            addr,
-            proto: "UDP",
-            source,
-        })?;
-        let tcp = TcpListener::bind(addr).map_err(|source| DnsError::Bind {
-            addr,
-            proto: "TCP",
-            source,
-        })?;
+        let udp = bind_retrying(addr, "UDP", UdpSocket::bind)?;
+        let tcp = bind_retrying(addr, "TCP", TcpListener::bind)?;
         udp.set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(DnsError::Threads)?;
         let shared = Arc::new(Shared {
@@ -161,13 +153,45 @@ impl DnsServer {
         })
     }
 
-    /// Stops serving and waits for the listeners.
-    pub fn stop(self) {
+    /// Stops serving and waits for the listeners (also done on drop).
+    pub fn stop(self) {}
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         // Wakes the accept.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        for t in self.threads {
+        for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// Binds, retrying for up to two seconds while the address is not (yet)
+/// usable: it was put on `podnet0` a moment ago.
+fn bind_retrying<S>(
+    addr: SocketAddr,
+    proto: &'static str,
+    bind: impl Fn(SocketAddr) -> std::io::Result<S>,
+) -> Result<S, DnsError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match bind(addr) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(DnsError::Bind {
+                    addr,
+                    proto,
+                    source,
+                })
+            }
         }
     }
 }
@@ -594,6 +618,124 @@ pub fn ensure_kube_dns(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    fn query(name: &str, id: u16) -> Message {
+        let mut m = Message::new();
+        m.set_id(id)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m
+    }
+
+    /// An upstream on loopback answering every A question with 192.0.2.1
+    /// (TTL 60), counting the questions.
+    fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, peer)) = s.recv_from(&mut buf) {
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut m = dns::response_to(&q, ResponseCode::NoError);
+                m.add_answer(Record::from_rdata(
+                    q.queries()[0].name().clone(),
+                    60,
+                    RData::A(A("192.0.2.1".parse().unwrap())),
+                ));
+                let _ = s.send_to(&m.to_vec().unwrap(), peer);
+            }
+        });
+        (addr, asked)
+    }
+
+    /// A server on a loopback port free for both UDP and TCP.
+    fn server(zone: Zone, upstreams: Vec<SocketAddr>) -> DnsServer {
+        let zone = Arc::new(ArcSwap::from_pointee(zone));
+        for _ in 0..20 {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if let Ok(s) = DnsServer::start(addr, zone.clone(), upstreams.clone()) {
+                return s;
+            }
+        }
+        panic!("no free loopback port for UDP and TCP");
+    }
+
+    fn ask_server_udp(server: &DnsServer, q: &Message) -> Message {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.send_to(&q.to_vec().unwrap(), server.addr).unwrap();
+        let mut buf = [0u8; 65_535];
+        let n = c.recv(&mut buf).unwrap();
+        Message::from_vec(&buf[..n]).unwrap()
+    }
+
+    fn ask_server_tcp(server: &DnsServer, q: &Message) -> Message {
+        let mut c = TcpStream::connect(server.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write_frame(&mut c, &q.to_vec().unwrap()).unwrap();
+        Message::from_vec(&read_frame(&mut c).unwrap().unwrap()).unwrap()
+    }
+
+    fn cluster_zone() -> Zone {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"clusterIP": "10.96.0.20"}
+        }))
+        .unwrap();
+        Zone::build(&ZoneSource {
+            domain: "cluster.local",
+            services: &[svc],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_server_answers_cluster_names_and_forwards_the_rest_once_over_udp_and_tcp() {
+        let (up, asked) = upstream();
+        let s = server(cluster_zone(), vec![up]);
+        for ask in [ask_server_udp, ask_server_tcp] {
+            let m = ask(&s, &query("web.shop.svc.cluster.local.", 7));
+            assert_eq!(m.id(), 7);
+            assert_eq!(m.answers()[0].data().to_string(), "10.96.0.20");
+            let m = ask(&s, &query("nope.shop.svc.cluster.local.", 8));
+            assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+        let m = ask_server_udp(&s, &query("ext.example.", 9));
+        assert_eq!(m.id(), 9);
+        assert_eq!(m.answers()[0].data().to_string(), "192.0.2.1");
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        // Cached: over UDP and TCP, with the asker's id.
+        let m = ask_server_tcp(&s, &query("EXT.example.", 10));
+        assert_eq!(m.id(), 10);
+        assert_eq!(m.answers()[0].data().to_string(), "192.0.2.1");
+        let m = ask_server_udp(&s, &query("ext.example.", 11));
+        assert_eq!(m.answers()[0].data().to_string(), "192.0.2.1");
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        s.stop();
+    }
+
+    #[test]
+    fn without_upstreams_other_names_fail_at_once() {
+        let s = server(cluster_zone(), Vec::new());
+        let m = ask_server_udp(&s, &query("ext.example.", 3));
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+        let m = ask_server_tcp(&s, &query("ext.example.", 4));
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+    }
 
     #[test]
     fn upstreams_are_the_nameservers_of_resolv_conf() {
