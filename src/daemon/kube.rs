@@ -381,6 +381,7 @@ pub fn run(
         dns_zone.clone(),
         upstreams.clone(),
     )?;
+    let dns_builder = super::dns::DnsZone::start(objects.clone(), dns_zone.clone(), &config)?;
     tracing::info!(listen = %dns.addr, cluster_dns = %config.cluster_dns, upstreams = ?upstreams, "cluster DNS serving");
 
     let mut manager = Manager::new(
@@ -394,7 +395,7 @@ pub fn run(
             Box::new(Deployments),
             Box::new(StatefulSets),
             Box::new(publisher),
-            Box::new(super::dns::DnsZone::new(dns_zone, &config)),
+            Box::new(dns_builder),
             Box::new(crate::ingress::IngressController::new(
                 ingress_tables,
                 node_name.clone(),
