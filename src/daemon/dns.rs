@@ -626,7 +626,15 @@ pub fn ensure_kube_dns(
         metadata: ObjectMeta {
             name: Some(SLICE.into()),
             namespace: Some(ns.into()),
-            labels: Some(labels(Some(("kubernetes.io/service-name", name)))),
+            labels: Some({
+                let mut l = labels(Some(("kubernetes.io/service-name", name)));
+                // As Kubernetes asks of slices its controller does not manage.
+                l.insert(
+                    "endpointslice.kubernetes.io/managed-by".into(),
+                    "podnetd".into(),
+                );
+                l
+            }),
             ..Default::default()
         },
         address_type: "IPv4".into(),
