@@ -108,7 +108,9 @@ fn jsonpath(node: &KubeNode, what: &str, path: &str) -> String {
     text(&out.stdout)
 }
 
-fn wait_running(node: &KubeNode, pod: &str) -> String {
+/// Waits for `pod` Running with an address (`when` names the step in a
+/// failure); returns the address.
+fn wait_running(node: &KubeNode, pod: &str, when: &str) -> String {
     let ip = wait_for(POD_START, || {
         let ip = jsonpath(node, &format!("pod/{pod}"), "{.status.podIP}");
         (jsonpath(node, &format!("pod/{pod}"), "{.status.phase}") == "Running" && !ip.is_empty())
@@ -116,8 +118,9 @@ fn wait_running(node: &KubeNode, pod: &str) -> String {
     });
     ip.unwrap_or_else(|| {
         panic!(
-            "pod {pod} not Running:\n{}\n{}",
+            "pod {pod} not Running ({when}):\n{}\n{}\n{}",
             node.k(&["get", "pod", pod, "-o", "yaml"]),
+            node.k(&["get", "events"]),
             node.log()
         )
     })
@@ -255,8 +258,8 @@ spec:
     ));
     let web_ip = jsonpath(&node, "svc/web", "{.spec.clusterIP}");
     assert!(!web_ip.is_empty() && web_ip != "10.96.0.10", "{web_ip}");
-    wait_running(&node, "client");
-    let db0_ip = wait_running(&node, "db-0");
+    wait_running(&node, "client", "first start");
+    let db0_ip = wait_running(&node, "db-0", "first start");
 
     // Service names, full and through the search path (glibc's resolver
     // reading the pod's resolv.conf).
@@ -354,7 +357,7 @@ spec:
 
     // db-0 deleted: the name follows the pod that comes back.
     node.k(&["delete", "pod", "db-0", "--wait=true", "--timeout=90s"]);
-    let new_ip = wait_running(&node, "db-0");
+    let new_ip = wait_running(&node, "db-0", "after kubectl delete pod db-0");
     wait_getent(&node, "client", "db-0.db", &new_ip);
     assert_eq!(dig_short(&node, "client", &[&db_fqdn, "A"]), [new_ip]);
 
