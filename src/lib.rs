@@ -9,6 +9,7 @@
 //! | [`sys`] | the OS: network namespaces, TUN devices, netlink, spawning pod processes; all `unsafe` lives here |
 //! | [`daemon`] | `podnetd`: workers, the control loop, supervision, the API handler |
 //! | [`api`] | the daemon's HTTP + JSON API over its Unix socket: types, server, client |
+//! | [`dns`] | sans-IO cluster DNS: the zone built from Services, EndpointSlices and Pods, answers, the forwarding cache |
 //! | [`ingress`] | the HTTP(S) reverse proxy that serves Ingresses: routes, TLS by SNI, forwarding |
 //!
 //! `packet` does no IO, reads no clock (time is an argument), takes no lock and
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod control;
 pub mod daemon;
+pub mod dns;
 pub mod ingress;
 pub mod packet;
 pub mod sys;

@@ -85,7 +85,8 @@ pn_ensure_tools() {
     # command-or-path:package
     for entry in ip:iproute2 iperf3:iperf3 curl:curl socat:socat iptables:iptables \
         python3:python3 /usr/lib/cni/ptp:containernetworking-plugins \
-        pgrep:procps sysctl:procps nsenter:util-linux timeout:coreutils; do
+        pgrep:procps sysctl:procps nsenter:util-linux timeout:coreutils \
+        dig:bind9-dnsutils dnsperf:dnsperf; do
         cmd=${entry%%:*}
         pkg=${entry#*:}
         if [[ $cmd == /* ]]; then

@@ -29,8 +29,12 @@ podnet_up() {
     pn_cleanup_register rm -rf "$PN_DIR"
     # nsenter, not `ip netns exec`: the daemon must share the host's mount
     # namespace so the pod namespaces it bind-mounts are visible to `ip netns`.
+    # A script's daemon never forwards names to the host's resolvers
+    # unless the script names an upstream.
+    local -a dns=(--dns-upstream none)
+    [[ " $* " == *" --dns-upstream"* ]] && dns=()
     nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --state-dir "$PN_DIR/state" \
-        --socket "$PN_SOCK" --admin-kubeconfig "$PN_KUBECONFIG" "$@" >"$PN_DIR/podnetd.log" 2>&1 &
+        --socket "$PN_SOCK" --admin-kubeconfig "$PN_KUBECONFIG" "${dns[@]}" "$@" >"$PN_DIR/podnetd.log" 2>&1 &
     PN_DAEMON_PID=$!
     pn_cleanup_register podnet_down
     for ((i = 0; i < 100; i++)); do

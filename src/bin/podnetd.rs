@@ -92,6 +92,11 @@ struct Args {
     /// before answering 504 [default: 60].
     #[arg(long, value_name = "SECS")]
     ingress_upstream_timeout_secs: Option<u64>,
+    /// Where the cluster DNS server sends names outside the cluster:
+    /// `host` (the host's /etc/resolv.conf), `none`, or `IP[:PORT],...`
+    /// [default: host].
+    #[arg(long, value_name = "UPSTREAMS")]
+    dns_upstream: Option<String>,
     /// Log filter (tracing syntax) [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -166,6 +171,15 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.ingress_upstream_timeout_secs {
         config.ingress_upstream_timeout_secs = v;
+    }
+    if let Some(v) = args.dns_upstream {
+        match v.parse() {
+            Ok(u) => config.dns_upstream = u,
+            Err(e) => {
+                eprintln!("podnetd: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
     if args.no_offload {
         config.offload = false;

@@ -9,7 +9,10 @@
 //! removed. The set of addresses in use is built from the stored Services
 //! at start and kept in memory; allocation takes the next free address
 //! after the last one handed out (from `.10` up, as kubeadm clusters
-//! number theirs), so a freed address is not reused at once.
+//! number theirs), so a freed address is not reused at once. One address
+//! may be reserved for one service ([`ClusterIps::reserve`]: the cluster
+//! DNS address for `kube-system/kube-dns`): it is never handed out
+//! automatically and refused to any other service that asks for it.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -29,6 +32,8 @@ pub const FIRST_OFFSET: u32 = 10;
 pub struct ClusterIps {
     cidr: Ipv4Net,
     state: Mutex<State>,
+    /// An offset kept for one service (namespace, name).
+    reserved: Option<(u32, String, String)>,
 }
 
 struct State {
@@ -72,7 +77,17 @@ impl ClusterIps {
                 used,
                 next: FIRST_OFFSET,
             }),
+            reserved: None,
         }
+    }
+
+    /// Keeps `ip` for the service `namespace/name` alone (an address
+    /// outside the CIDR reserves nothing).
+    pub fn reserve(mut self, ip: std::net::IpAddr, namespace: &str, name: &str) -> Self {
+        if let Some(off) = self.offset_of(&ip.to_string()) {
+            self.reserved = Some((off, namespace.into(), name.into()));
+        }
+        self
     }
 
     fn size(&self) -> u32 {
@@ -86,14 +101,29 @@ impl ClusterIps {
             .then(|| ip.to_bits() - self.cidr.network().to_bits())
     }
 
-    fn take(&self, name: &str, requested: Option<&str>) -> Result<Ipv4Addr, ObjectError> {
+    fn take(
+        &self,
+        namespace: &str,
+        name: &str,
+        requested: Option<&str>,
+    ) -> Result<Ipv4Addr, ObjectError> {
         let base = self.cidr.network().to_bits();
         let size = self.size();
         let mut st = self.state.lock();
+        let reserved = self.reserved.as_ref().map(|r| r.0);
         if let Some(text) = requested {
             let off = self.offset_of(text).filter(|o| *o > 0 && *o < size - 1).ok_or_else(|| {
                 invalid(name, text, format!("the provided IP is not in the valid range; the range of valid IPs is {}", self.cidr))
             })?;
+            if let Some((r, rns, rname)) = &self.reserved {
+                if *r == off && (rns.as_str(), rname.as_str()) != (namespace, name) {
+                    return Err(invalid(
+                        name,
+                        text,
+                        format!("the address is reserved for the cluster DNS service {rns}/{rname}; choose another or leave spec.clusterIP empty"),
+                    ));
+                }
+            }
             if !st.used.insert(off) {
                 return Err(invalid(
                     name,
@@ -106,7 +136,7 @@ impl ClusterIps {
         let span = size.saturating_sub(FIRST_OFFSET + 1);
         for i in 0..span {
             let off = FIRST_OFFSET + (st.next - FIRST_OFFSET + i) % span.max(1);
-            if st.used.insert(off) {
+            if Some(off) != reserved && st.used.insert(off) {
                 st.next = off + 1;
                 return Ok(Ipv4Addr::from(base + off));
             }
@@ -165,7 +195,14 @@ impl Admission for ClusterIps {
             return Ok(());
         }
         let requested = cluster_ip(obj).map(str::to_string);
-        let ip = self.take(&name, requested.as_deref())?.to_string();
+        let namespace = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let ip = self
+            .take(&namespace, &name, requested.as_deref())?
+            .to_string();
         obj["spec"]["clusterIP"] = ip.clone().into();
         obj["spec"]["clusterIPs"] = json!([ip]);
         obj["spec"]["ipFamilies"] = json!(["IPv4"]);
@@ -889,6 +926,48 @@ mod tests {
         let base = Objects::new(kv, SystemTime::now()).unwrap();
         let o = base.clone().with_admission(step(&base));
         (base, o)
+    }
+
+    #[test]
+    fn the_cluster_dns_address_is_kept_for_kube_dns_and_the_first_address_moves() {
+        let cidr: Ipv4Net = "10.96.0.0/28".parse().unwrap();
+        let (_, o) = objects_with(|b| {
+            Arc::new(ClusterIps::new(cidr, b).reserve(
+                "10.96.0.10".parse().unwrap(),
+                "kube-system",
+                "kube-dns",
+            ))
+        });
+        let k = kinds::of::<Service>();
+        let now = SystemTime::now();
+        let create = |ns: &str, name: &str, ip: Option<&str>| {
+            o.create(k, Some(ns), svc(name, ip), WriteOptions::default(), now)
+        };
+        // Before kube-dns exists, the first automatic address skips it.
+        let a = create("default", "a", None).unwrap();
+        assert_eq!(a["spec"]["clusterIP"], "10.96.0.11");
+        let e = create("default", "b", Some("10.96.0.10")).unwrap_err();
+        assert_eq!(e.code(), 422);
+        assert!(
+            e.to_string().contains("reserved for the cluster DNS"),
+            "{e}"
+        );
+        let e = create("default", "kube-dns", Some("10.96.0.10")).unwrap_err();
+        assert!(e.to_string().contains("kube-system/kube-dns"), "{e}");
+        let dns = create("kube-system", "kube-dns", Some("10.96.0.10")).unwrap();
+        assert_eq!(dns["spec"]["clusterIP"], "10.96.0.10");
+        // The rest of the range is handed out, never the reserved address.
+        let mut got = Vec::new();
+        for i in 0..10 {
+            match create("default", &format!("s{i}"), None) {
+                Ok(v) => got.push(v["spec"]["clusterIP"].as_str().unwrap().to_string()),
+                Err(e) => {
+                    assert!(e.to_string().contains("no free cluster IP"), "{e}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(got, ["10.96.0.12", "10.96.0.13", "10.96.0.14"]);
     }
 
     #[test]

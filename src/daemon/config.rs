@@ -72,6 +72,10 @@ pub struct DaemonConfig {
     /// The cluster DNS address written into pods' `/etc/resolv.conf`
     /// (`dnsPolicy: ClusterFirst`), as the kubelet's `--cluster-dns`.
     pub cluster_dns: IpAddr,
+    /// Where the cluster DNS server sends names outside the cluster
+    /// (`dns-upstream`: `host`, `none`, or addresses `IP[:PORT],...`)
+    /// [default: host: the nameservers of the host's `/etc/resolv.conf`].
+    pub dns_upstream: DnsUpstream,
     /// The ingress proxy's HTTP port on every address of the node's
     /// namespace (`ingress-http-port`; 0: off).
     pub ingress_http_port: u16,
@@ -105,10 +109,51 @@ impl Default for DaemonConfig {
             lb_pool: None,
             service_node_port_range: crate::control::alloc::DEFAULT_NODE_PORT_RANGE,
             cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
+            dns_upstream: DnsUpstream::Host,
             ingress_http_port: 80,
             ingress_https_port: 443,
             ingress_upstream_timeout_secs: 60,
         }
+    }
+}
+
+/// Where names outside the cluster zone are resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DnsUpstream {
+    /// The nameservers of the host's `/etc/resolv.conf`, read at start.
+    #[default]
+    Host,
+    /// Nowhere: such names get SERVFAIL at once.
+    None,
+    /// These servers, asked in order.
+    Servers(Vec<std::net::SocketAddr>),
+}
+
+impl std::str::FromStr for DnsUpstream {
+    type Err = ConfigError;
+
+    /// `host`, `none`, or `IP[:PORT]` / `[IPv6]:PORT` separated by commas.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "host" => return Ok(DnsUpstream::Host),
+            "none" => return Ok(DnsUpstream::None),
+            _ => {}
+        }
+        let servers = s
+            .split(',')
+            .map(str::trim)
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>()
+                    .or_else(|_| a.parse::<IpAddr>().map(|ip| (ip, 53).into()))
+                    .map_err(|_| ConfigError::Invalid {
+                        key: "dns-upstream",
+                        message: format!(
+                            "{a:?} is not an address (IP or IP:PORT); use `host`, `none` or a list like 192.0.2.53,192.0.2.54:5353"
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DnsUpstream::Servers(servers))
     }
 }
 
@@ -165,6 +210,7 @@ struct FileConfig {
     lb_pool: Option<Ipv4Net>,
     service_node_port_range: Option<String>,
     cluster_dns: Option<IpAddr>,
+    dns_upstream: Option<String>,
     ingress_http_port: Option<u16>,
     ingress_https_port: Option<u16>,
     ingress_upstream_timeout_secs: Option<u64>,
@@ -205,7 +251,12 @@ impl DaemonConfig {
             None => d.service_node_port_range,
             Some(text) => parse_port_range(&text)?,
         };
+        let dns_upstream = match f.dns_upstream {
+            None => d.dns_upstream,
+            Some(text) => text.parse()?,
+        };
         let c = DaemonConfig {
+            dns_upstream,
             node_subnet: f.node_subnet.unwrap_or(d.node_subnet),
             node_subnet_v6: f.node_subnet_v6.or(d.node_subnet_v6),
             service_cidr: f.service_cidr.unwrap_or(d.service_cidr),
@@ -418,6 +469,24 @@ pub fn parse_port_range(text: &str) -> Result<(u16, u16), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_upstream_is_host_none_or_addresses() {
+        assert_eq!(DaemonConfig::default().dns_upstream, DnsUpstream::Host);
+        let c = DaemonConfig::from_toml("dns-upstream = \"none\"").unwrap();
+        assert_eq!(c.dns_upstream, DnsUpstream::None);
+        let c =
+            DaemonConfig::from_toml("dns-upstream = \"192.0.2.53, [2001:db8::1]:5353\"").unwrap();
+        assert_eq!(
+            c.dns_upstream,
+            DnsUpstream::Servers(vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::1]:5353".parse().unwrap()
+            ])
+        );
+        let e = DaemonConfig::from_toml("dns-upstream = \"resolver.example\"").unwrap_err();
+        assert!(e.to_string().contains("dns-upstream"), "{e}");
+    }
 
     #[test]
     fn cluster_dns_is_an_address() {

@@ -25,7 +25,7 @@ use super::publish::EdgeSteering;
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
 use super::state_check::{self, StateDamage};
-use super::{setup_host_device, DaemonConfig, DaemonError};
+use super::{setup_host_device, DaemonConfig, DaemonError, DnsUpstream};
 use crate::api::kube::server::Running;
 use crate::api::kube::KubeApi;
 use crate::api::pki::{default_server_names, Pki};
@@ -216,7 +216,13 @@ pub fn run(
     let node_name = config.node_name.clone().unwrap_or_else(host_name);
     let mut objects = base
         .clone()
-        .with_admission(Arc::new(ClusterIps::new(config.service_cidr, &base)))
+        .with_admission(Arc::new(
+            ClusterIps::new(config.service_cidr, &base).reserve(
+                config.cluster_dns,
+                super::dns::SERVICE.0,
+                super::dns::SERVICE.1,
+            ),
+        ))
         .with_admission(Arc::new(NodePorts::new(
             config.service_node_port_range,
             &base,
@@ -236,6 +242,10 @@ pub fn run(
             format!("cannot create the IngressClass podnet: {e}"),
         )
     })?;
+
+    if let Err(e) = super::dns::ensure_kube_dns(&objects, &config, now) {
+        tracing::error!("cannot create the cluster DNS service kube-system/kube-dns: {e}; pods' names will not resolve");
+    }
 
     // The object store's lock is held: the IPAM lock is free unless a
     // podnet of the other kind runs on this directory.
@@ -363,6 +373,23 @@ pub fn run(
         ingress_tables.clone(),
     )?;
 
+    // Cluster DNS at the node gateway, reached at the kube-dns service.
+    let dns_zone = Arc::new(arc_swap::ArcSwap::from_pointee(crate::dns::Zone::default()));
+    let upstreams = match &config.dns_upstream {
+        DnsUpstream::None => Vec::new(),
+        DnsUpstream::Servers(s) => s.clone(),
+        DnsUpstream::Host => super::dns::upstreams_from_resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+    };
+    let dns = super::dns::DnsServer::start(
+        std::net::SocketAddr::new(IpAddr::V4(config.gateway()), super::dns::PORT),
+        dns_zone.clone(),
+        upstreams.clone(),
+    )?;
+    let dns_builder = super::dns::DnsZone::start(objects.clone(), dns_zone.clone(), &config)?;
+    tracing::info!(listen = %dns.addr, cluster_dns = %config.cluster_dns, upstreams = ?upstreams, "cluster DNS serving");
+
     let mut manager = Manager::new(
         objects.clone(),
         vec![
@@ -374,6 +401,7 @@ pub fn run(
             Box::new(Deployments),
             Box::new(StatefulSets),
             Box::new(publisher),
+            Box::new(dns_builder),
             Box::new(crate::ingress::IngressController::new(
                 ingress_tables,
                 node_name.clone(),
@@ -452,6 +480,7 @@ pub fn run(
     let _ = reaper.join();
     api.stop();
     ingress.stop();
+    dns.stop();
     let _ = std::fs::remove_file(&config.socket);
     drop(manager);
     // Pods keep running across a restart of the daemon; their namespaces

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`config`] | defaults, the TOML file, validation |
 //! | [`dataplane`] | worker threads: TUN devices <-> [`crate::packet::Router`] |
+//! | [`dns`] | the cluster DNS server (UDP and TCP at the node gateway, behind the `kube-dns` service) over [`crate::dns`] |
 //! | [`identity`] | a pod's host name, `/etc/hosts` and `/etc/resolv.conf`, as the kubelet writes them |
 //! | [`kube`] | the object store, the reconcilers, the Kubernetes API over HTTPS and the Unix socket, the node views |
 //! | [`runtime`] | the kubelet's host side: pod namespaces, TUN devices, addresses, processes |
@@ -34,6 +35,7 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod dns;
 pub mod identity;
 pub mod janitor;
 pub mod kube;
@@ -52,7 +54,7 @@ use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
 
-pub use config::{ConfigError, DaemonConfig};
+pub use config::{ConfigError, DaemonConfig, DnsUpstream};
 use dataplane::Dataplane;
 
 use crate::packet::router::{EdgeConfig, NodeNetwork};
@@ -100,6 +102,9 @@ pub enum DaemonError {
     /// The ingress proxy could not start (a port taken, TLS set-up).
     #[error(transparent)]
     Ingress(#[from] crate::ingress::StartError),
+    /// The cluster DNS server could not start.
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
 }
 
 /// Runs the daemon until `shutdown` is set (SIGTERM, SIGINT, `podnet reset`).

@@ -105,7 +105,17 @@ impl NodeSource for NodeViews {
             pods: self.objects.list_as::<Pod>(None, &all).len() as u32,
             deployments: self.objects.list_as::<Deployment>(None, &all).len() as u32,
             statefulsets: self.objects.list_as::<StatefulSet>(None, &all).len() as u32,
-            services: self.objects.list_as::<Service>(None, &all).len() as u32,
+            // The user's services: not the cluster DNS service podnetd
+            // made itself.
+            services: self
+                .objects
+                .list_as::<Service>(None, &all)
+                .iter()
+                .filter(|s| {
+                    (s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
+                        != (Some(super::dns::SERVICE.0), Some(super::dns::SERVICE.1))
+                })
+                .count() as u32,
             warnings: Vec::new(),
         };
         tracing::warn!("reset: stopping every pod and removing what podnet made");

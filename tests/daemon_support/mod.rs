@@ -276,6 +276,16 @@ fn namespace_root_processes(ns: &str) -> Vec<u32> {
         .collect()
 }
 
+/// `--dns-upstream none` unless `args` choose an upstream: a test's
+/// daemon never forwards names to the host's resolvers.
+pub fn no_dns_forwarding(args: &[String]) -> Vec<&'static str> {
+    if args.iter().any(|a| a.starts_with("--dns-upstream")) {
+        Vec::new()
+    } else {
+        vec!["--dns-upstream", "none"]
+    }
+}
+
 /// One node: a namespace with a running `podnetd`, removed on drop.
 pub struct Node {
     /// The node namespace, `pnt-<pid>-<n>`.
@@ -373,6 +383,7 @@ impl Node {
             .arg("--admin-kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--workers", "2"])
+            .args(no_dns_forwarding(&self.daemon_args))
             .args(&self.daemon_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

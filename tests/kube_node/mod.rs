@@ -36,6 +36,11 @@ pub const API_PORT: u16 = 16443;
 
 impl KubeNode {
     pub fn start() -> KubeNode {
+        Self::start_with(&[])
+    }
+
+    /// As [`KubeNode::start`], with these extra `podnetd` flags.
+    pub fn start_with(daemon_args: &[&str]) -> KubeNode {
         require_env();
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -51,7 +56,7 @@ impl KubeNode {
             log: tmp.path().join("podnetd.log"),
             _tmp: tmp,
             daemon: None,
-            extra_args: Vec::new(),
+            extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
         assert!(Command::new("ip")
             .args(["netns", "add", &node.netns])
@@ -90,6 +95,7 @@ impl KubeNode {
             .arg(self._tmp.path().join("podnet.sock"))
             .arg("--admin-kubeconfig")
             .arg(&self.kubeconfig)
+            .args(crate::daemon_support::no_dns_forwarding(&self.extra_args))
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
