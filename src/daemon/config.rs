@@ -548,6 +548,17 @@ mod tests {
     }
 
     #[test]
+    fn encryption_key_file_defaults_under_the_state_dir() {
+        let c = DaemonConfig::from_toml("state-dir = \"/srv/pn\"").unwrap();
+        assert_eq!(
+            c.encryption_key_path(),
+            PathBuf::from("/srv/pn/encryption.key")
+        );
+        let c = DaemonConfig::from_toml("encryption-key-file = \"/etc/podnet/k\"").unwrap();
+        assert_eq!(c.encryption_key_path(), PathBuf::from("/etc/podnet/k"));
+    }
+
+    #[test]
     fn store_sync_is_periodic_unless_set_and_refuses_other_words() {
         assert_eq!(
             DaemonConfig::from_toml("").unwrap().store_sync,
