@@ -435,3 +435,79 @@ spec:
     wait_running(&node, "hp");
     delete_and_check_gone(&node, "hp");
 }
+
+/// A reader looping on a mounted ConfigMap file inside the pod while the
+/// ConfigMap is re-applied never sees a mix of old and new, a short or a
+/// missing file (the AtomicWriter swap), and sees every update.
+#[test]
+fn root_config_map_updates_are_atomic_for_a_reader_in_the_pod() {
+    const SIZE: usize = 8000;
+    const UPDATES: usize = 20;
+    let node = KubeNode::start();
+    let mnt = node._tmp.path().join("mnt").display().to_string();
+    let out = node._tmp.path().join("out");
+    let cm = |c: char| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  value: \"{}\"\n",
+            c.to_string().repeat(SIZE)
+        )
+    };
+    node.apply(&cm('A'));
+    // The reader: counts the changes it sees into out/changes, records any
+    // read that is missing, short, or mixes both letters into out/bad.
+    let script = format!(
+        r#"prev=; n=0; while true; do if ! v=$(cat {mnt}/cfg/value 2>/dev/null); then echo missing >> {o}/bad; continue; fi; case "$v" in *A*B*|*B*A*) echo mixed >> {o}/bad;; esac; [ ${{#v}} -eq {SIZE} ] || echo "length ${{#v}}" >> {o}/bad; if [ "$v" != "$prev" ]; then n=$((n+1)); echo $n > {o}/changes.tmp; mv {o}/changes.tmp {o}/changes; prev=$v; fi; done"#,
+        o = out.display()
+    );
+    let script_json = serde_json::to_string(&script).unwrap();
+    node.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: cfg
+    configMap: {{name: big}}
+  - name: out
+    hostPath: {{path: "{o}", type: DirectoryOrCreate}}
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", {script_json}]
+    volumeMounts:
+    - {{name: cfg, mountPath: "{mnt}/cfg"}}
+    - {{name: out, mountPath: "{o}"}}
+"#,
+        o = out.display()
+    ));
+    wait_running(&node, "reader");
+    let changes = || -> usize {
+        std::fs::read_to_string(out.join("changes"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let seen = wait_for(POD_START, || (changes() >= 1).then_some(()));
+    assert!(
+        seen.is_some(),
+        "the reader never read the file:\n{}",
+        node.log()
+    );
+    for i in 1..=UPDATES {
+        node.apply(&cm(if i % 2 == 1 { 'B' } else { 'A' }));
+        let seen = wait_for(SETTLE, || (changes() > i).then_some(()));
+        assert!(
+            seen.is_some(),
+            "update {i} not seen in the pod (changes {})",
+            changes()
+        );
+    }
+    let bad = std::fs::read_to_string(out.join("bad")).unwrap_or_default();
+    assert!(
+        bad.is_empty(),
+        "the reader saw torn or missing files: {bad}"
+    );
+    delete_and_check_gone(&node, "reader");
+}

@@ -29,6 +29,7 @@ fn open(dir: &std::path::Path, sync: SyncPolicy) -> Result<FileStore, String> {
         sync,
         log_capacity: LOG_BYTES,
         history: 100,
+        encryption: None,
     };
     FileStore::open_with_options(dir, options).map_err(|e| e.to_string())
 }

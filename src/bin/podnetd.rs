@@ -97,6 +97,11 @@ struct Args {
     /// [default: host].
     #[arg(long, value_name = "UPSTREAMS")]
     dns_upstream: Option<String>,
+    /// The key Secrets are encrypted with in the object store; created
+    /// (mode 0600) when missing on a store that holds no encrypted Secret
+    /// [default: STATE_DIR/encryption.key].
+    #[arg(long, value_name = "FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// Log filter (tracing syntax) [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -135,6 +140,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = args.state_dir {
         config.state_dir = v;
+    }
+    if let Some(v) = args.encryption_key_file {
+        config.encryption_key_file = Some(v);
     }
     if let Some(v) = args.socket {
         config.socket = v;

@@ -84,6 +84,10 @@ pub struct DaemonConfig {
     /// Seconds the ingress proxy waits for a service to connect and send
     /// its response head before answering 504 (`ingress-upstream-timeout-secs`).
     pub ingress_upstream_timeout_secs: u64,
+    /// The key Secrets are encrypted with in the object store
+    /// (`encryption-key-file`) [default: `<state-dir>/encryption.key`,
+    /// created with mode 0600 on first start].
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -113,6 +117,7 @@ impl Default for DaemonConfig {
             ingress_http_port: 80,
             ingress_https_port: 443,
             ingress_upstream_timeout_secs: 60,
+            encryption_key_file: None,
         }
     }
 }
@@ -214,9 +219,18 @@ struct FileConfig {
     ingress_http_port: Option<u16>,
     ingress_https_port: Option<u16>,
     ingress_upstream_timeout_secs: Option<u64>,
+    encryption_key_file: Option<PathBuf>,
 }
 
 impl DaemonConfig {
+    /// The encryption key file in use (the configured one, or
+    /// `<state-dir>/encryption.key`).
+    pub fn encryption_key_path(&self) -> PathBuf {
+        self.encryption_key_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("encryption.key"))
+    }
+
     /// Reads a TOML file over the defaults (keys as the flags, e.g.
     /// `node-subnet = "10.244.1.0/24"`).
     pub fn from_file(path: &Path) -> Result<DaemonConfig, ConfigError> {
@@ -284,6 +298,7 @@ impl DaemonConfig {
             ingress_upstream_timeout_secs: f
                 .ingress_upstream_timeout_secs
                 .unwrap_or(d.ingress_upstream_timeout_secs),
+            encryption_key_file: f.encryption_key_file.or(d.encryption_key_file),
         };
         c.validate()?;
         Ok(c)
@@ -599,6 +614,17 @@ mod tests {
             let text = format!("conntrack-source-share-percent = {bad}");
             assert!(DaemonConfig::from_toml(&text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn encryption_key_file_defaults_under_the_state_dir() {
+        let c = DaemonConfig::from_toml("state-dir = \"/srv/pn\"").unwrap();
+        assert_eq!(
+            c.encryption_key_path(),
+            PathBuf::from("/srv/pn/encryption.key")
+        );
+        let c = DaemonConfig::from_toml("encryption-key-file = \"/etc/podnet/k\"").unwrap();
+        assert_eq!(c.encryption_key_path(), PathBuf::from("/etc/podnet/k"));
     }
 
     #[test]

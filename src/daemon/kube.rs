@@ -38,6 +38,7 @@ use crate::control::reconcile::pod::Kubelet;
 use crate::control::reconcile::replica_set::ReplicaSets;
 use crate::control::reconcile::stateful_set::StatefulSets;
 use crate::control::reconcile::{events, Key, Manager};
+use crate::control::store::encrypt::Encryption;
 use crate::control::store::{FileStore, StoreOptions};
 use crate::packet::{Link, Router};
 
@@ -168,11 +169,19 @@ const LOCK_WAIT: Duration = Duration::from_secs(15);
 /// Opens the object store, waiting (bounded, logged) while another process
 /// still holds its lock.
 fn open_store(config: &DaemonConfig) -> Result<FileStore, DaemonError> {
+    let key_path = config.encryption_key_path();
+    let (encryption, created) =
+        Encryption::load_or_create(&key_path).map_err(|e| state_err(config, e.to_string()))?;
+    if created {
+        tracing::info!(file = %key_path.display(), "created the key Secrets are encrypted with at rest; back it up with the state directory");
+    }
+    let encryption = Arc::new(encryption);
     let deadline = Instant::now() + LOCK_WAIT;
     let mut logged = false;
     loop {
         let options = StoreOptions {
             sync: config.store_sync,
+            encryption: Some(encryption.clone()),
             ..StoreOptions::default()
         };
         match FileStore::open_with_options(&config.state_dir, options) {
@@ -193,7 +202,26 @@ fn open_store(config: &DaemonConfig) -> Result<FileStore, DaemonError> {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(state_err(config, e.to_string())),
+            Err(e) => {
+                if created {
+                    // A key made just now opens nothing already sealed: do
+                    // not leave it to be mistaken for the right one.
+                    let _ = std::fs::remove_file(&key_path);
+                }
+                let hint = match &e {
+                    crate::control::store::file::OpenError::Encryption { .. } => format!(
+                        " (key file {}{})",
+                        key_path.display(),
+                        if created {
+                            ", missing: give the one the store was written with"
+                        } else {
+                            ""
+                        }
+                    ),
+                    _ => String::new(),
+                };
+                return Err(state_err(config, format!("{e}{hint}")));
+            }
         }
     }
 }

@@ -49,6 +49,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::encrypt::{Encryption, OpenValueError};
 use super::engine::{Engine, DEFAULT_HISTORY};
 use super::sync::{LogSync, SyncPolicy};
 use super::{
@@ -86,6 +87,16 @@ pub enum OpenError {
         /// The lock file.
         path: PathBuf,
     },
+    /// A value could not be decrypted (wrong or missing key); the files
+    /// were left untouched.
+    #[error("object store {}: {source}; nothing was changed", path.display())]
+    Encryption {
+        /// The store directory.
+        path: PathBuf,
+        /// Which value and why.
+        #[source]
+        source: OpenValueError,
+    },
     /// A file is damaged; it was left untouched.
     #[error("object store file {} is corrupt: {reason}; it was left untouched: restore the store directory from a backup, or move it away to start empty (every object is then forgotten)", path.display())]
     Corrupt {
@@ -97,7 +108,7 @@ pub enum OpenError {
 }
 
 /// How a [`FileStore`] is opened; `Default` is what the daemon uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// When writes reach the disk.
     pub sync: SyncPolicy,
@@ -105,6 +116,9 @@ pub struct StoreOptions {
     pub log_capacity: u64,
     /// Events kept for watches (small values let tests reach 410 Gone).
     pub history: usize,
+    /// The key Secrets are encrypted with in the files; `None` writes
+    /// them in plaintext (values already encrypted then refuse to load).
+    pub encryption: Option<Arc<Encryption>>,
 }
 
 impl Default for StoreOptions {
@@ -113,6 +127,7 @@ impl Default for StoreOptions {
             sync: SyncPolicy::default(),
             log_capacity: LOG_CAPACITY,
             history: DEFAULT_HISTORY,
+            encryption: None,
         }
     }
 }
@@ -133,6 +148,7 @@ struct Inner {
     log: Option<LogWriter>,
     log_capacity: u64,
     sync: LogSync,
+    encryption: Option<Arc<Encryption>>,
     /// Held for the lifetime of the store; the OS drops it if we die.
     _lock: File,
 }
@@ -176,6 +192,7 @@ impl FileStore {
             sync,
             log_capacity,
             history,
+            encryption,
         } = options;
         let dir = state_dir.as_ref().join("store");
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
@@ -192,7 +209,19 @@ impl FileStore {
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
         }
         let mut repairs = Vec::new();
-        let (generation, revision, keys) = load(&dir, &mut repairs)?;
+        let (generation, revision, mut keys) = load(&dir, &mut repairs)?;
+        for kv in keys.values_mut() {
+            match Encryption::open(encryption.as_deref(), &kv.key, &kv.value) {
+                Ok(None) => {}
+                Ok(Some(plain)) => kv.value = Arc::from(plain),
+                Err(source) => {
+                    return Err(OpenError::Encryption {
+                        path: dir.clone(),
+                        source,
+                    })
+                }
+            }
+        }
         let log_path = dir.join("log");
         let sync = LogSync::new(sync, &log_path.display().to_string())
             .map_err(io_err("start the sync thread for", &log_path))?;
@@ -202,6 +231,7 @@ impl FileStore {
             log: None,
             log_capacity: log_capacity.max(4096),
             sync,
+            encryption,
             _lock: lock,
         };
         inner
@@ -278,12 +308,12 @@ impl Inner {
         let pending_key = pending.map(|e| e.kv.key.as_str());
         for kv in self.engine.keys() {
             if Some(kv.key.as_str()) != pending_key {
-                encode_put(&mut body, kv);
+                encode_put(&mut body, kv, self.encryption.as_deref());
             }
         }
         if let Some(event) = pending {
             if event.kind == EventKind::Put {
-                encode_put(&mut body, &event.kv);
+                encode_put(&mut body, &event.kv, self.encryption.as_deref());
             }
             revision = event.revision();
         }
@@ -339,7 +369,7 @@ impl KvStore for FileStore {
         // Prepared and written under one lock, so revisions stay in order.
         let mut inner = self.inner.lock();
         let event = inner.engine.prepare_put(key, value, precondition)?;
-        let record = encode_record(&event);
+        let record = encode_record(&event, inner.encryption.as_deref());
         inner
             .persist(&self.dir, &record, &event)
             .map_err(|e| WriteError::Storage(format!("{}: {e}", self.dir.display())))?;
@@ -351,7 +381,7 @@ impl KvStore for FileStore {
     fn delete(&self, key: &str, precondition: Precondition) -> Result<KeyValue, WriteError> {
         let mut inner = self.inner.lock();
         let event = inner.engine.prepare_delete(key, precondition)?;
-        let record = encode_record(&event);
+        let record = encode_record(&event, inner.encryption.as_deref());
         inner
             .persist(&self.dir, &record, &event)
             .map_err(|e| WriteError::Storage(format!("{}: {e}", self.dir.display())))?;
@@ -369,14 +399,20 @@ impl KvStore for FileStore {
     }
 }
 
-fn encode_put(out: &mut Vec<u8>, kv: &KeyValue) {
-    encode(out, OP_PUT, kv, &kv.value);
+/// The one place values reach the files: Secrets are sealed here.
+fn encode_put(out: &mut Vec<u8>, kv: &KeyValue, encryption: Option<&Encryption>) {
+    match encryption {
+        Some(enc) if Encryption::applies_to(&kv.key) => {
+            encode(out, OP_PUT, kv, &enc.seal(&kv.key, &kv.value))
+        }
+        _ => encode(out, OP_PUT, kv, &kv.value),
+    }
 }
 
-fn encode_record(event: &Event) -> Vec<u8> {
+fn encode_record(event: &Event, encryption: Option<&Encryption>) -> Vec<u8> {
     let mut out = Vec::with_capacity(RECORD_HEADER + PAYLOAD_FIXED + event.kv.key.len());
     match event.kind {
-        EventKind::Put => encode(&mut out, OP_PUT, &event.kv, &event.kv.value),
+        EventKind::Put => encode_put(&mut out, &event.kv, encryption),
         EventKind::Delete => encode(&mut out, OP_DELETE, &event.kv, &[]),
     }
     out

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`engine`] | the in-memory index, the bounded event history and the watchers; [`MemStore`] |
 //! | [`file`] | [`FileStore`]: the engine made durable by a checksummed log and snapshots |
+//! | [`encrypt`] | [`encrypt::Encryption`]: Secrets sealed with an AEAD in the files (never in memory) |
 //! | [`sync`] | [`SyncPolicy`]: when a log reaches the disk (also used by the IPAM store) |
 //!
 //! # Invariants
@@ -29,6 +30,7 @@
 //!   the end of its stream when it falls too far behind (it then resumes
 //!   from the last revision it saw, as a Kubernetes client does).
 
+pub mod encrypt;
 pub mod engine;
 pub mod file;
 pub mod sync;

@@ -27,6 +27,7 @@ fn open_small(dir: &std::path::Path, log_capacity: u64, sync: SyncPolicy) -> Fil
             sync,
             log_capacity,
             history: 8,
+            encryption: None,
         },
     )
     .unwrap()
@@ -391,4 +392,108 @@ fn a_lost_or_damaged_snapshot_is_reported() {
     }
     let s = FileStore::open_with(dir.path(), 1 << 20, 8).unwrap();
     assert_eq!(s.range("/").0.len(), 2);
+}
+
+/// Every byte under `dir`, concatenated (what a reader of the disk sees).
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn open_encrypted(
+    dir: &std::path::Path,
+    enc: Option<&Arc<encrypt::Encryption>>,
+    log_capacity: u64,
+) -> Result<FileStore, OpenError> {
+    FileStore::open_with_options(
+        dir,
+        StoreOptions {
+            log_capacity,
+            encryption: enc.cloned(),
+            ..StoreOptions::default()
+        },
+    )
+}
+
+#[test]
+fn secrets_are_sealed_in_the_files_and_plaintext_ones_are_sealed_at_open() {
+    const SECRET: &str = "/registry/core/secrets/default/db";
+    const CONFIG: &str = "/registry/core/configmaps/default/cfg";
+    let dir = tempfile::tempdir().unwrap();
+    // Written before encryption was on: plaintext in the files.
+    {
+        let s = open_encrypted(dir.path(), None, 4096).unwrap();
+        s.put(SECRET, val("old-s3cret-value"), Precondition::Absent)
+            .unwrap();
+        s.put(CONFIG, val("plain-config"), Precondition::Absent)
+            .unwrap();
+    }
+    assert!(contains(&all_bytes(dir.path()), b"old-s3cret-value"));
+
+    let (enc, _) = encrypt::Encryption::generate("key1");
+    let enc = Arc::new(enc);
+    for log_capacity in [4096, 1 << 20] {
+        let s = open_encrypted(dir.path(), Some(&enc), log_capacity).unwrap();
+        assert_eq!(&*s.get(SECRET).unwrap().value, b"old-s3cret-value");
+        // Through the log (and, with the small log, compactions) too.
+        for i in 0..40 {
+            s.put(
+                &format!("{SECRET}-{i}"),
+                val(&format!("new-s3cret-{i:02}")),
+                Precondition::None,
+            )
+            .unwrap();
+        }
+        let (listed, _) = s.range("/registry/core/secrets/");
+        assert_eq!(listed.len(), 41);
+        assert_eq!(
+            &*s.get(&format!("{SECRET}-7")).unwrap().value,
+            b"new-s3cret-07"
+        );
+        drop(s);
+        let disk = all_bytes(dir.path());
+        assert!(
+            !contains(&disk, b"s3cret"),
+            "a Secret value is in clear in the store files"
+        );
+        assert!(contains(&disk, b"k8s:enc:xchacha20poly1305:v1:key1:"));
+        assert!(contains(&disk, b"plain-config"), "only Secrets are sealed");
+    }
+
+    // Without the key, or with another one: a clear error, files untouched.
+    let before = all_bytes(dir.path());
+    let e = open_encrypted(dir.path(), None, 4096).err().unwrap();
+    assert!(matches!(e, OpenError::Encryption { .. }), "{e}");
+    assert!(e.to_string().contains("no encryption key"), "{e}");
+    let (other, _) = encrypt::Encryption::generate("key1");
+    let e = open_encrypted(dir.path(), Some(&Arc::new(other)), 4096)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("does not decrypt"), "{e}");
+    // (The lock file is the only one opened; its content is empty.)
+    assert_eq!(
+        all_bytes(dir.path()),
+        before,
+        "a refused open changed the files"
+    );
+
+    // With the right key everything is still there.
+    let s = open_encrypted(dir.path(), Some(&enc), 4096).unwrap();
+    assert_eq!(
+        &*s.get(&format!("{SECRET}-39")).unwrap().value,
+        b"new-s3cret-39"
+    );
+    assert_eq!(&*s.get(CONFIG).unwrap().value, b"plain-config");
 }
