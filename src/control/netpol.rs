@@ -413,4 +413,175 @@ mod tests {
         // Ingress of the client is not isolated by an Egress-only policy.
         assert!(s.decide(ip("10.0.0.1"), c, proto::TCP, 1).allows());
     }
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NSS: [&str; 3] = ["a", "b", "c"];
+        const APPS: [&str; 3] = ["x", "y", "z"];
+
+        /// A label selector: empty, or `app=<one of APPS>`.
+        fn sel(app: Option<usize>) -> Value {
+            match app {
+                None => json!({}),
+                Some(i) => json!({"matchLabels": {"app": APPS[i]}}),
+            }
+        }
+
+        fn peer() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                proptest::option::of(0..3usize).prop_map(|a| json!({"podSelector": sel(a)})),
+                (0..3usize).prop_map(|n| json!({"namespaceSelector":
+                    {"matchLabels": {"kubernetes.io/metadata.name": NSS[n]}}})),
+                (proptest::option::of(0..3usize), 0..3usize).prop_map(|(a, n)| json!({
+                    "podSelector": sel(a),
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NSS[n]}}})),
+                (0..9u8, any::<bool>()).prop_map(|(i, ex)| {
+                    let except: Vec<String> = if ex { vec![format!("10.0.0.{}/32", i + 1)] } else { vec![] };
+                    json!({"ipBlock": {"cidr": "10.0.0.0/28", "except": except}})
+                }),
+            ]
+        }
+
+        fn rule(key: &'static str) -> impl Strategy<Value = Value> {
+            (
+                proptest::option::of(proptest::collection::vec(peer(), 0..3)),
+                proptest::option::of((1u16..6, 0u16..3, any::<bool>())),
+            )
+                .prop_map(move |(peers, port)| {
+                    let mut r = json!({});
+                    if let Some(p) = peers {
+                        r[key] = p.into();
+                    }
+                    if let Some((lo, span, udp)) = port {
+                        r["ports"] = json!([{"port": lo, "endPort": lo + span,
+                            "protocol": if udp { "UDP" } else { "TCP" }}]);
+                    }
+                    r
+                })
+        }
+
+        fn policy_spec() -> impl Strategy<Value = (usize, Value)> {
+            (
+                0..3usize,
+                proptest::option::of(0..3usize),
+                proptest::collection::vec(rule("from"), 0..3),
+                proptest::collection::vec(rule("to"), 0..3),
+                0..3usize,
+            )
+                .prop_map(|(ns, app, ingress, egress, types)| {
+                    let types =
+                        [vec!["Ingress"], vec!["Egress"], vec!["Ingress", "Egress"]][types].clone();
+                    (
+                        ns,
+                        json!({"podSelector": sel(app), "ingress": ingress,
+                                "egress": egress, "policyTypes": types}),
+                    )
+                })
+        }
+
+        /// The reference: the spec's rules read straight off the JSON.
+        fn reference(
+            pols: &[(usize, Value)],
+            pods: &[(usize, usize, IpAddr)],
+            src: usize,
+            dst: usize,
+            udp: bool,
+            port: u16,
+        ) -> bool {
+            let sel_ok = |s: &Value, app: usize| match s.get("matchLabels") {
+                None => true,
+                Some(m) => m["app"] == APPS[app],
+            };
+            let peer_ok = |pns: usize, peer: &Value, other: usize| -> bool {
+                let (ons, oapp, oip) = pods[other];
+                if let Some(b) = peer.get("ipBlock") {
+                    let IpAddr::V4(v4) = oip else { return false };
+                    let last = v4.octets()[3];
+                    let excepted = b["except"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|e| e.as_str().unwrap() == format!("10.0.0.{last}/32"));
+                    return last < 16 && !excepted;
+                }
+                let ns_ok = match peer.get("namespaceSelector") {
+                    None => ons == pns,
+                    Some(n) => n["matchLabels"]["kubernetes.io/metadata.name"] == NSS[ons],
+                };
+                ns_ok && peer.get("podSelector").is_none_or(|s| sel_ok(s, oapp))
+            };
+            let dir_ok = |pod: usize, other: usize, ty: &str, list: &str, peers: &str| -> bool {
+                let (pns, papp, _) = pods[pod];
+                let mut isolated = false;
+                for (ns, spec) in pols {
+                    if *ns != pns
+                        || !sel_ok(&spec["podSelector"], papp)
+                        || !spec["policyTypes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|t| t == ty)
+                    {
+                        continue;
+                    }
+                    isolated = true;
+                    for r in spec[list].as_array().unwrap() {
+                        let peers_ok = match r.get(peers).and_then(Value::as_array) {
+                            None => true,
+                            Some(p) if p.is_empty() => true,
+                            Some(p) => p.iter().any(|peer| peer_ok(*ns, peer, other)),
+                        };
+                        let ports_ok = match r.get("ports") {
+                            None => true,
+                            Some(ps) => ps.as_array().unwrap().iter().any(|p| {
+                                (p["protocol"] == "UDP") == udp
+                                    && p["port"].as_u64().unwrap() <= u64::from(port)
+                                    && u64::from(port) <= p["endPort"].as_u64().unwrap()
+                            }),
+                        };
+                        if peers_ok && ports_ok {
+                            return true;
+                        }
+                    }
+                }
+                !isolated
+            };
+            dir_ok(src, dst, "Egress", "egress", "to")
+                && dir_ok(dst, src, "Ingress", "ingress", "from")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+            #[test]
+            fn compiled_decisions_match_the_spec(
+                pols in proptest::collection::vec(policy_spec(), 0..4),
+                pod_specs in proptest::collection::vec((0..3usize, 0..3usize), 2..8),
+                flows in proptest::collection::vec((0..8usize, 0..8usize, any::<bool>(), 1u16..9), 1..20),
+            ) {
+                // Pods 10.0.0.1..; every other one outside the /28 block.
+                let pods: Vec<(usize, usize, IpAddr)> = pod_specs.iter().enumerate()
+                    .map(|(i, (ns, app))| {
+                        let last = if i % 2 == 0 { i as u8 + 1 } else { i as u8 + 20 };
+                        (*ns, *app, IpAddr::from([10, 0, 0, last]))
+                    })
+                    .collect();
+                let kpods: Vec<Pod> = pods.iter().enumerate()
+                    .map(|(i, (ns, app, ip))| pod(NSS[*ns], &format!("p{i}"), &ip.to_string(), json!({"app": APPS[*app]})))
+                    .collect();
+                let knss: Vec<Namespace> = NSS.iter().map(|n| ns(n, json!({}))).collect();
+                let kpols: Vec<NetworkPolicy> = pols.iter().enumerate()
+                    .map(|(i, (ns, spec))| policy(NSS[*ns], &format!("np{i}"), spec.clone()))
+                    .collect();
+                let snap = compile(&kpols, &kpods, &knss, vec![]);
+                for (s, d, udp, port) in flows {
+                    let (s, d) = (s % pods.len(), d % pods.len());
+                    let proto = if udp { proto::UDP } else { proto::TCP };
+                    let got = snap.decide(pods[s].2, pods[d].2, proto, port).allows();
+                    prop_assert_eq!(got, reference(&pols, &pods, s, d, udp, port),
+                        "flow {} -> {} {}/{}", s, d, port, if udp { "udp" } else { "tcp" });
+                }
+            }
+        }
+    }
 }
