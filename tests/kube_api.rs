@@ -1013,3 +1013,88 @@ fn idle_connections_never_keep_a_client_out() {
         "the test kept only {opened} idle connections open"
     );
 }
+
+#[test]
+fn kubectl_network_policies_are_validated_and_listed() {
+    let s = KubeServer::start();
+    // The Kubernetes docs' default-deny-ingress and test-network-policy.
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny-ingress\nspec:\n  podSelector: {}\n  policyTypes:\n  - Ingress\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], Some(deny));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: test-network-policy
+spec:
+  podSelector:
+    matchLabels:
+      role: db
+  policyTypes:
+  - Ingress
+  - Egress
+  ingress:
+  - from:
+    - ipBlock:
+        cidr: 172.17.0.0/16
+        except:
+        - 172.17.1.0/24
+    - namespaceSelector:
+        matchLabels:
+          project: myproject
+    - podSelector:
+        matchLabels:
+          role: frontend
+    ports:
+    - protocol: TCP
+      port: 6379
+  egress:
+  - to:
+    - ipBlock:
+        cidr: 10.0.0.0/24
+    ports:
+    - protocol: TCP
+      port: 5978
+"#;
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], Some(docs));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = s.ok(&["get", "netpol"]);
+    let header = table.lines().next().unwrap_or("");
+    assert!(
+        header.split_whitespace().collect::<Vec<_>>() == ["NAME", "POD-SELECTOR", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("default-deny-ingress") && l.contains("<none>")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("test-network-policy") && l.contains("role=db")),
+        "{table}"
+    );
+    let bad = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: bad\nspec:\n  podSelector: {}\n  egress:\n  - to:\n    - ipBlock:\n        cidr: 10.0.0.0/24\n        except:\n        - 10.1.0.0/24\n";
+    let e = s.fails(&["apply", "-f", "-"], Some(bad));
+    assert!(
+        e.contains("spec.egress[0].to[0].ipBlock.except[0]") && e.contains("strict subset"),
+        "{e}"
+    );
+    let types = s.ok(&[
+        "get",
+        "netpol",
+        "test-network-policy",
+        "-o",
+        "jsonpath={.spec.policyTypes}",
+    ]);
+    assert!(types.contains("Egress"), "{types}");
+}

@@ -12,6 +12,7 @@
 pub mod alloc;
 pub mod ipam;
 pub mod kinds;
+pub mod netpol;
 pub mod objects;
 pub mod reconcile;
 pub mod store;

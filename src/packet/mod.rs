@@ -14,6 +14,7 @@
 
 pub mod conntrack;
 pub mod maglev;
+pub mod policy;
 pub mod router;
 pub mod service;
 pub mod wire;

@@ -46,7 +46,7 @@ pub fn validate_host(host: &str, field: &str) -> Option<FieldError> {
 
 /// A port name (IANA_SVC_NAME): 1-15 of `[a-z0-9-]`, a letter in it, no
 /// `--`, no `-` at either end.
-fn port_name(name: &str) -> Option<String> {
+pub(super) fn port_name(name: &str) -> Option<String> {
     let ok = (1..=15).contains(&name.len())
         && name
             .chars()

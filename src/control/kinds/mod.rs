@@ -20,6 +20,7 @@ mod event;
 pub mod ingress;
 pub mod ingress_class;
 mod namespace;
+pub mod network_policy;
 mod node;
 pub mod pod;
 mod replica_set;
@@ -390,6 +391,7 @@ pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         Kind::of::<apps::StatefulSet>(),
         Kind::of::<networking::Ingress>(),
         Kind::of::<networking::IngressClass>(),
+        Kind::of::<networking::NetworkPolicy>(),
     ]
 });
 
