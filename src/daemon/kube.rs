@@ -521,7 +521,7 @@ pub fn run(
     Ok(())
 }
 
-/// After a reset: the state directory's contents (store, IPAM, logs, PKI, the record of namespaces made),
+/// After a reset: the state directory's contents (store, IPAM, logs, PKI, the record of namespaces made, the default Secrets key),
 /// the directory itself if nothing else is in it, and the admin kubeconfig.
 fn remove_state(config: &DaemonConfig) {
     for sub in ["store", "ipam", "logs", "pki", "netns"] {
@@ -531,6 +531,19 @@ fn remove_state(config: &DaemonConfig) {
                 tracing::warn!(path = %p.display(), "reset: cannot remove: {e}");
             }
         }
+    }
+    // IPAM states found damaged at a start and kept for the operator.
+    if let Ok(dir) = std::fs::read_dir(&config.state_dir) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with("ipam.damaged-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    // The Secrets' key goes with the store it encrypted; one the operator
+    // keeps elsewhere (`encryption-key-file`) is theirs.
+    if config.encryption_key_file.is_none() {
+        let _ = std::fs::remove_file(config.encryption_key_path());
     }
     let _ = std::fs::remove_dir(&config.state_dir);
     let _ = std::fs::remove_file(&config.admin_kubeconfig);
