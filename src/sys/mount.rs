@@ -14,8 +14,9 @@
 //! * [`POD_NS_DIR`] is a private mount (bound onto itself once, as
 //!   iproute2 does for `/var/run/netns`, but private): the kernel refuses
 //!   to bind a mount namespace file onto a shared mount. Inside a pod's
-//!   namespace the copy of that directory is detached, so a pod's
-//!   namespace never pins other pods' namespaces.
+//!   namespace the copies of that directory and of `/var/run/netns` are
+//!   detached, so a pod's namespace never pins other pods' namespaces nor
+//!   receives the pins of pods made later.
 //! * A mount namespace file is bound from the caller's (older) namespace:
 //!   the kernel refuses a bind from inside the namespace itself (a loop).
 //! * Like [`super::netns`], namespaces are entered on scratch threads
@@ -248,7 +249,14 @@ fn new_namespaces(dir: &Path, hostname: &str) -> Result<(File, File), MountError
         None::<&str>,
     )
     .map_err(ns_err("mount(/, MS_REC | MS_SLAVE)", dir))?;
+    // The copies of the pinned namespaces go: a pod's namespace must not
+    // pin other pods' namespaces. `/var/run/netns` is a shared mount (as
+    // iproute2 makes it), so as a slave the copy would also receive every
+    // network namespace pinned or removed later: one more mount per pod in
+    // every pod's namespace, which made creating and deleting a pod cost
+    // time in proportion to the pods running.
     let _ = umount2(POD_NS_DIR, MntFlags::MNT_DETACH);
+    let _ = umount2(super::netns::NETNS_RUN_DIR, MntFlags::MNT_DETACH);
     // SAFETY: a pointer and length of a live byte slice, only read.
     let rc = unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) };
     if rc != 0 {
@@ -305,8 +313,38 @@ fn prepare_ns_dir() -> Result<(), MountError> {
 }
 
 /// Whether `path` is a mount point in the calling thread's mount
-/// namespace (`/proc/thread-self/mountinfo`, field 5; escapes decoded).
+/// namespace: the kernel's `STATX_ATTR_MOUNT_ROOT` (Linux 5.8+), else
+/// `/proc/thread-self/mountinfo` (field 5; escapes decoded), whose size
+/// grows with every pod's pinned namespaces.
 pub fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `statx` only writes into the zeroed buffer it is given; the
+    // path is a NUL-terminated string that outlives the call.
+    let (rc, stx) = unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let rc = libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            0,
+            &mut stx,
+        );
+        (rc, stx)
+    };
+    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if rc != 0 {
+        return false;
+    }
+    if stx.stx_attributes_mask & root != 0 {
+        return stx.stx_attributes & root != 0;
+    }
+    is_mount_point_by_mountinfo(path)
+}
+
+fn is_mount_point_by_mountinfo(path: &Path) -> bool {
     let Ok(info) = fs::read_to_string("/proc/thread-self/mountinfo") else {
         return false;
     };
@@ -429,5 +467,8 @@ mod tests {
     fn the_root_is_a_mount_point_and_a_missing_path_is_not() {
         assert!(is_mount_point(Path::new("/")));
         assert!(!is_mount_point(Path::new("/nonexistent/podnet")));
+        assert!(!is_mount_point(Path::new("/proc/self")));
+        assert!(is_mount_point_by_mountinfo(Path::new("/")));
+        assert!(is_mount_point(Path::new("/proc")));
     }
 }
