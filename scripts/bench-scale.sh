@@ -40,10 +40,7 @@ kns="scale$$"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/podnet-scale.XXXXXX")
 cleanup_scale() {
     [ -n "${daemon:-}" ] && { kill -9 "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; }
-    local n
-    for n in $(ip netns list | awk '{print $1}' | grep "^$kns\\." || true); do
-        pn_ns_del "$n"
-    done
+    pn_pods_del "$kns"
     rm -rf "$dir"
 }
 pn_cleanup_register cleanup_scale

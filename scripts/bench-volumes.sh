@@ -30,16 +30,7 @@ kns="vol$$"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/podnet-vol.XXXXXX")
 cleanup_vol() {
     [ -n "${daemon:-}" ] && { kill -9 "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; }
-    local n
-    for n in $(ip netns list | awk '{print $1}' | grep "^$kns\\." || true); do
-        pn_ns_del "$n"
-    done
-    # Pinned mount/UTS namespaces of this run's pods (a killed daemon leaves them).
-    for n in /run/podnet/ns/"$kns".*; do
-        [ -d "$n" ] || continue
-        umount "$n/mnt" "$n/uts" 2>/dev/null || true
-        rm -rf "$n"
-    done
+    pn_pods_del "$kns"
     rm -rf "$dir"
 }
 pn_cleanup_register cleanup_vol

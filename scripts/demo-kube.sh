@@ -24,10 +24,7 @@ kns="demo$id"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/podnet-kdemo.XXXXXX")
 cleanup_demo() {
     [ -n "${daemon:-}" ] && { kill -9 "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; }
-    local n
-    for n in $(ip netns list | awk '{print $1}' | grep "^$kns\\." || true); do
-        pn_ns_del "$n"
-    done
+    pn_pods_del "$kns"
     rm -rf "$dir"
 }
 pn_cleanup_register cleanup_demo

@@ -69,6 +69,21 @@ podnet_down() {
     PN_DAEMON_PID=
 }
 
+# pn_pods_del KNS — remove what the pods of Kubernetes namespace KNS leave when their
+# daemon was killed: their network namespaces (processes first) and their pinned
+# mount/UTS namespaces under /run/podnet/ns.
+pn_pods_del() {
+    local kns=${1:?pn_pods_del: KNS missing} n
+    for n in $(ip netns list | awk '{print $1}' | grep "^$kns\\." || true); do
+        pn_ns_del "$n"
+    done
+    for n in /run/podnet/ns/"$kns".*; do
+        [ -d "$n" ] || continue
+        umount -l "$n/mnt" "$n/uts" 2>/dev/null || true
+        rm -rf "$n"
+    done
+}
+
 # pn_pod_netns POD [NAMESPACE] — the network namespace name of a pod, as `ip netns` lists it.
 pn_pod_netns() {
     echo "${2:-default}.${1:?pn_pod_netns: POD missing}"
