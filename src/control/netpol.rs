@@ -35,10 +35,15 @@ fn protocol(name: Option<&str>) -> u8 {
     }
 }
 
+/// A pod's addresses; none once it has finished (Succeeded or Failed),
+/// as its addresses went back to IPAM and may be another pod's now.
 fn pod_addrs(pod: &Pod) -> Vec<IpAddr> {
     let Some(status) = &pod.status else {
         return Vec::new();
     };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return Vec::new();
+    }
     let mut addrs: Vec<IpAddr> = status
         .pod_ips
         .iter()
@@ -343,7 +348,7 @@ mod tests {
         assert_eq!(
             s.decide(ip("10.0.0.254"), ip("10.0.0.1"), proto::TCP, 80)
                 .ingress,
-            DirVerdict::FromNode
+            DirVerdict::Node
         );
         assert!(s
             .decide(ip("10.0.0.1"), ip("10.0.0.3"), proto::TCP, 80)
@@ -489,6 +494,10 @@ mod tests {
             udp: bool,
             port: u16,
         ) -> bool {
+            // A pod cannot block access to itself.
+            if src == dst {
+                return true;
+            }
             let sel_ok = |s: &Value, app: usize| match s.get("matchLabels") {
                 None => true,
                 Some(m) => m["app"] == APPS[app],

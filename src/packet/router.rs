@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -27,11 +28,13 @@ use super::conntrack::{
     FlowSummary, HashedKey, InsertError, NewEntry, PackedEntry, PackedKey,
 };
 use super::maglev::MaglevError;
+use super::policy::PolicySnapshot;
 use super::service::{Backend, BackendSet, Frontend, PoolId, PoolSpec, ServicePool};
 use super::wire::virtio::{self, L4Checksum, VnetError, VnetHdr};
 use super::wire::{self, Endpoints, Fragment, IcmpErrorKind, PacketInfo, TcpFlags, Transport};
 use super::Timestamp;
 pub use edge::{EdgeConfig, SNAT_PORTS};
+pub use explain::{FlowExplanation, FlowOutcome};
 use stats::{Counters, STRIPE};
 pub use stats::{DropReason, EvictReason, RouterStats};
 
@@ -378,6 +381,15 @@ pub struct ResetReport {
     pub resets_sent: usize,
 }
 
+/// How a new service flow is served (see `Router::service_mode`).
+#[derive(Clone, Copy, Debug)]
+struct ServiceMode {
+    /// Only this node's endpoints may take it.
+    local_only: bool,
+    /// The client is masqueraded to the node's address.
+    masquerade: bool,
+}
+
 /// The node's packet router and NAT. Share it between worker threads
 /// (`Arc<Router>`); every method takes `&self`.
 pub struct Router {
@@ -390,6 +402,10 @@ pub struct Router {
     counters: Counters,
     /// Serialises publishers (control plane only).
     publish: Mutex<()>,
+    /// NetworkPolicy, decided at flow setup (see `policy`).
+    policy: ArcSwap<PolicySnapshot>,
+    /// Whether some pod is isolated: while not, new flows skip the gate.
+    policy_on: AtomicBool,
 }
 
 /// A worker thread's handle on the router: it keeps the current snapshot
@@ -436,6 +452,8 @@ impl Router {
             choice_hasher: FlowHasher::fixed(0x706f_646e_6574),
             counters: Counters::new(),
             publish: Mutex::new(()),
+            policy: ArcSwap::from_pointee(PolicySnapshot::default()),
+            policy_on: AtomicBool::new(false),
         }
     }
 
@@ -775,7 +793,11 @@ impl Router {
             }
             Transport::IcmpEcho { .. } | Transport::Other => match info.fragment {
                 Fragment::Later { id } => self.later_fragment(pkt, &info, id, ingress, snap, guard),
-                _ => self.forward_plain(pkt, &info, ingress, snap),
+                // Nothing to track without ports: decided packet by packet.
+                _ => match self.policy_gate(info.src, info.dst, info.protocol, 0) {
+                    policy::Gate::Deny(reason) => Verdict::Drop(reason),
+                    _ => self.forward_plain(pkt, &info, ingress, snap),
+                },
             },
         }
     }
@@ -886,6 +908,14 @@ impl Router {
                     *untracked = true;
                     return None;
                 };
+                if let policy::Gate::Deny(reason) = self.policy_gate(
+                    IpAddr::V4(Ipv4Addr::from(src)),
+                    backend.ip(),
+                    protocol,
+                    backend.port(),
+                ) {
+                    return Some(Verdict::Drop(reason));
+                }
                 match self.insert_service_flow(now, &key, backend, pool, guard) {
                     Ok(flow) => (flow, Direction::Original),
                     Err(v) => return Some(v),
@@ -999,7 +1029,7 @@ impl Router {
         let (flow, dir) = match found {
             Some(f) => f,
             None => {
-                if self.outside_to_inside(info, ingress, snap) {
+                if self.outside_to_inside(info.src, info.dst, ingress, snap) {
                     return Verdict::Drop(DropReason::FromOutside);
                 }
                 let frontend = Frontend {
@@ -1009,10 +1039,17 @@ impl Router {
                 };
                 let created = match snap.frontends.get(&frontend) {
                     Some(pool) => self.new_service_flow(now, pkt, info, &key, pool, ingress, guard),
-                    None if self.masquerades(info, ingress, snap) => {
-                        self.new_egress_flow(now, info, &key, guard)
-                    }
-                    None => return self.forward_plain(pkt, info, ingress, snap),
+                    None => match self.policy_gate(info.src, info.dst, info.protocol, key.dst_port)
+                    {
+                        policy::Gate::Deny(reason) => return Verdict::Drop(reason),
+                        _ if self.masquerades(info.dst, ingress, snap) => {
+                            self.new_egress_flow(now, info, &key, guard)
+                        }
+                        policy::Gate::Pass => return self.forward_plain(pkt, info, ingress, snap),
+                        policy::Gate::Track => {
+                            return self.forward_tracked(now, pkt, info, &key, ingress, snap, guard)
+                        }
+                    },
                 };
                 match created {
                     Ok(f) => (f, Direction::Original),
@@ -1050,53 +1087,42 @@ impl Router {
         ingress: Link,
         guard: &'g epoch::Guard,
     ) -> Result<&'g Flow, Verdict> {
+        let backends = pool.backends();
         if let Transport::Tcp { flags, .. } = info.transport {
             // Only a SYN opens a connection; anything else (e.g. a segment
-            // of a connection from before a restart) gets a RST at once.
+            // of a connection from before a restart) gets a RST at once,
+            // unless policy denies the pair (then it is dropped, as a flow
+            // removed by a policy change must not be reset).
             if !flags.contains(TcpFlags::SYN) || flags.contains(TcpFlags::ACK) {
+                if let Some(b) = backends.choose(self.choice_hasher.hash(key)) {
+                    if let policy::Gate::Deny(reason) =
+                        self.policy_gate(info.src, b.ip(), info.protocol, b.port())
+                    {
+                        return Err(Verdict::Drop(reason));
+                    }
+                }
                 return Err(self.reject(pkt, info, DropReason::NoEndpoints));
             }
         }
-        let backends = pool.backends();
-        // Traffic from the host side to an address outside the service
-        // CIDR (node port, LoadBalancer or external IP) is external; from
-        // pods, every frontend is internal (kube-proxy short-circuits pod
-        // traffic to external addresses the same way).
-        let external = ingress == Link::Host && !self.in_service_cidr(info.dst);
-        let traffic = pool.traffic();
-        let local_only = if external {
-            traffic.external_local
+        let mode = self.service_mode(pool, ingress, info.dst);
+        let backend = if mode.local_only || pool.affinity_timeout().is_none() {
+            self.choose_backend(key, &backends, mode.local_only)?
         } else {
-            traffic.internal_local
-        };
-        let masquerade = external && !traffic.external_local;
-        let backend = if local_only {
-            let net = &self.config.network;
-            let chosen = backends.choose_where(self.choice_hasher.hash(key), |a| {
-                net.pod_subnets.iter().any(|n| n.contains(&a.ip()))
-            });
-            match chosen {
-                Some(b) => Some(b),
-                // kube-proxy drops traffic for a Local policy without a
-                // local endpoint (other nodes may have one).
-                None if !backends.eligible().is_empty() => {
-                    return Err(Verdict::Drop(DropReason::NoLocalEndpoints))
-                }
-                None => None,
-            }
-        } else {
-            match pool.affinity_timeout() {
-                Some(timeout) => {
-                    self.choose_with_affinity(now, info, key, pool, &backends, timeout, guard)
-                }
-                None => backends.choose(self.choice_hasher.hash(key)),
-            }
+            let timeout = pool.affinity_timeout().unwrap_or_default();
+            self.choose_with_affinity(now, info, key, pool, &backends, timeout, guard)
         };
         let Some(backend) = backend else {
             return Err(self.reject(pkt, info, DropReason::NoEndpoints));
         };
+        // Policy before anything answers: a denied flow is dropped, never
+        // reset.
+        if let policy::Gate::Deny(reason) =
+            self.policy_gate(info.src, backend.ip(), info.protocol, backend.port())
+        {
+            return Err(Verdict::Drop(reason));
+        }
         let hashed = self.conntrack.hashed(key.pack());
-        match (masquerade, self.masquerade_addr(info.dst)) {
+        match (mode.masquerade, self.masquerade_addr(info.dst)) {
             (true, Some(node)) => {
                 let reply = FlowKey {
                     src: backend.ip(),
@@ -1110,6 +1136,50 @@ impl Router {
                 self.insert_snat_flow(now, &hashed, reply, key.src_port, pool.id().0, guard)
             }
             _ => self.insert_service_flow(now, &hashed, backend, pool.id(), guard),
+        }
+    }
+
+    /// How a service flow to `dst` that entered on `ingress` is served.
+    /// Traffic from the host side to an address outside the service CIDR
+    /// (node port, LoadBalancer or external IP) is external; from pods,
+    /// every frontend is internal (kube-proxy short-circuits pod traffic to
+    /// external addresses the same way).
+    fn service_mode(&self, pool: &ServicePool, ingress: Link, dst: IpAddr) -> ServiceMode {
+        let external = ingress == Link::Host && !self.in_service_cidr(dst);
+        let traffic = pool.traffic();
+        ServiceMode {
+            local_only: if external {
+                traffic.external_local
+            } else {
+                traffic.internal_local
+            },
+            masquerade: external && !traffic.external_local,
+        }
+    }
+
+    /// The backend the flow's hash picks (from this node's endpoints only
+    /// when `local_only`); without session affinity.
+    fn choose_backend(
+        &self,
+        key: &FlowKey,
+        backends: &BackendSet,
+        local_only: bool,
+    ) -> Result<Option<SocketAddr>, Verdict> {
+        let hash = self.choice_hasher.hash(key);
+        if !local_only {
+            return Ok(backends.choose(hash));
+        }
+        let net = &self.config.network;
+        match backends.choose_where(hash, |a| {
+            net.pod_subnets.iter().any(|n| n.contains(&a.ip()))
+        }) {
+            Some(b) => Ok(Some(b)),
+            // kube-proxy drops traffic for a Local policy without a local
+            // endpoint (other nodes may have one).
+            None if !backends.eligible().is_empty() => {
+                Err(Verdict::Drop(DropReason::NoLocalEndpoints))
+            }
+            None => Ok(None),
         }
     }
 
@@ -1332,6 +1402,46 @@ impl Router {
         Verdict::Forward(route(snap, outer_dst))
     }
 
+    /// A new flow without translation that the policy gate wants tracked:
+    /// forwarded as [`Router::forward_plain`] does, and tracked when it goes
+    /// out, so its replies pass as part of it.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_tracked(
+        &self,
+        now: Timestamp,
+        pkt: &mut PacketBuf,
+        info: &PacketInfo,
+        key: &FlowKey,
+        ingress: Link,
+        snap: &Snapshot,
+        guard: &epoch::Guard,
+    ) -> Verdict {
+        let verdict = self.forward_plain(pkt, info, ingress, snap);
+        if !matches!(verdict, Verdict::Forward(_)) {
+            return verdict;
+        }
+        let flow = match self.track_untranslated(now, key, guard) {
+            Ok(flow) => flow,
+            Err(refused) => return refused,
+        };
+        flow.touch(now);
+        if let Transport::Tcp { seq, flags, .. } = info.transport {
+            flow.track_tcp(
+                Direction::Original,
+                flags,
+                seq,
+                tcp_segment_len(pkt.as_slice(), info),
+            );
+        } else {
+            flow.track_datagram(Direction::Original);
+        }
+        if let Fragment::First { id } = info.fragment {
+            let t = translation(flow, Direction::Original);
+            self.remember_fragment(now, info, id, &t, guard);
+        }
+        verdict
+    }
+
     /// Forwarding without translation: pod to pod, pod to host, host to pod.
     fn forward_plain(
         &self,
@@ -1347,7 +1457,7 @@ impl Router {
                 // back to the host, which delivers it locally.
                 return Verdict::Forward(Link::Host);
             }
-            if self.outside_to_inside(info, ingress, snap) {
+            if self.outside_to_inside(info.src, info.dst, ingress, snap) {
                 return Verdict::Drop(DropReason::FromOutside);
             }
         }
@@ -1356,22 +1466,17 @@ impl Router {
         }
         let out = match snap.pod_at(info.dst) {
             Some(id) => Link::Pod(id),
-            None => {
-                let net = &self.config.network;
-                let gateway = info.dst == IpAddr::V4(net.gateway_v4)
-                    || net.gateway_v6.map(IpAddr::V6) == Some(info.dst);
-                if !gateway && net.pod_subnets.iter().any(|n| n.contains(&info.dst)) {
-                    // A pod address with no pod: as a router with no
-                    // neighbour would, say so.
-                    return self.icmp_reply(
-                        pkt,
-                        info,
-                        IcmpErrorKind::HostUnreachable,
-                        DropReason::NoRoute,
-                    );
-                }
-                Link::Host
+            // A pod address with no pod: as a router with no neighbour
+            // would, say so.
+            None if self.is_unowned_pod_addr(info.dst) => {
+                return self.icmp_reply(
+                    pkt,
+                    info,
+                    IcmpErrorKind::HostUnreachable,
+                    DropReason::NoRoute,
+                );
             }
+            None => Link::Host,
         };
         if out == ingress {
             return Verdict::Drop(DropReason::NoRoute);
@@ -1515,6 +1620,8 @@ fn tcp_segment_len(packet: &[u8], info: &PacketInfo) -> u32 {
 }
 
 mod edge;
+mod explain;
+mod policy;
 mod stats;
 #[cfg(test)]
 mod tests;

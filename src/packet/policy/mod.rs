@@ -7,8 +7,9 @@
 //! rules of every policy selecting it add up. A rule matches when one of
 //! its peers matches the other end (or it has no peers) and one of its
 //! ports matches (or it has no ports). Named ports are resolved on the
-//! destination pod. The node's own addresses (probes from the gateway)
-//! always reach local pods.
+//! destination pod. As the Kubernetes documentation says, traffic to and
+//! from the node a pod runs on (probes from the gateway, cluster DNS at
+//! the gateway) is always allowed, and a pod cannot block itself.
 //!
 //! A decision allocates nothing: peers are sorted address lists and CIDR
 //! blocks, ports are ranges or a name looked up on the destination pod.
@@ -96,8 +97,11 @@ pub enum DirVerdict {
         /// Rule index.
         index: usize,
     },
-    /// Allowed because it comes from the node itself (probes).
-    FromNode,
+    /// Allowed because it comes from or goes to the node itself (probes,
+    /// cluster DNS at the gateway).
+    Node,
+    /// Allowed because the pod talks to itself.
+    SamePod,
     /// The pod is isolated and no rule matches; `policies` isolate it.
     Denied {
         /// `namespace/name` of the policies that select the pod.
@@ -135,6 +139,11 @@ pub struct PodPolicy {
 }
 
 impl PodPolicy {
+    /// Whether a policy isolates the pod in some direction.
+    pub fn is_isolated(&self) -> bool {
+        self.ingress.is_some() || self.egress.is_some()
+    }
+
     fn named_port(&self, name: &str, proto: u8) -> Option<u16> {
         self.named_ports
             .iter()
@@ -157,6 +166,26 @@ impl Decision {
     pub fn allows(&self) -> bool {
         self.egress.allows() && self.ingress.allows()
     }
+
+    /// The direction that denies the flow, the source's egress first.
+    pub fn denied(&self) -> Option<PolicyDirection> {
+        if !self.egress.allows() {
+            Some(PolicyDirection::Egress)
+        } else if !self.ingress.allows() {
+            Some(PolicyDirection::Ingress)
+        } else {
+            None
+        }
+    }
+}
+
+/// A direction a pod is isolated in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyDirection {
+    /// Traffic into the pod.
+    Ingress,
+    /// Traffic out of the pod.
+    Egress,
 }
 
 /// Every pod's compiled policy, by address.
@@ -165,6 +194,7 @@ pub struct PolicySnapshot {
     pods: HashMap<IpAddr, Arc<PodPolicy>>,
     node_addrs: Vec<IpAddr>,
     policies: usize,
+    open: bool,
 }
 
 impl PolicySnapshot {
@@ -176,10 +206,13 @@ impl PolicySnapshot {
         node_addrs: Vec<IpAddr>,
         policies: usize,
     ) -> Self {
+        let pods: HashMap<IpAddr, Arc<PodPolicy>> = pods.into_iter().collect();
+        let open = pods.values().all(|p| !p.is_isolated());
         Self {
-            pods: pods.into_iter().collect(),
+            pods,
             node_addrs,
             policies,
+            open,
         }
     }
 
@@ -191,9 +224,13 @@ impl PolicySnapshot {
     /// Whether no pod is isolated in any direction (then every flow
     /// passes and the fast path can skip the lookup).
     pub fn is_open(&self) -> bool {
-        self.pods
-            .values()
-            .all(|p| p.ingress.is_none() && p.egress.is_none())
+        self.open
+    }
+
+    /// Whether the pod at `addr` is isolated in some direction (its
+    /// flows are tracked, so replies of allowed ones pass).
+    pub fn isolates(&self, addr: IpAddr) -> bool {
+        self.pods.get(&addr).is_some_and(|p| p.is_isolated())
     }
 
     /// The pod at `addr`.
@@ -232,9 +269,19 @@ impl PolicySnapshot {
                     },
                 )
         };
-        let egress = decide(src_pod.and_then(|p| p.egress.as_ref()), dst);
+        if src == dst && src_pod.is_some() {
+            return Decision {
+                egress: DirVerdict::SamePod,
+                ingress: DirVerdict::SamePod,
+            };
+        }
+        let egress = if self.node_addrs.contains(&dst) {
+            DirVerdict::Node
+        } else {
+            decide(src_pod.and_then(|p| p.egress.as_ref()), dst)
+        };
         let ingress = if self.node_addrs.contains(&src) {
-            DirVerdict::FromNode
+            DirVerdict::Node
         } else {
             decide(dst_pod.and_then(|p| p.ingress.as_ref()), src)
         };

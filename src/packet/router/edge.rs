@@ -26,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crossbeam::epoch;
 use ipnet::IpNet;
 
+use super::policy::Gate;
 use super::{
     refused_flow, route, translation, DropReason, EntryKind, Flow, FlowKey, HashedKey, Link,
     PackedEntry, PackedKey, PacketBuf, Router, Snapshot, Verdict,
@@ -105,30 +106,30 @@ impl Router {
     /// that is not the host's) to a pod or a cluster IP.
     pub(super) fn outside_to_inside(
         &self,
-        info: &PacketInfo,
+        src: IpAddr,
+        dst: IpAddr,
         ingress: Link,
         snap: &Snapshot,
     ) -> bool {
         ingress == Link::Host
             && self.config.edge.enabled()
-            && !self.is_host_addr(info.src)
-            && (snap.pod_at(info.dst).is_some()
+            && !self.is_host_addr(src)
+            && (snap.pod_at(dst).is_some()
                 || self
                     .config
                     .network
                     .pod_subnets
                     .iter()
-                    .any(|n| n.contains(&info.dst))
-                || self.in_service_cidr(info.dst))
+                    .any(|n| n.contains(&dst))
+                || self.in_service_cidr(dst))
     }
 
     /// Whether a new flow of this packet is masqueraded: from a pod, to an
     /// address beyond the node and the cluster.
-    pub(super) fn masquerades(&self, info: &PacketInfo, ingress: Link, snap: &Snapshot) -> bool {
-        if !matches!(ingress, Link::Pod(_)) || self.masquerade_addr(info.dst).is_none() {
+    pub(super) fn masquerades(&self, dst: IpAddr, ingress: Link, snap: &Snapshot) -> bool {
+        if !matches!(ingress, Link::Pod(_)) || self.masquerade_addr(dst).is_none() {
             return false;
         }
-        let dst = info.dst;
         let net = &self.config.network;
         !(snap.pod_at(dst).is_some()
             || net.pod_subnets.iter().any(|n| n.contains(&dst))
@@ -248,26 +249,32 @@ impl Router {
             Some(found) if request == (found.direction == Direction::Original) => {
                 (found.flow, found.direction)
             }
-            _ if request && self.masquerades(info, ingress, snap) => {
-                let Some(node) = self.masquerade_addr(info.dst) else {
-                    return self.forward_plain(pkt, info, ingress, snap);
-                };
-                let reply = FlowKey {
-                    src: info.dst,
-                    dst: node,
-                    src_port: ident,
-                    dst_port: ident,
-                    protocol: info.protocol,
-                    kind: EntryKind::Flow,
+            _ => match self.policy_gate(info.src, info.dst, info.protocol, 0) {
+                Gate::Deny(reason) => return Verdict::Drop(reason),
+                _ if request && self.masquerades(info.dst, ingress, snap) => {
+                    let Some(node) = self.masquerade_addr(info.dst) else {
+                        return self.forward_plain(pkt, info, ingress, snap);
+                    };
+                    let reply = FlowKey {
+                        src: info.dst,
+                        dst: node,
+                        src_port: ident,
+                        dst_port: ident,
+                        protocol: info.protocol,
+                        kind: EntryKind::Flow,
+                    }
+                    .pack();
+                    let hashed = self.conntrack.hashed(key.pack());
+                    match self.insert_snat_flow(now, &hashed, reply, ident, 0, guard) {
+                        Ok(flow) => (flow, Direction::Original),
+                        Err(v) => return v,
+                    }
                 }
-                .pack();
-                let hashed = self.conntrack.hashed(key.pack());
-                match self.insert_snat_flow(now, &hashed, reply, ident, 0, guard) {
-                    Ok(flow) => (flow, Direction::Original),
-                    Err(v) => return v,
+                Gate::Track if request => {
+                    return self.forward_tracked(now, pkt, info, &key, ingress, snap, guard)
                 }
-            }
-            _ => return self.forward_plain(pkt, info, ingress, snap),
+                _ => return self.forward_plain(pkt, info, ingress, snap),
+            },
         };
         if !wire::decrement_ttl(pkt.as_mut_slice(), info) {
             return self.time_exceeded(pkt, info);

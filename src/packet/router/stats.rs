@@ -54,11 +54,15 @@ pub enum DropReason {
     /// A service with `externalTrafficPolicy` or `internalTrafficPolicy`
     /// `Local` has endpoints, but none on this node (kube-proxy drops).
     NoLocalEndpoints = 14,
+    /// A new flow the destination pod's NetworkPolicies do not let in.
+    PolicyIngress = 15,
+    /// A new flow the source pod's NetworkPolicies do not let out.
+    PolicyEgress = 16,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::Spoofed,
         DropReason::TtlExceeded,
@@ -74,6 +78,8 @@ impl DropReason {
         DropReason::ConntrackSourceShare,
         DropReason::FromOutside,
         DropReason::NoLocalEndpoints,
+        DropReason::PolicyIngress,
+        DropReason::PolicyEgress,
     ];
 
     /// A short name for metrics and the CLI.
@@ -94,6 +100,8 @@ impl DropReason {
             DropReason::ConntrackSourceShare => "conntrack_source_share",
             DropReason::FromOutside => "from_outside",
             DropReason::NoLocalEndpoints => "no_local_endpoints",
+            DropReason::PolicyIngress => "policy_ingress",
+            DropReason::PolicyEgress => "policy_egress",
         }
     }
 
@@ -115,6 +123,8 @@ impl DropReason {
             DropReason::ConntrackSourceShare => "dropped.conntrack_source_share",
             DropReason::FromOutside => "dropped.from_outside",
             DropReason::NoLocalEndpoints => "dropped.no_local_endpoints",
+            DropReason::PolicyIngress => "dropped.policy_ingress",
+            DropReason::PolicyEgress => "dropped.policy_egress",
         }
     }
 }

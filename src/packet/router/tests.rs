@@ -1360,3 +1360,4 @@ fn counters_by_reason_name_every_reason_once() {
 }
 
 mod edge;
+mod policy;

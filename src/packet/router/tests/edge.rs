@@ -296,7 +296,7 @@ fn an_icmp_error_from_outside_about_a_masqueraded_flow_reaches_the_pod() {
     assert_ne!(masq.1, 0);
 }
 
-fn echo(src: Ipv4Addr, dst: Ipv4Addr, request: bool, ident: u16) -> PacketBuf {
+pub(super) fn echo(src: Ipv4Addr, dst: Ipv4Addr, request: bool, ident: u16) -> PacketBuf {
     let data = b"ping";
     let repr = if request {
         Icmpv4Repr::EchoRequest {
