@@ -293,6 +293,17 @@ impl ApiClient {
     pub fn stats(&self) -> Result<Vec<NodeCounter>, ClientError> {
         self.get(STATS_PATH)
     }
+    /// What the fast path would do with a new flow.
+    pub fn explain(
+        &self,
+        query: &crate::api::node::FlowQuery,
+    ) -> Result<crate::api::node::Explanation, ClientError> {
+        self.get(&format!(
+            "{}?{}",
+            crate::api::node::EXPLAIN_PATH,
+            query.to_query_string()
+        ))
+    }
     /// Stops every pod and removes what podnet made; the daemon then exits.
     pub fn reset(&self) -> Result<ResetSummary, ClientError> {
         self.post::<_, ()>(RESET_PATH, None)

@@ -84,6 +84,21 @@ enum Command {
     Conntrack(ListOnly),
     /// Packets forwarded and dropped (by reason), flows tracked.
     Stats,
+    /// What the fast path would do with a new flow: the service and
+    /// backend it reaches, the NAT, which NetworkPolicy allows or denies
+    /// it, and the verdict. Changes nothing.
+    Explain {
+        /// Source address, `IP` or `IP:PORT` (the port picks a service's
+        /// backend; 40000 when not given).
+        #[arg(value_name = "SRC")]
+        src: String,
+        /// Destination address (a pod, a service's cluster IP, ...).
+        #[arg(value_name = "DST")]
+        dst: String,
+        /// `PORT/PROTO`: `80/TCP`, `53/UDP`, `icmp` (TCP when only a port).
+        #[arg(value_name = "PORT/PROTO")]
+        port: String,
+    },
     /// Apply a manifest (multi-document YAML, as `kubectl apply -f`).
     Apply {
         /// The manifest file, or `-` for standard input.
@@ -444,6 +459,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             api.rows(&counters, "counters", table)
         }
         Command::Reset { force } => reset(&api, force),
+        Command::Explain { src, dst, port } => {
+            let query = podnet::api::node::FlowQuery::from_args(&src, &dst, &port)?;
+            let e = api.client.explain(&query)?;
+            if api.output == Output::Json {
+                return print_json(&e);
+            }
+            write_stdout(&explanation_text(&e))
+        }
         Command::Apply { file } => apply(&api, &file),
     }
 }
@@ -1084,6 +1107,32 @@ fn conntrack_table(flows: &[ConntrackEntry]) -> Table {
         })
         .collect();
     Table { headers, rows }
+}
+
+/// `podnet explain`'s answer as lines of `what: value`.
+fn explanation_text(e: &podnet::api::node::Explanation) -> String {
+    let mut out = format!("flow:     {}\nfrom:     {}\n", e.flow, e.from);
+    if let Some(s) = &e.service {
+        out += &format!("service:  {s}\n");
+    }
+    if let Some(b) = &e.backend {
+        out += &format!("backend:  {b}\n");
+    }
+    for n in &e.nat {
+        out += &format!("nat:      {n}\n");
+    }
+    for (dir, step) in [("egress", &e.egress), ("ingress", &e.ingress)] {
+        if let Some(step) = step {
+            let pod = step
+                .pod
+                .as_deref()
+                .map(|p| format!(" of {p}"))
+                .unwrap_or_default();
+            out += &format!("{dir:<8}  policy{pod}: {}\n", step.reason);
+        }
+    }
+    out += &format!("verdict:  {}\n", e.verdict);
+    out
 }
 
 #[cfg(test)]

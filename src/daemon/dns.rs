@@ -30,11 +30,10 @@ use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
-use serde_json::Value;
 
 use super::DaemonConfig;
 use crate::control::objects::{ObjectError, Objects};
-use crate::control::reconcile::{event_kind, Key, Next, Reconciler};
+use crate::control::reconcile::{event_kind, fields_changed, Key, Next, Reconciler};
 use crate::control::store::Event;
 use crate::dns::cache::AnswerCache;
 use crate::dns::{self, Answer, Zone, ZoneSource};
@@ -396,23 +395,12 @@ fn serve_tcp_client(shared: &Shared, mut conn: TcpStream) {
 /// The reconciler only marks the zone out of date (one key for the whole
 /// zone); a thread of its own rebuilds it, so the control loop never waits
 /// for a rebuild, and changes arriving during one share the next. A
-/// rebuild reads every service, slice and pod, so rebuilds are spaced by at
-/// least [`MIN_REBUILD_GAP`] and four times the last rebuild's time (on a
-/// big node, at most a fifth of a core goes to DNS).
+/// rebuild reads every service, slice and pod, so rebuilds are spaced as
+/// [`super::rebuild`] says (on a big node, at most a fifth of a core goes to
+/// DNS).
 pub struct DnsZone {
-    signal: Arc<(Mutex<Pending>, parking_lot::Condvar)>,
-    builder: Option<std::thread::JoinHandle<()>>,
+    rebuild: super::rebuild::Rebuilder,
 }
-
-#[derive(Default)]
-struct Pending {
-    dirty: bool,
-    stop: bool,
-}
-
-/// The shortest time between two rebuilds (the fast path's publisher waits
-/// as long between two service tables).
-pub const MIN_REBUILD_GAP: Duration = Duration::from_millis(20);
 
 const TAG: &str = "DnsZone";
 
@@ -467,30 +455,9 @@ impl DnsZone {
             domain: super::identity::CLUSTER_DOMAIN.into(),
             reverse,
         };
-        let signal: Arc<(Mutex<Pending>, parking_lot::Condvar)> = Arc::default();
-        let s = signal.clone();
-        let thread = std::thread::Builder::new()
-            .name("podnet-dns-zone".into())
-            .spawn(move || loop {
-                {
-                    let mut p = s.0.lock();
-                    while !p.dirty && !p.stop {
-                        s.1.wait(&mut p);
-                    }
-                    if p.stop {
-                        return;
-                    }
-                    p.dirty = false;
-                }
-                let t0 = Instant::now();
-                builder.build();
-                std::thread::sleep(MIN_REBUILD_GAP.max(t0.elapsed() * 4));
-            })
+        let rebuild = super::rebuild::Rebuilder::start("podnet-dns-zone", move || builder.build())
             .map_err(DnsError::Threads)?;
-        Ok(DnsZone {
-            signal,
-            builder: Some(thread),
-        })
+        Ok(DnsZone { rebuild })
     }
 
     fn key() -> Key {
@@ -502,28 +469,8 @@ impl DnsZone {
     }
 }
 
-impl Drop for DnsZone {
-    fn drop(&mut self) {
-        self.signal.0.lock().stop = true;
-        self.signal.1.notify_all();
-        if let Some(t) = self.builder.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Whether a pod change touches DNS: its addresses, phase or existence.
-fn pod_change_matters(event: &Event, obj: &Value) -> bool {
-    let Some(prev) = event.prev.as_ref().map(Objects::object_of) else {
-        return true;
-    };
-    if matches!(event.kind, crate::control::store::EventKind::Delete) {
-        return true;
-    }
-    ["/status/podIP", "/status/podIPs", "/status/phase"]
-        .iter()
-        .any(|p| obj.pointer(p) != prev.pointer(p))
-}
+/// What of a pod DNS depends on: its addresses and phase.
+const POD_FIELDS: [&str; 3] = ["/status/podIP", "/status/podIPs", "/status/phase"];
 
 impl Reconciler for DnsZone {
     fn kind(&self) -> &'static str {
@@ -533,7 +480,7 @@ impl Reconciler for DnsZone {
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
             Some(("Service" | "EndpointSlice", _)) => vec![Self::key()],
-            Some(("Pod", obj)) if pod_change_matters(event, &obj) => vec![Self::key()],
+            Some(("Pod", obj)) if fields_changed(event, &obj, &POD_FIELDS) => vec![Self::key()],
             _ => Vec::new(),
         }
     }
@@ -548,8 +495,7 @@ impl Reconciler for DnsZone {
         _key: &Key,
         _now: SystemTime,
     ) -> Result<Next, ObjectError> {
-        self.signal.0.lock().dirty = true;
-        self.signal.1.notify_one();
+        self.rebuild.mark();
         Ok(Next::Done)
     }
 }

@@ -429,6 +429,10 @@ pub fn run(
             Box::new(Deployments),
             Box::new(StatefulSets),
             Box::new(publisher),
+            Box::new(
+                super::policy::PolicyPublisher::start(objects.clone(), dataplane.clone())
+                    .map_err(DaemonError::Workers)?,
+            ),
             Box::new(dns_builder),
             Box::new(crate::ingress::IngressController::new(
                 ingress_tables,

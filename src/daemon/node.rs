@@ -12,9 +12,14 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use super::dataplane::Dataplane;
 use super::publish::FastPathPublisher;
 use super::runtime::HostRuntime;
-use crate::api::node::{ConntrackEntry, FlowTuple, NatRule, NodeCounter, NodeSource, ResetSummary};
+use crate::api::node::{
+    protocol_name, ConntrackEntry, Explanation, FlowQuery, FlowTuple, NatRule, NodeCounter,
+    NodeSource, PolicyStep, ResetSummary,
+};
 use crate::control::objects::{LabelSelector, Objects};
 use crate::packet::conntrack::{proto, EntryKind};
+use crate::packet::policy::DirVerdict;
+use crate::packet::router::{FlowOutcome, Link};
 
 /// The views over the running daemon.
 pub struct NodeViews {
@@ -30,6 +35,54 @@ pub struct NodeViews {
     pub shutdown: Arc<AtomicBool>,
     /// Set by a reset: the daemon removes its state when it stops.
     pub reset_requested: Arc<AtomicBool>,
+}
+
+impl NodeViews {
+    /// `NAMESPACE/NAME` of the pod holding `addr`.
+    fn pod_at(&self, addr: std::net::IpAddr) -> Option<String> {
+        let want = addr.to_string();
+        self.objects
+            .list_as::<Pod>(None, &LabelSelector::default())
+            .into_iter()
+            .find(|p| {
+                let st = p.status.as_ref();
+                !matches!(
+                    st.and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                ) && (st.and_then(|s| s.pod_ip.as_deref()) == Some(&want)
+                    || st
+                        .and_then(|s| s.pod_ips.as_ref())
+                        .is_some_and(|ips| ips.iter().any(|i| i.ip == want)))
+            })
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.unwrap_or_default(),
+                    p.metadata.name.unwrap_or_default()
+                )
+            })
+    }
+}
+
+/// One direction's verdict in words.
+fn policy_step(pod: Option<String>, v: &DirVerdict) -> PolicyStep {
+    let reason = match v {
+        DirVerdict::NotIsolated => {
+            "not isolated: no NetworkPolicy selects it in this direction".into()
+        }
+        DirVerdict::Allowed { policy, index } => format!("allowed by {policy} (rule {index})"),
+        DirVerdict::Node => "allowed: traffic to and from the node is never isolated".into(),
+        DirVerdict::SamePod => "allowed: a pod cannot block itself".into(),
+        DirVerdict::Denied { policies } => format!(
+            "denied: isolated by {}, and no rule matches",
+            policies.iter().map(|p| &**p).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    PolicyStep {
+        pod,
+        allowed: v.allows(),
+        reason,
+    }
 }
 
 impl NodeSource for NodeViews {
@@ -97,6 +150,63 @@ impl NodeSource for NodeViews {
         out.into_iter()
             .map(|(name, value)| NodeCounter { name, value })
             .collect()
+    }
+
+    fn explain(&self, q: &FlowQuery) -> Explanation {
+        let router = self.dataplane.router();
+        let e = router.explain(q.src, q.dst, q.protocol);
+        let proto = protocol_name(q.protocol);
+        let src_pod = self.pod_at(q.src.ip());
+        let to = e.backend.unwrap_or(q.dst);
+        let dst_pod = self.pod_at(to.ip());
+        let mut nat = Vec::new();
+        if let Some(b) = e.backend {
+            nat.push(format!("DNAT {} -> {b}", q.dst));
+        }
+        if let Some(m) = e.masquerade {
+            nat.push(format!("SNAT {} -> {m} (masquerade)", q.src.ip()));
+        }
+        let verdict = match e.outcome {
+            FlowOutcome::Forward(Link::Pod(_)) => match &dst_pod {
+                Some(p) => format!("forward to pod {p}"),
+                None => "forward to a pod".into(),
+            },
+            FlowOutcome::Forward(Link::Host) => "forward to the host".into(),
+            FlowOutcome::Drop(r) => format!("drop ({})", r.qualified_name()),
+            FlowOutcome::Reject(r) => format!(
+                "reject with {} ({})",
+                if q.protocol == proto::TCP {
+                    "a TCP reset"
+                } else {
+                    "an ICMP error"
+                },
+                r.qualified_name()
+            ),
+        };
+        Explanation {
+            flow: format!("{} -> {}/{proto}", q.src, q.dst),
+            from: match (&e.ingress, &src_pod) {
+                (Link::Pod(_), Some(p)) => format!("pod {p}"),
+                (Link::Pod(_), None) => "a pod".into(),
+                (Link::Host, _) => "host".into(),
+            },
+            service: e.pool.map(|p| {
+                self.publisher
+                    .pool_name(p)
+                    .unwrap_or_else(|| format!("pool {}", p.0))
+            }),
+            backend: e.backend.map(|b| b.to_string()),
+            nat,
+            egress: e
+                .policy
+                .as_ref()
+                .map(|d| policy_step(src_pod.clone(), &d.egress)),
+            ingress: e
+                .policy
+                .as_ref()
+                .map(|d| policy_step(dst_pod.clone(), &d.ingress)),
+            verdict,
+        }
     }
 
     fn reset(&self) -> ResetSummary {

@@ -260,6 +260,15 @@ impl Reconciler for FastPathPublisher {
 }
 
 impl FastPathPublisher {
+    /// `NAMESPACE/NAME (port P)` of the service port published as `pool`.
+    pub fn pool_name(&self, pool: PoolId) -> Option<String> {
+        let st = self.state.lock();
+        st.ids
+            .iter()
+            .find(|(_, id)| **id == pool)
+            .map(|((ns, name, port), _)| format!("{ns}/{name} (port {port})"))
+    }
+
     /// The NAT table as published: one rule per service frontend, with the
     /// backends the fast path holds for it.
     pub fn nat_rules(&self) -> Vec<NatRule> {

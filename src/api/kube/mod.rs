@@ -318,19 +318,21 @@ impl KubeApi {
 
     /// `/podnet/v1/...`: the node's NAT table, flows, counters and reset.
     async fn node_view(&self, req: &Request<hyper::body::Incoming>, path: &str) -> Response<Body> {
-        use crate::api::node::{CONNTRACK_PATH, NAT_PATH, RESET_PATH, STATS_PATH};
+        use crate::api::node::{
+            FlowQuery, CONNTRACK_PATH, EXPLAIN_PATH, NAT_PATH, RESET_PATH, STATS_PATH,
+        };
         let Some(node) = self.node.clone() else {
             return failure(404, "NotFound", "this server has no node views");
         };
         let method = req.method();
         let want = match path {
-            NAT_PATH | CONNTRACK_PATH | STATS_PATH => Method::GET,
+            NAT_PATH | CONNTRACK_PATH | STATS_PATH | EXPLAIN_PATH => Method::GET,
             RESET_PATH => Method::POST,
             _ => {
                 return failure(
                     404,
                     "NotFound",
-                    "the server could not find the requested resource (podnet serves /podnet/v1/nat, conntrack, stats and reset)",
+                    "the server could not find the requested resource (podnet serves /podnet/v1/nat, conntrack, stats, explain and reset)",
                 )
             }
         };
@@ -341,6 +343,14 @@ impl KubeApi {
                 &format!("{path} takes {want} only"),
             );
         }
+        let query = if path == EXPLAIN_PATH {
+            match FlowQuery::from_query_string(req.uri().query().unwrap_or("")) {
+                Ok(q) => Some(q),
+                Err(e) => return failure(400, "BadRequest", &e.to_string()),
+            }
+        } else {
+            None
+        };
         let path = path.to_string();
         // Listing flows or removing every pod can take a while: off the
         // reactor.
@@ -348,6 +358,10 @@ impl KubeApi {
             NAT_PATH => serde_json::to_value(node.nat_rules()),
             CONNTRACK_PATH => serde_json::to_value(node.conntrack()),
             STATS_PATH => serde_json::to_value(node.stats()),
+            EXPLAIN_PATH => match &query {
+                Some(q) => serde_json::to_value(node.explain(q)),
+                None => serde_json::to_value(()),
+            },
             _ => serde_json::to_value(node.reset()),
         })
         .await;

@@ -383,6 +383,18 @@ pub fn event_kind(event: &Event) -> Option<(&'static str, Value)> {
     Some((kind, obj))
 }
 
+/// Whether an event made, removed, or changed one of `pointers` (JSON
+/// pointers) of its object.
+pub fn fields_changed(event: &Event, obj: &Value, pointers: &[&str]) -> bool {
+    let Some(prev) = event.prev.as_ref().map(Objects::object_of) else {
+        return true;
+    };
+    if matches!(event.kind, crate::control::store::EventKind::Delete) {
+        return true;
+    }
+    pointers.iter().any(|p| obj.pointer(p) != prev.pointer(p))
+}
+
 /// Keys of `owner_kind` controlling the event's object (and the object's
 /// previous state), from their `ownerReferences`.
 pub fn controller_keys(owner_kind: &'static str, event: &Event) -> Vec<Key> {
