@@ -1,11 +1,12 @@
 //! Fast-path costs: conntrack hit, the same for a 64 KiB super-packet with a
-//! partial checksum, new flow, hit while endpoints change, and one
-//! service's endpoint update with 10,000 services loaded.
+//! partial checksum, new flow (also with 1,000 NetworkPolicies loaded), hit
+//! while endpoints change, and one service's endpoint update with 10,000
+//! services loaded.
 //!
 //! `scripts/bench-fastpath.sh` runs this and prints the `name: value` lines.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use crossbeam::epoch;
 use podnet::packet::conntrack::ConnTrackConfig;
+use podnet::packet::policy::{Isolation, Peers, PodPolicy, PolicySnapshot, PortMatch, Rule};
 use podnet::packet::service::{Backend, Frontend, PoolId, PoolSpec};
 use podnet::packet::{Link, PacketBuf, PodAddrs, PodId, Router, RouterConfig, Timestamp, Verdict};
 
@@ -292,13 +294,39 @@ fn fastpath(c: &mut Criterion) {
     let rate = updater.join().unwrap();
     eprintln!("fastpath/hit_under_updates: endpoint updates per second: {rate:.0}");
 
+    // New flows, then the same with 1,000 NetworkPolicies loaded (the
+    // backends isolated, the clients let in by an ipBlock rule).
+    new_flows(c, "fastpath/new_flow", &node(1, 10, NEW_FLOW_TABLE));
+    let r = node(1, 10, NEW_FLOW_TABLE);
+    r.set_policy(thousand_policies());
+    new_flows(c, "policy/new_flow", &r);
+
+    // One service's endpoints changed with 10,000 services x 10 endpoints.
+    let r = node(10_000, 10, 1 << 10);
+    let (ten, other) = (backends(10, 10), backends(11, 10));
+    let mut flip = false;
+    c.bench_function("snapshot/update", |b| {
+        b.iter(|| {
+            flip = !flip;
+            r.set_endpoints(PoolId(1234), if flip { &other } else { &ten })
+                .unwrap()
+        })
+    });
+}
+
+/// New flows are timed in batches of this many SYNs.
+const BATCH: usize = 4096;
+/// Batches kept in the table: it holds 65,536 flows while timed.
+const LIVE_BATCHES: u32 = 16;
+/// The conntrack table size for the new-flow benchmarks.
+const NEW_FLOW_TABLE: usize = BATCH * LIVE_BATCHES as usize * 2;
+
+/// Times new flows through `r` (a `node(1, 10, NEW_FLOW_TABLE)`).
+fn new_flows(c: &mut Criterion, name: &str, r: &Router) {
     // New flows: every packet a SYN from a new client (address, port), into
     // a table kept at a steady 65,536 flows as a daemon's is: after each
     // timed batch of 4,096 new flows, the oldest 4,096 are removed, untimed,
     // as the sweeper removes expired flows. Packets are built untimed too.
-    const BATCH: usize = 4096;
-    const LIVE_BATCHES: u32 = 16;
-    let r = node(1, 10, BATCH * LIVE_BATCHES as usize * 2);
     let template = tcp_packet(ip(5), 1, vip(0), 80, SYN);
     // Batch k comes from 11.0.x.y = 0x0b000000 + k, ports 1024.. ; built
     // into one reused buffer, so preparing a batch maps no fresh pages.
@@ -327,10 +355,10 @@ fn fastpath(c: &mut Criterion) {
     let mut k = 0u32;
     for _ in 0..LIVE_BATCHES {
         fill_batch(k, &mut packets);
-        send(&r, &packets, &mut buf);
+        send(r, &packets, &mut buf);
         k += 1;
     }
-    c.bench_function("fastpath/new_flow", |b| {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let mut done = 0u64;
@@ -339,7 +367,7 @@ fn fastpath(c: &mut Criterion) {
                 fill_batch(k, &mut packets);
                 let guard = epoch::pin();
                 let start = Instant::now();
-                send(&r, &packets[..n], &mut buf);
+                send(r, &packets[..n], &mut buf);
                 total += start.elapsed();
                 drop(guard);
                 done += n as u64;
@@ -356,18 +384,86 @@ fn fastpath(c: &mut Criterion) {
         st.replies == 0 && st.drops.iter().all(|&d| d == 0),
         "new flows were not all forwarded: {st:?}"
     );
+}
 
-    // One service's endpoints changed with 10,000 services x 10 endpoints.
-    let r = node(10_000, 10, 1 << 10);
-    let (ten, other) = (backends(10, 10), backends(11, 10));
-    let mut flip = false;
-    c.bench_function("snapshot/update", |b| {
-        b.iter(|| {
-            flip = !flip;
-            r.set_endpoints(PoolId(1234), if flip { &other } else { &ten })
-                .unwrap()
-        })
-    });
+/// A policy snapshot of 1,000 NetworkPolicies over 2,000 pods: pod i of
+/// 10.245.0.0/16 is isolated by policy i (i < 990), letting in one tenth
+/// of the pods on TCP 8080; the ten backends 10.244.0.10-19 are isolated
+/// by a deny-all policy, one letting in 200 of those pods and one letting
+/// in the benchmark's clients (11.0.0.0/8) on TCP 8080.
+fn thousand_policies() -> PolicySnapshot {
+    let others: Vec<IpAddr> = (0..2000u32)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0af5_0000 + i)))
+        .collect();
+    let group = |g: usize| -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = others.iter().skip(g).step_by(10).copied().collect();
+        v.sort();
+        v
+    };
+    let rule = |policy: String, peers: Peers| Rule {
+        policy: policy.into(),
+        index: 0,
+        peers,
+        ports: vec![PortMatch::Range(6, 8080, 8080)],
+    };
+    let mut pods = Vec::new();
+    for (i, addr) in others.iter().enumerate().take(990) {
+        let name = format!("bench/np-{i}");
+        pods.push((
+            *addr,
+            Arc::new(PodPolicy {
+                pod: format!("bench/pod-{i}").into(),
+                named_ports: Vec::new(),
+                ingress: Some(Isolation {
+                    policies: vec![Arc::<str>::from(name.as_str())].into(),
+                    rules: vec![rule(
+                        name,
+                        Peers::Some {
+                            pods: group(i % 10),
+                            blocks: Vec::new(),
+                        },
+                    )],
+                }),
+                egress: None,
+            }),
+        ));
+    }
+    let backend_isolation = Isolation {
+        policies: vec![
+            Arc::<str>::from("bench/deny-all"),
+            "bench/allow-frontends".into(),
+            "bench/allow-lb".into(),
+        ]
+        .into(),
+        rules: vec![
+            rule(
+                "bench/allow-frontends".into(),
+                Peers::Some {
+                    pods: group(0),
+                    blocks: Vec::new(),
+                },
+            ),
+            rule(
+                "bench/allow-lb".into(),
+                Peers::Some {
+                    pods: Vec::new(),
+                    blocks: vec![("11.0.0.0/8".parse().unwrap(), Vec::new())],
+                },
+            ),
+        ],
+    };
+    for b in 0..10u8 {
+        pods.push((
+            IpAddr::V4(ip(10 + b)),
+            Arc::new(PodPolicy {
+                pod: format!("bench/backend-{b}").into(),
+                named_ports: Vec::new(),
+                ingress: Some(backend_isolation.clone()),
+                egress: None,
+            }),
+        ));
+    }
+    PolicySnapshot::new(pods, vec![IpAddr::V4(ip(1))], 1000)
 }
 
 /// Computes the IPv4 header and TCP checksums of a 64-byte TCP/IPv4 packet.

@@ -10,6 +10,11 @@
 #                                 seed rewritten, the payload untouched
 #   fastpath.new_flow_ns          SYN of a new flow: miss, service lookup,
 #                                 Maglev, conntrack insert, rewrite
+#   policy.new_flow_ns            the same with 1,000 NetworkPolicies loaded
+#                                 (the backends isolated, the clients let in
+#                                 by an ipBlock rule)
+#   policy.new_flow_ratio         policy.new_flow_ns / fastpath.new_flow_ns,
+#                                 paired per run (target <= 1.2)
 #   fastpath.hit_ns_under_updates hit while another thread publishes 1,000
 #                                 endpoint changes per second
 #   fastpath.update_slowdown      hit_ns_under_updates / hit_ns
@@ -25,7 +30,8 @@
 #                                 are not modelled, so this overstates what
 #                                 the hardware waits for
 #
-# hit_ns, new_flow_ns, hit_ns_under_updates and update_slowdown are medians
+# hit_ns, new_flow_ns, policy.new_flow_ns, hit_ns_under_updates,
+# update_slowdown and policy.new_flow_ratio are medians
 # over RUNS (default 5) criterion runs, each printed with its range
 # (NAME_range: min-max): on a shared VM one run's median moves by a quarter
 # from minute to minute. The callgrind counts do not move.
@@ -55,17 +61,21 @@ echo "fastpath.hit_unbatched_ns: $(fmt "$(median fastpath_hit_unbatched)" 1 1)"
 echo "fastpath.gso_rewrite_ns: $(fmt "$(median fastpath_gso_rewrite)" 1 1)"
 echo "snapshot.update_us: $(fmt "$(median snapshot_update)" 1000 2)"
 echo "maglev.build_ms: $(fmt "$(median maglev/build_1000)" 1000000 2)"
-hit=() under=() slowdown=() new_flow=()
+hit=() under=() slowdown=() new_flow=() policy_flow=() policy_ratio=()
 for run in $(seq "${RUNS:-5}"); do
     if [ "$run" -gt 1 ]; then
-        cargo bench --bench fastpath -- "${args[@]}" '^fastpath/(hit|hit_under_updates|new_flow)$' >&2
+        cargo bench --bench fastpath -- "${args[@]}" '^(fastpath/(hit|hit_under_updates|new_flow)|policy/new_flow)$' >&2
     fi
     h=$(median fastpath_hit) u=$(median fastpath_hit_under_updates)
-    hit+=("$h") under+=("$u") new_flow+=("$(median fastpath_new_flow)")
+    n=$(median fastpath_new_flow) p=$(median policy_new_flow)
+    hit+=("$h") under+=("$u") new_flow+=("$n") policy_flow+=("$p")
+    policy_ratio+=("$(fmt "$p" "$n" 4)")
     slowdown+=("$(fmt "$u" "$h" 4)")
 done
 stats fastpath.hit_ns 1 "${hit[@]}"
 stats fastpath.new_flow_ns 1 "${new_flow[@]}"
+stats policy.new_flow_ns 1 "${policy_flow[@]}"
+stats policy.new_flow_ratio 3 "${policy_ratio[@]}"
 stats fastpath.hit_ns_under_updates 1 "${under[@]}"
 # Paired per run (both measured back to back), then the median.
 stats fastpath.update_slowdown 3 "${slowdown[@]}"

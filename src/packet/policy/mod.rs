@@ -159,6 +159,9 @@ pub struct Decision {
     pub egress: DirVerdict,
     /// The destination pod's ingress.
     pub ingress: DirVerdict,
+    /// Whether either end is a pod isolated in some direction: an allowed
+    /// flow is then tracked, so its replies pass as part of it.
+    pub isolated_end: bool,
 }
 
 impl Decision {
@@ -191,7 +194,7 @@ pub enum PolicyDirection {
 /// Every pod's compiled policy, by address.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySnapshot {
-    pods: HashMap<IpAddr, Arc<PodPolicy>>,
+    pods: HashMap<IpAddr, Arc<PodPolicy>, ahash::RandomState>,
     node_addrs: Vec<IpAddr>,
     policies: usize,
     open: bool,
@@ -206,7 +209,7 @@ impl PolicySnapshot {
         node_addrs: Vec<IpAddr>,
         policies: usize,
     ) -> Self {
-        let pods: HashMap<IpAddr, Arc<PodPolicy>> = pods.into_iter().collect();
+        let pods: HashMap<IpAddr, Arc<PodPolicy>, ahash::RandomState> = pods.into_iter().collect();
         let open = pods.values().all(|p| !p.is_isolated());
         Self {
             pods,
@@ -225,12 +228,6 @@ impl PolicySnapshot {
     /// passes and the fast path can skip the lookup).
     pub fn is_open(&self) -> bool {
         self.open
-    }
-
-    /// Whether the pod at `addr` is isolated in some direction (its
-    /// flows are tracked, so replies of allowed ones pass).
-    pub fn isolates(&self, addr: IpAddr) -> bool {
-        self.pods.get(&addr).is_some_and(|p| p.is_isolated())
     }
 
     /// The pod at `addr`.
@@ -269,10 +266,13 @@ impl PolicySnapshot {
                     },
                 )
         };
+        let isolated_end =
+            src_pod.is_some_and(|p| p.is_isolated()) || dst_pod.is_some_and(|p| p.is_isolated());
         if src == dst && src_pod.is_some() {
             return Decision {
                 egress: DirVerdict::SamePod,
                 ingress: DirVerdict::SamePod,
+                isolated_end,
             };
         }
         let egress = if self.node_addrs.contains(&dst) {
@@ -285,6 +285,10 @@ impl PolicySnapshot {
         } else {
             decide(dst_pod.and_then(|p| p.ingress.as_ref()), src)
         };
-        Decision { egress, ingress }
+        Decision {
+            egress,
+            ingress,
+            isolated_end,
+        }
     }
 }

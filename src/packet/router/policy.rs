@@ -77,7 +77,7 @@ impl Router {
         match decision.denied() {
             Some(PolicyDirection::Egress) => Gate::Deny(DropReason::PolicyEgress),
             Some(PolicyDirection::Ingress) => Gate::Deny(DropReason::PolicyIngress),
-            None if snap.isolates(src) || snap.isolates(dst) => Gate::Track,
+            None if decision.isolated_end => Gate::Track,
             None => Gate::Pass,
         }
     }
