@@ -9,7 +9,8 @@
 //! `externalTrafficPolicy: Cluster` and the client's under `Local`. The
 //! cluster IP and a pod IP are not reachable from outside, and the drops are
 //! counted in `podnet stats`. A pod reaches a server in the outside
-//! namespace, which sees the node's address; a pod's ping reaches it too.
+//! namespace, which sees the node's address; a pod's ping reaches it too;
+//! 200 pods connected to it at once each have a port of their own.
 //! Everything the daemon added to the egress interface is gone after it
 //! stops.
 
@@ -93,6 +94,37 @@ while True:
     icmp = data[(data[0] & 15) * 4:]
     if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
         print(addr[0]); break
+"#;
+
+/// How many pods connect out at once.
+const MANY: usize = 200;
+
+/// A TCP server that keeps every connection open and appends each
+/// client's address and port to a file.
+const HOLD: &str = r#"import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(1024)
+held = []
+out = open(sys.argv[3], "a")
+while True:
+    conn, peer = srv.accept()
+    held.append(conn)
+    out.write("%s %d\n" % peer)
+    out.flush()
+"#;
+
+/// A pod's command: connect to the server (retrying until it answers) and
+/// keep the connection open.
+const CONNECT_AND_HOLD: &str = r#"import socket, sys, time
+while True:
+    try:
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+        break
+    except OSError:
+        time.sleep(1)
+time.sleep(1000000)
 "#;
 
 #[test]
@@ -355,6 +387,70 @@ spec:
     assert_eq!(seen, NODE_IP, "masqueraded to the node's address");
     let (ok, out) = in_netns(&pod_netns, &["python3", "-c", PING, OUTSIDE_IP]);
     assert!(ok && out.trim() == OUTSIDE_IP, "ping from the pod: {out}");
+
+    // 200 pods' connections at once: the outside server holds every one
+    // open, so each needs a source port of its own on the node's address.
+    let peers = node._tmp.path().join("peers");
+    let holder = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", outside.netns))
+        .args(["python3", "-c", HOLD, OUTSIDE_IP, "8001"])
+        .arg(&peers)
+        .spawn()
+        .unwrap();
+    let _holder = KillOnDrop(holder);
+    let connect = serde_json::to_string(CONNECT_AND_HOLD).unwrap();
+    node.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: many
+spec:
+  replicas: {MANY}
+  selector:
+    matchLabels: {{app: many}}
+  template:
+    metadata:
+      labels: {{app: many}}
+    spec:
+      containers:
+      - name: client
+        image: python
+        command: ["python3", "-c", {connect}, "{OUTSIDE_IP}", "8001"]
+"#
+    ));
+    let held = wait_for(Duration::from_secs(900), || {
+        let lines: Vec<String> = std::fs::read_to_string(&peers)
+            .ok()?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (lines.len() >= MANY).then_some(lines)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{MANY} pods' connections did not all reach the outside server: {:?} did\n{}",
+            std::fs::read_to_string(&peers).map(|s| s.lines().count()),
+            node.log()
+        )
+    });
+    let mut ports = std::collections::BTreeSet::new();
+    for line in &held {
+        let (addr, port) = line.split_once(' ').unwrap();
+        assert_eq!(addr, NODE_IP, "masqueraded: {line}");
+        let port: u16 = port.parse().unwrap();
+        assert!(
+            (61_440..=65_535).contains(&port),
+            "a source-NAT port: {line}"
+        );
+        ports.insert(port);
+    }
+    assert_eq!(
+        ports.len(),
+        held.len(),
+        "{} connections held at once share ports",
+        held.len()
+    );
+    node.k(&["delete", "deployment", "many", "--wait=false"]);
 
     // A clean stop takes the steering away with it.
     let daemon_pid = node.daemon.as_ref().unwrap().id();
