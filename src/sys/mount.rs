@@ -11,6 +11,11 @@
 //!   stays visible (pods run host commands) and host mounts made later
 //!   still reach it, but nothing mounted inside the pod propagates back.
 //!   Its mounts (volumes, `/etc/hosts`) go away with the namespace.
+//! * It is copied from a template namespace made once per process: the
+//!   host's, made slave, without the pinned namespaces. A copy costs time
+//!   in proportion to the mounts copied, and the host holds three pins per
+//!   pod (network, mount, UTS): copied from the host's, every new pod
+//!   would copy (then detach) every other pod's pins.
 //! * [`POD_NS_DIR`] is a private mount (bound onto itself once, as
 //!   iproute2 does for `/var/run/netns`, but private): the kernel refuses
 //!   to bind a mount namespace file onto a shared mount. Inside a pod's
@@ -38,6 +43,11 @@ use nix::sched::{setns, unshare, CloneFlags};
 pub const POD_NS_DIR: &str = "/run/podnet/ns";
 
 static NS_DIR_SETUP: Mutex<()> = Mutex::new(());
+
+/// The template pods' mount namespaces are copied from (see the module
+/// doc), made on first use; `None` until then, or when it could not be
+/// made (pods then copy the caller's namespace, as before).
+static TEMPLATE: Mutex<Option<File>> = Mutex::new(None);
 
 /// Errors of mount and UTS namespace operations.
 #[derive(Debug, thiserror::Error)]
@@ -119,10 +129,11 @@ impl PodNs {
         }
         let host = hostname.to_owned();
         let d = dir.clone();
+        let template = template();
         let made = std::thread::scope(|s| {
             std::thread::Builder::new()
                 .name("podnet-mntns-add".into())
-                .spawn_scoped(s, move || new_namespaces(&d, &host))
+                .spawn_scoped(s, move || new_namespaces(&d, &host, template.as_ref()))
                 .map_err(MountError::Thread)?
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -235,12 +246,49 @@ pub fn list() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Runs on a scratch thread that exits right after: new mount and UTS
-/// namespaces for it, the mounts made slaves, the copy of the pinned
-/// namespaces detached, the host name set; returns both namespace files.
-fn new_namespaces(dir: &Path, hostname: &str) -> Result<(File, File), MountError> {
-    unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
-        .map_err(ns_err("unshare(CLONE_NEWNS | CLONE_NEWUTS)", dir))?;
+/// A copy of the template namespace (made now if need be); `None` when
+/// it cannot be made.
+fn template() -> Option<File> {
+    let mut t = TEMPLATE.lock().unwrap_or_else(|p| p.into_inner());
+    if t.is_none() {
+        // Both pin directories must be mount points before the template
+        // copies the host's tree, or a later bind onto them would
+        // propagate into it (and its pins after it).
+        let _ = super::netns::prepare_run_dir();
+        let made = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("podnet-mntns-template".into())
+                .spawn_scoped(s, || -> Result<File, MountError> {
+                    let dir = Path::new(POD_NS_DIR);
+                    unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)
+                        .map_err(ns_err("unshare(CLONE_NEWNS) for the template", dir))?;
+                    slave_without_pins(dir)?;
+                    File::open("/proc/thread-self/ns/mnt").map_err(|source| MountError::Namespace {
+                        stage: "opening the template's /proc/thread-self/ns/mnt",
+                        dir: dir.to_owned(),
+                        source,
+                    })
+                })
+                .map_err(MountError::Thread)
+                .and_then(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        });
+        match made {
+            Ok(f) => *t = Some(f),
+            Err(e) => tracing::warn!(
+                "no template mount namespace ({e}); each pod's is copied from the host's, at a cost growing with the pods"
+            ),
+        }
+    }
+    t.as_ref().and_then(|f| f.try_clone().ok())
+}
+
+/// In a fresh mount namespace: every mount a slave of the host's, and the
+/// copies of the pinned namespaces detached. A pod's namespace must not pin
+/// other pods' namespaces; and `/var/run/netns` is a shared mount (as
+/// iproute2 makes it), so as a slave the copy would also receive every
+/// network namespace pinned or removed later (one more mount per pod in
+/// every pod's namespace).
+fn slave_without_pins(dir: &Path) -> Result<(), MountError> {
     mount(
         None::<&str>,
         "/",
@@ -249,14 +297,29 @@ fn new_namespaces(dir: &Path, hostname: &str) -> Result<(File, File), MountError
         None::<&str>,
     )
     .map_err(ns_err("mount(/, MS_REC | MS_SLAVE)", dir))?;
-    // The copies of the pinned namespaces go: a pod's namespace must not
-    // pin other pods' namespaces. `/var/run/netns` is a shared mount (as
-    // iproute2 makes it), so as a slave the copy would also receive every
-    // network namespace pinned or removed later: one more mount per pod in
-    // every pod's namespace, which made creating and deleting a pod cost
-    // time in proportion to the pods running.
     let _ = umount2(POD_NS_DIR, MntFlags::MNT_DETACH);
     let _ = umount2(super::netns::NETNS_RUN_DIR, MntFlags::MNT_DETACH);
+    Ok(())
+}
+
+/// Runs on a scratch thread that exits right after: new mount and UTS
+/// namespaces for it, copied from `template` when given, the mounts made
+/// slaves, the copy of the pinned namespaces detached, the host name set;
+/// returns both namespace files.
+fn new_namespaces(
+    dir: &Path,
+    hostname: &str,
+    template: Option<&File>,
+) -> Result<(File, File), MountError> {
+    unshare(CloneFlags::CLONE_FS).map_err(ns_err("unshare(CLONE_FS)", dir))?;
+    if let Some(t) = template {
+        setns(t.as_fd(), CloneFlags::CLONE_NEWNS)
+            .map_err(ns_err("setns(CLONE_NEWNS) into the template", dir))?;
+    }
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+        .map_err(ns_err("unshare(CLONE_NEWNS | CLONE_NEWUTS)", dir))?;
+    // Already so when copied from the template; cheap then.
+    slave_without_pins(dir)?;
     // SAFETY: a pointer and length of a live byte slice, only read.
     let rc = unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) };
     if rc != 0 {

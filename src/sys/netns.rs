@@ -298,7 +298,7 @@ fn validate_name(name: &str) -> Result<(), NetnsError> {
 /// namespace mounts made here propagate into mount namespaces created later (a
 /// pod process's `unshare -m`, `ip netns exec`) and `ip netns del` elsewhere
 /// reaches them.
-fn prepare_run_dir() -> Result<(), NetnsError> {
+pub(crate) fn prepare_run_dir() -> Result<(), NetnsError> {
     let _serialised = RUN_DIR_SETUP.lock().unwrap_or_else(|p| p.into_inner());
     fs::create_dir_all(NETNS_RUN_DIR).map_err(|source| NetnsError::RunDir {
         stage: "mkdir",
