@@ -38,7 +38,7 @@ fn a_pods_mount_namespace_holds_no_pins_and_does_not_grow_with_the_pods() {
     require_root();
     let mut pods = PodNsGuard(Vec::new());
     let mut nets: Vec<NsGuard> = (0..10).map(|_| NsGuard::new("mnt")).collect();
-    let mut pod = |pods: &mut PodNsGuard| {
+    let pod = |pods: &mut PodNsGuard| {
         let name = unique_name("mntpod");
         pods.0.push(name.clone());
         PodNs::create(&name, "pod").expect("pod namespaces (root)")
