@@ -10,7 +10,9 @@
 //! cluster IP and a pod IP are not reachable from outside, and the drops are
 //! counted in `podnet stats`. A pod reaches a server in the outside
 //! namespace, which sees the node's address; a pod's ping reaches it too;
-//! 200 pods connected to it at once each have a port of their own.
+//! 200 pods connected to it at once each have a port of their own. The
+//! Local service's `healthCheckNodePort` answers 200 with its local
+//! endpoints, then 503 when it has none.
 //! Everything the daemon added to the egress interface is gone after it
 //! stops.
 
@@ -60,6 +62,16 @@ fn in_netns(netns: &str, args: &[&str]) -> (bool, String) {
 fn curl(netns: &str, url: &str) -> Option<String> {
     let (ok, out) = in_netns(netns, &["curl", "-s", "--max-time", "3", url]);
     ok.then_some(out)
+}
+
+/// The status code and body of a GET.
+fn curl_status(netns: &str, url: &str) -> Option<(u16, String)> {
+    let (ok, out) = in_netns(
+        netns,
+        &["curl", "-s", "--max-time", "3", "-w", "\n%{http_code}", url],
+    );
+    let (body, code) = out.trim_end().rsplit_once('\n')?;
+    ok.then(|| Some((code.parse().ok()?, body.to_string())))?
 }
 
 /// An HTTP server answering every GET with the client's address.
@@ -329,6 +341,23 @@ spec:
     let seen = curl(&outside.netns, &format!("http://{NODE_IP}:{local_np}/")).unwrap();
     assert_eq!(seen, OUTSIDE_IP, "the Local service's node port");
 
+    // The Local service's health check, as kube-proxy serves it.
+    let hc_url = format!("http://{NODE_IP}:{}/healthz", hc.trim());
+    let (code, body) = wait_for(Duration::from_secs(60), || {
+        curl_status(&outside.netns, &hc_url).filter(|(c, _)| *c == 200)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the health check node port did not say healthy: {:?}\n{}",
+            curl_status(&outside.netns, &hc_url),
+            node.log()
+        )
+    });
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(health["localEndpoints"], 1, "{body}");
+    assert_eq!(health["service"]["name"], "web-local", "{body}");
+
     // Not from outside: the cluster IP and the pod's address.
     let cluster_ip = node.k(&[
         "get",
@@ -451,6 +480,19 @@ spec:
         held.len()
     );
     node.k(&["delete", "deployment", "many", "--wait=false"]);
+
+    // No local endpoint left: the health check says so (503).
+    node.k(&["scale", "deployment", "web", "--replicas=0"]);
+    let (_, body) = wait_for(Duration::from_secs(120), || {
+        curl_status(&outside.netns, &hc_url).filter(|(c, _)| *c == 503)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the health check still says healthy with no endpoint: {:?}",
+            curl_status(&outside.netns, &hc_url)
+        )
+    });
+    assert!(body.contains(r#""localEndpoints":0"#), "{body}");
 
     // A clean stop takes the steering away with it.
     let daemon_pid = node.daemon.as_ref().unwrap().id();

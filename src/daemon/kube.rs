@@ -434,6 +434,10 @@ pub fn run(
                     .map_err(DaemonError::Workers)?,
             ),
             Box::new(dns_builder),
+            Box::new(
+                super::health_check::HealthChecks::start(node_name.clone())
+                    .map_err(DaemonError::Workers)?,
+            ),
             Box::new(crate::ingress::IngressController::new(
                 ingress_tables,
                 node_name.clone(),

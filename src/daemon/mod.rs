@@ -36,6 +36,7 @@
 pub mod config;
 pub mod dataplane;
 pub mod dns;
+pub mod health_check;
 pub mod identity;
 pub mod janitor;
 pub mod kube;
