@@ -89,12 +89,13 @@ fn ns_err<'a>(stage: &'static str, dir: &'a Path) -> impl FnOnce(Errno) -> Mount
     }
 }
 
-/// A pod's mount and UTS namespaces, held open.
+/// A pod's mount and UTS namespaces, by the directory they are pinned in.
+/// No file is held open: the daemon keeps one per pod, and every process
+/// it spawns closes each of its descriptors at exec, so each one held per
+/// pod made spawning cost time in proportion to the pods.
 #[derive(Debug)]
 pub struct PodNs {
     dir: PathBuf,
-    mnt: File,
-    uts: File,
 }
 
 /// The directory of a pod's pinned namespaces.
@@ -138,7 +139,7 @@ impl PodNs {
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
         });
-        let (mnt, uts) = match made {
+        let (mnt, uts): (File, File) = match made {
             Ok(files) => files,
             Err(e) => {
                 remove(name);
@@ -159,7 +160,7 @@ impl PodNs {
                 return Err(ns_err("binding the namespace file", &dir)(e));
             }
         }
-        Ok(PodNs { dir, mnt, uts })
+        Ok(PodNs { dir })
     }
 
     /// Opens the namespaces of the pod `name`.
@@ -167,8 +168,18 @@ impl PodNs {
         Self::open_dir(&pod_ns_dir(name))
     }
 
-    /// Opens the namespaces pinned in `dir`.
+    /// Opens the namespaces pinned in `dir` (checks they are there).
     pub fn open_dir(dir: &Path) -> Result<PodNs, MountError> {
+        let pod = PodNs {
+            dir: dir.to_owned(),
+        };
+        pod.files()?;
+        Ok(pod)
+    }
+
+    /// Both namespace files, opened from their pins.
+    fn files(&self) -> Result<(File, File), MountError> {
+        let dir = &self.dir;
         let open = |f: &str| -> Result<File, MountError> {
             let file = File::open(dir.join(f)).map_err(|_| MountError::NotFound {
                 dir: dir.to_owned(),
@@ -183,11 +194,7 @@ impl PodNs {
             }
             Ok(file)
         };
-        Ok(PodNs {
-            dir: dir.to_owned(),
-            mnt: open("mnt")?,
-            uts: open("uts")?,
-        })
+        Ok((open("mnt")?, open("uts")?))
     }
 
     /// The directory the namespaces are pinned in.
@@ -199,10 +206,13 @@ impl PodNs {
     /// thread, or a CLI that execs right after). The thread's filesystem
     /// attributes (cwd, root) become its own; its cwd is the pod's `/`.
     pub fn enter_current_thread(&self) -> Result<(), MountError> {
+        // Both opened first: inside the pod's mount namespace the pins are
+        // not visible.
+        let (mnt, uts) = self.files()?;
         unshare(CloneFlags::CLONE_FS).map_err(ns_err("unshare(CLONE_FS)", &self.dir))?;
-        setns(self.mnt.as_fd(), CloneFlags::CLONE_NEWNS)
+        setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)
             .map_err(ns_err("setns(CLONE_NEWNS)", &self.dir))?;
-        setns(self.uts.as_fd(), CloneFlags::CLONE_NEWUTS)
+        setns(uts.as_fd(), CloneFlags::CLONE_NEWUTS)
             .map_err(ns_err("setns(CLONE_NEWUTS)", &self.dir))?;
         Ok(())
     }

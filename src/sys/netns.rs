@@ -31,9 +31,10 @@ pub const MAX_NAME_LEN: usize = 64;
 /// `f_type` of an nsfs file (linux/magic.h).
 const NSFS_MAGIC: i64 = 0x6e73_6673;
 
-/// Serialises the one-time "make /var/run/netns a shared mount point" step, so two
-/// threads creating namespaces at once don't stack two bind mounts.
-static RUN_DIR_SETUP: Mutex<()> = Mutex::new(());
+/// Serialises the "make /var/run/netns a shared mount point" step, so two
+/// threads creating namespaces at once don't stack two bind mounts; true
+/// once it is done.
+static RUN_DIR_SETUP: Mutex<bool> = Mutex::new(false);
 
 /// Errors of namespace operations.
 #[derive(Debug, thiserror::Error)]
@@ -299,7 +300,13 @@ fn validate_name(name: &str) -> Result<(), NetnsError> {
 /// pod process's `unshare -m`, `ip netns exec`) and `ip netns del` elsewhere
 /// reaches them.
 pub(crate) fn prepare_run_dir() -> Result<(), NetnsError> {
-    let _serialised = RUN_DIR_SETUP.lock().unwrap_or_else(|p| p.into_inner());
+    let mut prepared = RUN_DIR_SETUP.lock().unwrap_or_else(|p| p.into_inner());
+    // Once per process while it stays a mount point: MS_SHARED | MS_REC
+    // walks every namespace pinned below it (one mount per pod), which made
+    // each pod's creation cost time in proportion to the pods.
+    if *prepared && super::mount::is_mount_point(Path::new(NETNS_RUN_DIR)) {
+        return Ok(());
+    }
     fs::create_dir_all(NETNS_RUN_DIR).map_err(|source| NetnsError::RunDir {
         stage: "mkdir",
         source,
@@ -313,7 +320,10 @@ pub(crate) fn prepare_run_dir() -> Result<(), NetnsError> {
             MsFlags::MS_SHARED | MsFlags::MS_REC,
             None::<&str>,
         ) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                *prepared = true;
+                return Ok(());
+            }
             // EINVAL: not a mount point yet; make it one by binding it onto itself.
             Err(Errno::EINVAL) if !bound => {
                 mount(
