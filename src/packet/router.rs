@@ -649,6 +649,22 @@ impl Router {
                 FlowSelector::Client(addr) => f.original().src == addr,
             }
         };
+        // A client holding no entry (the share sketch never counts below
+        // the truth) has nothing to remove: no pass over the table, which a
+        // deletion of many pods would otherwise make once per pod.
+        if let FlowSelector::Client(addr) = selector {
+            let key = FlowKey {
+                src: addr,
+                dst: addr,
+                src_port: 0,
+                dst_port: 0,
+                protocol: proto::TCP,
+                kind: EntryKind::Flow,
+            };
+            if self.conntrack.source_entries(&key) == 0 {
+                return ResetReport::default();
+            }
+        }
         let removed = self.conntrack.remove_where(|f| matches(f));
         let snap = self.snapshot.load();
         let mut report = ResetReport {
