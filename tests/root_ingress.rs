@@ -114,6 +114,10 @@ fn indent(code: &str, by: usize) -> String {
 }
 
 fn deployment(name: &str, replicas: u32, port_name: &str) -> String {
+    deployment_with(name, replicas, port_name, BACKEND, 2)
+}
+
+fn deployment_with(name: &str, replicas: u32, port_name: &str, code: &str, grace: u32) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -127,7 +131,7 @@ spec:
     metadata:
       labels: {{app: {name}}}
     spec:
-      terminationGracePeriodSeconds: 2
+      terminationGracePeriodSeconds: {grace}
       containers:
       - name: {name}
         image: python:3
@@ -151,7 +155,7 @@ spec:
     port: 80
     targetPort: 8080
 "#,
-        code = indent(BACKEND, 10)
+        code = indent(code, 10)
     )
 }
 
@@ -573,4 +577,197 @@ fn root_ingress_routes_hosts_and_paths_from_outside_with_tls_websocket_and_503()
     ] {
         assert!(line.contains(field), "{field} missing: {line}");
     }
+}
+
+/// Keep-alive clients through the ingress until stdin closes: four
+/// threads, each with one connection (a new one after any failure),
+/// requesting GET / with Host my-app.com in a loop. Prints `running` after
+/// the first answers, then at the end one JSON line: requests, failures
+/// (any answer but 200, any error), the first failures, the pods seen.
+const LOAD: &str = r#"import http.client, json, sys, threading, time
+addr = sys.argv[1]
+stop = threading.Event(); lock = threading.Lock()
+stats = {"requests": 0, "failures": 0, "errors": [], "pods": {}}
+def client():
+    conn = None
+    while not stop.is_set():
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(addr, 80, timeout=20)
+            conn.request("GET", "/", headers={"Host": "my-app.com"})
+            r = conn.getresponse(); body = r.read().decode()
+            ok = r.status == 200
+            why = "" if ok else "%d %s" % (r.status, body.strip())
+        except Exception as e:
+            ok, why = False, repr(e)
+            conn = None
+        with lock:
+            stats["requests"] += 1
+            if ok:
+                pod = body.split()[0]
+                stats["pods"][pod] = stats["pods"].get(pod, 0) + 1
+            else:
+                stats["failures"] += 1
+                if len(stats["errors"]) < 10:
+                    stats["errors"].append("%.3f %s" % (time.time(), why))
+ts = [threading.Thread(target=client) for _ in range(4)]
+[t.start() for t in ts]
+while stats["requests"] < 20:
+    time.sleep(0.05)
+print("running", flush=True)
+sys.stdin.read()
+stop.set(); [t.join() for t in ts]
+print(json.dumps(stats), flush=True)
+"#;
+
+/// A backend that stops as a well-behaved server does on SIGTERM: it stops
+/// accepting, answers what comes on its open connections with
+/// `Connection: close`, and exits after the requests in flight are done.
+const GRACEFUL: &str = r#"import http.server, os, signal, threading, time
+NAME = os.environ["HOSTNAME"]
+stopping = threading.Event()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("%s path=%s\n" % (NAME, self.path)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if stopping.is_set():
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("", 8080), H)
+def term(*_):
+    stopping.set()
+    threading.Thread(target=srv.shutdown).start()
+signal.signal(signal.SIGTERM, term)
+srv.serve_forever()
+time.sleep(3)
+"#;
+
+#[test]
+fn root_ingress_rolling_update_under_load_fails_no_request() {
+    let _serial = daemon_support::serial();
+    let node = KubeNode::start();
+    let outside = Outside::new(&node);
+    node.apply(&deployment_with("web", 3, "web", GRACEFUL, 10));
+    node.apply(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: rollout
+spec:
+  rules:
+  - host: my-app.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {service: {name: web, port: {number: 80}}}
+"#,
+    );
+    node.k(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    outside.until(
+        "the ingress serves my-app.com",
+        &node,
+        || outside.http("my-app.com", "/"),
+        |(code, _, _)| code == "200",
+    );
+    let before: Vec<String> = node
+        .k(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+
+    let mut load = outside.command("python3");
+    load.args(["-c", LOAD, NODE_ADDR])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut load = load.spawn().unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdin = load.stdin.take().unwrap();
+    let stdout = load.stdout.take().unwrap();
+    let _load = KillOnDrop(load);
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(120)).ok().as_deref(),
+        Some("running"),
+        "the load did not start:\n{}",
+        tail(&node.log())
+    );
+
+    // Every pod replaced, one by one (maxSurge 1, maxUnavailable 0 for 3
+    // replicas by default), under the load.
+    node.k(&["rollout", "restart", "deployment/web"]);
+    node.k(&["rollout", "status", "deployment/web", "--timeout=300s"]);
+    // The old pods' ends (SIGTERM, their last answers, exit) under the load too.
+    for pod in &before {
+        node.k(&[
+            "wait",
+            "--for=delete",
+            &format!("pod/{pod}"),
+            "--timeout=120s",
+        ]);
+    }
+    drop(stdin);
+    let summary = lines
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the load's summary");
+    let stats: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let after: Vec<String> = node
+        .k(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let pods = stats["pods"].as_object().unwrap();
+    eprintln!(
+        "rollout under load: {} requests, {} failed, per pod {:?}",
+        stats["requests"], stats["failures"], pods
+    );
+    assert_eq!(
+        stats["failures"],
+        0,
+        "requests failed during the rollout: {summary}\n{}",
+        tail(&node.log())
+    );
+    assert!(
+        before.iter().any(|p| pods.contains_key(p)) && after.iter().any(|p| pods.contains_key(p)),
+        "old pods {before:?} and new pods {after:?} both served: {summary}"
+    );
+    assert!(
+        before.iter().all(|p| !after.contains(p)),
+        "every pod was replaced"
+    );
 }

@@ -14,6 +14,14 @@
 //! connection was refused or reset), 504 (no response head within the
 //! upstream timeout, connecting included).
 //!
+//! Retries, as nginx's `proxy_next_upstream error`: a request that can be
+//! sent again unchanged (an idempotent method, no body, no upgrade) whose
+//! upstream connection fails before a response head is sent once more, on
+//! a new connection (the cluster IP then picks a ready pod). A pooled
+//! keep-alive connection to a pod that a rollout is stopping is closed or
+//! reset under the proxy's feet; without the retry the client would get a
+//! 502 for a pod that has already been replaced.
+//!
 //! Headers: hop-by-hop headers (RFC 9110 7.6.1, and those named by
 //! `Connection`) are dropped both ways; `Host` is kept (an h2 client's
 //! `:authority` becomes `Host`); `X-Forwarded-For` gets the client's
@@ -31,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
@@ -58,7 +67,9 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 /// What every connection's requests share.
 pub(crate) struct Context {
     pub shared: Arc<Shared>,
-    pub client: Client<HttpConnector, Incoming>,
+    pub client: Client<HttpConnector, ProxyBody>,
+    /// No pool: a retry's connection is always a new one.
+    fresh: Client<HttpConnector, ProxyBody>,
     pub upstream_timeout: Duration,
     /// Turns over a headless service's endpoints.
     next: AtomicUsize,
@@ -74,10 +85,15 @@ impl Context {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            .build(connector.clone());
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .timer(TokioTimer::new())
             .build(connector);
         Context {
             shared,
             client,
+            fresh,
             upstream_timeout,
             next: AtomicUsize::new(0),
         }
@@ -262,11 +278,28 @@ async fn forward(
     h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     h.insert("x-forwarded-port", HeaderValue::from(local.port()));
 
-    let sent = tokio::time::timeout(
+    // A copy to send again if the connection fails (see the module doc).
+    let again =
+        (upgrade.is_none() && is_idempotent(&parts.method) && body.is_end_stream()).then(|| {
+            let mut r = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+            *r.method_mut() = parts.method.clone();
+            *r.uri_mut() = parts.uri.clone();
+            *r.version_mut() = parts.version;
+            *r.headers_mut() = parts.headers.clone();
+            r
+        });
+    let body: ProxyBody = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    let t0 = Instant::now();
+    let mut sent = tokio::time::timeout(
         ctx.upstream_timeout,
         ctx.client.request(Request::from_parts(parts, body)),
     )
     .await;
+    if let (Ok(Err(e)), Some(again)) = (&sent, again) {
+        tracing::debug!(%addr, "ingress: upstream failed ({e}); sending the request again on a new connection");
+        let left = ctx.upstream_timeout.saturating_sub(t0.elapsed());
+        sent = tokio::time::timeout(left, ctx.fresh.request(again)).await;
+    }
     let mut resp = match sent {
         Err(_) => {
             return answer(
@@ -318,6 +351,20 @@ async fn forward(
     }
     strip_hop_by_hop(resp.headers_mut());
     resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
+}
+
+/// Whether a request with this method may be sent twice (RFC 9110 9.2.2).
+fn is_idempotent(method: &hyper::Method) -> bool {
+    use hyper::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ]
+    .contains(method)
 }
 
 /// Accepts connections on `listener` until `stop`, serving each with

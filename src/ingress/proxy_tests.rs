@@ -163,3 +163,60 @@ fn forwards_with_host_kept_and_forwarded_headers() {
     assert!(!head.to_ascii_lowercase().contains("keep-alive"), "{head}");
     p.stop();
 }
+
+/// A backend that closes its first connection after reading a request head
+/// (as a pod stopping under a pooled connection does) and answers 200 on
+/// every later one; counts connections.
+fn closes_first_connection() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let n = seen.clone();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            if first {
+                continue; // dropped: closed without an answer
+            }
+            let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_request_without_a_body_is_sent_again_on_a_new_connection_a_post_is_not() {
+    use std::sync::atomic::Ordering;
+    let (get_port, get_seen) = closes_first_connection();
+    let (post_port, post_seen) = closes_first_connection();
+    let p = proxy(
+        &[("/get", "g"), ("/post", "p")],
+        vec![service("g", get_port, true), service("p", post_port, true)],
+    );
+    let answer = get(&p, "my-app.com", "/get");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(get_seen.load(Ordering::SeqCst), 2, "sent again, once");
+
+    let mut s = TcpStream::connect(p.http_addr.unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /post HTTP/1.1\r\nHost: my-app.com\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert_eq!(
+        post_seen.load(Ordering::SeqCst),
+        1,
+        "a POST is never sent twice"
+    );
+    p.stop();
+}
