@@ -329,6 +329,23 @@ spec:
         "{err}"
     );
 
+    // The Node's InternalIP is its address on the underlay.
+    let internal = node.kubectl_ok(
+        &[
+            "get",
+            "node",
+            "node-t",
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+        ],
+        None,
+    );
+    assert_eq!(
+        internal.trim(),
+        NODE_IP,
+        "kubectl get nodes -o wide: INTERNAL-IP"
+    );
+
     // From outside: Cluster masquerades, Local keeps the client.
     let seen = wait_for(Duration::from_secs(60), || {
         curl(&outside.netns, &format!("http://{NODE_IP}:30080/"))

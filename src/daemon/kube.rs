@@ -59,10 +59,13 @@ fn host_name() -> String {
 }
 
 /// Writes this node's Node object: pod CIDR, address, Ready, capacity.
+/// The InternalIP is the node's address on its egress side (`--node-ip`,
+/// or the egress interface's), else the pod gateway's.
 fn register_node(
     objects: &Objects,
     config: &DaemonConfig,
     name: &str,
+    node_ip: Option<std::net::Ipv4Addr>,
     now: SystemTime,
 ) -> Result<(), ObjectError> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -78,7 +81,7 @@ fn register_node(
         addresses: Some(vec![
             NodeAddress {
                 type_: "InternalIP".into(),
-                address: config.gateway().to_string(),
+                address: node_ip.unwrap_or_else(|| config.gateway()).to_string(),
             },
             NodeAddress {
                 type_: "Hostname".into(),
@@ -262,7 +265,7 @@ pub fn run(
     if let Some(pool) = config.lb_pool {
         objects = objects.with_admission(Arc::new(LoadBalancerIps::new(pool, &base)));
     }
-    register_node(&objects, &config, &node_name, now)
+    register_node(&objects, &config, &node_name, edge.node_ip, now)
         .map_err(|e| state_err(&config, format!("cannot register the node: {e}")))?;
     crate::ingress::ensure_class(&objects, now).map_err(|e| {
         state_err(
