@@ -213,11 +213,46 @@ impl Router {
                 Ok(found) => return Ok(found.flow),
                 Err(e) => match refused_flow(&e) {
                     Some(verdict) => return Err(verdict),
+                    // The port is held. By a finished TCP connection, it is
+                    // free for a new one, as Linux's NAT lets a new
+                    // connection take a tuple in TIME_WAIT: otherwise a
+                    // pod's new connections to one server would stop at
+                    // 4,096 per two minutes (the TIME_WAIT timeout).
+                    None if protocol == proto::TCP
+                        && self.release_finished(&entry.reply, guard) =>
+                    {
+                        match self.conntrack.add(&entry, now, guard) {
+                            Ok(found) => return Ok(found.flow),
+                            Err(e) => match refused_flow(&e) {
+                                Some(verdict) => return Err(verdict),
+                                None => continue,
+                            },
+                        }
+                    }
                     None => continue,
                 },
             }
         }
         Err(Verdict::Drop(DropReason::ReplyClash))
+    }
+
+    /// Removes the flow whose key `key` is, if that flow is a TCP
+    /// connection already closed (CLOSE or TIME_WAIT) and no sweep holds
+    /// the table; whether it did.
+    fn release_finished(&self, key: &PackedKey, guard: &epoch::Guard) -> bool {
+        let Some(found) = self
+            .conntrack
+            .lookup_packed(&self.conntrack.hashed(*key), guard)
+        else {
+            return false;
+        };
+        if !matches!(found.flow.state(), FlowState::Close | FlowState::TimeWait) {
+            return false;
+        }
+        matches!(
+            self.conntrack.try_remove(&found.flow.original()),
+            Some(Some(_))
+        )
     }
 
     /// ICMP echo (not fragmented): a tracked echo flow is translated (the

@@ -243,6 +243,53 @@ fn source_ports_are_kept_when_free_and_changed_when_they_clash() {
 }
 
 #[test]
+fn a_port_held_by_a_finished_connection_goes_to_a_new_one() {
+    let r = edge_router(TrafficPolicy::default(), &[backend(6)]);
+    let server = (outside(), 80);
+    let in_range = SNAT_PORTS.0 + 7;
+    let mut a = Tcp::syn((ip(5), in_range), server).build();
+    let _ = r.process(NOW, &mut a, Link::Pod(CLIENT));
+    assert_eq!(tcp_of(&a).0, (node(), in_range));
+    // While it is open, another pod's connection from the same port
+    // gets another one.
+    let mut b = Tcp::syn((ip(6), in_range), server).build();
+    let _ = r.process(NOW, &mut b, Link::Pod(WEB1));
+    assert_ne!(tcp_of(&b).0 .1, in_range);
+    // The first connection ends (a reset from the pod): its port is free
+    // for the next connection, as Linux's NAT reuses tuples in TIME_WAIT.
+    let mut rst = Tcp {
+        control: TcpControl::Rst,
+        seq: 1001,
+        ack: None,
+        ..Tcp::syn((ip(5), in_range), server)
+    }
+    .build();
+    let _ = r.process(NOW, &mut rst, Link::Pod(CLIENT));
+    let mut c = Tcp::syn((ip(7), in_range), server).build();
+    assert_eq!(
+        r.process(NOW, &mut c, Link::Pod(WEB2)),
+        Verdict::Forward(Link::Host)
+    );
+    assert_eq!(tcp_of(&c).0, (node(), in_range));
+    // Replies reach the new connection's pod.
+    let mut reply = Tcp {
+        src: server,
+        dst: (node(), in_range),
+        control: TcpControl::Syn,
+        seq: 5,
+        ack: Some(1001),
+        payload: b"",
+        ttl: 64,
+    }
+    .build();
+    assert_eq!(
+        r.process(NOW, &mut reply, Link::Host),
+        Verdict::Forward(Link::Pod(WEB2))
+    );
+    assert_eq!(r.flows().len(), 2, "the finished flow was replaced");
+}
+
+#[test]
 fn traffic_to_pods_services_the_host_and_the_cluster_is_not_masqueraded() {
     let r = edge_router(TrafficPolicy::default(), &[backend(6)]);
     for (dst, link) in [
