@@ -421,7 +421,7 @@ pub fn run(
     let dns_builder = super::dns::DnsZone::start(objects.clone(), dns_zone.clone(), &config)?;
     tracing::info!(listen = %dns.addr, cluster_dns = %config.cluster_dns, upstreams = ?upstreams, "cluster DNS serving");
 
-    let mut manager = Manager::new(
+    let manager = Manager::new(
         objects.clone(),
         vec![
             Box::new(Kubelet::new(runtime.clone())),
@@ -447,6 +447,7 @@ pub fn run(
             )),
         ],
     );
+    let mut manager = manager.with_stop(shutdown.clone());
     *poke_slot.lock() = Some(manager.poker());
 
     let mut sigchld = signal_hook::iterator::Signals::new([signal_hook::consts::SIGCHLD])

@@ -129,6 +129,8 @@ pub struct Manager {
     poker: Poker,
     /// The timer runtime [`Manager::wait`] blocks on (made once).
     waiter: Option<tokio::runtime::Runtime>,
+    /// Set when the process stops: the loop leaves what is queued.
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Asks a [`Manager`] to look at a key soon, from any thread (a runtime
@@ -171,6 +173,7 @@ impl Manager {
                 .enable_time()
                 .build()
                 .ok(),
+            stop: None,
         };
         m.queue_all();
         m
@@ -235,6 +238,14 @@ impl Manager {
         }
     }
 
+    /// Makes [`Manager::run_until_idle`] return as soon as `stop` is set,
+    /// leaving the rest queued (a stopping daemon looks at everything again
+    /// when it starts).
+    pub fn with_stop(mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
     /// Runs every queued and due key, and what their writes cause, until
     /// nothing is left to do at `now`. Returns when the next timed look is
     /// due, if any.
@@ -251,6 +262,13 @@ impl Manager {
         }
         let mut passes: BTreeMap<Key, usize> = BTreeMap::new();
         loop {
+            if self
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                break;
+            }
             self.drain_events();
             let Some(key) = self.queue.pop() else {
                 break;
