@@ -196,9 +196,10 @@ for d in web iperf; do k -n "$kns" rollout status "deployment/$d" --timeout=300s
 k -n "$kns" wait --for=condition=Ready pod/client --timeout=300s >/dev/null
 pods=$(k -n "$kns" get pods -l app=web -o jsonpath='{.items[*].status.podIP}')
 
-# The references: nginx as the same reverse proxy in the node's namespace,
-# nginx as the outside server, iperf3 in the kernel's namespace.
-ref_conf() { # NAME LISTEN-LINES LOCATION -> config file
+# The references: nginx as the same reverse proxy in the node's namespace
+# (an access log line per request, as podnet's ingress writes one), nginx
+# as the outside server, iperf3 in the kernel's namespace.
+ref_conf() { # NAME LISTEN-LINES LOCATION ACCESS-LOG -> config file
     mkdir -p "$dir/$1"
     cat >"$dir/$1/nginx.conf" <<EOF
 worker_processes 2;
@@ -207,7 +208,7 @@ pid $dir/$1/nginx.pid;
 error_log $dir/$1/error.log;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  access_log $4;
   client_body_temp_path $dir/$1/body;
   proxy_temp_path $dir/$1/proxy;
   fastcgi_temp_path $dir/$1/fastcgi;
@@ -228,8 +229,9 @@ EOF
 }
 proxy=$(ref_conf proxy "    listen $node_ip:8081; listen $node_ip:8443 ssl;
     ssl_certificate $dir/tls.crt; ssl_certificate_key $dir/tls.key;" \
-    'proxy_pass http://pods; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host;')
-server=$(ref_conf server "    listen $out_ip:8000 reuseport;" 'return 200 "ok\n";')
+    'proxy_pass http://pods; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host;' \
+    "$dir/proxy/access.log")
+server=$(ref_conf server "    listen $out_ip:8000 reuseport;" 'return 200 "ok\n";' off)
 inN nginx -c "$proxy" -g 'daemon off;' &
 inO nginx -c "$server" -g 'daemon off;' &
 inK iperf3 -s -p 5201 >/dev/null 2>&1 &
