@@ -10,7 +10,9 @@
 //! cluster IP and a pod IP are not reachable from outside, and the drops are
 //! counted in `podnet stats`. A pod reaches a server in the outside
 //! namespace, which sees the node's address; a pod's ping reaches it too;
-//! 200 pods connected to it at once each have a port of their own. The
+//! an egress ipBlock policy with the server excepted denies it, the block
+//! alone allows it; 200 pods connected to it at once each have a port of
+//! their own. The
 //! Local service's `healthCheckNodePort` answers 200 with its local
 //! endpoints, then 503 when it has none.
 //! Everything the daemon added to the egress interface is gone after it
@@ -433,6 +435,34 @@ spec:
     assert_eq!(seen, NODE_IP, "masqueraded to the node's address");
     let (ok, out) = in_netns(&pod_netns, &["python3", "-c", PING, OUTSIDE_IP]);
     assert!(ok && out.trim() == OUTSIDE_IP, "ping from the pod: {out}");
+
+    // An egress ipBlock policy as the documentation writes it: the outside
+    // server cut out of the underlay block is denied; the block alone lets
+    // it through again.
+    let egress_policy = |except: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: web-egress\nspec:\n  podSelector:\n    matchLabels: {{app: web}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock:\n        cidr: 192.0.2.0/24{except}\n"
+        )
+    };
+    let outside_url = format!("http://{OUTSIDE_IP}:8000/");
+    node.apply(&egress_policy("\n        except: [192.0.2.2/32]"));
+    assert!(
+        wait_for(Duration::from_secs(60), || curl(&pod_netns, &outside_url)
+            .is_none()
+            .then_some(()))
+        .is_some(),
+        "an egress ipBlock with the server excepted still lets the pod reach it"
+    );
+    node.apply(&egress_policy(""));
+    let seen =
+        wait_for(Duration::from_secs(60), || curl(&pod_netns, &outside_url)).unwrap_or_else(|| {
+            panic!(
+                "the ipBlock egress rule does not let the pod out:\n{}",
+                node.log()
+            )
+        });
+    assert_eq!(seen, NODE_IP);
+    node.k(&["delete", "networkpolicy", "web-egress"]);
 
     // 200 pods' connections at once: the outside server holds every one
     // open, so each needs a source port of its own on the node's address.

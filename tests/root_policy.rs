@@ -389,6 +389,27 @@ impl Drop for PodsGuard {
 
 type Matrix = BTreeMap<(usize, usize, Proto, u16), String>;
 
+/// Starts [`PROBE`] in the network namespace `netns` with `targets` (its
+/// `ip port proto` lines) on its stdin.
+fn spawn_probe(netns: &str, targets: &str) -> std::process::Child {
+    use std::io::Write;
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{netns}"))
+        .args(["python3", "-c", PROBE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(targets.as_bytes())
+        .unwrap();
+    child
+}
+
 /// Probes every pair, port and protocol once, from inside the pods.
 fn probe_all(world: &World) -> Matrix {
     let targets: String = world
@@ -405,27 +426,7 @@ fn probe_all(world: &World) -> Matrix {
     let children: Vec<_> = world
         .pods
         .iter()
-        .map(|s| {
-            let mut child = Command::new("nsenter")
-                .arg(format!(
-                    "--net=/var/run/netns/{}.{}",
-                    world.namespaces[s.ns], s.name
-                ))
-                .args(["python3", "-c", PROBE])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(targets.as_bytes())
-                .unwrap();
-            child
-        })
+        .map(|s| spawn_probe(&format!("{}.{}", world.namespaces[s.ns], s.name), &targets))
         .collect();
     let mut m = Matrix::new();
     for (src, child) in children.into_iter().enumerate() {
@@ -799,23 +800,10 @@ spec:
                 );
                 let want = if allowed { "ok" } else { "timeout" };
                 let got = wait_for(Duration::from_secs(60), || {
-                    let mut child = Command::new("nsenter")
-                        .arg(format!(
-                            "--net=/var/run/netns/{}.a",
-                            world.namespaces[world.pods[src].ns]
-                        ))
-                        .args(["python3", "-c", PROBE])
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::piped())
-                        .spawn()
-                        .unwrap();
-                    use std::io::Write;
-                    child
-                        .stdin
-                        .take()
-                        .unwrap()
-                        .write_all(format!("{} 80 tcp\n", vip.trim()).as_bytes())
-                        .unwrap();
+                    let child = spawn_probe(
+                        &format!("{}.a", world.namespaces[world.pods[src].ns]),
+                        &format!("{} 80 tcp\n", vip.trim()),
+                    );
                     let out = text(&child.wait_with_output().unwrap().stdout);
                     let res = out.split_whitespace().last()?.to_string();
                     (res == want).then_some(res)
