@@ -76,3 +76,37 @@ fn a_pods_mount_namespace_holds_no_pins_and_does_not_grow_with_the_pods() {
     assert_eq!(host.trim(), "pod");
     drop(nets);
 }
+
+#[test]
+fn retired_pins_free_the_name_at_once_and_are_removed_later() {
+    require_root();
+    let name = unique_name("ret");
+    let mut pods = PodNsGuard(vec![name.clone()]);
+    PodNs::create(&name, "first").expect("a pod's namespaces");
+    let pins = mount::retire(&name).expect("pins to retire");
+    assert!(
+        !mount::pod_ns_dir(&name).exists(),
+        "the name is free once retired"
+    );
+    let host_mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&name))
+            .count()
+    };
+    assert_eq!(host_mounts(), 2, "the retired mnt and uts pins stay mounted");
+    // A pod of the same name meanwhile (a StatefulSet's).
+    let second = PodNs::create(&name, "second").expect("the name again");
+    assert!(!mount::list().iter().any(|n| n.starts_with(".retired.")));
+    assert!(mount::list().contains(&name));
+    pins.remove();
+    assert_eq!(host_mounts(), 2, "only the new pod's pins are left");
+    let hostname = second
+        .run(|| std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap())
+        .unwrap();
+    assert_eq!(hostname.trim(), "second");
+    mount::remove(&name);
+    pods.0.clear();
+    assert_eq!(host_mounts(), 0);
+}

@@ -9,6 +9,7 @@ Usage: scale_bench.py NAMESPACE DAEMON_PID PHASE [ARGS]
                          scale.idle_cpu_pct_at_HIGH_pods
   services LOW HIGH      scale.create_service_ms_at_LOW/_at_HIGH, api.watch_latency_ms_at_HIGH_services
   fill N                 N running pods, then return (for the reset figure)
+  delete N               N running pods, then scale.delete_all_s_at_N (to profile the deletion alone)
 """
 import json
 import os
@@ -200,5 +201,8 @@ elif phase == "services":
     phase_services(*args)
 elif phase == "fill":
     fill_pods(0, args[0])
+elif phase == "delete":
+    fill_pods(0, args[0])
+    print(f"scale.delete_all_s_at_{args[0]}: {delete_all_s():.2f}", flush=True)
 else:
     sys.exit(f"scale_bench: unknown phase {phase}")

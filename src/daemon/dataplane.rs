@@ -158,12 +158,18 @@ pub struct Dataplane {
     workers: Vec<WorkerHandle>,
     /// The workers serving each link's queues, in queue order.
     owner: parking_lot::Mutex<HashMap<Link, Vec<usize>>>,
+    /// Links removed from the workers but still in the published table
+    /// (see [`Dataplane::remove`]).
+    unpublished: parking_lot::Mutex<Vec<Link>>,
     next: AtomicUsize,
     clock: Instant,
     stats: Arc<DataplaneStats>,
 }
 
 const WAKER: Token = Token(usize::MAX);
+
+/// The most removals left unpublished (see [`Dataplane::remove`]).
+pub const UNPUBLISHED_MAX: usize = 256;
 
 impl Dataplane {
     /// Starts `workers` threads. `clock` is the daemon's time origin (the
@@ -193,6 +199,7 @@ impl Dataplane {
             links,
             workers: handles,
             owner: parking_lot::Mutex::new(HashMap::new()),
+            unpublished: parking_lot::Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             clock,
             stats,
@@ -248,29 +255,61 @@ impl Dataplane {
         }
     }
 
-    /// Stops moving packets of `link`; its device is closed once the worker
-    /// has let go of it.
+    /// Stops moving packets of `link`: its workers let go of its device at
+    /// once. The published link table (which writes toward the link read)
+    /// drops it with the next publication: removals are published in
+    /// batches of [`UNPUBLISHED_MAX`], by [`Dataplane::flush`], or with the
+    /// next [`Dataplane::add`] (copying the table once per removal made
+    /// deleting every pod quadratic in their number). Until then a packet
+    /// routed to the link is still written to its device, which is open
+    /// and harmless: its pod is gone.
     pub fn remove(&self, link: Link) {
-        self.publish_link(link, None);
         for w in self.owner.lock().remove(&link).unwrap_or_default() {
             self.send(w, Command::Remove(link));
         }
+        let mut pending = self.unpublished.lock();
+        pending.push(link);
+        if pending.len() >= UNPUBLISHED_MAX {
+            let links = std::mem::take(&mut *pending);
+            self.publish(&links, None);
+        }
     }
 
-    /// Publishes a link table with `link` set to `entry` (or removed).
+    /// Publishes the removals [`Dataplane::remove`] has not published yet.
+    pub fn flush(&self) {
+        let links = std::mem::take(&mut *self.unpublished.lock());
+        if !links.is_empty() {
+            self.publish(&links, None);
+        }
+    }
+
+    /// Publishes a link table without the unpublished removals, with `link`
+    /// set to `entry`.
     fn publish_link(&self, link: Link, entry: Option<LinkEntry>) {
+        let removed = std::mem::take(&mut *self.unpublished.lock());
+        self.publish(&removed, Some((link, entry)));
+    }
+
+    /// Publishes a link table without `removed`, then with `set` applied.
+    fn publish(&self, removed: &[Link], set: Option<(Link, Option<LinkEntry>)>) {
         self.links.rcu(|t| {
             let mut n = LinkTable {
                 host: t.host.clone(),
                 pods: t.pods.clone(),
             };
-            match (link, entry.clone()) {
-                (Link::Host, entry) => n.host = entry,
-                (Link::Pod(id), Some(entry)) => {
-                    n.pods.insert(id.0, entry);
-                }
-                (Link::Pod(id), None) => {
-                    n.pods.remove(&id.0);
+            let changes = removed
+                .iter()
+                .map(|l| (*l, None))
+                .chain(set.iter().cloned());
+            for (link, entry) in changes {
+                match (link, entry) {
+                    (Link::Host, entry) => n.host = entry,
+                    (Link::Pod(id), Some(entry)) => {
+                        n.pods.insert(id.0, entry);
+                    }
+                    (Link::Pod(id), None) => {
+                        n.pods.remove(&id.0);
+                    }
                 }
             }
             n

@@ -482,6 +482,7 @@ pub fn run(
     let mut last_prune = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         let next = manager.run_until_idle(SystemTime::now());
+        runtime.flush();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             router.sweep(dataplane.now());
             drop_log.tick_router(Instant::now(), &router);
@@ -523,6 +524,9 @@ pub fn run(
     dns.stop();
     let _ = std::fs::remove_file(&config.socket);
     drop(manager);
+    if !runtime.wait_reclaimed(Duration::from_secs(30)) {
+        tracing::warn!("stopping before the deleted pods' devices, pins and files are all removed; the next start removes the rest");
+    }
     // Pods keep running across a restart of the daemon; their namespaces
     // and devices are persistent.
     drop(runtime);

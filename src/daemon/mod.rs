@@ -45,6 +45,7 @@ pub mod node;
 pub mod policy;
 pub mod publish;
 pub mod rebuild;
+pub mod reclaim;
 pub mod runtime;
 pub mod state_check;
 pub mod volumes;

@@ -35,9 +35,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use parking_lot::Mutex;
 
 use super::config::DaemonConfig;
-use super::dataplane::Dataplane;
+use super::dataplane::{Dataplane, UNPUBLISHED_MAX};
 use super::identity;
 use super::janitor;
+use super::reclaim::Reclaimer;
 use super::volumes;
 use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
 use crate::control::reconcile::pod::{Allocatable, PodRuntime, ProcessState};
@@ -183,7 +184,21 @@ pub struct HostRuntime {
     resetting: std::sync::atomic::AtomicBool,
     /// Exits of adopted processes (not our children: no SIGCHLD).
     watcher: ExitWatcher,
+    /// Removes what deleted pods leave (devices, pins, directories) off
+    /// the reconcilers' thread.
+    reclaim: Reclaimer,
+    /// Pods removed since the fast path's pod table was last published
+    /// (see [`HostRuntime::publish_pods_soon`]).
+    pods_unpublished: std::sync::atomic::AtomicUsize,
+    /// The container logs under `STATE/logs`, by pod: read from the
+    /// directory on first use and kept up to date since, so removing a
+    /// deleted pod's logs does not look through every pod's (which made
+    /// deleting every pod quadratic in their number).
+    log_files: Mutex<Option<LogIndex>>,
 }
+
+/// Container log file names by pod (namespace, name).
+type LogIndex = HashMap<(String, String), std::collections::HashSet<String>>;
 
 /// Watches the pidfds of adopted processes on one thread and reports their
 /// exits through the runtime's `exited` callback.
@@ -339,6 +354,19 @@ fn attached_netns(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
+/// How long a reset waits for deleted pods' devices and pins to go.
+const RESET_RECLAIM_WAIT: Duration = Duration::from_secs(120);
+
+/// Removes a deleted pod's directory under `STATE/pods` (its volumes'
+/// files among them).
+fn remove_pod_files(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), "cannot remove the pod's files: {e}");
+        }
+    }
+}
+
 /// Whether a StatefulSet controls the pod (its address is then sticky).
 fn stateful(pod: &Pod) -> bool {
     pod.metadata
@@ -368,6 +396,9 @@ impl HostRuntime {
             watcher: ExitWatcher::start(exited.clone()).expect("an epoll instance and a thread"),
             exited,
             resetting: std::sync::atomic::AtomicBool::new(false),
+            reclaim: Reclaimer::start().expect("a thread"),
+            pods_unpublished: std::sync::atomic::AtomicUsize::new(0),
+            log_files: Mutex::new(None),
         }
     }
 
@@ -376,10 +407,44 @@ impl HostRuntime {
         self.config
             .state_dir
             .join("logs")
-            .join(format!("{namespace}_{name}_{container}.log"))
+            .join(log_file_name(namespace, name, container))
+    }
+
+    /// Publishes the fast path's pod table after a pod's removal: at once
+    /// every [`UNPUBLISHED_MAX`] removals, else with the next creation or
+    /// [`HostRuntime::flush`] (rebuilding the table once per removal made
+    /// deleting every pod quadratic in their number). Until then the
+    /// removed pod's address still routes to its device, which is open and
+    /// leads nowhere; its address is quarantined, and a creation that
+    /// takes it publishes first.
+    fn publish_pods_soon(&self) {
+        use std::sync::atomic::Ordering;
+        if self.pods_unpublished.fetch_add(1, Ordering::Relaxed) + 1 >= UNPUBLISHED_MAX {
+            self.publish_pods(&self.pods.lock());
+        }
+    }
+
+    /// Publishes what pod removals left unpublished: the fast path's pod
+    /// table and link table. The daemon calls it whenever its reconcilers
+    /// are idle.
+    pub fn flush(&self) {
+        use std::sync::atomic::Ordering;
+        if self.pods_unpublished.load(Ordering::Relaxed) > 0 {
+            self.publish_pods(&self.pods.lock());
+        }
+        self.dataplane.flush();
+    }
+
+    /// Waits (at most `max`) until what deleted pods left is removed; true
+    /// if it is. For a stopping daemon.
+    pub fn wait_reclaimed(&self, max: Duration) -> bool {
+        self.flush();
+        self.reclaim.wait_idle(max)
     }
 
     fn publish_pods(&self, pods: &HashMap<(String, String), PodEntry>) {
+        self.pods_unpublished
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let table: Vec<(PodId, PodAddrs)> = pods
             .values()
             .map(|e| {
@@ -461,6 +526,7 @@ impl HostRuntime {
                 let _ = netns::remove(&ns);
             }
         }
+        sysmount::remove_retired();
         for ns in sysmount::list() {
             if made.contains(&ns) && !names.contains(&ns) {
                 sysmount::remove(&ns);
@@ -750,9 +816,12 @@ impl HostRuntime {
             let _ = self.teardown(&key, entry, true);
         }
         let mut removed: std::collections::HashSet<janitor::NamespaceId> = Default::default();
-        self.publish_pods(&self.pods.lock());
+        if !self.wait_reclaimed(RESET_RECLAIM_WAIT) {
+            tracing::warn!("removing the deleted pods' devices and pins is taking long; going on");
+        }
         let mut warnings = Vec::new();
         let made = self.made_namespaces();
+        sysmount::remove_retired();
         for ns in sysmount::list() {
             if made.contains(&ns) {
                 sysmount::remove(&ns);
@@ -774,6 +843,38 @@ impl HostRuntime {
             self.forget_namespace(&ns);
         }
         warnings
+    }
+
+    /// The container logs in `STATE/logs` by pod (names are
+    /// `NAMESPACE_POD_CONTAINER.log`; none of the three holds a `_`).
+    fn read_log_index(&self) -> LogIndex {
+        let mut index = LogIndex::new();
+        let Ok(dir) = std::fs::read_dir(self.config.state_dir.join("logs")) else {
+            return index;
+        };
+        for f in dir.flatten() {
+            let Some(file) = f.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let mut parts = file.strip_suffix(".log").unwrap_or("").splitn(3, '_');
+            if let (Some(ns), Some(pod), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+                index
+                    .entry((ns.to_string(), pod.to_string()))
+                    .or_default()
+                    .insert(file.clone());
+            }
+        }
+        index
+    }
+
+    /// Notes a container log file made for the pod `key`.
+    fn note_log(&self, key: &(String, String), container: &str) {
+        if let Some(index) = self.log_files.lock().as_mut() {
+            index
+                .entry(key.clone())
+                .or_default()
+                .insert(log_file_name(&key.0, &key.1, container));
+        }
     }
 
     /// Releases the leases of owners that are not live pods; `live` lists
@@ -886,12 +987,16 @@ impl HostRuntime {
             let _ = entry.tun.set_persistent(false);
         }
         let mut removed = None;
+        let mut processes = Vec::new();
         for (container, mut p) in entry.containers {
-            p.kill();
+            // Killed now, reaped with the rest below.
+            let _ = p.signal_group(Signal::SIGKILL);
+            processes.push(p);
             if logs {
                 let _ = std::fs::remove_file(self.log_path(ns, name, &container));
             }
         }
+        let mut pins = None;
         if entry.attached {
             // Someone else's namespace: only eth0 was podnet's.
             let removed = NetNs::open_path(std::path::Path::new(&entry.netns))
@@ -904,14 +1009,27 @@ impl HostRuntime {
                 tracing::warn!(netns = %entry.netns, "cannot remove eth0 of an attached pod: {e}");
             }
         } else {
-            sysmount::remove(&entry.netns);
+            pins = sysmount::retire(&entry.netns);
             removed = Some(entry.netns.clone());
         }
-        self.remove_pod_dir(&entry.uid);
+        let dir = self.retire_pod_dir(&entry.uid);
         let _ = self
             .ipam
             .lock()
             .release(&OwnerKey::from(entry.uid.clone()), SystemTime::now());
+        // The kernel's slow part, in the order it was done here before.
+        self.reclaim.release(entry.tun);
+        self.reclaim.run(move || {
+            for mut p in processes {
+                p.kill();
+            }
+            if let Some(pins) = pins {
+                pins.remove();
+            }
+            if let Some(dir) = dir {
+                remove_pod_files(&dir);
+            }
+        });
         removed
     }
 
@@ -1035,8 +1153,17 @@ impl HostRuntime {
     /// Removes the pod's files, and the mount points made for it on the
     /// host's filesystem (empty directories, deepest first).
     fn remove_pod_dir(&self, uid: &str) {
+        if let Some(dir) = self.retire_pod_dir(uid) {
+            remove_pod_files(&dir);
+        }
+    }
+
+    /// Removes the mount points made for the pod `uid` (paths a new pod
+    /// may need) and returns its directory, to remove with
+    /// [`remove_pod_files`] (named by the uid: no new pod needs it).
+    fn retire_pod_dir(&self, uid: &str) -> Option<PathBuf> {
         if uid.is_empty() || uid.contains('/') || uid.starts_with('.') {
-            return;
+            return None;
         }
         let dir = self.pod_dir(uid);
         if let Ok(made) = std::fs::read_to_string(dir.join("made-mount-points")) {
@@ -1052,11 +1179,7 @@ impl HostRuntime {
                 });
             }
         }
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), "cannot remove the pod's files: {e}");
-            }
-        }
+        Some(dir)
     }
 
     /// Writes the pod's `/etc/hosts` and `/etc/resolv.conf` (in place,
@@ -1444,7 +1567,7 @@ impl PodRuntime for HostRuntime {
             if let Some(netns) = self.teardown(&k, entry, false) {
                 self.remove_namespace_later(&netns);
             }
-            self.publish_pods(&self.pods.lock());
+            self.publish_pods_soon();
         }
     }
 
@@ -1462,6 +1585,7 @@ impl PodRuntime for HostRuntime {
             .append(true)
             .open(self.log_path(&ns, &name, container))
             .map_err(|e| format!("cannot open the container log: {e}"))?;
+        self.note_log(&(ns.clone(), name.clone()), container);
         let mut pods = self.pods.lock();
         let entry = pods
             .get_mut(&(ns.clone(), name.clone()))
@@ -1626,18 +1750,17 @@ impl PodRuntime for HostRuntime {
             if let Some(netns) = self.teardown(&k, entry, true) {
                 self.remove_namespace_later(&netns);
             }
-            self.publish_pods(&self.pods.lock());
+            self.publish_pods_soon();
         }
-        let prefix = format!("{namespace}_{name}_");
-        if let Ok(dir) = std::fs::read_dir(self.config.state_dir.join("logs")) {
-            for f in dir.flatten() {
-                if f.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".log"))
-                {
-                    let _ = std::fs::remove_file(f.path());
-                }
-            }
+        let files = self
+            .log_files
+            .lock()
+            .get_or_insert_with(|| self.read_log_index())
+            .remove(&k)
+            .unwrap_or_default();
+        let dir = self.config.state_dir.join("logs");
+        for f in files {
+            let _ = std::fs::remove_file(dir.join(f));
         }
     }
 }

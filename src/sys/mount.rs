@@ -237,12 +237,66 @@ impl PodNs {
 /// Removes the pinned namespaces of the pod `name` (the namespaces live on
 /// while a process is in them). Nothing to do if they are not there.
 pub fn remove(name: &str) {
-    let dir = pod_ns_dir(name);
+    remove_dir(&pod_ns_dir(name));
+}
+
+fn remove_dir(dir: &Path) {
     for f in ["mnt", "uts"] {
         let _ = umount2(&dir.join(f), MntFlags::MNT_DETACH);
         let _ = fs::remove_file(dir.join(f));
     }
-    let _ = fs::remove_dir(&dir);
+    let _ = fs::remove_dir(dir);
+}
+
+/// The prefix of a retired pin directory's name (see [`retire`]).
+const RETIRED_PREFIX: &str = ".retired.";
+
+/// Frees the name of the pod `name`'s pins at once, leaving their removal
+/// (an unmount each, which waits out an RCU grace period) for later:
+/// renames their directory and returns a handle that removes it. A pod of
+/// the same name can be made in between. `None` if there is nothing.
+pub fn retire(name: &str) -> Option<RetiredPins> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = pod_ns_dir(name);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let to =
+        Path::new(POD_NS_DIR).join(format!("{RETIRED_PREFIX}{name}.{}.{n}", std::process::id()));
+    match fs::rename(&dir, &to) {
+        Ok(()) => Some(RetiredPins(to)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        // Removed here and now, as before, rather than left behind.
+        Err(_) => {
+            remove_dir(&dir);
+            None
+        }
+    }
+}
+
+/// A pod's pins, renamed out of the way by [`retire`].
+#[derive(Debug)]
+pub struct RetiredPins(PathBuf);
+
+impl RetiredPins {
+    /// Unmounts and removes them.
+    pub fn remove(self) {
+        remove_dir(&self.0);
+    }
+}
+
+/// Removes the retired pins a stopped daemon left (only garbage: their
+/// pods are gone, whichever daemon made them).
+pub fn remove_retired() {
+    let Ok(entries) = fs::read_dir(POD_NS_DIR) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(RETIRED_PREFIX))
+        {
+            remove_dir(&e.path());
+        }
+    }
 }
 
 /// The pods whose namespaces are pinned under [`POD_NS_DIR`].
@@ -251,6 +305,7 @@ pub fn list() -> Vec<String> {
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| !n.starts_with(RETIRED_PREFIX))
                 .collect()
         })
         .unwrap_or_default()
