@@ -720,3 +720,53 @@ fn root_sigkill_during_apply_loses_no_acknowledged_object_and_pods_keep_their_ad
         50
     );
 }
+
+/// A pod made just after another is deleted often gets the number the
+/// deleted pod's network namespace had (the kernel hands out the lowest
+/// free one). The stray-process sweep that follows a deletion must not
+/// take the new pod's processes for the old one's.
+#[test]
+fn root_a_pod_made_right_after_a_deletion_is_left_running() {
+    let _serial = daemon_support::serial();
+    let node = KubeNode::start();
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: none\n    command: [\"sleep\", \"100000\"]\n"
+        )
+    };
+    for round in 0..3 {
+        let old = format!("old{round}");
+        let new = format!("new{round}");
+        node.apply(&pod(&old));
+        node.k(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{old}"),
+            "--timeout=180s",
+        ]);
+        node.k(&["delete", "pod", &old, "--wait=true"]);
+        node.apply(&pod(&new));
+        node.k(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{new}"),
+            "--timeout=180s",
+        ]);
+    }
+    // The sweep looks twice, a second apart: give it time to have looked.
+    std::thread::sleep(Duration::from_secs(3));
+    for round in 0..3 {
+        let state = node.k(&[
+            "get",
+            "pod",
+            &format!("new{round}"),
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.running.startedAt}",
+        ]);
+        assert!(
+            state.starts_with("0 ") && state.len() > 2,
+            "new{round} was killed after old{round}'s deletion: {state}\n{}",
+            node.log()
+        );
+    }
+}

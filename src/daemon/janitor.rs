@@ -80,12 +80,17 @@ struct Doomed {
     id: NamespaceId,
     name: String,
     record: PathBuf,
+    /// The namespace, open until its second pass: a namespace whose name
+    /// is removed and whose processes are gone is freed, and the kernel
+    /// gives its inode number to the next namespace made. Looking for its
+    /// identity a second later would then kill a new pod's processes.
+    pin: Option<std::fs::File>,
 }
 
 #[derive(Default)]
 struct Pending {
     first: Vec<Doomed>,
-    second: Vec<(NamespaceId, Instant)>,
+    second: Vec<(NamespaceId, Instant, Option<std::fs::File>)>,
 }
 
 struct Sweeper {
@@ -115,7 +120,7 @@ impl Sweeper {
                 self.wake.wait(&mut pending);
             }
             if pending.first.is_empty() {
-                let due = pending.second.iter().map(|(_, t)| *t).min();
+                let due = pending.second.iter().map(|(_, t, _)| *t).min();
                 if let Some(due) = due.filter(|d| *d > Instant::now()) {
                     self.wake.wait_until(&mut pending, due);
                     continue;
@@ -126,21 +131,28 @@ impl Sweeper {
                 pending = self.pending.lock();
             }
             let now = Instant::now();
-            let first = std::mem::take(&mut pending.first);
+            let mut first = std::mem::take(&mut pending.first);
             let mut targets: HashSet<NamespaceId> = first.iter().map(|d| d.id).collect();
-            pending.second.retain(|(id, due)| {
-                if *due <= now {
-                    targets.insert(*id);
-                    false
+            // Closed once this pass is done.
+            let mut done_pins = Vec::new();
+            let mut i = 0;
+            while i < pending.second.len() {
+                if pending.second[i].1 <= now {
+                    let (id, _, pin) = pending.second.swap_remove(i);
+                    targets.insert(id);
+                    done_pins.push(pin);
                 } else {
-                    true
+                    i += 1;
                 }
-            });
-            pending
-                .second
-                .extend(first.iter().map(|d| (d.id, now + SECOND_PASS)));
+            }
+            pending.second.extend(
+                first
+                    .iter_mut()
+                    .map(|d| (d.id, now + SECOND_PASS, d.pin.take())),
+            );
             drop(pending);
             let killed = kill_processes_in(&targets);
+            drop(done_pins);
             for d in first {
                 // A pod of the same name (a StatefulSet's) may have made
                 // its namespace under the name since: the name and the
@@ -174,10 +186,14 @@ pub fn remove_namespace_later(name: &str, record: PathBuf) {
         return;
     };
     let sweeper = *SWEEPER;
+    let pin = std::fs::File::open(PathBuf::from(netns::NETNS_RUN_DIR).join(name))
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| (m.dev(), m.ino()) == id));
     sweeper.pending.lock().first.push(Doomed {
         id,
         name: name.to_string(),
         record,
+        pin,
     });
     sweeper.wake.notify_one();
 }
