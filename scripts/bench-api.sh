@@ -10,6 +10,8 @@
 #   api.watch_latency_ms           a pod deleted -> a watcher sees its endpoint not ready;
 #                                  median of 10
 #   api.apply_100_objects_s        kubectl apply -f of 100 ConfigMaps
+#   exec.roundtrip_ms              kubectl exec POD -- true, median of 20, beside
+#                                  exec.kubectl_get_ms (kubectl get pod POD: kubectl's start)
 #   daemon.rss_mb                  podnetd's resident memory at the end
 # -s POLICY (or PODNET_STORE_SYNC) runs podnetd with `store-sync = "POLICY"` (always,
 # periodic) in a config file; without it podnetd runs with its default (and no config

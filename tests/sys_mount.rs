@@ -95,7 +95,11 @@ fn retired_pins_free_the_name_at_once_and_are_removed_later() {
             .filter(|l| l.contains(&name))
             .count()
     };
-    assert_eq!(host_mounts(), 2, "the retired mnt and uts pins stay mounted");
+    assert_eq!(
+        host_mounts(),
+        2,
+        "the retired mnt and uts pins stay mounted"
+    );
     // A pod of the same name meanwhile (a StatefulSet's).
     let second = PodNs::create(&name, "second").expect("the name again");
     assert!(!mount::list().iter().any(|n| n.starts_with(".retired.")));

@@ -114,3 +114,23 @@ manifest = "".join(f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\nd
 t0 = time.perf_counter()
 subprocess.run(["kubectl", "apply", "-n", ns, "-f", "-"], input=manifest.encode(), check=True, stdout=subprocess.DEVNULL)
 print(f"api.apply_100_objects_s: {time.perf_counter() - t0:.2f}")
+
+# exec.roundtrip_ms: `kubectl exec POD -- true` (kubectl's own start included),
+# beside kubectl_get_ms, a `kubectl get pod` of the same pod: the part of a
+# round trip that is kubectl's start, its credentials and a request.
+def kubectl_ms(args):
+    t0 = time.perf_counter()
+    done = subprocess.run(["kubectl", "-n", ns] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        sys.exit(f"api_bench: kubectl {' '.join(args)} exited {done.returncode}: {done.stderr.decode()}")
+    return (time.perf_counter() - t0) * 1000
+
+
+core.create_namespaced_pod(ns, pod("exec-bench"))
+deadline = time.monotonic() + 120
+while not ready(core.read_namespaced_pod("exec-bench", ns)):
+    if time.monotonic() > deadline:
+        sys.exit("api_bench: pod exec-bench not ready within 120 s")
+    time.sleep(0.1)
+print(f"exec.roundtrip_ms: {statistics.median([kubectl_ms(['exec', 'exec-bench', '--', 'true']) for _ in range(20)]):.2f}")
+print(f"exec.kubectl_get_ms: {statistics.median([kubectl_ms(['get', 'pod', 'exec-bench']) for _ in range(20)]):.2f}")

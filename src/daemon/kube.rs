@@ -371,6 +371,7 @@ pub fn run(
         tls,
         KubeApi::new(objects.clone())
             .with_logs(Arc::new(StateLogs(config.state_dir.join("logs"))))
+            .with_exec(runtime.clone())
             .with_metrics(Arc::new(NodeMetrics {
                 dataplane: dataplane.clone(),
                 objects: objects.clone(),

@@ -354,6 +354,70 @@ fn attached_netns(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
+/// Runs `kubectl exec` commands in the namespaces of a pod's running
+/// container, with the container's environment (read from its process)
+/// and working directory.
+impl crate::api::kube::exec::PodExec for HostRuntime {
+    fn exec(
+        &self,
+        pod: &Pod,
+        container: &str,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<crate::api::kube::exec::ExecChild, String> {
+        let (netns, pod_ns, pid) = {
+            let pods = self.pods.lock();
+            let entry = pods
+                .get(&key(pod))
+                .filter(|e| Some(&e.uid) == pod.metadata.uid.as_ref())
+                .ok_or("the pod is not running on this node")?;
+            let pid = entry
+                .containers
+                .get(container)
+                .filter(|p| p.exit.is_none())
+                .map(|p| p.pid)
+                .ok_or_else(|| format!("container {container} is not running"))?;
+            let netns = entry.open_netns().map_err(|e| e.to_string())?;
+            (netns, entry.pod_ns.clone(), pid)
+        };
+        let env = process_environment(pid);
+        let cwd = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .find(|c| c.name == container)
+            .and_then(|c| c.working_dir.clone());
+        let (child, terminal) = process::spawn_exec(
+            &netns,
+            pod_ns.as_deref(),
+            command,
+            &env,
+            cwd.as_deref(),
+            tty,
+            stdin,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(crate::api::kube::exec::ExecChild { child, terminal })
+    }
+}
+
+/// The environment a process started with (`/proc/PID/environ`); empty if
+/// it cannot be read.
+fn process_environment(pid: u32) -> Vec<(String, String)> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter_map(|kv| {
+                    let kv = std::str::from_utf8(kv).ok()?;
+                    let (k, v) = kv.split_once('=')?;
+                    (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How long a reset waits for deleted pods' devices and pins to go.
 const RESET_RECLAIM_WAIT: Duration = Duration::from_secs(120);
 

@@ -23,6 +23,7 @@ pub mod mount;
 pub mod netns;
 pub mod nsenter;
 pub mod process;
+pub mod pty;
 pub mod tc;
 pub mod tun;
 

@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 
 use super::mount::PodNs;
 use super::netns::NetNs;
+use super::pty::{take_controlling_terminal, Terminal};
 
 pub use nix::sys::signal::Signal;
 
@@ -124,6 +125,70 @@ pub fn spawn_in_pod(
         netns: netns.name().to_owned(),
         source,
     })
+}
+
+/// A command started by [`spawn_exec`]: the process, and the controlling
+/// side of its terminal if it has one.
+pub type ExecSpawned = (Child, Option<Terminal>);
+
+/// Spawns `argv` in the pod's namespaces (as [`spawn_in_pod`]) for
+/// `kubectl exec`: with a new pseudo-terminal as its stdin, stdout and
+/// stderr and as its controlling terminal if `tty`, else with piped stdout
+/// and stderr and a piped stdin if `stdin` (/dev/null otherwise), as the
+/// leader of a new process group.
+pub fn spawn_exec(
+    netns: &NetNs,
+    pod_ns: Option<&PodNs>,
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: Option<&str>,
+    tty: bool,
+    stdin: bool,
+) -> Result<ExecSpawned, SpawnError> {
+    let (program, args) = argv.split_first().ok_or(SpawnError::EmptyCommand)?;
+    let mut command = Command::new(program);
+    command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = cwd.filter(|d| !d.is_empty()) {
+        command.current_dir(dir);
+    }
+    let spawn_err = |source| SpawnError::Spawn {
+        program: program.clone(),
+        netns: netns.name().to_owned(),
+        source,
+    };
+    let terminal = if tty {
+        let (terminal, side) = Terminal::open().map_err(spawn_err)?;
+        let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from);
+        command
+            .stdin(dup(&side).map_err(spawn_err)?)
+            .stdout(dup(&side).map_err(spawn_err)?)
+            .stderr(Stdio::from(side));
+        // SAFETY: the hook runs in the forked child before exec and only
+        // makes async-signal-safe calls (setsid, ioctl).
+        unsafe {
+            command.pre_exec(take_controlling_terminal);
+        }
+        Some(terminal)
+    } else {
+        command
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        None
+    };
+    let child = netns
+        .run(move || {
+            if let Some(p) = pod_ns {
+                p.enter_current_thread()
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            command.spawn()
+        })
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(spawn_err)?;
+    Ok((child, terminal))
 }
 
 /// Sends `sig` to every process of the process group `pgid`; `Ok` if the group

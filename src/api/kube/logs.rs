@@ -46,6 +46,26 @@ fn tail(text: &[u8], n: usize) -> &[u8] {
     }
 }
 
+/// The container a request names, or the pod's only one; the API
+/// server's message if there is none such.
+pub fn pick_container(pod: &Pod, asked: Option<&str>) -> Result<String, String> {
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let names: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+        .collect();
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) if names.iter().any(|n| n == c) => Ok(c.to_string()),
+        Some(c) => Err(format!("container {c} is not valid for pod {name}")),
+        None if names.len() == 1 => Ok(names[0].clone()),
+        None => Err(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            names.join(" ")
+        )),
+    }
+}
+
 /// Answers a log request.
 pub fn serve(
     objects: &Objects,
@@ -59,31 +79,9 @@ pub fn serve(
         Err(e @ ObjectError::NotFound { .. }) => return failure(404, "NotFound", &e.to_string()),
         Err(e) => return failure(e.code(), e.reason(), &e.to_string()),
     };
-    let names: Vec<String> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
-        .collect();
-    let container = match query.get("container") {
-        Some(c) if names.iter().any(|n| n == c) => c.to_string(),
-        Some(c) => {
-            return failure(
-                400,
-                "BadRequest",
-                &format!("container {c} is not valid for pod {name}"),
-            )
-        }
-        None if names.len() == 1 => names[0].clone(),
-        None => {
-            return failure(
-                400,
-                "BadRequest",
-                &format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    names.join(" ")
-                ),
-            )
-        }
+    let container = match pick_container(&pod, query.get("container")) {
+        Ok(c) => c,
+        Err(message) => return failure(400, "BadRequest", &message),
     };
     let Some(path) = source.and_then(|s| s.log_path(ns, name, &container)) else {
         return failure(

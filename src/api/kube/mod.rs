@@ -26,6 +26,7 @@
 pub mod apply;
 pub mod body;
 pub mod discovery;
+pub mod exec;
 pub mod logs;
 pub mod patch;
 pub mod protobuf;
@@ -63,6 +64,7 @@ pub const MAX_BODY: usize = 3 << 20;
 pub struct KubeApi {
     objects: Objects,
     logs: Option<std::sync::Arc<dyn logs::LogSource>>,
+    exec: Option<std::sync::Arc<dyn exec::PodExec>>,
     metrics: Option<std::sync::Arc<dyn MetricsSource>>,
     node: Option<std::sync::Arc<dyn crate::api::node::NodeSource>>,
 }
@@ -225,7 +227,7 @@ fn route(path: &str) -> Route {
     if rest.len() > 3
         || rest
             .get(2)
-            .is_some_and(|sub| !matches!(*sub, "status" | "scale" | "log"))
+            .is_some_and(|sub| !matches!(*sub, "status" | "scale" | "log" | "exec"))
     {
         return Route::NotFound;
     }
@@ -284,6 +286,7 @@ impl KubeApi {
         Self {
             objects,
             logs: None,
+            exec: None,
             metrics: None,
             node: None,
         }
@@ -304,6 +307,12 @@ impl KubeApi {
     /// Serves `pods/NAME/log` from `source`.
     pub fn with_logs(mut self, source: std::sync::Arc<dyn logs::LogSource>) -> Self {
         self.logs = Some(source);
+        self
+    }
+
+    /// Runs `pods/NAME/exec` requests with `runner`.
+    pub fn with_exec(mut self, runner: std::sync::Arc<dyn exec::PodExec>) -> Self {
+        self.exec = Some(runner);
         self
     }
 
@@ -410,6 +419,16 @@ impl KubeApi {
             }
             Route::Resource(t) => t,
         };
+        if target.kind.kind == "Pod" && target.subresource.as_deref() == Some("exec") {
+            return match (req.method(), target.name.as_deref()) {
+                (&Method::GET | &Method::POST, Some(name)) => {
+                    let name = name.to_string();
+                    let ns = target.namespace.clone().unwrap_or_else(|| "default".into());
+                    exec::serve(&self.objects, self.exec.as_ref(), &ns, &name, req)
+                }
+                _ => failure(405, "MethodNotAllowed", "exec takes GET or POST on a pod"),
+            };
+        }
         let table = wants_table(&req);
         let method = req.method().clone();
         let content_type = req

@@ -1,0 +1,479 @@
+//! `pods/NAME/exec` (`kubectl exec`, and `kubectl cp`, which is exec of
+//! `tar`): a command run in a pod's namespaces, its stdin, stdout and
+//! stderr (or a terminal) carried over a WebSocket as the API server
+//! carries them for kubectl 1.30 and later.
+//!
+//! The subprotocol is `v5.channel.k8s.io` (kubectl's first choice) or
+//! `v4.channel.k8s.io` (the Python client's). Each binary message starts
+//! with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the closing `Status`
+//! (a failed command's exit code is its cause `ExitCode`, which kubectl
+//! exits with), 4 the terminal's size (`{"Width":W,"Height":H}`). In v5 the
+//! client closes stdin with `[255, 0]`. kubectl falls back to SPDY only
+//! when the upgrade is refused; SPDY is not served.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{failure, Body};
+use crate::control::objects::{ObjectError, Objects};
+
+/// The subprotocols served, in order of preference.
+pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const ERROR: u8 = 3;
+const RESIZE: u8 = 4;
+/// v5: `[CLOSE, channel]` half-closes a channel.
+const CLOSE: u8 = 255;
+
+/// Runs commands in pods (the node's runtime).
+pub trait PodExec: Send + Sync {
+    /// Starts `command` in the namespaces of container `container` of
+    /// `pod`, with a terminal if `tty`, with a stdin to write to if
+    /// `stdin`.
+    fn exec(
+        &self,
+        pod: &Pod,
+        container: &str,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<ExecChild, String>;
+}
+
+/// A command started by [`PodExec::exec`].
+pub struct ExecChild {
+    /// The process, with piped stdin, stdout and stderr unless it has a
+    /// terminal.
+    pub child: std::process::Child,
+    /// The terminal's controlling side, when it has one (its stdio are
+    /// then the other side).
+    pub terminal: Option<crate::sys::pty::Terminal>,
+}
+
+/// What the request asked for.
+#[derive(Debug, Default, PartialEq)]
+struct ExecRequest {
+    command: Vec<String>,
+    container: Option<String>,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+impl ExecRequest {
+    /// From the query string (`command` repeats, one per argument).
+    fn parse(query: Option<&str>) -> ExecRequest {
+        let mut r = ExecRequest::default();
+        let flag = |v: &str| matches!(v, "true" | "1");
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = super::percent_decode(v);
+            match super::percent_decode(k).as_str() {
+                "command" => r.command.push(v),
+                "container" => r.container = Some(v),
+                "stdin" => r.stdin = flag(&v),
+                "stdout" => r.stdout = flag(&v),
+                "stderr" => r.stderr = flag(&v),
+                "tty" => r.tty = flag(&v),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+/// The subprotocol to speak: the first of the client's that is served.
+fn negotiate(offered: &str) -> Option<&'static str> {
+    offered
+        .split(',')
+        .map(str::trim)
+        .find_map(|p| PROTOCOLS.iter().find(|s| **s == p).copied())
+}
+
+/// The `Status` sent on the error channel when the command ends.
+fn exit_status(code: i32) -> serde_json::Value {
+    if code == 0 {
+        return json!({"metadata": {}, "status": "Success"});
+    }
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: exit status {code}"),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}
+    })
+}
+
+/// The `Status` sent when the command could not be started.
+fn start_failure(message: &str) -> serde_json::Value {
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "InternalError",
+        "code": 500
+    })
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::Binary(v.into())
+}
+
+/// Answers an exec request: checks it, upgrades the connection, and runs
+/// the command once upgraded.
+pub fn serve(
+    objects: &Objects,
+    runner: Option<&Arc<dyn PodExec>>,
+    ns: &str,
+    name: &str,
+    mut req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let asked = ExecRequest::parse(req.uri().query());
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let websocket = header("upgrade").eq_ignore_ascii_case("websocket");
+    let key = header("sec-websocket-key");
+    let Some(protocol) = negotiate(&header("sec-websocket-protocol")) else {
+        return failure(
+            400,
+            "BadRequest",
+            &format!(
+                "exec is served over a WebSocket with subprotocol {}; SPDY is not served (kubectl 1.30 and later use the WebSocket)",
+                PROTOCOLS.join(" or ")
+            ),
+        );
+    };
+    if !websocket || key.is_empty() {
+        return failure(
+            400,
+            "BadRequest",
+            "exec needs a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)",
+        );
+    }
+    let pod: Pod = match objects.get_as(Some(ns), name) {
+        Ok(p) => p,
+        Err(e @ ObjectError::NotFound { .. }) => return failure(404, "NotFound", &e.to_string()),
+        Err(e) => return failure(e.code(), e.reason(), &e.to_string()),
+    };
+    if asked.command.is_empty() {
+        return failure(400, "BadRequest", "you must specify at least 1 command");
+    }
+    if !(asked.stdin || asked.stdout || asked.stderr) {
+        return failure(
+            400,
+            "BadRequest",
+            "you must specify at least 1 of stdin, stdout, stderr",
+        );
+    }
+    let container = match super::logs::pick_container(&pod, asked.container.as_deref()) {
+        Ok(c) => c,
+        Err(message) => return failure(400, "BadRequest", &message),
+    };
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
+    if phase != "Running" {
+        return failure(
+            400,
+            "BadRequest",
+            &format!("pod {name} is {phase}, not Running: a command can only run in a running pod"),
+        );
+    }
+    let Some(runner) = runner.cloned() else {
+        return failure(
+            400,
+            "BadRequest",
+            "this server runs no pods: exec is not available",
+        );
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "exec: the upgrade did not complete");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        run(ws, runner, pod, container, asked, protocol == PROTOCOLS[0]).await;
+    });
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .header("sec-websocket-protocol", protocol)
+        .body(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("a valid response")
+}
+
+/// What the client sent, for the command.
+enum Input {
+    Data(Vec<u8>),
+    /// Stdin closed.
+    Close,
+}
+
+/// Carries the command's streams over the WebSocket until it exits (and
+/// its output is sent) or the client goes away.
+async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    runner: Arc<dyn PodExec>,
+    pod: Pod,
+    container: String,
+    asked: ExecRequest,
+    v5: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let started = {
+        let command = asked.command.clone();
+        let (tty, stdin) = (asked.tty, asked.stdin);
+        tokio::task::spawn_blocking(move || runner.exec(&pod, &container, &command, tty, stdin))
+            .await
+    };
+    let mut started = match started {
+        Ok(Ok(s)) => s,
+        failed => {
+            let message = match failed {
+                Ok(Err(m)) => m,
+                _ => "the command could not be started".to_string(),
+            };
+            let status = start_failure(&message).to_string();
+            let _ = ws.send(frame(ERROR, status.as_bytes())).await;
+            let _ = ws.close(Some(normal_closure())).await;
+            return;
+        }
+    };
+    // Output, then the closing status, from blocking threads.
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+    let mut readers = Vec::new();
+    let mut stdin: Option<Box<dyn Write + Send>> = None;
+    let mut terminal = None;
+    if let Some(t) = started.terminal.take() {
+        if let Ok(r) = t.try_clone_file() {
+            readers.push(spawn_reader(r, STDOUT, out_tx.clone()));
+        }
+        if asked.stdin {
+            stdin = t
+                .try_clone_file()
+                .ok()
+                .map(|f| Box::new(f) as Box<dyn Write + Send>);
+        }
+        terminal = Some(t);
+    } else {
+        if let Some(o) = started.child.stdout.take() {
+            readers.push(spawn_reader(o, STDOUT, out_tx.clone()));
+        }
+        if let Some(e) = started.child.stderr.take() {
+            readers.push(spawn_reader(e, STDERR, out_tx.clone()));
+        }
+        stdin = started
+            .child
+            .stdin
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Write + Send>);
+    }
+    let pid = started.child.id();
+    let mut child = started.child;
+    let done_tx = out_tx.clone();
+    drop(out_tx);
+    std::thread::spawn(move || {
+        for r in readers {
+            let _ = r.join();
+        }
+        let code = match child.wait() {
+            Ok(status) => exit_code(status),
+            Err(_) => 1,
+        };
+        let status = exit_status(code).to_string();
+        let _ = done_tx.blocking_send(frame(ERROR, status.as_bytes()));
+    });
+    // Stdin on a thread of its own: a full pipe must not stop the output.
+    let (in_tx, in_rx) = std::sync::mpsc::channel::<Input>();
+    if let Some(mut w) = stdin {
+        std::thread::spawn(move || {
+            while let Ok(Input::Data(d)) = in_rx.recv() {
+                if w.write_all(&d).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut finished = false;
+    loop {
+        tokio::select! {
+            out = out_rx.recv() => match out {
+                Some(m) => {
+                    if ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    finished = true;
+                    break;
+                }
+            },
+            incoming = ws.next() => match incoming {
+                Some(Ok(Message::Binary(data))) => match data.split_first() {
+                    Some((&STDIN, rest)) => {
+                        let _ = in_tx.send(Input::Data(rest.to_vec()));
+                    }
+                    Some((&RESIZE, rest)) => {
+                        if let (Some(t), Some((w, h))) = (&terminal, parse_size(rest)) {
+                            let _ = t.set_size(w, h);
+                        }
+                    }
+                    Some((&CLOSE, [STDIN])) if v5 => {
+                        let _ = in_tx.send(Input::Close);
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    drop(in_tx);
+    if finished {
+        let _ = ws.close(Some(normal_closure())).await;
+    } else if terminal.is_some() {
+        // The client went away: hang up the terminal's session, as a
+        // terminal closing does.
+        let _ = crate::sys::process::kill_group(pid, crate::sys::process::Signal::SIGHUP);
+    }
+}
+
+/// A close with status 1000: kubectl's readers take it as the end of each
+/// stream (a close without a status reads as an error).
+fn normal_closure() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }
+}
+
+fn spawn_reader(
+    mut from: impl Read + Send + 'static,
+    channel: u8,
+    to: mpsc::Sender<Message>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                // A terminal whose last user left reads EIO: its end.
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.blocking_send(frame(channel, &buf[..n])).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The exit code of a process as a shell reports it (128 + a signal).
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+/// `{"Width":W,"Height":H}`.
+fn parse_size(data: &[u8]) -> Option<(u16, u16)> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let w = u16::try_from(v.get("Width")?.as_u64()?).ok()?;
+    let h = u16::try_from(v.get("Height")?.as_u64()?).ok()?;
+    Some((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_repeats_command_once_per_argument() {
+        let r = ExecRequest::parse(Some(
+            "command=sh&command=-c&command=echo%20hi%3B%20exit%203&container=c&stdin=true&stdout=true&stderr=true&tty=false",
+        ));
+        assert_eq!(
+            r,
+            ExecRequest {
+                command: vec!["sh".into(), "-c".into(), "echo hi; exit 3".into()],
+                container: Some("c".into()),
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                tty: false,
+            }
+        );
+    }
+
+    #[test]
+    fn v5_is_chosen_over_v4_and_unknown_protocols_are_not() {
+        assert_eq!(
+            negotiate("v5.channel.k8s.io, v4.channel.k8s.io, v3.channel.k8s.io"),
+            Some("v5.channel.k8s.io")
+        );
+        assert_eq!(
+            negotiate("v4.channel.k8s.io,channel.k8s.io"),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(negotiate("SPDY/3.1"), None);
+        assert_eq!(negotiate(""), None);
+    }
+
+    #[test]
+    fn a_failed_command_reports_its_exit_code_as_kubectl_reads_it() {
+        let s = exit_status(3);
+        assert_eq!(s["status"], "Failure");
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "3");
+        assert_eq!(exit_status(0)["status"], "Success");
+    }
+
+    #[test]
+    fn terminal_sizes_parse_and_bad_ones_are_ignored() {
+        assert_eq!(parse_size(br#"{"Width":120,"Height":40}"#), Some((120, 40)));
+        assert_eq!(parse_size(br#"{"Width":-1,"Height":40}"#), None);
+        assert_eq!(parse_size(b"garbage"), None);
+    }
+}
