@@ -120,6 +120,13 @@ fn root_kubectl_exec_runs_in_the_pod_with_its_streams_and_exit_code() {
     let _ = std::fs::remove_file(format!("/tmp/payload-{}.txt", std::process::id()));
 
     // Errors that name the problem.
+    let out = node.kubectl(&["-n", &node.namespace, "logs", "--previous", "box"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("previous terminated container"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = node.kubectl(
         &["-n", &node.namespace, "exec", "nosuchpod", "--", "true"],
         None,
@@ -235,4 +242,42 @@ print(out.strip())
         node.log()
     );
     assert_eq!(text(&out.stdout).trim(), "python-42");
+}
+
+#[test]
+fn root_kubectl_logs_previous_shows_the_instance_before_the_last_restart() {
+    let _serial = daemon_support::serial();
+    let node = KubeNode::start();
+    let counter = node._tmp.path().join("instances");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: flaky
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: none
+    command:
+    - sh
+    - -c
+    - 'n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; echo instance-$n; [ $n -ge 2 ] && exec sleep 100000; exit 1'
+"#,
+        c = counter.display()
+    );
+    node.apply(&manifest);
+    node.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/flaky",
+        "--timeout=180s",
+    ]);
+    assert_eq!(node.k(&["logs", "flaky"]), "instance-2\n");
+    assert_eq!(node.k(&["logs", "--previous", "flaky"]), "instance-1\n");
+    assert_eq!(
+        node.k(&["logs", "-p", "-f", "flaky", "-c", "main"]),
+        "instance-1\n",
+        "a previous instance's log ends: nothing to follow"
+    );
 }

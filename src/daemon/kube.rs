@@ -157,11 +157,19 @@ fn register_node(
 struct StateLogs(std::path::PathBuf);
 
 impl crate::api::kube::logs::LogSource for StateLogs {
-    fn log_path(&self, namespace: &str, pod: &str, container: &str) -> Option<std::path::PathBuf> {
-        Some(
-            self.0
-                .join(super::runtime::log_file_name(namespace, pod, container)),
-        )
+    fn log_path(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        previous: bool,
+    ) -> Option<std::path::PathBuf> {
+        let file = if previous {
+            super::runtime::previous_log_file_name(namespace, pod, container)
+        } else {
+            super::runtime::log_file_name(namespace, pod, container)
+        };
+        Some(self.0.join(file))
     }
 }
 

@@ -282,6 +282,12 @@ pub fn log_file_name(namespace: &str, pod: &str, container: &str) -> String {
     format!("{namespace}_{pod}_{container}.log")
 }
 
+/// The file name of the log of a container's instance before its last
+/// restart (`kubectl logs --previous`).
+pub fn previous_log_file_name(namespace: &str, pod: &str, container: &str) -> String {
+    format!("{namespace}_{pod}_{container}.previous.log")
+}
+
 /// The network namespace name of a pod.
 pub fn netns_name(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
@@ -933,11 +939,12 @@ impl HostRuntime {
 
     /// Notes a container log file made for the pod `key`.
     fn note_log(&self, key: &(String, String), container: &str) {
+        self.note_log_file(key, log_file_name(&key.0, &key.1, container));
+    }
+
+    fn note_log_file(&self, key: &(String, String), file: String) {
         if let Some(index) = self.log_files.lock().as_mut() {
-            index
-                .entry(key.clone())
-                .or_default()
-                .insert(log_file_name(&key.0, &key.1, container));
+            index.entry(key.clone()).or_default().insert(file);
         }
     }
 
@@ -1058,6 +1065,12 @@ impl HostRuntime {
             processes.push(p);
             if logs {
                 let _ = std::fs::remove_file(self.log_path(ns, name, &container));
+                let _ = std::fs::remove_file(
+                    self.config
+                        .state_dir
+                        .join("logs")
+                        .join(previous_log_file_name(ns, name, &container)),
+                );
             }
         }
         let mut pins = None;
@@ -1644,10 +1657,26 @@ impl PodRuntime for HostRuntime {
     ) -> Result<(), String> {
         self.check_not_resetting()?;
         let (ns, name) = key(pod);
+        let path = self.log_path(&ns, &name, container);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            // The output of the instance before this one: kept for
+            // `kubectl logs --previous` until the next restart.
+            let previous = self
+                .config
+                .state_dir
+                .join("logs")
+                .join(previous_log_file_name(&ns, &name, container));
+            if std::fs::rename(&path, &previous).is_ok() {
+                self.note_log_file(
+                    &(ns.clone(), name.clone()),
+                    previous_log_file_name(&ns, &name, container),
+                );
+            }
+        }
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path(&ns, &name, container))
+            .open(&path)
             .map_err(|e| format!("cannot open the container log: {e}"))?;
         self.note_log(&(ns.clone(), name.clone()), container);
         let mut pods = self.pods.lock();

@@ -19,8 +19,16 @@ use crate::control::objects::{ObjectError, Objects};
 
 /// Where containers' output is.
 pub trait LogSource: Send + Sync {
-    /// The file holding a container's output, if it has one.
-    fn log_path(&self, namespace: &str, pod: &str, container: &str) -> Option<PathBuf>;
+    /// The file holding a container's output, if it has one; with
+    /// `previous`, the output of the container's instance before its last
+    /// restart.
+    fn log_path(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        previous: bool,
+    ) -> Option<PathBuf>;
 }
 
 /// How often a followed log is looked at for more.
@@ -83,7 +91,8 @@ pub fn serve(
         Ok(c) => c,
         Err(message) => return failure(400, "BadRequest", &message),
     };
-    let Some(path) = source.and_then(|s| s.log_path(ns, name, &container)) else {
+    let previous = matches!(query.get("previous"), Some("true" | "1"));
+    let Some(path) = source.and_then(|s| s.log_path(ns, name, &container, previous)) else {
         return failure(
             400,
             "BadRequest",
@@ -92,6 +101,15 @@ pub fn serve(
     };
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
+        Err(_) if previous => {
+            return failure(
+                400,
+                "BadRequest",
+                &format!(
+                    "previous terminated container \"{container}\" in pod \"{name}\" not found"
+                ),
+            )
+        }
         Err(_) => {
             return failure(
                 400,
@@ -122,7 +140,8 @@ pub fn serve(
         shown = &shown[..limit as usize];
     }
     let first = Bytes::copy_from_slice(shown);
-    let follow = matches!(query.get("follow"), Some("true" | "1"));
+    // A previous instance's output is complete: nothing to follow.
+    let follow = matches!(query.get("follow"), Some("true" | "1")) && !previous;
     let builder = Response::builder().header("content-type", "text/plain");
     if !follow {
         return builder
