@@ -511,3 +511,156 @@ spec:
     );
     delete_and_check_gone(&node, "reader");
 }
+
+/// A StatefulSet's volumeClaimTemplates: each pod's claim is provisioned by
+/// the node's local provisioner (class `podnet-local`, the default) and
+/// bound; a replaced pod gets its address and its data back; a claim in
+/// use stays until its pod is gone, then its volume and directory go.
+#[test]
+fn root_statefulset_claims_keep_data_and_go_with_the_claim() {
+    let _serial = daemon_support::serial();
+    let node = KubeNode::start();
+    node.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: db
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports:
+  - port: 5432
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 1
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: postgres
+        command: ["sh", "-c", "echo boot >> /data/boots; exec sleep 100000"]
+        volumeMounts:
+        - name: data
+          mountPath: /data
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: ["ReadWriteOnce"]
+      resources:
+        requests:
+          storage: 1Gi
+"#,
+    );
+    node.k(&["rollout", "status", "statefulset/db", "--timeout=180s"]);
+    let claim = node.k(&[
+        "get",
+        "pvc",
+        "data-db-0",
+        "-o",
+        "jsonpath={.status.phase} {.spec.storageClassName} {.spec.volumeName} {.status.capacity.storage}",
+    ]);
+    let parts: Vec<&str> = claim.split(' ').collect();
+    assert_eq!(parts[0], "Bound", "{claim}");
+    assert_eq!(parts[1], "podnet-local", "the default class: {claim}");
+    assert_eq!(parts[3], "1Gi", "{claim}");
+    let volume = parts[2].to_string();
+    let pv = node.kubectl_ok(
+        &[
+            "get",
+            "pv",
+            &volume,
+            "-o",
+            "jsonpath={.status.phase} {.spec.claimRef.name} {.spec.hostPath.path}",
+        ],
+        None,
+    );
+    let pv_parts: Vec<&str> = pv.split(' ').collect();
+    assert_eq!(pv_parts[..2], ["Bound", "data-db-0"], "{pv}");
+    let dir = std::path::PathBuf::from(pv_parts[2]);
+    assert_eq!(dir, state_dir(&node).join("volumes").join(&volume));
+    let sc = node.kubectl_ok(&["get", "storageclass"], None);
+    assert!(sc.contains("podnet-local (default)"), "{sc}");
+
+    node.k(&["exec", "db-0", "--", "sh", "-c", "echo kept > /data/marker"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("marker")).unwrap(),
+        "kept\n"
+    );
+    let ip0 = node.k(&["get", "pod", "db-0", "-o", "jsonpath={.status.podIP}"]);
+    let uid0 = node.k(&["get", "pod", "db-0", "-o", "jsonpath={.metadata.uid}"]);
+    node.k(&["delete", "pod", "db-0", "--wait=true"]);
+    let back = wait_for(Duration::from_secs(120), || {
+        let out = node.kubectl(
+            &[
+                "get",
+                "pod",
+                "db-0",
+                "-n",
+                &node.namespace,
+                "-o",
+                "jsonpath={.metadata.uid} {.status.podIP} {.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            None,
+        );
+        let t = text(&out.stdout);
+        (out.status.success() && !t.starts_with(&uid0) && t.ends_with("True")).then_some(t)
+    })
+    .unwrap_or_else(|| panic!("db-0 did not come back:\n{}", node.log()));
+    assert!(back.contains(&ip0), "db-0's address: {back} (was {ip0})");
+    assert_eq!(
+        node.k(&["exec", "db-0", "--", "cat", "/data/marker", "/data/boots"]),
+        "kept\nboot\nboot\n",
+        "the replaced pod has the first one's data"
+    );
+
+    // A claim in use stays (Terminating) while its pod runs.
+    node.k(&["delete", "pvc", "data-db-0", "--wait=false"]);
+    let phase = node.k(&[
+        "get",
+        "pvc",
+        "data-db-0",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!phase.is_empty(), "the claim is being deleted");
+    assert!(
+        dir.join("marker").exists(),
+        "its data stays while the pod uses it"
+    );
+    // The pod goes: then the claim, its volume and the directory.
+    node.k(&["delete", "statefulset", "db", "--wait=true"]);
+    let gone = wait_for(Duration::from_secs(120), || {
+        let pvc = node.kubectl(&["get", "pvc", "data-db-0", "-n", &node.namespace], None);
+        let pv = node.kubectl(&["get", "pv", &volume], None);
+        (!pvc.status.success() && !pv.status.success() && !dir.exists()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "claim, volume and directory removed (dir exists: {}):\n{}",
+        dir.exists(),
+        node.log()
+    );
+
+    // A claim without access modes is refused, naming the field.
+    let bad = node.kubectl(
+        &["apply", "-n", &node.namespace, "-f", "-"],
+        Some("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: bad\nspec:\n  resources:\n    requests:\n      storage: 1Gi\n"),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("spec.accessModes"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -282,6 +282,11 @@ pub fn run(
         )
     })?;
 
+    if let Err(e) = crate::control::reconcile::volume_claims::ensure_class(&objects, now) {
+        tracing::error!(
+            "cannot create the StorageClass podnet-local: {e}; claims without a class will wait"
+        );
+    }
     if let Err(e) = super::dns::ensure_kube_dns(&objects, &config, now) {
         tracing::error!("cannot create the cluster DNS service kube-system/kube-dns: {e}; pods' names will not resolve");
     }
@@ -430,6 +435,9 @@ pub fn run(
     let dns_builder = super::dns::DnsZone::start(objects.clone(), dns_zone.clone(), &config)?;
     tracing::info!(listen = %dns.addr, cluster_dns = %config.cluster_dns, upstreams = ?upstreams, "cluster DNS serving");
 
+    let volume_dirs: Arc<dyn crate::control::reconcile::volume_claims::VolumeDirs> = Arc::new(
+        super::volumes::LocalVolumeDirs::new(config.state_dir.join("volumes")),
+    );
     let manager = Manager::new(
         objects.clone(),
         vec![
@@ -440,6 +448,12 @@ pub fn run(
             Box::new(ReplicaSets),
             Box::new(Deployments),
             Box::new(StatefulSets),
+            Box::new(crate::control::reconcile::volume_claims::VolumeClaims::new(
+                volume_dirs.clone(),
+            )),
+            Box::new(crate::control::reconcile::volume_claims::Volumes::new(
+                volume_dirs,
+            )),
             Box::new(publisher),
             Box::new(
                 super::policy::PolicyPublisher::start(objects.clone(), dataplane.clone())
@@ -549,7 +563,7 @@ pub fn run(
 /// After a reset: the state directory's contents (store, IPAM, logs, PKI, the record of namespaces made, the default Secrets key),
 /// the directory itself if nothing else is in it, and the admin kubeconfig.
 fn remove_state(config: &DaemonConfig) {
-    for sub in ["store", "ipam", "logs", "pki", "netns"] {
+    for sub in ["store", "ipam", "logs", "pki", "netns", "volumes"] {
         let p = config.state_dir.join(sub);
         if p.exists() {
             if let Err(e) = std::fs::remove_dir_all(&p) {

@@ -241,6 +241,54 @@ pub fn volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
     pod_dir.join("volumes").join(name)
 }
 
+/// The directories of local PersistentVolumes: `STATE/volumes/NAME`, made
+/// world-writable (any user a pod runs as may write its volume, as the
+/// local-path provisioner makes them).
+pub struct LocalVolumeDirs {
+    root: PathBuf,
+}
+
+impl LocalVolumeDirs {
+    /// Volumes under `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+}
+
+impl crate::control::reconcile::volume_claims::VolumeDirs for LocalVolumeDirs {
+    fn make(&self, name: &str) -> Result<String, String> {
+        if !valid_path(name) || name.contains('/') {
+            return Err(format!("{name:?} is not a volume name"));
+        }
+        let dir = self.root.join(name);
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)));
+        made.map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        Ok(dir.display().to_string())
+    }
+
+    fn remove(&self, path: &str) -> Result<(), String> {
+        // Only a directory this made: one level under the root.
+        let p = Path::new(path);
+        if p.parent() != Some(self.root.as_path())
+            || !p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(valid_path)
+        {
+            return Err(format!(
+                "{path} is not a volume directory of this node ({}/NAME); left alone",
+                self.root.display()
+            ));
+        }
+        match std::fs::remove_dir_all(p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {path}: {e}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

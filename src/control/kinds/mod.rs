@@ -22,11 +22,14 @@ pub mod ingress_class;
 mod namespace;
 pub mod network_policy;
 mod node;
+pub mod persistent_volume;
+pub mod persistent_volume_claim;
 pub mod pod;
 mod replica_set;
 mod secret;
 mod service;
 mod stateful_set;
+pub mod storage_class;
 pub mod validate;
 pub mod workload;
 
@@ -374,7 +377,7 @@ fn walk_unknown(input: &Value, typed: &Value, path: String, out: &mut Vec<String
 pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
     use k8s_openapi::api::{
         apps::v1 as apps, core::v1 as core, discovery::v1 as discovery,
-        networking::v1 as networking,
+        networking::v1 as networking, storage::v1 as storage,
     };
     vec![
         Kind::of::<core::Namespace>(),
@@ -392,6 +395,9 @@ pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         Kind::of::<networking::Ingress>(),
         Kind::of::<networking::IngressClass>(),
         Kind::of::<networking::NetworkPolicy>(),
+        Kind::of::<core::PersistentVolumeClaim>(),
+        Kind::of::<core::PersistentVolume>(),
+        Kind::of::<storage::StorageClass>(),
     ]
 });
 

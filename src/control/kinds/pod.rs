@@ -257,6 +257,7 @@ fn validate_volumes(spec: &PodSpec, path: &str, errors: &mut Vec<FieldError>) {
             v.host_path.is_some(),
             v.downward_api.is_some(),
             v.projected.is_some(),
+            v.persistent_volume_claim.is_some(),
         ]
         .iter()
         .filter(|b| **b)

@@ -36,7 +36,26 @@ impl KindRules for StatefulSet {
 
     fn validate(&self, _old: Option<&Self>) -> Vec<FieldError> {
         let spec = &self.spec;
-        let mut errors = validate_template(&spec.selector, &spec.template, spec.replicas);
+        // Each claim template is a volume of every pod (its claim).
+        let mut template = spec.template.clone();
+        for t in spec.volume_claim_templates.iter().flatten() {
+            let name = t.metadata.name.clone().unwrap_or_default();
+            let pod_spec = template.spec.get_or_insert_with(Default::default);
+            let volumes = pod_spec.volumes.get_or_insert_with(Vec::new);
+            if !volumes.iter().any(|v| v.name == name) {
+                volumes.push(k8s_openapi::api::core::v1::Volume {
+                    name: name.clone(),
+                    persistent_volume_claim: Some(
+                        k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                            claim_name: format!("{name}-claim"),
+                            read_only: None,
+                        },
+                    ),
+                    ..Default::default()
+                });
+            }
+        }
+        let mut errors = validate_template(&spec.selector, &template, spec.replicas);
         let policy = spec
             .pod_management_policy
             .as_deref()

@@ -35,6 +35,7 @@ pub mod pod_volumes;
 pub mod replica_set;
 pub mod slice_index;
 pub mod stateful_set;
+pub mod volume_claims;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};

@@ -371,6 +371,24 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
             Some(("Pod", obj)) => vec![key_of("Pod", &obj)],
             // A pod waiting for a key starts once it appears; a running
             // pod's volumes follow the object.
+            // A pod waiting for its claim starts once it is bound.
+            Some(("PersistentVolumeClaim", obj)) => {
+                let changed = key_of("PersistentVolumeClaim", &obj);
+                let node = self.runtime.node_name();
+                objects
+                    .list_as::<Pod>(Some(&changed.namespace), &LabelSelector::default())
+                    .into_iter()
+                    .filter(|p| {
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                            && super::volume_claims::claims_of(p).contains(&changed.name)
+                    })
+                    .map(|p| Key {
+                        kind: "Pod",
+                        namespace: changed.namespace.clone(),
+                        name: p.metadata.name.unwrap_or_default(),
+                    })
+                    .collect()
+            }
             Some((kind @ ("ConfigMap" | "Secret"), obj)) => {
                 let changed = key_of(kind, &obj);
                 let node = self.runtime.node_name();

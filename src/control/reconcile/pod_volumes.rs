@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod,
+    Secret, Volume,
 };
 
 use super::pod_env::parse_quantity;
@@ -68,6 +69,7 @@ pub const SUPPORTED: &[&str] = &[
     "hostPath",
     "downwardAPI",
     "projected",
+    "persistentVolumeClaim",
 ];
 
 const DEFAULT_MODE: i32 = 0o644;
@@ -333,6 +335,32 @@ fn resolve(objects: &Objects, pod: &Pod, v: &Volume) -> Result<VolumeData, Strin
         return Ok(VolumeData::EmptyDir {
             memory: e.medium.as_deref() == Some("Memory"),
             size_limit,
+        });
+    }
+    if let Some(c) = &v.persistent_volume_claim {
+        // The bound volume's directory, as the kubelet mounts a local
+        // volume; the pod waits (ContainerCreating) until the claim is bound.
+        let claim = gone(objects.get_as::<PersistentVolumeClaim>(Some(ns), &c.claim_name))?
+            .ok_or_else(|| format!("persistentvolumeclaim {:?} not found", c.claim_name))?;
+        let volume = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("persistentvolumeclaim {:?} is not bound", c.claim_name))?;
+        let pv = gone(objects.get_as::<PersistentVolume>(None, &volume))?
+            .ok_or_else(|| format!("persistentvolume {volume:?} not found"))?;
+        let spec = pv.spec.unwrap_or_default();
+        let path = spec
+            .host_path
+            .map(|h| h.path)
+            .or(spec.local.map(|l| l.path))
+            .ok_or_else(|| {
+                format!("persistentvolume {volume:?} has no hostPath or local path: podnet mounts only those")
+            })?;
+        return Ok(VolumeData::HostPath {
+            path,
+            type_: "Directory".into(),
         });
     }
     if let Some(h) = &v.host_path {

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::replica_set::{owned_pods, pod_active, pod_ready};
@@ -157,6 +159,40 @@ impl Reconciler for StatefulSets {
                     labels.insert("apps.kubernetes.io/pod-index".into(), i.to_string());
                     labels.insert(REVISION_LABEL.into(), revision.clone());
                     let mut spec = template.spec.clone().unwrap_or_default();
+                    // One claim per pod and template, kept when the pod
+                    // goes: the pod made again gets the same data.
+                    for t in set.spec.volume_claim_templates.iter().flatten() {
+                        let template_name = t.metadata.name.clone().unwrap_or_default();
+                        let claim_name = format!("{template_name}-{name}-{i}");
+                        let mut claim_labels = t.metadata.labels.clone().unwrap_or_default();
+                        claim_labels
+                            .extend(set.spec.selector.match_labels.clone().unwrap_or_default());
+                        let claim = PersistentVolumeClaim {
+                            metadata: ObjectMeta {
+                                name: Some(claim_name.clone()),
+                                namespace: Some(ns.into()),
+                                labels: Some(claim_labels),
+                                annotations: t.metadata.annotations.clone(),
+                                ..Default::default()
+                            },
+                            spec: t.spec.clone(),
+                            status: None,
+                        };
+                        match objects.create_as(Some(ns), &claim, now) {
+                            Ok(_) | Err(ObjectError::AlreadyExists { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                        let volumes = spec.volumes.get_or_insert_with(Vec::new);
+                        volumes.retain(|v| v.name != template_name);
+                        volumes.push(Volume {
+                            name: template_name,
+                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                                claim_name,
+                                read_only: None,
+                            }),
+                            ..Default::default()
+                        });
+                    }
                     spec.hostname = Some(pod_name.clone());
                     spec.subdomain = Some(set.spec.service_name.clone().unwrap_or_default())
                         .filter(|s| !s.is_empty());
