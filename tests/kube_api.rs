@@ -474,6 +474,9 @@ fn kubectl_output_formats_describe_events_and_short_names() {
         ("nodes", "no"),
         ("pods", "po"),
         ("events", "ev"),
+        ("persistentvolumeclaims", "pvc"),
+        ("persistentvolumes", "pv"),
+        ("storageclasses", "sc"),
     ] {
         assert!(
             r.lines().any(|l| {
