@@ -481,14 +481,14 @@ mod volume_tests {
             "containers": c(serde_json::json!([{"name": "a", "mountPath": "/a"}, {"name": "b", "mountPath": "/b", "subPath": "s"}])),
         }));
         assert!(ok.is_empty(), "{ok:?}");
-        let pvc = errors(serde_json::json!({
-            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "x"}}],
+        let nfs = errors(serde_json::json!({
+            "volumes": [{"name": "d", "nfs": {"server": "s", "path": "/x"}}],
             "containers": c(serde_json::json!([])),
         }));
-        assert_eq!(pvc.len(), 1, "{pvc:?}");
+        assert_eq!(nfs.len(), 1, "{nfs:?}");
         assert!(
-            pvc[0].contains("persistentVolumeClaim") && pvc[0].contains("configMap"),
-            "{pvc:?}"
+            nfs[0].contains("nfs") && nfs[0].contains("persistentVolumeClaim"),
+            "{nfs:?}"
         );
         let bad = errors(serde_json::json!({
             "volumes": [{"name": "a", "emptyDir": {}}, {"name": "a", "emptyDir": {}}],
