@@ -480,7 +480,7 @@ impl Reconciler for DnsZone {
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
             Some(("Service" | "EndpointSlice", _)) => vec![Self::key()],
-            Some(("Pod", obj)) if fields_changed(event, &obj, &POD_FIELDS) => vec![Self::key()],
+            Some(("Pod", obj)) if fields_changed(event, obj, &POD_FIELDS) => vec![Self::key()],
             _ => Vec::new(),
         }
     }

@@ -225,13 +225,13 @@ impl Reconciler for HealthChecks {
         };
         match event_kind(event) {
             Some(("Service", obj)) => {
-                vec![key(meta_str(&obj, "namespace"), meta_str(&obj, "name"))]
+                vec![key(meta_str(obj, "namespace"), meta_str(obj, "name"))]
             }
             Some(("EndpointSlice", obj)) => obj
                 .pointer("/metadata/labels")
                 .and_then(|l| l.get(SERVICE_NAME_LABEL))
                 .and_then(Value::as_str)
-                .map(|svc| key(meta_str(&obj, "namespace"), svc))
+                .map(|svc| key(meta_str(obj, "namespace"), svc))
                 .into_iter()
                 .collect(),
             _ => Vec::new(),

@@ -113,10 +113,10 @@ impl Reconciler for PolicyPublisher {
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
             Some(("NetworkPolicy", _)) => vec![Self::key()],
-            Some(("Namespace", obj)) if fields_changed(event, &obj, &["/metadata/labels"]) => {
+            Some(("Namespace", obj)) if fields_changed(event, obj, &["/metadata/labels"]) => {
                 vec![Self::key()]
             }
-            Some(("Pod", obj)) if fields_changed(event, &obj, &POD_FIELDS) => vec![Self::key()],
+            Some(("Pod", obj)) if fields_changed(event, obj, &POD_FIELDS) => vec![Self::key()],
             _ => Vec::new(),
         }
     }

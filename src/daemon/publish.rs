@@ -213,17 +213,17 @@ impl Reconciler for FastPathPublisher {
         match event_kind(event) {
             Some(("Service", obj)) => vec![Key {
                 kind: TAG,
-                namespace: meta_str(&obj, "namespace").into(),
-                name: meta_str(&obj, "name").into(),
+                namespace: meta_str(obj, "namespace").into(),
+                name: meta_str(obj, "name").into(),
             }],
             Some(("EndpointSlice", obj)) => {
-                self.slices.observe(objects, event, &obj);
+                self.slices.observe(objects, event, obj);
                 obj.pointer("/metadata/labels")
                     .and_then(|l| l.get(SERVICE_NAME_LABEL))
                     .and_then(Value::as_str)
                     .map(|svc| Key {
                         kind: TAG,
-                        namespace: meta_str(&obj, "namespace").into(),
+                        namespace: meta_str(obj, "namespace").into(),
                         name: svc.into(),
                     })
                     .into_iter()

@@ -1106,6 +1106,21 @@ impl Objects {
         Self::object_of(&event.kv)
     }
 
+    /// A watch event's object after the change (with its
+    /// resourceVersion), parsed once per event whoever asks.
+    pub fn event_value(event: &super::store::Event) -> &Value {
+        event.parsed.now(|| Self::object_of(&event.kv))
+    }
+
+    /// A watch event's object before the change, if it existed, parsed
+    /// once per event.
+    pub fn event_prev_value(event: &super::store::Event) -> Option<&Value> {
+        event
+            .prev
+            .as_ref()
+            .map(|kv| event.parsed.prev(|| Self::object_of(kv)))
+    }
+
     /// The typed object `K` named `name`.
     pub fn get_as<K: Resource + DeserializeOwned>(
         &self,

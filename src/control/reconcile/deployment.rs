@@ -157,7 +157,7 @@ impl Reconciler for Deployments {
 
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("Deployment", obj)) => vec![key_of("Deployment", &obj)],
+            Some(("Deployment", obj)) => vec![key_of("Deployment", obj)],
             Some(("ReplicaSet", _)) => controller_keys("Deployment", event),
             _ => Vec::new(),
         }

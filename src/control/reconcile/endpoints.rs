@@ -160,29 +160,29 @@ impl Reconciler for ServiceEndpoints {
                 };
                 self.remember(
                     objects,
-                    meta_str(&obj, "namespace"),
-                    meta_str(&obj, "name"),
+                    meta_str(obj, "namespace"),
+                    meta_str(obj, "name"),
                     selector,
                 );
-                vec![key_of("Service", &obj)]
+                vec![key_of("Service", obj)]
             }
-            Some(("Endpoints", obj)) => vec![key_of("Service", &obj)],
+            Some(("Endpoints", obj)) => vec![key_of("Service", obj)],
             Some(("EndpointSlice", obj)) => {
-                self.slices.observe(objects, event, &obj);
+                self.slices.observe(objects, event, obj);
                 let svc = obj
                     .pointer("/metadata/labels")
                     .and_then(|l| l.get(SERVICE_NAME_LABEL))
                     .and_then(Value::as_str);
                 svc.map(|name| Key {
                     kind: "Service",
-                    namespace: meta_str(&obj, "namespace").into(),
+                    namespace: meta_str(obj, "namespace").into(),
                     name: name.into(),
                 })
                 .into_iter()
                 .collect()
             }
             Some(("Pod", obj)) => {
-                let ns = meta_str(&obj, "namespace").to_string();
+                let ns = meta_str(obj, "namespace").to_string();
                 let mut label_sets = vec![obj.pointer("/metadata/labels").cloned()];
                 label_sets.push(
                     event

@@ -395,8 +395,8 @@ pub fn key_of(kind: &'static str, obj: &Value) -> Key {
 }
 
 /// The kind of an event's object.
-pub fn event_kind(event: &Event) -> Option<(&'static str, Value)> {
-    let obj = Objects::object_of(&event.kv);
+pub fn event_kind(event: &Event) -> Option<(&'static str, &Value)> {
+    let obj = Objects::event_value(event);
     let kind = obj.get("kind").and_then(Value::as_str)?;
     let kind = super::kinds::KINDS.iter().find(|k| k.kind == kind)?.kind;
     Some((kind, obj))
@@ -405,7 +405,7 @@ pub fn event_kind(event: &Event) -> Option<(&'static str, Value)> {
 /// Whether an event made, removed, or changed one of `pointers` (JSON
 /// pointers) of its object.
 pub fn fields_changed(event: &Event, obj: &Value, pointers: &[&str]) -> bool {
-    let Some(prev) = event.prev.as_ref().map(Objects::object_of) else {
+    let Some(prev) = Objects::event_prev_value(event) else {
         return true;
     };
     if matches!(event.kind, crate::control::store::EventKind::Delete) {
@@ -418,8 +418,7 @@ pub fn fields_changed(event: &Event, obj: &Value, pointers: &[&str]) -> bool {
 /// previous state), from their `ownerReferences`.
 pub fn controller_keys(owner_kind: &'static str, event: &Event) -> Vec<Key> {
     let mut keys = Vec::new();
-    let objs = std::iter::once(Objects::object_of(&event.kv))
-        .chain(event.prev.as_ref().map(Objects::object_of));
+    let objs = std::iter::once(Objects::event_value(event)).chain(Objects::event_prev_value(event));
     for obj in objs {
         let refs = obj
             .pointer("/metadata/ownerReferences")
@@ -432,7 +431,7 @@ pub fn controller_keys(owner_kind: &'static str, event: &Event) -> Vec<Key> {
             {
                 keys.push(Key {
                     kind: owner_kind,
-                    namespace: meta_str(&obj, "namespace").to_string(),
+                    namespace: meta_str(obj, "namespace").to_string(),
                     name: r
                         .get("name")
                         .and_then(Value::as_str)

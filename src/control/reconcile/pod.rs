@@ -368,12 +368,12 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
 
     fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("Pod", obj)) => vec![key_of("Pod", &obj)],
+            Some(("Pod", obj)) => vec![key_of("Pod", obj)],
             // A pod waiting for a key starts once it appears; a running
             // pod's volumes follow the object.
             // A pod waiting for its claim starts once it is bound.
             Some(("PersistentVolumeClaim", obj)) => {
-                let changed = key_of("PersistentVolumeClaim", &obj);
+                let changed = key_of("PersistentVolumeClaim", obj);
                 let node = self.runtime.node_name();
                 objects
                     .list_as::<Pod>(Some(&changed.namespace), &LabelSelector::default())
@@ -390,7 +390,7 @@ impl<R: PodRuntime> Reconciler for Kubelet<R> {
                     .collect()
             }
             Some((kind @ ("ConfigMap" | "Secret"), obj)) => {
-                let changed = key_of(kind, &obj);
+                let changed = key_of(kind, obj);
                 let node = self.runtime.node_name();
                 objects
                     .list_as::<Pod>(Some(&changed.namespace), &LabelSelector::default())

@@ -102,7 +102,7 @@ impl Reconciler for ReplicaSets {
 
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("ReplicaSet", obj)) => vec![key_of("ReplicaSet", &obj)],
+            Some(("ReplicaSet", obj)) => vec![key_of("ReplicaSet", obj)],
             Some(("Pod", _)) => controller_keys("ReplicaSet", event),
             _ => Vec::new(),
         }

@@ -66,7 +66,7 @@ impl Reconciler for StatefulSets {
 
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("StatefulSet", obj)) => vec![key_of("StatefulSet", &obj)],
+            Some(("StatefulSet", obj)) => vec![key_of("StatefulSet", obj)],
             Some(("Pod", _)) => controller_keys("StatefulSet", event),
             _ => Vec::new(),
         }

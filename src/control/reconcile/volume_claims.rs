@@ -271,14 +271,14 @@ impl Reconciler for VolumeClaims {
 
     fn keys_for(&self, objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("PersistentVolumeClaim", obj)) => vec![key_of("PersistentVolumeClaim", &obj)],
+            Some(("PersistentVolumeClaim", obj)) => vec![key_of("PersistentVolumeClaim", obj)],
             // A pod that stops using a claim may let a deleted one go.
             Some(("Pod", obj)) => {
                 let mut pods = vec![obj];
-                pods.extend(event.prev.as_ref().map(Objects::object_of));
+                pods.extend(Objects::event_prev_value(event));
                 let mut keys = Vec::new();
                 for p in pods {
-                    let Ok(pod) = serde_json::from_value::<Pod>(p) else {
+                    let Ok(pod) = <Pod as serde::Deserialize>::deserialize(p) else {
                         continue;
                     };
                     let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -387,7 +387,7 @@ impl Reconciler for Volumes {
 
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("PersistentVolume", obj)) => vec![key_of("PersistentVolume", &obj)],
+            Some(("PersistentVolume", obj)) => vec![key_of("PersistentVolume", obj)],
             Some(("PersistentVolumeClaim", obj)) => obj
                 .pointer("/spec/volumeName")
                 .and_then(serde_json::Value::as_str)

@@ -122,6 +122,7 @@ impl Engine {
             kind: EventKind::Put,
             kv,
             prev,
+            parsed: Default::default(),
         })
     }
 
@@ -149,6 +150,7 @@ impl Engine {
             kind: EventKind::Delete,
             kv,
             prev: Some(prev),
+            parsed: Default::default(),
         })
     }
 
