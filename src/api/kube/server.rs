@@ -499,6 +499,7 @@ async fn serve_unix(
     api: KubeApi,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut open = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -509,23 +510,28 @@ async fn serve_unix(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            // Reap finished connections as they end.
+            Some(_) = open.join_next(), if !open.is_empty() => continue,
+            _ = shutdown.changed() => break,
         };
         let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
         let api = api.clone();
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let stopping = shutdown.clone();
+        open.spawn(async move {
             let service = service_fn(move |req| {
                 let api = api.clone();
+                let stopping = stopping.clone();
                 async move {
-                    if !root {
-                        return Ok::<_, std::convert::Infallible>(failure(
-                            401,
-                            "Unauthorized",
-                            "the API socket serves root only",
-                        ));
-                    }
-                    Ok(api.handle(req).await)
+                    let answer = if root {
+                        api.handle(req).await
+                    } else {
+                        failure(401, "Unauthorized", "the API socket serves root only")
+                    };
+                    // Watch streams end when the server stops, as on TCP.
+                    Ok::<_, std::convert::Infallible>(
+                        answer.map(|body| UntilShutdown::new(body, stopping, None)),
+                    )
                 }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -536,9 +542,15 @@ async fn serve_unix(
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
-                _ = conn.as_mut() => {}
+                _ = conn.as_mut() => return,
                 _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
             }
+            // The request in progress (a reset, which stops the daemon,
+            // among them) still gets its answer: graceful_shutdown only
+            // asks the connection to close once it is answered.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
         });
     }
+    // Stopping: the open connections finish what they began.
+    while open.join_next().await.is_some() {}
 }
