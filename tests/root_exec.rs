@@ -102,6 +102,16 @@ fn root_kubectl_exec_runs_in_the_pod_with_its_streams_and_exit_code() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout), input, "cat echoed its stdin");
 
+    // 16 MB to a command that starts reading late: held back, not lost.
+    let big = "x".repeat(16 << 20);
+    let out = exec(
+        &node,
+        &["-i", "box", "--", "sh", "-c", "sleep 1; wc -c"],
+        Some(&big),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), (16u32 << 20).to_string());
+
     // kubectl cp, both ways (exec of tar).
     let local = node._tmp.path().join("payload.txt");
     std::fs::write(&local, "copied through exec\n").unwrap();

@@ -41,6 +41,8 @@ const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 /// v5: `[CLOSE, channel]` half-closes a channel.
 const CLOSE: u8 = 255;
+/// Client messages for stdin held while the command has not read them.
+const STDIN_QUEUE: usize = 16;
 
 /// Runs commands in pods (the node's runtime).
 pub trait PodExec: Send + Sync {
@@ -257,7 +259,7 @@ async fn run<S>(
     asked: ExecRequest,
     v5: bool,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let started = {
         let command = asked.command.clone();
@@ -322,35 +324,44 @@ async fn run<S>(
         let status = exit_status(code).to_string();
         let _ = done_tx.blocking_send(frame(ERROR, status.as_bytes()));
     });
-    // Stdin on a thread of its own: a full pipe must not stop the output.
-    let (in_tx, in_rx) = std::sync::mpsc::channel::<Input>();
+    // Stdin on a thread of its own, through a bounded queue: a command that
+    // reads slowly (tar under kubectl cp) slows the client down instead of
+    // its input piling up here.
+    let (in_tx, mut in_rx) = mpsc::channel::<Input>(STDIN_QUEUE);
     if let Some(mut w) = stdin {
         std::thread::spawn(move || {
-            while let Ok(Input::Data(d)) = in_rx.recv() {
+            while let Some(Input::Data(d)) = in_rx.blocking_recv() {
                 if w.write_all(&d).is_err() {
                     break;
                 }
             }
         });
     }
+    let (mut sink, mut source) = ws.split();
+    // Output on a task of its own: waiting for room in stdin's queue must
+    // never stop it (the command may be blocked writing its output).
+    let mut output = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return false;
+            }
+        }
+        // The command exited and its status is sent.
+        let _ = sink.send(Message::Close(Some(normal_closure()))).await;
+        let _ = sink.close().await;
+        true
+    });
     let mut finished = false;
     loop {
         tokio::select! {
-            out = out_rx.recv() => match out {
-                Some(m) => {
-                    if ws.send(m).await.is_err() {
-                        break;
-                    }
-                }
-                None => {
-                    finished = true;
-                    break;
-                }
-            },
-            incoming = ws.next() => match incoming {
+            done = &mut output => {
+                finished = done.unwrap_or(false);
+                break;
+            }
+            incoming = source.next() => match incoming {
                 Some(Ok(Message::Binary(data))) => match data.split_first() {
                     Some((&STDIN, rest)) => {
-                        let _ = in_tx.send(Input::Data(rest.to_vec()));
+                        let _ = in_tx.send(Input::Data(rest.to_vec())).await;
                     }
                     Some((&RESIZE, rest)) => {
                         if let (Some(t), Some((w, h))) = (&terminal, parse_size(rest)) {
@@ -358,7 +369,7 @@ async fn run<S>(
                         }
                     }
                     Some((&CLOSE, [STDIN])) if v5 => {
-                        let _ = in_tx.send(Input::Close);
+                        let _ = in_tx.send(Input::Close).await;
                     }
                     _ => {}
                 },
@@ -368,9 +379,7 @@ async fn run<S>(
         }
     }
     drop(in_tx);
-    if finished {
-        let _ = ws.close(Some(normal_closure())).await;
-    } else if terminal.is_some() {
+    if !finished && terminal.is_some() {
         // The client went away: hang up the terminal's session, as a
         // terminal closing does.
         let _ = crate::sys::process::kill_group(pid, crate::sys::process::Signal::SIGHUP);
