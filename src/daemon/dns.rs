@@ -511,14 +511,8 @@ pub fn ensure_kube_dns(
 ) -> Result<(), ObjectError> {
     let (ns, name) = SERVICE;
     let labels = |extra: Option<(&str, &str)>| {
-        let mut l: std::collections::BTreeMap<String, String> = [
-            ("k8s-app".to_string(), "kube-dns".to_string()),
-            (
-                "app.kubernetes.io/managed-by".to_string(),
-                "podnetd".to_string(),
-            ),
-        ]
-        .into();
+        let mut l = Objects::made_by_podnetd();
+        l.insert("k8s-app".into(), "kube-dns".into());
         if let Some((k, v)) = extra {
             l.insert(k.into(), v.into());
         }

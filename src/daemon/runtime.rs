@@ -480,6 +480,14 @@ impl HostRuntime {
             .join(log_file_name(namespace, name, container))
     }
 
+    /// The log of a container's instance before its last restart.
+    fn previous_log_path(&self, namespace: &str, name: &str, container: &str) -> PathBuf {
+        self.config
+            .state_dir
+            .join("logs")
+            .join(previous_log_file_name(namespace, name, container))
+    }
+
     /// Publishes the fast path's pod table after a pod's removal: at once
     /// every [`UNPUBLISHED_MAX`] removals, else with the next creation or
     /// [`HostRuntime::flush`] (rebuilding the table once per removal made
@@ -1065,12 +1073,7 @@ impl HostRuntime {
             processes.push(p);
             if logs {
                 let _ = std::fs::remove_file(self.log_path(ns, name, &container));
-                let _ = std::fs::remove_file(
-                    self.config
-                        .state_dir
-                        .join("logs")
-                        .join(previous_log_file_name(ns, name, &container)),
-                );
+                let _ = std::fs::remove_file(self.previous_log_path(ns, name, &container));
             }
         }
         let mut pins = None;
@@ -1661,12 +1664,7 @@ impl PodRuntime for HostRuntime {
         if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
             // The output of the instance before this one: kept for
             // `kubectl logs --previous` until the next restart.
-            let previous = self
-                .config
-                .state_dir
-                .join("logs")
-                .join(previous_log_file_name(&ns, &name, container));
-            if std::fs::rename(&path, &previous).is_ok() {
+            if std::fs::rename(&path, self.previous_log_path(&ns, &name, container)).is_ok() {
                 self.note_log_file(
                     &(ns.clone(), name.clone()),
                     previous_log_file_name(&ns, &name, container),

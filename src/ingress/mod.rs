@@ -85,22 +85,11 @@ pub fn is_served(ing: &Ingress, classes: &[IngressClass]) -> bool {
 /// Makes IngressClass `podnet` (controller [`CONTROLLER`], the cluster
 /// default) unless an IngressClass of that name exists.
 pub fn ensure_class(objects: &Objects, now: SystemTime) -> Result<(), ObjectError> {
-    match objects.get_as::<IngressClass>(None, CLASS) {
-        Ok(_) => return Ok(()),
-        Err(ObjectError::NotFound { .. }) => {}
-        Err(e) => return Err(e),
-    }
     let class = IngressClass {
         metadata: ObjectMeta {
             name: Some(CLASS.into()),
             annotations: Some([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())].into()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "podnetd".to_string(),
-                )]
-                .into(),
-            ),
+            labels: Some(Objects::made_by_podnetd()),
             ..Default::default()
         },
         spec: Some(IngressClassSpec {
@@ -108,10 +97,7 @@ pub fn ensure_class(objects: &Objects, now: SystemTime) -> Result<(), ObjectErro
             parameters: None,
         }),
     };
-    match objects.create_as(None, &class, now) {
-        Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    objects.ensure_as(None, &class, now)
 }
 
 /// The DefaultIngressClass admission step: an Ingress created without a

@@ -1151,6 +1151,29 @@ impl Objects {
         .collect()
     }
 
+    /// Creates a typed object unless one of its name exists (which is
+    /// left as it is): for the objects podnetd makes at start.
+    pub fn ensure_as<K: Resource + Serialize + DeserializeOwned>(
+        &self,
+        namespace: Option<&str>,
+        obj: &K,
+        now: SystemTime,
+    ) -> Result<(), ObjectError> {
+        match self.create_as(namespace, obj, now) {
+            Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The labels of an object podnetd makes itself.
+    pub fn made_by_podnetd() -> std::collections::BTreeMap<String, String> {
+        [(
+            "app.kubernetes.io/managed-by".to_string(),
+            "podnetd".to_string(),
+        )]
+        .into()
+    }
+
     /// Creates a typed object.
     pub fn create_as<K: Resource + Serialize + DeserializeOwned>(
         &self,

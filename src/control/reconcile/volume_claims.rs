@@ -56,22 +56,11 @@ pub trait VolumeDirs: Send + Sync {
 
 /// Makes the class `podnet-local` (the default) if it is missing.
 pub fn ensure_class(objects: &Objects, now: SystemTime) -> Result<(), ObjectError> {
-    match objects.get_as::<StorageClass>(None, CLASS) {
-        Ok(_) => return Ok(()),
-        Err(ObjectError::NotFound { .. }) => {}
-        Err(e) => return Err(e),
-    }
     let class = StorageClass {
         metadata: ObjectMeta {
             name: Some(CLASS.into()),
             annotations: Some([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())].into()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "podnetd".to_string(),
-                )]
-                .into(),
-            ),
+            labels: Some(Objects::made_by_podnetd()),
             ..Default::default()
         },
         provisioner: PROVISIONER.into(),
@@ -79,10 +68,7 @@ pub fn ensure_class(objects: &Objects, now: SystemTime) -> Result<(), ObjectErro
         volume_binding_mode: Some("Immediate".into()),
         ..Default::default()
     };
-    match objects.create_as(None, &class, now) {
-        Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    objects.ensure_as(None, &class, now)
 }
 
 /// The claims a pod's volumes name.
