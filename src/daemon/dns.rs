@@ -11,9 +11,10 @@
 //! which translates its source back to 10.96.0.10. The allocator keeps the
 //! address for this service ([`crate::control::alloc::ClusterIps`]).
 //!
-//! The zone is rebuilt by [`DnsZone`], a reconciler following Services,
-//! EndpointSlices and Pods (the same store events the fast-path publisher
-//! follows), and swapped in atomically; queries never wait for it.
+//! The zone is rebuilt by [`DnsZone`], a reconciler following Services and
+//! EndpointSlices (the same store events the fast-path publisher follows),
+//! and swapped in atomically; queries never wait for it. Pods' addresses
+//! are set one pod at a time in an index the zone shares.
 //! Names outside the cluster go to the upstream resolvers (`dns-upstream`;
 //! by default the host's `/etc/resolv.conf`), through a small TTL cache.
 
@@ -32,11 +33,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
 
 use super::DaemonConfig;
+use crate::control::kinds;
 use crate::control::objects::{ObjectError, Objects};
-use crate::control::reconcile::{event_kind, fields_changed, Key, Next, Reconciler};
+use crate::control::reconcile::{event_kind, fields_changed, key_of, Key, Next, Reconciler};
 use crate::control::store::Event;
 use crate::dns::cache::AnswerCache;
-use crate::dns::{self, Answer, Zone, ZoneSource};
+use crate::dns::{self, Answer, PodAddresses, Zone, ZoneSource};
 
 /// The namespace and name of the cluster DNS service.
 pub const SERVICE: (&str, &str) = ("kube-system", "kube-dns");
@@ -392,14 +394,16 @@ fn serve_tcp_client(shared: &Shared, mut conn: TcpStream) {
 
 /// Keeps the zone in line with Services, EndpointSlices and Pods.
 ///
-/// The reconciler only marks the zone out of date (one key for the whole
-/// zone); a thread of its own rebuilds it, so the control loop never waits
-/// for a rebuild, and changes arriving during one share the next. A
-/// rebuild reads every service, slice and pod, so rebuilds are spaced as
-/// [`super::rebuild`] says (on a big node, at most a fifth of a core goes to
-/// DNS).
+/// Services and EndpointSlices: the reconciler only marks the zone out of
+/// date (one key for the whole zone); a thread of its own rebuilds it, so
+/// the control loop never waits for a rebuild, and changes arriving during
+/// one share the next. A rebuild reads every service and slice, so rebuilds
+/// are spaced as [`super::rebuild`] says (on a big node, at most a fifth of
+/// a core goes to DNS). Pods: one key per pod, whose addresses are set in
+/// the zone's [`PodAddresses`] in place, at the cost of that one pod.
 pub struct DnsZone {
     rebuild: super::rebuild::Rebuilder,
+    pods: Arc<PodAddresses>,
 }
 
 const TAG: &str = "DnsZone";
@@ -408,6 +412,7 @@ const TAG: &str = "DnsZone";
 struct Builder {
     objects: Objects,
     zone: Arc<ArcSwap<Zone>>,
+    pods: Arc<PodAddresses>,
     domain: String,
     reverse: Vec<IpNet>,
 }
@@ -417,7 +422,6 @@ impl Builder {
         let all = Default::default();
         let services = self.objects.list_as::<Service>(None, &all);
         let slices = self.objects.list_as::<EndpointSlice>(None, &all);
-        let pods = self.objects.list_as::<Pod>(None, &all);
         let serial = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
@@ -427,7 +431,7 @@ impl Builder {
             reverse: &self.reverse,
             services: &services,
             slices: &slices,
-            pods: &pods,
+            pods: self.pods.clone(),
             serial,
         });
         self.zone.store(Arc::new(zone));
@@ -449,18 +453,21 @@ impl DnsZone {
         if let Some(v6) = config.node_subnet_v6 {
             reverse.push(IpNet::V6(v6));
         }
+        let pods = Arc::new(PodAddresses::default());
         let builder = Builder {
             objects,
             zone,
+            pods: pods.clone(),
             domain: super::identity::CLUSTER_DOMAIN.into(),
             reverse,
         };
         let rebuild = super::rebuild::Rebuilder::start("podnet-dns-zone", move || builder.build())
             .map_err(DnsError::Threads)?;
-        Ok(DnsZone { rebuild })
+        Ok(DnsZone { rebuild, pods })
     }
 
-    fn key() -> Key {
+    /// The key of the zone (pods' keys are their names under [`TAG`]).
+    fn zone_key() -> Key {
         Key {
             kind: TAG,
             namespace: String::new(),
@@ -479,23 +486,43 @@ impl Reconciler for DnsZone {
 
     fn keys_for(&self, _objects: &Objects, event: &Event) -> Vec<Key> {
         match event_kind(event) {
-            Some(("Service" | "EndpointSlice", _)) => vec![Self::key()],
-            Some(("Pod", obj)) if fields_changed(event, obj, &POD_FIELDS) => vec![Self::key()],
+            Some(("Service" | "EndpointSlice", _)) => vec![Self::zone_key()],
+            Some(("Pod", obj)) if fields_changed(event, obj, &POD_FIELDS) => {
+                vec![key_of(TAG, obj)]
+            }
             _ => Vec::new(),
         }
     }
 
-    fn initial_keys(&self, _objects: &Objects) -> Vec<Key> {
-        vec![Self::key()]
+    fn initial_keys(&self, objects: &Objects) -> Vec<Key> {
+        let pods = objects.list(
+            kinds::of::<Pod>(),
+            None,
+            &Default::default(),
+            &Default::default(),
+        );
+        let mut keys: Vec<Key> = pods.0.iter().map(|p| key_of(TAG, p)).collect();
+        keys.push(Self::zone_key());
+        keys
     }
 
     fn reconcile(
         &self,
-        _objects: &Objects,
-        _key: &Key,
+        objects: &Objects,
+        key: &Key,
         _now: SystemTime,
     ) -> Result<Next, ObjectError> {
-        self.rebuild.mark();
+        // The zone's key has no namespace; a pod's always has one.
+        if key.namespace.is_empty() {
+            self.rebuild.mark();
+            return Ok(Next::Done);
+        }
+        let ips = match objects.get(kinds::of::<Pod>(), Some(&key.namespace), &key.name) {
+            Ok(pod) => PodAddresses::addresses_of(&pod),
+            Err(ObjectError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        self.pods.set(&key.namespace, &key.name, ips);
         Ok(Next::Done)
     }
 }
@@ -746,5 +773,78 @@ mod tests {
                 "[2001:db8::53]:53".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn pods_reach_the_zone_one_at_a_time_and_leave_it_when_deleted() {
+        use crate::control::objects::WriteOptions;
+        use crate::control::reconcile::Manager;
+        use crate::control::store::MemStore;
+
+        let now = SystemTime::now();
+        let objects = Objects::new(Arc::new(MemStore::new()), now).unwrap();
+        let zone = Arc::new(ArcSwap::from_pointee(Zone::default()));
+        let config = DaemonConfig::default();
+        let dns = DnsZone::start(objects.clone(), zone.clone(), &config).unwrap();
+        let pods = dns.pods.clone();
+        let mut manager = Manager::new(objects.clone(), vec![Box::new(dns)]);
+        let pod = kinds::of::<Pod>();
+        let make = |name: &str, ip: &str| {
+            let created = objects
+                .create(
+                    pod,
+                    Some("default"),
+                    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": name},
+                        "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+                    WriteOptions::default(),
+                    now,
+                )
+                .unwrap();
+            let mut with_ip = created;
+            with_ip["status"] = serde_json::json!({"phase": "Running", "podIP": ip});
+            objects
+                .update(
+                    pod,
+                    Some("default"),
+                    name,
+                    with_ip,
+                    Some("status"),
+                    WriteOptions::default(),
+                )
+                .unwrap();
+        };
+        make("a", "10.244.0.11");
+        make("b", "10.244.0.12");
+        manager.run_until_idle(now);
+        assert_eq!(pods.len(), 2);
+        // The zone in place answers for them (the first zone is published
+        // by the rebuilding thread; pods need none).
+        let ask_a = |name: &str| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let z = zone.load();
+                if let Answer::Reply(m) = dns::answer(&z, &query(name, 1)) {
+                    if !m.answers().is_empty() || Instant::now() > deadline {
+                        return m;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let m = ask_a("10-244-0-11.default.pod.cluster.local.");
+        assert_eq!(m.answers()[0].data().to_string(), "10.244.0.11");
+
+        objects
+            .delete(pod, Some("default"), "a", Default::default(), now)
+            .unwrap();
+        manager.run_until_idle(now);
+        assert_eq!(pods.len(), 1);
+        let z = zone.load();
+        let Answer::Reply(m) = dns::answer(&z, &query("10-244-0-11.default.pod.cluster.local.", 2))
+        else {
+            panic!("a cluster name is answered")
+        };
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
     }
 }

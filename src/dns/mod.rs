@@ -1,7 +1,9 @@
 //! Cluster DNS, sans-IO: the records of the cluster zone as kube-dns and
 //! CoreDNS's `kubernetes` plugin answer them, built into an immutable
-//! [`Zone`] from Services, EndpointSlices and Pods, and the answer to one
-//! query over it. The daemon's DNS server (`crate::daemon::dns`) moves the
+//! [`Zone`] from Services and EndpointSlices, beside an index of pod
+//! addresses ([`PodAddresses`]) updated one pod at a time, and the answer to
+//! one query over both. A pod coming or going never rebuilds the zone: on a
+//! node with thousands of pods, that rebuild cost more than the pod. The daemon's DNS server (`crate::daemon::dns`) moves the
 //! bytes, publishes a new zone when those objects change, and forwards what
 //! [`answer`] says is not the cluster's to upstream resolvers through the
 //! [`cache`].
@@ -30,15 +32,19 @@ pub mod cache;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use parking_lot::RwLock;
+use serde_json::Value;
 
 /// The TTL of every cluster record (CoreDNS's `kubernetes` plugin default).
 pub const TTL: u32 = 5;
@@ -61,6 +67,8 @@ pub struct Zone {
     exists: HashSet<String>,
     /// Address ranges whose reverse names this zone answers.
     reverse: Vec<IpNet>,
+    /// The pods' addresses, shared with the zones before and after.
+    pods: Arc<PodAddresses>,
     serial: u32,
 }
 
@@ -75,8 +83,8 @@ pub struct ZoneSource<'a> {
     pub services: &'a [Service],
     /// Every EndpointSlice.
     pub slices: &'a [EndpointSlice],
-    /// Every pod.
-    pub pods: &'a [Pod],
+    /// The pods' addresses (kept up to date by their owner, not rebuilt).
+    pub pods: Arc<PodAddresses>,
     /// The SOA serial (seconds since the epoch suit).
     pub serial: u32,
 }
@@ -132,6 +140,156 @@ fn parse_reverse(name: &str) -> Option<IpAddr> {
     Some(IpAddr::V6(Ipv6Addr::from(octets)))
 }
 
+/// The address a dashed pod label (`10-244-0-5`, `fd00-10-244--5`) stands
+/// for.
+fn undashed(label: &str) -> Option<IpAddr> {
+    if label.matches('-').count() == 3 {
+        if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
+            return Some(IpAddr::V4(v4));
+        }
+    }
+    label
+        .replace('-', ":")
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
+}
+
+/// The addresses of the pods that have them, by pod: what the
+/// `A-B-C-D.NS.pod.DOMAIN` names and the pods' reverse names answer from.
+///
+/// Updated in place, one pod at a time ([`PodAddresses::set`]), and read by
+/// every query under a read lock held for one lookup: a pod's change costs
+/// the same with ten pods or ten thousand, where rebuilding the zone for it
+/// read every pod.
+#[derive(Debug, Default)]
+pub struct PodAddresses {
+    index: RwLock<PodIndex>,
+}
+
+#[derive(Debug, Default)]
+struct PodIndex {
+    /// Each pod's addresses, by (namespace, name).
+    by_pod: HashMap<(String, String), Vec<IpAddr>>,
+    /// The pods having each address (two only while an address moves).
+    by_ip: HashMap<IpAddr, Vec<(String, String)>>,
+    /// How many pods with addresses each namespace has.
+    per_namespace: HashMap<String, usize>,
+}
+
+impl PodAddresses {
+    /// The addresses a pod object (JSON) has in DNS: its `podIPs` and
+    /// `podIP`, none once it has finished (Succeeded or Failed).
+    pub fn addresses_of(pod: &Value) -> Vec<IpAddr> {
+        let Some(status) = pod.get("status") else {
+            return Vec::new();
+        };
+        if matches!(
+            status.get("phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        ) {
+            return Vec::new();
+        }
+        let listed = status
+            .get("podIPs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("ip"));
+        let mut ips: Vec<IpAddr> = listed
+            .chain(status.get("podIP"))
+            .filter_map(|v| v.as_str()?.parse().ok())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
+    /// The index of `pods` (JSON objects).
+    pub fn of_pods<'a>(pods: impl IntoIterator<Item = &'a Value>) -> PodAddresses {
+        let all = PodAddresses::default();
+        for p in pods {
+            let meta = |f: &str| {
+                p.pointer(&format!("/metadata/{f}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            all.set(&meta("namespace"), &meta("name"), Self::addresses_of(p));
+        }
+        all
+    }
+
+    /// Sets the addresses of pod `namespace/name` (none: it has gone or
+    /// finished).
+    pub fn set(&self, namespace: &str, name: &str, ips: Vec<IpAddr>) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut ix = self.index.write();
+        if ix.by_pod.get(&key) == Some(&ips) {
+            return;
+        }
+        if let Some(old) = ix.by_pod.remove(&key) {
+            for ip in old {
+                if let Some(owners) = ix.by_ip.get_mut(&ip) {
+                    owners.retain(|o| *o != key);
+                    if owners.is_empty() {
+                        ix.by_ip.remove(&ip);
+                    }
+                }
+            }
+            if let Some(n) = ix.per_namespace.get_mut(namespace) {
+                *n -= 1;
+                if *n == 0 {
+                    ix.per_namespace.remove(namespace);
+                }
+            }
+        }
+        if ips.is_empty() {
+            return;
+        }
+        for ip in &ips {
+            let owners = ix.by_ip.entry(*ip).or_default();
+            owners.push(key.clone());
+            owners.sort();
+        }
+        *ix.per_namespace.entry(key.0.clone()).or_default() += 1;
+        ix.by_pod.insert(key, ips);
+    }
+
+    /// How many pods have addresses.
+    pub fn len(&self) -> usize {
+        self.index.read().by_pod.len()
+    }
+
+    /// Whether no pod has an address.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a pod in `namespace` has `ip`.
+    fn has(&self, namespace: &str, ip: IpAddr) -> bool {
+        let ix = self.index.read();
+        ix.by_ip
+            .get(&ip)
+            .is_some_and(|o| o.iter().any(|(ns, _)| ns == namespace))
+    }
+
+    /// The namespace of the first pod (by name) having `ip`.
+    fn namespace_of(&self, ip: IpAddr) -> Option<String> {
+        let ix = self.index.read();
+        ix.by_ip.get(&ip)?.first().map(|(ns, _)| ns.clone())
+    }
+
+    /// Whether `namespace` (all: `None`) has a pod with an address.
+    fn any_in(&self, namespace: Option<&str>) -> bool {
+        let ix = self.index.read();
+        match namespace {
+            Some(ns) => ix.per_namespace.contains_key(ns),
+            None => !ix.by_pod.is_empty(),
+        }
+    }
+}
+
 fn name(text: &str) -> Name {
     // Owner names are made here from Kubernetes names (DNS labels), so
     // they parse; a bad one would only lose its record.
@@ -156,6 +314,7 @@ impl Zone {
         let mut z = Zone {
             domain: src.domain.trim_end_matches('.').to_ascii_lowercase(),
             reverse: src.reverse.to_vec(),
+            pods: src.pods.clone(),
             serial: src.serial,
             ..Default::default()
         };
@@ -252,34 +411,6 @@ impl Zone {
                 }
             }
         }
-        for pod in src.pods {
-            let ns = pod.metadata.namespace.as_deref().unwrap_or("");
-            let status = pod.status.clone().unwrap_or_default();
-            if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-                continue;
-            }
-            let ips = status
-                .pod_ips
-                .iter()
-                .flatten()
-                .map(|p| p.ip.clone())
-                .chain(status.pod_ip.clone())
-                .filter_map(|ip| ip.parse::<IpAddr>().ok());
-            for ip in ips {
-                let own = format!("{}.{ns}.pod.{}", dashed(ip), z.domain);
-                if z.records
-                    .get(&own)
-                    .is_some_and(|r| r.contains(&address(ip)))
-                {
-                    continue;
-                }
-                z.add(&own, address(ip));
-                let rev = reverse_name(ip);
-                if !z.records.contains_key(&rev) {
-                    z.add_ptr(ip, &own);
-                }
-            }
-        }
         z
     }
 
@@ -301,6 +432,40 @@ impl Zone {
     fn add_ptr(&mut self, ip: IpAddr, target: &str) {
         let rev = reverse_name(ip);
         self.add(&rev, RData::PTR(PTR(name(target))));
+    }
+
+    /// The records of `qname` (lower case, no dot): the zone's own, else
+    /// a pod's name or a pod's reverse name.
+    fn records(&self, qname: &str) -> Option<Cow<'_, [RData]>> {
+        if let Some(r) = self.records.get(qname) {
+            return Some(Cow::Borrowed(r.as_slice()));
+        }
+        let pods_suffix = format!(".pod.{}", self.domain);
+        if let Some(rest) = qname.strip_suffix(&pods_suffix) {
+            let (label, ns) = rest.split_once('.')?;
+            let ip = undashed(label).filter(|ip| !ns.contains('.') && self.pods.has(ns, *ip))?;
+            return Some(Cow::Owned(vec![address(ip)]));
+        }
+        let ip = parse_reverse(qname)?;
+        let ns = self.pods.namespace_of(ip)?;
+        let owner = format!("{}.{ns}.pod.{}", dashed(ip), self.domain);
+        Some(Cow::Owned(vec![RData::PTR(PTR(name(&owner)))]))
+    }
+
+    /// Whether `qname` (lower case, no dot) exists: it has records, or
+    /// names below it have.
+    fn exists(&self, qname: &str) -> bool {
+        if self.exists.contains(qname) {
+            return true;
+        }
+        if qname == self.domain || qname == format!("pod.{}", self.domain) {
+            return self.pods.any_in(None);
+        }
+        let pods_suffix = format!(".pod.{}", self.domain);
+        match qname.strip_suffix(&pods_suffix) {
+            Some(ns) if !ns.contains('.') => self.pods.any_in(Some(ns)),
+            _ => false,
+        }
     }
 
     /// Whether `qname` (lower case, no dot) is this zone's to answer.
@@ -386,8 +551,8 @@ pub fn answer(zone: &Zone, query: &Message) -> Answer {
         m.set_response_code(ResponseCode::Refused);
         return Answer::Reply(m);
     }
-    let Some(records) = zone.records.get(&qname) else {
-        if !zone.exists.contains(&qname) {
+    let Some(records) = zone.records(&qname) else {
+        if !zone.exists(&qname) {
             m.set_response_code(ResponseCode::NXDomain);
         }
         m.add_name_server(zone.soa());
@@ -414,7 +579,7 @@ pub fn answer(zone: &Zone, query: &Message) -> Answer {
         // The addresses of SRV targets, as CoreDNS adds them.
         if let RData::SRV(srv) = d {
             let target = lower_no_dot(srv.target());
-            for a in zone.records.get(&target).into_iter().flatten() {
+            for a in zone.records(&target).iter().flat_map(|r| r.iter()) {
                 if matches!(a, RData::A(_) | RData::AAAA(_)) {
                     m.add_additional(Record::from_rdata(srv.target().clone(), TTL, a.clone()));
                 }

@@ -1,13 +1,14 @@
 //! The resolver over zones built from objects, and the forwarding cache.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
@@ -18,7 +19,7 @@ fn service(v: serde_json::Value) -> Service {
     serde_json::from_value(v).unwrap()
 }
 
-fn objects() -> (Vec<Service>, Vec<EndpointSlice>, Vec<Pod>) {
+fn objects() -> (Vec<Service>, Vec<EndpointSlice>, Vec<serde_json::Value>) {
     let services = vec![
         service(json!({
             "metadata": {"name": "web", "namespace": "shop"},
@@ -47,22 +48,19 @@ fn objects() -> (Vec<Service>, Vec<EndpointSlice>, Vec<Pod>) {
     }))
     .unwrap()];
     let pods = vec![
-        serde_json::from_value(json!({
+        json!({
             "metadata": {"name": "client", "namespace": "shop"},
             "status": {"phase": "Running", "podIP": "10.244.0.5",
                        "podIPs": [{"ip": "10.244.0.5"}, {"ip": "fd00:10:244::5"}]}
-        }))
-        .unwrap(),
-        serde_json::from_value(json!({
+        }),
+        json!({
             "metadata": {"name": "db-0", "namespace": "shop"},
             "status": {"phase": "Running", "podIP": "10.244.0.7"}
-        }))
-        .unwrap(),
-        serde_json::from_value(json!({
+        }),
+        json!({
             "metadata": {"name": "done", "namespace": "shop"},
             "status": {"phase": "Succeeded", "podIP": "10.244.0.6"}
-        }))
-        .unwrap(),
+        }),
     ];
     (services, slices, pods)
 }
@@ -79,7 +77,7 @@ fn zone() -> Zone {
         reverse: &reverse,
         services: &services,
         slices: &slices,
-        pods: &pods,
+        pods: Arc::new(PodAddresses::of_pods(&pods)),
         serial: 7,
     })
 }
@@ -214,6 +212,96 @@ fn pod_names_answer_a_and_aaaa() {
         RecordType::AAAA,
     );
     assert_eq!(data, ["fd00:10:244::5"]);
+}
+
+#[test]
+fn a_pod_change_is_answered_by_the_same_zone_without_a_rebuild() {
+    let pods = Arc::new(PodAddresses::default());
+    let z = Zone::build(&ZoneSource {
+        domain: "cluster.local",
+        reverse: &["10.244.0.0/24".parse().unwrap()],
+        pods: pods.clone(),
+        ..Default::default()
+    });
+    let name = "10-244-0-9.shop.pod.cluster.local.";
+    let rev = "9.0.244.10.in-addr.arpa.";
+    assert_eq!(
+        ask(&z, name, RecordType::A).0.response_code(),
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        ask(&z, "pod.cluster.local.", RecordType::A)
+            .0
+            .response_code(),
+        ResponseCode::NXDomain
+    );
+
+    let ip: IpAddr = "10.244.0.9".parse().unwrap();
+    pods.set("shop", "web-1", vec![ip]);
+    assert_eq!(ask(&z, name, RecordType::A).1, ["10.244.0.9"]);
+    assert_eq!(ask(&z, rev, RecordType::PTR).1, [name]);
+    // The name is the namespace's: another namespace has no such pod.
+    let other = "10-244-0-9.other.pod.cluster.local.";
+    assert_eq!(
+        ask(&z, other, RecordType::A).0.response_code(),
+        ResponseCode::NXDomain
+    );
+    // Names above a pod's exist (NODATA), the namespace's too.
+    for above in [
+        "shop.pod.cluster.local.",
+        "pod.cluster.local.",
+        "cluster.local.",
+    ] {
+        let (m, data) = ask(&z, above, RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NoError, "{above}");
+        assert!(data.is_empty());
+    }
+    // No AAAA for an IPv4 pod: NODATA.
+    let (m, data) = ask(&z, name, RecordType::AAAA);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(data.is_empty());
+
+    // The address moves to a pod of another namespace (the first left):
+    // the names follow, and the pod's old name is gone.
+    pods.set("shop", "web-1", vec![]);
+    pods.set("blog", "web-7", vec![ip]);
+    assert_eq!(
+        ask(&z, name, RecordType::A).0.response_code(),
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        ask(&z, "shop.pod.cluster.local.", RecordType::A)
+            .0
+            .response_code(),
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        ask(&z, rev, RecordType::PTR).1,
+        ["10-244-0-9.blog.pod.cluster.local."]
+    );
+    pods.set("blog", "web-7", vec![]);
+    assert!(pods.is_empty());
+    assert_eq!(
+        ask(&z, rev, RecordType::PTR).0.response_code(),
+        ResponseCode::NXDomain
+    );
+}
+
+#[test]
+fn a_pods_dns_addresses_are_its_ips_until_it_finishes() {
+    let running = json!({"status": {"phase": "Running", "podIP": "10.244.0.5",
+        "podIPs": [{"ip": "10.244.0.5"}, {"ip": "fd00:10:244::5"}]}});
+    let want: Vec<IpAddr> = vec![
+        "10.244.0.5".parse().unwrap(),
+        "fd00:10:244::5".parse().unwrap(),
+    ];
+    assert_eq!(PodAddresses::addresses_of(&running), want);
+    let pending = json!({"status": {"phase": "Pending"}});
+    assert!(PodAddresses::addresses_of(&pending).is_empty());
+    let failed = json!({"status": {"phase": "Failed", "podIP": "10.244.0.5"}});
+    assert!(PodAddresses::addresses_of(&failed).is_empty());
+    let garbage = json!({"status": {"podIP": "not an address", "podIPs": [{"ip": 7}]}});
+    assert!(PodAddresses::addresses_of(&garbage).is_empty());
 }
 
 #[test]
