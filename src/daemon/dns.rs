@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 
 use super::DaemonConfig;
 use crate::control::kinds;
-use crate::control::objects::{ObjectError, Objects};
+use crate::control::objects::{MetadataOnly, ObjectError, Objects};
 use crate::control::reconcile::{event_kind, fields_changed, key_of, Key, Next, Reconciler};
 use crate::control::store::Event;
 use crate::dns::cache::AnswerCache;
@@ -495,13 +495,15 @@ impl Reconciler for DnsZone {
     }
 
     fn initial_keys(&self, objects: &Objects) -> Vec<Key> {
-        let pods = objects.list(
-            kinds::of::<Pod>(),
-            None,
-            &Default::default(),
-            &Default::default(),
-        );
-        let mut keys: Vec<Key> = pods.0.iter().map(|p| key_of(TAG, p)).collect();
+        let pods = objects.scan::<MetadataOnly>(kinds::of::<Pod>(), None);
+        let mut keys: Vec<Key> = pods
+            .into_iter()
+            .map(|p| Key {
+                kind: TAG,
+                namespace: p.metadata.namespace.unwrap_or_default(),
+                name: p.metadata.name.unwrap_or_default(),
+            })
+            .collect();
         keys.push(Self::zone_key());
         keys
     }

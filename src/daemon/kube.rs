@@ -31,7 +31,8 @@ use crate::api::kube::KubeApi;
 use crate::api::pki::{default_server_names, Pki};
 use crate::control::alloc::{ClusterIps, LoadBalancerIps, NodeBinder, NodePorts};
 
-use crate::control::objects::{kube_time, ObjectError, Objects};
+use crate::control::kinds;
+use crate::control::objects::{kube_time, MetadataOnly, ObjectError, Objects};
 use crate::control::reconcile::deployment::Deployments;
 use crate::control::reconcile::endpoints::ServiceEndpoints;
 use crate::control::reconcile::pod::Kubelet;
@@ -525,7 +526,7 @@ pub fn run(
             events::prune(&objects, SystemTime::now(), events::EVENT_TTL);
             runtime.release_orphan_leases(|| {
                 objects
-                    .list_as::<k8s_openapi::api::core::v1::Pod>(None, &Default::default())
+                    .scan::<MetadataOnly>(kinds::of::<k8s_openapi::api::core::v1::Pod>(), None)
                     .into_iter()
                     .filter_map(|p| p.metadata.uid)
                     .collect()

@@ -960,8 +960,9 @@ impl HostRuntime {
     /// the uids of the pods in the store, and is read with IPAM locked, so
     /// a lease taken for a pod created since cannot be missed.
     pub fn release_orphan_leases(&self, live: impl FnOnce() -> Vec<String>) {
-        let mut ipam = self.ipam.lock();
+        // Listed before the lock: pods being set up need the allocator.
         let live: std::collections::HashSet<String> = live().into_iter().collect();
+        let mut ipam = self.ipam.lock();
         match ipam.gc(|o| live.contains(&o.0), SystemTime::now()) {
             Ok(released) if !released.is_empty() => tracing::warn!(
                 count = released.len(),

@@ -263,6 +263,15 @@ fn storage(e: WriteError) -> ObjectError {
     ObjectError::Storage(e.to_string())
 }
 
+/// An object's metadata alone, for [`Objects::scan`] passes that need
+/// names, uids or labels (its spec and status are skipped, not built).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct MetadataOnly {
+    /// The metadata.
+    #[serde(default)]
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+
 impl Objects {
     /// The object store over `kv`, with the system namespaces made if
     /// missing.
@@ -1149,6 +1158,19 @@ impl Objects {
         .into_iter()
         .filter_map(|v| serde_json::from_value(v).ok())
         .collect()
+    }
+
+    /// Every object of `kind` in `namespace` (all: `None`), each decoded
+    /// from its stored bytes straight into `T`: for passes over every
+    /// object that read a few fields, where `T` names only those (as
+    /// [`MetadataOnly`] does) (the rest
+    /// is skipped without being built). Objects that do not decode into `T`
+    /// are left out. No `resourceVersion` is set.
+    pub fn scan<T: DeserializeOwned>(&self, kind: &Kind, namespace: Option<&str>) -> Vec<T> {
+        let (kvs, _) = self.kv.range(&Self::prefix(kind, namespace));
+        kvs.iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect()
     }
 
     /// Creates a typed object unless one of its name exists (which is

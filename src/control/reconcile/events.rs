@@ -6,11 +6,11 @@
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::{Metadata, Resource};
 
 use crate::control::kinds;
-use crate::control::objects::{kube_time, DeleteOptions, LabelSelector, ObjectError, Objects};
+use crate::control::objects::{kube_time, DeleteOptions, ObjectError, Objects};
 
 /// How long an event is kept after it last happened (the API server's default).
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -93,13 +93,24 @@ pub fn record(
     }
 }
 
-/// Deletes events last seen more than `ttl` before `now`.
+/// What [`prune`] reads of an event.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventTimes {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    first_timestamp: Option<Time>,
+    last_timestamp: Option<Time>,
+}
+
+/// Deletes events last seen more than `ttl` before `now`. Reads only the
+/// events' names and times: a node keeps thousands of events.
 pub fn prune(objects: &Objects, now: SystemTime, ttl: Duration) {
     let cutoff = now.checked_sub(ttl).unwrap_or(SystemTime::UNIX_EPOCH);
     let cutoff_s = cutoff
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    for e in objects.list_as::<Event>(None, &LabelSelector::default()) {
+    for e in objects.scan::<EventTimes>(kinds::of::<Event>(), None) {
         let last = e
             .last_timestamp
             .as_ref()
@@ -114,5 +125,61 @@ pub fn prune(objects: &Objects, now: SystemTime, ttl: Duration) {
                 now,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::MemStore;
+    use std::sync::Arc;
+
+    #[test]
+    fn prune_deletes_only_the_events_last_seen_before_the_ttl() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let objects = Objects::new(Arc::new(MemStore::new()), t0).unwrap();
+        let pod = |name: &str| ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        };
+        record(
+            &objects,
+            pod("old"),
+            false,
+            "Started",
+            "started".into(),
+            "kubelet",
+            t0,
+        );
+        let later = t0 + Duration::from_secs(7200);
+        record(
+            &objects,
+            pod("new"),
+            true,
+            "BackOff",
+            "backing off".into(),
+            "kubelet",
+            later,
+        );
+        let names = || {
+            let mut n: Vec<String> = objects
+                .list_as::<Event>(None, &Default::default())
+                .into_iter()
+                .filter_map(|e| e.involved_object.name)
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(), ["new", "old"]);
+        prune(&objects, later + Duration::from_secs(60), EVENT_TTL);
+        assert_eq!(
+            names(),
+            ["new"],
+            "the event seen two hours ago went, not the recent one"
+        );
     }
 }

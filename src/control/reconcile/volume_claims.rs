@@ -84,6 +84,16 @@ pub fn claims_of(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
+/// The claims a pod object (JSON) names in its volumes, read without
+/// decoding the whole pod (this runs for every pod event).
+fn claim_names(pod: &serde_json::Value) -> impl Iterator<Item = &str> {
+    pod.pointer("/spec/volumes")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName")?.as_str())
+}
+
 fn finished(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -260,21 +270,24 @@ impl Reconciler for VolumeClaims {
             Some(("PersistentVolumeClaim", obj)) => vec![key_of("PersistentVolumeClaim", obj)],
             // A pod that stops using a claim may let a deleted one go.
             Some(("Pod", obj)) => {
-                let mut pods = vec![obj];
-                pods.extend(Objects::event_prev_value(event));
-                let mut keys = Vec::new();
-                for p in pods {
-                    let Ok(pod) = <Pod as serde::Deserialize>::deserialize(p) else {
-                        continue;
-                    };
-                    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-                    keys.extend(claims_of(&pod).into_iter().map(|name| Key {
+                let ns = obj
+                    .pointer("/metadata/namespace")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                let mut names: Vec<&str> = std::iter::once(obj)
+                    .chain(Objects::event_prev_value(event))
+                    .flat_map(claim_names)
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                names
+                    .into_iter()
+                    .map(|name| Key {
                         kind: "PersistentVolumeClaim",
-                        namespace: ns.clone(),
-                        name,
-                    }));
-                }
-                keys
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                    })
+                    .collect()
             }
             // A class made or changed: claims still waiting for one.
             Some(("StorageClass", _)) => objects
