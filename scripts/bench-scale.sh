@@ -3,11 +3,11 @@
 # namespace this script creates and removes (root), with the Python
 # `kubernetes` client; pods are real processes in their own namespaces:
 #   scale.create_pod_ms_at_LOW / _at_HIGH   POST -> Running, ready, with an IP, with LOW or
-#                                           HIGH pods running; median of 20
+#                                           HIGH pods running; median of 50, one watch open throughout
 #   scale.delete_all_s_at_1000 / _at_HIGH   deletecollection of every pod -> a watch sees the last one go
 #   scale.idle_cpu_pct_at_HIGH_pods         podnetd's CPU over 10 s with HIGH pods, idle
 #   scale.create_service_ms_at_SLOW / _at_SHIGH
-#                                           POST of a service with SLOW or SHIGH services; median of 20
+#                                           POST of a service with SLOW or SHIGH services; median of 50
 #   api.watch_latency_ms_at_SHIGH_services  a ready pod deleted -> a watcher sees its endpoint
 #                                           not ready, with SHIGH services; median of 10
 #   scale.reset_s_at_RESET                  `podnet reset --force` with RESET pods -> podnetd gone
