@@ -12,6 +12,8 @@
 #   api.apply_100_objects_s        kubectl apply -f of 100 ConfigMaps
 #   exec.roundtrip_ms              kubectl exec POD -- true, median of 20, beside
 #                                  exec.kubectl_get_ms (kubectl get pod POD: kubectl's start)
+#   rollout.failed_requests        requests to a cluster IP that failed while its 10 pods
+#                                  were rolled (target 0), beside rollout.requests and rollout.s
 #   daemon.rss_mb                  podnetd's resident memory at the end
 # -s POLICY (or PODNET_STORE_SYNC) runs podnetd with `store-sync = "POLICY"` (always,
 # periodic) in a config file; without it podnetd runs with its default (and no config
@@ -23,6 +25,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/netns.sh"
 # shellcheck source=scripts/lib/podnet.sh
 . "$here/lib/podnet.sh"
+# shellcheck source=scripts/lib/rollout_bench.sh
+. "$here/lib/rollout_bench.sh"
 
 pods=50 list=1000 store_sync=${PODNET_STORE_SYNC:-}
 while getopts "p:l:s:h" opt; do
@@ -67,4 +71,5 @@ printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n' "$kns" |
     nsenter --net="/var/run/netns/$node" kubectl apply -f - >/dev/null
 echo "api.store_sync: ${store_sync:-default}"
 nsenter --net="/var/run/netns/$node" python3 "$here/lib/api_bench.py" "$kns" "$pods" "$list"
+rollout_bench "$node" "$kns"
 echo "daemon.rss_mb: $(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$daemon/status")"

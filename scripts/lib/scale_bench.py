@@ -117,7 +117,9 @@ class PodWatch:
             self.buf += chunk
 
     def close(self):
-        self.stream.release_conn()
+        # Closed, not released: a connection given back to the pool with
+        # the watch still streaming would answer the next request with it.
+        self.stream.close()
 
 
 def create_pod_ms(tag):
@@ -159,7 +161,7 @@ def delete_all_s():
                 left.discard(ev["object"]["metadata"]["name"])
         if not left:
             took = time.perf_counter() - t0
-            stream.release_conn()
+            stream.close()
             return took
     sys.exit(f"scale_bench: {len(left)} pods not deleted within {WAIT} s")
 
