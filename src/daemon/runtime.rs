@@ -364,6 +364,28 @@ fn attached_netns(pod: &Pod) -> Option<String> {
 /// container, with the container's environment (read from its process)
 /// and working directory.
 impl crate::api::kube::exec::PodExec for HostRuntime {
+    fn connect(&self, pod: &Pod, port: u16) -> Result<std::net::TcpStream, String> {
+        let netns = {
+            let pods = self.pods.lock();
+            let entry = pods
+                .get(&key(pod))
+                .filter(|e| Some(&e.uid) == pod.metadata.uid.as_ref())
+                .ok_or("the pod is not running on this node")?;
+            entry.open_netns().map_err(|e| e.to_string())?
+        };
+        // The socket is made in the pod's namespace and stays there.
+        netns
+            .run(|| {
+                let timeout = std::time::Duration::from_secs(5);
+                let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+                let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+                std::net::TcpStream::connect_timeout(&v4, timeout)
+                    .or_else(|_| std::net::TcpStream::connect_timeout(&v6, timeout))
+            })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("connect to localhost:{port} in the pod: {e}"))
+    }
+
     fn exec(
         &self,
         pod: &Pod,

@@ -44,8 +44,12 @@ const CLOSE: u8 = 255;
 /// Client messages for stdin held while the command has not read them.
 const STDIN_QUEUE: usize = 16;
 
-/// Runs commands in pods (the node's runtime).
+/// Runs commands in pods and connects to their ports (the node's runtime).
 pub trait PodExec: Send + Sync {
+    /// A TCP connection to `port` on the loopback address of `pod`'s
+    /// network namespace (`kubectl port-forward`).
+    fn connect(&self, pod: &Pod, port: u16) -> Result<std::net::TcpStream, String>;
+
     /// Starts `command` in the namespaces of container `container` of
     /// `pod`, with a terminal if `tty`, with a stdin to write to if
     /// `stdin`.

@@ -29,8 +29,10 @@ pub mod discovery;
 pub mod exec;
 pub mod logs;
 pub mod patch;
+pub mod portforward;
 pub mod protobuf;
 pub mod server;
+pub mod spdy;
 pub mod status;
 pub mod strategic_merge;
 pub mod table;
@@ -227,7 +229,7 @@ fn route(path: &str) -> Route {
     if rest.len() > 3
         || rest
             .get(2)
-            .is_some_and(|sub| !matches!(*sub, "status" | "scale" | "log" | "exec"))
+            .is_some_and(|sub| !matches!(*sub, "status" | "scale" | "log" | "exec" | "portforward"))
     {
         return Route::NotFound;
     }
@@ -427,6 +429,20 @@ impl KubeApi {
                     exec::serve(&self.objects, self.exec.as_ref(), &ns, &name, req)
                 }
                 _ => failure(405, "MethodNotAllowed", "exec takes GET or POST on a pod"),
+            };
+        }
+        if target.kind.kind == "Pod" && target.subresource.as_deref() == Some("portforward") {
+            return match (req.method(), target.name.as_deref()) {
+                (&Method::GET | &Method::POST, Some(name)) => {
+                    let name = name.to_string();
+                    let ns = target.namespace.clone().unwrap_or_else(|| "default".into());
+                    portforward::serve(&self.objects, self.exec.as_ref(), &ns, &name, req)
+                }
+                _ => failure(
+                    405,
+                    "MethodNotAllowed",
+                    "port-forward takes GET or POST on a pod",
+                ),
             };
         }
         let table = wants_table(&req);

@@ -1,0 +1,418 @@
+//! `pods/NAME/portforward` (`kubectl port-forward pod/NAME` and
+//! `svc/NAME`, which kubectl turns into a pod and its target port): TCP
+//! connections from the client to ports inside a pod's network namespace.
+//!
+//! The client speaks SPDY/3.1 ([`super::spdy`]) inside a WebSocket with
+//! subprotocol `SPDY/3.1+portforward.k8s.io` (kubectl 1.31 and later), or,
+//! when that upgrade is refused, over the connection upgraded to
+//! `SPDY/3.1` with `X-Stream-Protocol-Version: portforward.k8s.io`. Both
+//! are served, by one session over a byte stream.
+//!
+//! For each local connection the client opens two streams with the headers
+//! `streamtype` (`error`, then `data`), `port` and `requestID`, and waits
+//! for each one's SYN_REPLY. Once both streams of a request are open, the
+//! server connects to the port on the pod's loopback address from inside
+//! its network namespace (as a kubelet's runtime does) and copies bytes
+//! both ways; a failure is written on the error stream, which kubectl
+//! prints. Half-closes (FIN) pass through; a reset stream stops its copy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::exec::PodExec;
+use super::spdy::{self, Decoder, Encoder, Frame};
+use super::{failure, Body};
+use crate::control::objects::{ObjectError, Objects};
+
+/// The WebSocket subprotocol kubectl tunnels SPDY in.
+pub const WEBSOCKET_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// The stream protocol of a plain SPDY upgrade.
+pub const STREAM_PROTOCOL: &str = "portforward.k8s.io";
+/// Bytes read from a pod's connection per DATA frame at most.
+const CHUNK: usize = 32 * 1024;
+/// Frames queued for the client before senders wait.
+const OUT_QUEUE: usize = 64;
+/// Client data queued for one pod connection before the session waits.
+const IN_QUEUE: usize = 16;
+
+/// How the client asked to upgrade.
+enum Upgrade {
+    WebSocket { key: String },
+    Spdy,
+}
+
+/// Answers a port-forward request: checks it, upgrades the connection and
+/// serves the session once upgraded.
+pub fn serve(
+    objects: &Objects,
+    runner: Option<&Arc<dyn PodExec>>,
+    ns: &str,
+    name: &str,
+    mut req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let offers = |h: &str, want: &str| header(h).split(',').any(|p| p.trim() == want);
+    let upgrade_to = header("upgrade");
+    let how = if upgrade_to.eq_ignore_ascii_case("websocket")
+        && offers("sec-websocket-protocol", WEBSOCKET_PROTOCOL)
+        && !header("sec-websocket-key").is_empty()
+    {
+        Upgrade::WebSocket {
+            key: header("sec-websocket-key"),
+        }
+    } else if upgrade_to.eq_ignore_ascii_case("SPDY/3.1")
+        && offers("x-stream-protocol-version", STREAM_PROTOCOL)
+    {
+        Upgrade::Spdy
+    } else {
+        return failure(
+            400,
+            "BadRequest",
+            &format!(
+                "port-forward needs an upgrade to a WebSocket with subprotocol {WEBSOCKET_PROTOCOL}, or to SPDY/3.1 with X-Stream-Protocol-Version {STREAM_PROTOCOL}"
+            ),
+        );
+    };
+    let pod: Pod = match objects.get_as(Some(ns), name) {
+        Ok(p) => p,
+        Err(e @ ObjectError::NotFound { .. }) => return failure(404, "NotFound", &e.to_string()),
+        Err(e) => return failure(e.code(), e.reason(), &e.to_string()),
+    };
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
+    if phase != "Running" {
+        return failure(
+            400,
+            "BadRequest",
+            &format!(
+                "pod {name} is {phase}, not Running: its ports can only be forwarded while it runs"
+            ),
+        );
+    }
+    let Some(runner) = runner.cloned() else {
+        return failure(
+            400,
+            "BadRequest",
+            "this server runs no pods: port-forward is not available",
+        );
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let websocket = matches!(how, Upgrade::WebSocket { .. });
+    tracing::debug!(pod = name, websocket, "port-forward: upgrading");
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => TokioIo::new(u),
+            Err(e) => {
+                tracing::debug!(error = %e, "port-forward: the upgrade did not complete");
+                return;
+            }
+        };
+        if websocket {
+            let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+            let (ours, theirs) = tokio::io::duplex(256 * 1024);
+            let bridge = tokio::spawn(bridge(ws, theirs));
+            session(ours, runner, pod).await;
+            let _ = bridge.await;
+        } else {
+            session(upgraded, runner, pod).await;
+        }
+    });
+    let response = Response::builder()
+        .status(101)
+        .header("connection", "Upgrade");
+    let response = match how {
+        Upgrade::WebSocket { key } => response
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+            .header("sec-websocket-protocol", WEBSOCKET_PROTOCOL),
+        Upgrade::Spdy => response
+            .header("upgrade", "SPDY/3.1")
+            .header("x-stream-protocol-version", STREAM_PROTOCOL),
+    };
+    response
+        .body(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("a valid response")
+}
+
+/// Carries the bytes of binary WebSocket messages to and from `pipe`, so
+/// that the session reads one byte stream whichever way it came.
+async fn bridge<S>(ws: WebSocketStream<S>, pipe: tokio::io::DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut source) = ws.split();
+    let (mut from_session, mut to_session) = tokio::io::split(pipe);
+    let inbound = async move {
+        while let Some(Ok(m)) = source.next().await {
+            match m {
+                Message::Binary(b) if to_session.write_all(&b).await.is_err() => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = to_session.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from_session.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    };
+    tokio::join!(inbound, outbound);
+}
+
+/// The streams of one forwarded connection, while they are being opened.
+#[derive(Default)]
+struct Opening {
+    error: Option<u32>,
+    data: Option<(u32, mpsc::Receiver<Option<Bytes>>)>,
+    port: Option<String>,
+}
+
+/// One SPDY session: streams opened by the client, each pair of them a
+/// connection to the pod.
+async fn session<T>(io: T, runner: Arc<dyn PodExec>, pod: Pod)
+where
+    T: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (out, mut out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
+    let writer = tokio::spawn(async move {
+        let mut enc = Encoder::default();
+        while let Some(f) = out_rx.recv().await {
+            if wr.write_all(&enc.encode(&f)).await.is_err() {
+                break;
+            }
+            if out_rx.is_empty() && wr.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let pod = Arc::new(pod);
+    let mut dec = Decoder::default();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut opening: HashMap<String, Opening> = HashMap::new();
+    let mut to_pod: HashMap<u32, mpsc::Sender<Option<Bytes>>> = HashMap::new();
+    let mut copies: HashMap<u32, JoinHandle<()>> = HashMap::new();
+    'read: loop {
+        loop {
+            let frame = match dec.decode(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "port-forward: ending the session");
+                    let _ = out.send(Frame::GoAway { last_stream: 0 }).await;
+                    break 'read;
+                }
+            };
+            match frame {
+                Frame::SynStream {
+                    stream, headers, ..
+                } => {
+                    if out
+                        .send(Frame::SynReply {
+                            stream,
+                            headers: Vec::new(),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break 'read;
+                    }
+                    let id = spdy::header(&headers, "requestid")
+                        .unwrap_or("")
+                        .to_string();
+                    let r = opening.entry(id.clone()).or_default();
+                    r.port = spdy::header(&headers, "port").map(str::to_string);
+                    match spdy::header(&headers, "streamtype") {
+                        Some("error") => r.error = Some(stream),
+                        Some("data") => {
+                            let (tx, rx) = mpsc::channel(IN_QUEUE);
+                            to_pod.insert(stream, tx);
+                            r.data = Some((stream, rx));
+                        }
+                        _ => {
+                            let _ = out
+                                .send(Frame::RstStream {
+                                    stream,
+                                    status: spdy::PROTOCOL_ERROR,
+                                })
+                                .await;
+                        }
+                    }
+                    if let Some(Opening {
+                        error: Some(error),
+                        data: Some((data, rx)),
+                        port,
+                    }) = (r.error.is_some() && r.data.is_some())
+                        .then(|| opening.remove(&id))
+                        .flatten()
+                    {
+                        let copy = tokio::spawn(forward(
+                            runner.clone(),
+                            pod.clone(),
+                            port.unwrap_or_default(),
+                            (error, data),
+                            rx,
+                            out.clone(),
+                        ));
+                        copies.insert(data, copy);
+                    }
+                }
+                Frame::Data { stream, fin, data } => {
+                    if let Some(tx) = to_pod.get(&stream).cloned() {
+                        let gone = !data.is_empty() && tx.send(Some(data.into())).await.is_err();
+                        if fin && !gone {
+                            let _ = tx.send(None).await;
+                        }
+                        if fin || gone {
+                            to_pod.remove(&stream);
+                        }
+                    }
+                }
+                Frame::RstStream { stream, .. } => {
+                    to_pod.remove(&stream);
+                    if let Some(c) = copies.remove(&stream) {
+                        c.abort();
+                    }
+                }
+                Frame::Ping { id } => {
+                    let _ = out.send(Frame::Ping { id }).await;
+                }
+                Frame::GoAway { .. } => break 'read,
+                Frame::SynReply { .. } | Frame::Ignored(_) => {}
+            }
+        }
+        copies.retain(|_, c| !c.is_finished());
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    for (_, c) in copies {
+        c.abort();
+    }
+    drop(out);
+    let _ = writer.await;
+}
+
+/// Connects to `port` in the pod and copies bytes both ways between the
+/// connection and the data stream; failures go to the error stream. Both
+/// streams are closed (FIN) at the end.
+async fn forward(
+    runner: Arc<dyn PodExec>,
+    pod: Arc<Pod>,
+    port: String,
+    (error, data): (u32, u32),
+    mut from_client: mpsc::Receiver<Option<Bytes>>,
+    out: mpsc::Sender<Frame>,
+) {
+    let fin = |stream| Frame::Data {
+        stream,
+        fin: true,
+        data: Vec::new(),
+    };
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let connected = match port.parse::<u16>() {
+        Ok(p) if p > 0 => {
+            let pod = pod.clone();
+            tokio::task::spawn_blocking(move || runner.connect(&pod, p))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .and_then(|s| {
+                    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                    tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())
+                })
+                .map_err(|e| format!("error forwarding port {p} to pod {name}: {e}"))
+        }
+        _ => Err(format!(
+            "invalid port {port:?}: a port is a number from 1 to 65535"
+        )),
+    };
+    let conn = match connected {
+        Ok(c) => c,
+        Err(message) => {
+            let _ = out
+                .send(Frame::Data {
+                    stream: error,
+                    fin: false,
+                    data: message.into_bytes(),
+                })
+                .await;
+            let _ = out.send(fin(error)).await;
+            let _ = out.send(fin(data)).await;
+            return;
+        }
+    };
+    let (mut pod_rd, mut pod_wr) = conn.into_split();
+    let upstream = async move {
+        while let Some(Some(bytes)) = from_client.recv().await {
+            if pod_wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = pod_wr.shutdown().await;
+    };
+    let out_down = out.clone();
+    let downstream = async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match pod_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let frame = Frame::Data {
+                        stream: data,
+                        fin: false,
+                        data: buf[..n].to_vec(),
+                    };
+                    if out_down.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = out_down.send(fin(data)).await;
+    };
+    tokio::join!(upstream, downstream);
+    let _ = out.send(fin(error)).await;
+}
