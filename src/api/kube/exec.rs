@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{failure, Body};
+use super::{failure, Body, Reject};
 use crate::control::objects::{ObjectError, Objects};
 
 /// The subprotocols served, in order of preference.
@@ -182,10 +182,9 @@ pub fn serve(
             "exec needs a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)",
         );
     }
-    let pod: Pod = match objects.get_as(Some(ns), name) {
+    let pod = match stream_pod(objects, ns, name) {
         Ok(p) => p,
-        Err(e @ ObjectError::NotFound { .. }) => return failure(404, "NotFound", &e.to_string()),
-        Err(e) => return failure(e.code(), e.reason(), &e.to_string()),
+        Err(r) => return r.into(),
     };
     if asked.command.is_empty() {
         return failure(400, "BadRequest", "you must specify at least 1 command");
@@ -201,24 +200,11 @@ pub fn serve(
         Ok(c) => c,
         Err(message) => return failure(400, "BadRequest", &message),
     };
-    let phase = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending");
-    if phase != "Running" {
-        return failure(
-            400,
-            "BadRequest",
-            &format!("pod {name} is {phase}, not Running: a command can only run in a running pod"),
-        );
-    }
-    let Some(runner) = runner.cloned() else {
-        return failure(
-            400,
-            "BadRequest",
-            "this server runs no pods: exec is not available",
-        );
+    let runner = match require_running(&pod, "a command can only run in a running pod")
+        .and_then(|()| require_runner(runner, "exec"))
+    {
+        Ok(r) => r,
+        Err(r) => return r.into(),
     };
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -232,12 +218,53 @@ pub fn serve(
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         run(ws, runner, pod, container, asked, protocol == PROTOCOLS[0]).await;
     });
-    Response::builder()
+    switching_protocols(
+        Response::builder()
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+            .header("sec-websocket-protocol", protocol),
+    )
+}
+
+/// The pod a stream (exec, port-forward) goes to, or why not.
+pub(super) fn stream_pod(objects: &Objects, ns: &str, name: &str) -> Result<Pod, Reject> {
+    objects.get_as(Some(ns), name).map_err(|e| match e {
+        ObjectError::NotFound { .. } => Reject::new(404, "NotFound", e.to_string()),
+        e => Reject::new(e.code(), e.reason(), e.to_string()),
+    })
+}
+
+/// Refused unless `pod` is running; `needs` says what needs it.
+pub(super) fn require_running(pod: &Pod, needs: &str) -> Result<(), Reject> {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
+    if phase == "Running" {
+        return Ok(());
+    }
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    Err(Reject::bad(format!(
+        "pod {name} is {phase}, not Running: {needs}"
+    )))
+}
+
+/// The node's runtime, refused on a server that runs no pods.
+pub(super) fn require_runner(
+    runner: Option<&Arc<dyn PodExec>>,
+    what: &str,
+) -> Result<Arc<dyn PodExec>, Reject> {
+    runner
+        .cloned()
+        .ok_or_else(|| Reject::bad(format!("this server runs no pods: {what} is not available")))
+}
+
+/// A `101 Switching Protocols` answer with `headers`' upgrade headers.
+pub(super) fn switching_protocols(headers: hyper::http::response::Builder) -> Response<Body> {
+    headers
         .status(101)
-        .header("upgrade", "websocket")
         .header("connection", "Upgrade")
-        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-        .header("sec-websocket-protocol", protocol)
         .body(
             Empty::<Bytes>::new()
                 .map_err(|never| match never {})

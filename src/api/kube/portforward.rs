@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Empty};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
@@ -33,10 +32,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::exec::PodExec;
+use super::exec::{require_runner, require_running, stream_pod, switching_protocols, PodExec};
 use super::spdy::{self, Decoder, Encoder, Frame};
 use super::{failure, Body};
-use crate::control::objects::{ObjectError, Objects};
+use crate::control::objects::Objects;
 
 /// The WebSocket subprotocol kubectl tunnels SPDY in.
 pub const WEBSOCKET_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -93,31 +92,12 @@ pub fn serve(
             ),
         );
     };
-    let pod: Pod = match objects.get_as(Some(ns), name) {
-        Ok(p) => p,
-        Err(e @ ObjectError::NotFound { .. }) => return failure(404, "NotFound", &e.to_string()),
-        Err(e) => return failure(e.code(), e.reason(), &e.to_string()),
-    };
-    let phase = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending");
-    if phase != "Running" {
-        return failure(
-            400,
-            "BadRequest",
-            &format!(
-                "pod {name} is {phase}, not Running: its ports can only be forwarded while it runs"
-            ),
-        );
-    }
-    let Some(runner) = runner.cloned() else {
-        return failure(
-            400,
-            "BadRequest",
-            "this server runs no pods: port-forward is not available",
-        );
+    let (pod, runner) = match stream_pod(objects, ns, name).and_then(|pod| {
+        require_running(&pod, "its ports can only be forwarded while it runs")?;
+        Ok((pod, require_runner(runner, "port-forward")?))
+    }) {
+        Ok(x) => x,
+        Err(r) => return r.into(),
     };
     let upgrade = hyper::upgrade::on(&mut req);
     let websocket = matches!(how, Upgrade::WebSocket { .. });
@@ -140,10 +120,8 @@ pub fn serve(
             session(upgraded, runner, pod).await;
         }
     });
-    let response = Response::builder()
-        .status(101)
-        .header("connection", "Upgrade");
-    let response = match how {
+    let response = Response::builder();
+    switching_protocols(match how {
         Upgrade::WebSocket { key } => response
             .header("upgrade", "websocket")
             .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
@@ -151,14 +129,7 @@ pub fn serve(
         Upgrade::Spdy => response
             .header("upgrade", "SPDY/3.1")
             .header("x-stream-protocol-version", STREAM_PROTOCOL),
-    };
-    response
-        .body(
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .expect("a valid response")
+    })
 }
 
 /// Carries the bytes of binary WebSocket messages to and from `pipe`, so
