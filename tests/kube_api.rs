@@ -155,6 +155,26 @@ fn kubectl_apply_get_patch_scale_delete() {
         s.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
         "5"
     );
+    // A scale patch guarded by a stale resourceVersion is refused (409)
+    // and changes nothing.
+    let scale_url = format!(
+        "{}/apis/apps/v1/namespaces/default/deployments/web/scale",
+        s.url()
+    );
+    let (code, body) = s.curl_admin(&[
+        "-X",
+        "PATCH",
+        "-H",
+        "content-type: application/merge-patch+json",
+        "--data-binary",
+        r#"{"metadata":{"resourceVersion":"1"},"spec":{"replicas":7}}"#,
+        &scale_url,
+    ]);
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(
+        s.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "5"
+    );
     s.ok(&["set", "env", "deployment/web", "X=1"]);
     let env = s.ok(&[
         "get",

@@ -716,12 +716,11 @@ impl KubeApi {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
         {
-            if *method == Method::PUT
-                && rv
-                    != obj
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
+            if rv
+                != obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
             {
                 return self.error(kind, &ObjectError::Conflict { plural: kind.plural.into(), name: name.into(), message: "the object has been modified; please apply your changes to the latest version and try again".into() });
             }
@@ -730,14 +729,44 @@ impl KubeApi {
             Ok(o) => o,
             Err(r) => return r.into(),
         };
-        let mut updated = obj.clone();
-        updated["spec"]["replicas"] = replicas.into();
-        match self.objects.update(kind, ns, name, updated, None, opts) {
-            Ok(o) => json_response(200, &patch::scale_of(&o)),
-            Err(e) => self.error(kind, &e),
+        // Without a resourceVersion from the client, a write that lost a
+        // race with a reconciler (a status update) is made again on the
+        // object as it is now, as an API server's update loop does.
+        // (A patch is applied to the current scale, which carries the
+        // current resourceVersion: only the client's own one guards.)
+        let guarded = match *method {
+            Method::PATCH => serde_json::from_slice::<Value>(body)
+                .ok()
+                .is_some_and(|p| p.pointer("/metadata/resourceVersion").is_some()),
+            _ => wanted.pointer("/metadata/resourceVersion").is_some(),
+        };
+        let mut obj = obj;
+        for _ in 0..SCALE_RETRIES {
+            let mut updated = obj.clone();
+            updated["spec"]["replicas"] = replicas.into();
+            match self.objects.update(kind, ns, name, updated, None, opts) {
+                Ok(o) => return json_response(200, &patch::scale_of(&o)),
+                Err(ObjectError::Conflict { .. }) if !guarded => {
+                    obj = match self.objects.get(kind, ns, name) {
+                        Ok(o) => o,
+                        Err(e) => return self.error(kind, &e),
+                    };
+                }
+                Err(e) => return self.error(kind, &e),
+            }
         }
+        let e = ObjectError::Conflict {
+            plural: kind.plural.into(),
+            name: name.into(),
+            message: "the object kept changing; try again".into(),
+        };
+        self.error(kind, &e)
     }
 }
+
+/// How many times a scale without a resourceVersion is tried against an
+/// object that other writers keep changing.
+const SCALE_RETRIES: usize = 16;
 
 /// Namespaces the API server never deletes (its NamespaceLifecycle
 /// admission): everything podnetd and its users rely on lives there.
