@@ -156,13 +156,7 @@ pub fn serve(
     mut req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let asked = ExecRequest::parse(req.uri().query());
-    let header = |h: &str| {
-        req.headers()
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
+    let header = |h: &str| header_text(&req, h);
     let websocket = header("upgrade").eq_ignore_ascii_case("websocket");
     let key = header("sec-websocket-key");
     let Some(protocol) = negotiate(&header("sec-websocket-protocol")) else {
@@ -224,6 +218,15 @@ pub fn serve(
             .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
             .header("sec-websocket-protocol", protocol),
     )
+}
+
+/// The value of header `name` as text ("" when absent or not text).
+pub(super) fn header_text(req: &Request<hyper::body::Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The pod a stream (exec, port-forward) goes to, or why not.

@@ -138,6 +138,15 @@ pub fn failure(code: u16, reason: &str, message: &str) -> Response<Body> {
     json_response(code, &status::failure(code, reason, message))
 }
 
+/// A pod subresource served over an upgraded connection.
+type StreamServe = fn(
+    &Objects,
+    Option<&std::sync::Arc<dyn exec::PodExec>>,
+    &str,
+    &str,
+    Request<hyper::body::Incoming>,
+) -> Response<Body>;
+
 /// A request refused before it reached the objects.
 pub struct Reject {
     code: u16,
@@ -421,27 +430,23 @@ impl KubeApi {
             }
             Route::Resource(t) => t,
         };
-        if target.kind.kind == "Pod" && target.subresource.as_deref() == Some("exec") {
+        // Streams upgraded out of HTTP: exec and port-forward.
+        let stream = match target.subresource.as_deref() {
+            Some("exec") => Some(("exec", exec::serve as StreamServe)),
+            Some("portforward") => Some(("port-forward", portforward::serve as StreamServe)),
+            _ => None,
+        };
+        if let (true, Some((what, serve))) = (target.kind.kind == "Pod", stream) {
             return match (req.method(), target.name.as_deref()) {
                 (&Method::GET | &Method::POST, Some(name)) => {
                     let name = name.to_string();
                     let ns = target.namespace.clone().unwrap_or_else(|| "default".into());
-                    exec::serve(&self.objects, self.exec.as_ref(), &ns, &name, req)
-                }
-                _ => failure(405, "MethodNotAllowed", "exec takes GET or POST on a pod"),
-            };
-        }
-        if target.kind.kind == "Pod" && target.subresource.as_deref() == Some("portforward") {
-            return match (req.method(), target.name.as_deref()) {
-                (&Method::GET | &Method::POST, Some(name)) => {
-                    let name = name.to_string();
-                    let ns = target.namespace.clone().unwrap_or_else(|| "default".into());
-                    portforward::serve(&self.objects, self.exec.as_ref(), &ns, &name, req)
+                    serve(&self.objects, self.exec.as_ref(), &ns, &name, req)
                 }
                 _ => failure(
                     405,
                     "MethodNotAllowed",
-                    "port-forward takes GET or POST on a pod",
+                    &format!("{what} takes GET or POST on a pod"),
                 ),
             };
         }

@@ -32,7 +32,9 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::exec::{require_runner, require_running, stream_pod, switching_protocols, PodExec};
+use super::exec::{
+    header_text, require_runner, require_running, stream_pod, switching_protocols, PodExec,
+};
 use super::spdy::{self, Decoder, Encoder, Frame};
 use super::{failure, Body};
 use crate::control::objects::Objects;
@@ -63,13 +65,7 @@ pub fn serve(
     name: &str,
     mut req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    let header = |h: &str| {
-        req.headers()
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
+    let header = |h: &str| header_text(&req, h);
     let offers = |h: &str, want: &str| header(h).split(',').any(|p| p.trim() == want);
     let upgrade_to = header("upgrade");
     let how = if upgrade_to.eq_ignore_ascii_case("websocket")
