@@ -326,12 +326,17 @@ pub fn run(
             }
         })
     };
+    let publisher = Arc::new(
+        FastPathPublisher::new(dataplane.clone(), sync.clone())
+            .with_edge(edge.node_ip, steering.clone()),
+    );
     let runtime = Arc::new(HostRuntime::new(
         config.clone(),
         node_name.clone(),
         dataplane.clone(),
         ipam,
         exited,
+        publisher.ready_backends(),
     ));
     {
         let pods = objects.list_as::<k8s_openapi::api::core::v1::Pod>(None, &Default::default());
@@ -348,10 +353,6 @@ pub fn run(
         }
         state_check::report(&objects, &node_name, &damages, now);
     }
-    let publisher = Arc::new(
-        FastPathPublisher::new(dataplane.clone(), sync.clone())
-            .with_edge(edge.node_ip, steering.clone()),
-    );
     let reset_requested = Arc::new(AtomicBool::new(false));
     let node_views = Arc::new(NodeViews {
         dataplane: dataplane.clone(),

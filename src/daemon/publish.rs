@@ -34,6 +34,47 @@ use crate::sys::tc::{Redirect, Steer, TcError};
 
 const TAG: &str = "EndpointSlice";
 
+/// The addresses the fast path balances new connections to: those that
+/// are a ready (not terminating) backend of some published pool, with the
+/// number of pools. The kubelet asks it before stopping a deleted pod's
+/// processes, so a pod is sent SIGTERM only once no new connection can
+/// reach it (see [`crate::control::reconcile::pod::PodRuntime::takes_new_connections`]).
+#[derive(Default)]
+pub struct ReadyBackends(Mutex<HashMap<IpAddr, u32>>);
+
+impl ReadyBackends {
+    /// Whether `addr` is a ready backend of a published pool.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.0.lock().contains_key(&addr)
+    }
+
+    /// Accounts for a pool whose backends went from `old` to `new`.
+    fn replace(&self, old: &[Backend], new: &[Backend]) {
+        let ready = |set: &[Backend]| -> Vec<IpAddr> {
+            let mut a: Vec<IpAddr> = set
+                .iter()
+                .filter(|b| !b.terminating)
+                .map(|b| b.addr.ip())
+                .collect();
+            a.sort();
+            a.dedup();
+            a
+        };
+        let mut counts = self.0.lock();
+        for addr in ready(old) {
+            if let Some(n) = counts.get_mut(&addr) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&addr);
+                }
+            }
+        }
+        for addr in ready(new) {
+            *counts.entry(addr).or_default() += 1;
+        }
+    }
+}
+
 #[derive(Default)]
 struct Published {
     /// Pools of each service (namespace, name), one per port, with their spec.
@@ -143,6 +184,7 @@ pub struct FastPathPublisher {
     sync: prometheus_client::metrics::histogram::Histogram,
     /// The slices of each service, without a lookup by label.
     slices: SliceIndex,
+    ready: Arc<ReadyBackends>,
 }
 
 fn protocol_number(p: Option<&str>) -> u8 {
@@ -168,7 +210,13 @@ impl FastPathPublisher {
             }),
             sync,
             slices: SliceIndex::default(),
+            ready: Arc::default(),
         }
+    }
+
+    /// The addresses this publisher has made ready backends.
+    pub fn ready_backends(&self) -> Arc<ReadyBackends> {
+        self.ready.clone()
     }
 
     /// Publishes node ports at `node_ip` and steers them (and external
@@ -191,7 +239,9 @@ impl FastPathPublisher {
         match self.dataplane.router().set_services(&specs) {
             Ok(gone) => {
                 for pool in gone {
-                    st.backends.remove(&pool);
+                    if let Some(old) = st.backends.remove(&pool) {
+                        self.ready.replace(&old, &[]);
+                    }
                     self.dataplane
                         .router()
                         .reset_flows(FlowSelector::Pool(pool), &mut |l, p| {
@@ -466,7 +516,9 @@ impl FastPathPublisher {
                 Ok(change) => removed.extend(change.removed),
                 Err(e) => tracing::error!(service = %key.name, "cannot publish endpoints: {e}"),
             }
-            st.backends.insert(pool.id, backends);
+            let old = st.backends.insert(pool.id, backends);
+            let new = &st.backends[&pool.id];
+            self.ready.replace(old.as_deref().unwrap_or_default(), new);
         }
         drop(st);
         if !removed.is_empty() {
@@ -477,5 +529,45 @@ impl FastPathPublisher {
                 });
         }
         Ok(Next::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(addr: &str, terminating: bool) -> Backend {
+        Backend {
+            addr: addr.parse().unwrap(),
+            terminating,
+        }
+    }
+
+    #[test]
+    fn ready_backends_count_pools_and_skip_terminating_ones() {
+        let ready = ReadyBackends::default();
+        let a: IpAddr = "10.244.0.2".parse().unwrap();
+        let b: IpAddr = "10.244.0.3".parse().unwrap();
+        // Two pools (two ports of a service) with the same pod.
+        let pool = [
+            backend("10.244.0.2:80", false),
+            backend("10.244.0.3:80", false),
+        ];
+        ready.replace(&[], &pool);
+        ready.replace(&[], &[backend("10.244.0.2:443", false)]);
+        assert!(ready.contains(a) && ready.contains(b));
+        // One pool marks it terminating: the other still balances to it.
+        let terminating = [
+            backend("10.244.0.2:80", true),
+            backend("10.244.0.3:80", false),
+        ];
+        ready.replace(&pool, &terminating);
+        assert!(ready.contains(a));
+        ready.replace(&[backend("10.244.0.2:443", false)], &[]);
+        assert!(!ready.contains(a), "terminating everywhere");
+        assert!(ready.contains(b));
+        ready.replace(&terminating, &[]);
+        assert!(!ready.contains(b));
+        assert!(ready.0.lock().is_empty());
     }
 }

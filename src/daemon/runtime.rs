@@ -38,6 +38,7 @@ use super::config::DaemonConfig;
 use super::dataplane::{Dataplane, UNPUBLISHED_MAX};
 use super::identity;
 use super::janitor;
+use super::publish::ReadyBackends;
 use super::reclaim::Reclaimer;
 use super::volumes;
 use crate::control::ipam::{AllocateRequest, Families, Ipam, OwnerKey};
@@ -195,6 +196,8 @@ pub struct HostRuntime {
     /// deleted pod's logs does not look through every pod's (which made
     /// deleting every pod quadratic in their number).
     log_files: Mutex<Option<LogIndex>>,
+    /// The addresses the fast path balances new connections to.
+    ready_backends: Arc<ReadyBackends>,
 }
 
 /// Container log file names by pod (namespace, name).
@@ -477,6 +480,7 @@ impl HostRuntime {
         dataplane: Arc<Dataplane>,
         ipam: Ipam,
         exited: ExitNotice,
+        ready_backends: Arc<ReadyBackends>,
     ) -> Self {
         let _ = std::fs::create_dir_all(config.state_dir.join("logs"));
         Self {
@@ -491,6 +495,7 @@ impl HostRuntime {
             reclaim: Reclaimer::start().expect("a thread"),
             pods_unpublished: std::sync::atomic::AtomicUsize::new(0),
             log_files: Mutex::new(None),
+            ready_backends,
         }
     }
 
@@ -1403,6 +1408,14 @@ impl PodRuntime for HostRuntime {
 
     fn host_ip(&self) -> String {
         self.config.gateway().to_string()
+    }
+
+    fn takes_new_connections(&self, pod: &Pod) -> bool {
+        pod.status
+            .iter()
+            .flat_map(|s| s.pod_ips.iter().flatten())
+            .filter_map(|ip| ip.ip.parse().ok())
+            .any(|ip| self.ready_backends.contains(ip))
     }
 
     fn sync_volumes(&self, pod: &Pod, vols: &[PodVolume]) -> Result<(), String> {

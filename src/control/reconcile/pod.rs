@@ -104,6 +104,14 @@ pub trait PodRuntime: Send + Sync {
     fn sync_volumes(&self, _pod: &Pod, _volumes: &[PodVolume]) -> Result<(), String> {
         Ok(())
     }
+    /// Whether the node's fast path may still send a new connection to
+    /// the pod (one of its addresses is a ready backend of a service). A
+    /// deleted pod's processes get SIGTERM only once this is false (or
+    /// after [`DRAIN_MAX`]), so no connection is handed to a process that
+    /// has stopped accepting.
+    fn takes_new_connections(&self, _pod: &Pod) -> bool {
+        false
+    }
     /// The node's allocatable resources, for `resourceFieldRef` limits a
     /// container does not set.
     fn allocatable(&self) -> Allocatable {
@@ -158,6 +166,9 @@ impl<T: PodRuntime> PodRuntime for std::sync::Arc<T> {
     fn sync_volumes(&self, pod: &Pod, volumes: &[PodVolume]) -> Result<(), String> {
         (**self).sync_volumes(pod, volumes)
     }
+    fn takes_new_connections(&self, pod: &Pod) -> bool {
+        (**self).takes_new_connections(pod)
+    }
 }
 
 #[derive(Default, Clone)]
@@ -184,10 +195,9 @@ struct PodMemory {
     containers: HashMap<String, ContainerMemory>,
     term_sent: Option<SystemTime>,
     kill_sent: bool,
-    /// Deletion seen once: SIGTERM waits one pass of the manager, so the
-    /// pod's endpoints have left the fast path before its process stops
-    /// accepting (no connection is sent to a process that is exiting).
-    deletion_seen: bool,
+    /// When the deletion was first seen: SIGTERM waits until the pod's
+    /// endpoints have left the fast path (at most [`DRAIN_MAX`]).
+    deletion_seen: Option<SystemTime>,
 }
 
 /// The pod reconciler.
@@ -195,6 +205,13 @@ pub struct Kubelet<R: PodRuntime> {
     runtime: R,
     memory: Mutex<HashMap<(String, String), PodMemory>>,
 }
+
+/// The longest a deleted pod's SIGTERM waits for its endpoints to leave
+/// the fast path (bounded by its grace period too): a stuck publisher
+/// delays a deletion, it does not keep the pod.
+pub const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// How often that wait looks again.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -303,9 +320,25 @@ impl<R: PodRuntime> Kubelet<R> {
             .collect();
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or("");
-        if !running.is_empty() && !mem.deletion_seen {
-            mem.deletion_seen = true;
-            return Ok(Next::After(Duration::from_millis(1)));
+        let grace = Duration::from_secs(
+            pod.metadata
+                .deletion_grace_period_seconds
+                .or(pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30)
+                .max(0) as u64,
+        );
+        if !running.is_empty() && mem.term_sent.is_none() {
+            // The endpoints reconcilers mark the pod terminating and the
+            // publisher takes it out of new connections' choice; wait for
+            // that before the process stops accepting.
+            let seen = *mem.deletion_seen.get_or_insert(now);
+            let waited = now.duration_since(seen).unwrap_or_default();
+            if waited < DRAIN_MAX.min(grace) && self.runtime.takes_new_connections(pod) {
+                return Ok(Next::After(DRAIN_POLL));
+            }
         }
         if running.is_empty() {
             self.runtime.teardown_network(pod);
@@ -333,16 +366,6 @@ impl<R: PodRuntime> Kubelet<R> {
             }
             now
         });
-        let grace = Duration::from_secs(
-            pod.metadata
-                .deletion_grace_period_seconds
-                .or(pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds))
-                .unwrap_or(30)
-                .max(0) as u64,
-        );
         if now >= sent + grace {
             if !mem.kill_sent {
                 for n in &running {

@@ -27,6 +27,8 @@ struct Fake {
     probe_ok: Mutex<bool>,
     /// Processes that ignore SIGTERM.
     stubborn: Mutex<bool>,
+    /// Pods the fast path still sends new connections to.
+    balanced: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Default for Fake {
@@ -39,6 +41,7 @@ impl Default for Fake {
             signals: Default::default(),
             probe_ok: Default::default(),
             stubborn: Default::default(),
+            balanced: Default::default(),
         }
     }
 }
@@ -56,6 +59,11 @@ impl PodRuntime for Fake {
         Ok(n.entry(pod.metadata.name.clone().unwrap())
             .or_insert_with(|| format!("10.244.0.{}", len + 2))
             .clone())
+    }
+    fn takes_new_connections(&self, pod: &Pod) -> bool {
+        self.balanced
+            .lock()
+            .contains(pod.metadata.name.as_deref().unwrap())
     }
     fn teardown_network(&self, pod: &Pod) {
         self.networks
@@ -295,12 +303,17 @@ fn deletion_terms_then_kills_then_removes() {
             n.now,
         )
         .unwrap();
-    // SIGTERM only after a pass in which the endpoints could leave.
+    // SIGTERM only once the fast path sends it no new connection.
+    n.rt.balanced.lock().insert("web".into());
     n.advance(Duration::ZERO);
+    n.advance(Duration::from_millis(500));
     assert!(
         n.rt.signals.lock().is_empty(),
-        "no SIGTERM in the pass that saw the deletion"
+        "no SIGTERM while the pod is a ready backend"
     );
+    n.rt.balanced.lock().clear();
+    n.advance(Duration::from_millis(10));
+    assert_eq!(*n.rt.signals.lock(), [("web".to_string(), false)]);
     // Polite processes go at SIGTERM.
     n.advance(Duration::from_millis(200));
     n.advance(Duration::from_millis(200));
@@ -563,4 +576,33 @@ fn quantities_and_expansion() {
     assert!(!is_env_var_name("1a"));
     assert!(!is_env_var_name("a b"));
     assert!(!is_env_var_name(""));
+}
+
+#[test]
+fn a_deleted_pod_still_balanced_to_gets_sigterm_after_the_drain_bound() {
+    let mut n = Node::new();
+    let mut spec = pod_json("web", "Always", json!({}));
+    spec["spec"]["terminationGracePeriodSeconds"] = 30.into();
+    n.create(spec);
+    n.rt.balanced.lock().insert("web".into());
+    n.objects
+        .delete(
+            kinds::of::<Pod>(),
+            Some("default"),
+            "web",
+            DeleteOptions::default(),
+            n.now,
+        )
+        .unwrap();
+    n.advance(Duration::ZERO);
+    for _ in 0..9 {
+        n.advance(Duration::from_secs(1));
+    }
+    assert!(n.rt.signals.lock().is_empty(), "waiting for the fast path");
+    n.advance(Duration::from_secs(1));
+    assert_eq!(
+        *n.rt.signals.lock(),
+        [("web".to_string(), false)],
+        "a publisher that never lets go delays the pod, it does not keep it"
+    );
 }
