@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{Metadata, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -1130,16 +1131,26 @@ impl Objects {
             .map(|kv| event.parsed.prev(|| Self::object_of(kv)))
     }
 
-    /// The typed object `K` named `name`.
-    pub fn get_as<K: Resource + DeserializeOwned>(
-        &self,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<K, ObjectError> {
-        let v = self.get(kinds::of::<K>(), namespace, name)?;
-        serde_json::from_value(v).map_err(|e| {
+    /// The typed object `K` named `name`, decoded straight from its stored
+    /// bytes (not through a JSON value: reconcilers read objects this way
+    /// on every pass, and the value doubled the decoding).
+    pub fn get_as<K>(&self, namespace: Option<&str>, name: &str) -> Result<K, ObjectError>
+    where
+        K: Resource + Metadata<Ty = ObjectMeta> + DeserializeOwned,
+    {
+        let kind = kinds::of::<K>();
+        let kv = self
+            .kv
+            .get(&Self::key(kind, namespace, name))
+            .ok_or_else(|| ObjectError::NotFound {
+                plural: qualified(kind),
+                name: name.into(),
+            })?;
+        let mut obj: K = serde_json::from_slice(&kv.value).map_err(|e| {
             ObjectError::Storage(format!("stored {} {name} does not decode: {e}", K::KIND))
-        })
+        })?;
+        obj.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
+        Ok(obj)
     }
 
     /// The typed objects `K` in `namespace` matching `labels`.
