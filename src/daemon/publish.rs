@@ -38,7 +38,7 @@ const TAG: &str = "EndpointSlice";
 /// are a ready (not terminating) backend of some published pool, with the
 /// number of pools. The kubelet asks it before stopping a deleted pod's
 /// processes, so a pod is sent SIGTERM only once no new connection can
-/// reach it (see [`crate::control::reconcile::pod::PodRuntime::takes_new_connections`]).
+/// reach it (see [`crate::control::reconcile::pod::PodRuntime::drained`]).
 #[derive(Default)]
 pub struct ReadyBackends(Mutex<HashMap<IpAddr, u32>>);
 

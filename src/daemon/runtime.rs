@@ -1410,12 +1410,32 @@ impl PodRuntime for HostRuntime {
         self.config.gateway().to_string()
     }
 
-    fn takes_new_connections(&self, pod: &Pod) -> bool {
-        pod.status
+    fn drained(&self, pod: &Pod) -> bool {
+        let chosen = pod
+            .status
             .iter()
             .flat_map(|s| s.pod_ips.iter().flatten())
             .filter_map(|ip| ip.ip.parse().ok())
-            .any(|ip| self.ready_backends.contains(ip))
+            .any(|ip| self.ready_backends.contains(ip));
+        if chosen {
+            return false;
+        }
+        // Connections handed to the pod before that and not yet taken by
+        // its process would be reset when it stops listening.
+        let pid = {
+            let mut pods = self.pods.lock();
+            let Some(entry) = pods.get_mut(&key(pod)) else {
+                return true;
+            };
+            entry
+                .containers
+                .values_mut()
+                .find_map(|p| (!p.poll_exit()).then_some(p.pid))
+        };
+        match pid.map(process::unaccepted_connections) {
+            Some(Ok(n)) => n == 0,
+            _ => true,
+        }
     }
 
     fn sync_volumes(&self, pod: &Pod, vols: &[PodVolume]) -> Result<(), String> {

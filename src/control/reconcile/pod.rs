@@ -17,9 +17,10 @@
 //! * startup, liveness and readiness probes with their timings; a
 //!   container without a readiness probe is ready while it runs; a
 //!   liveness failure restarts the container;
-//! * a pod being deleted gets SIGTERM (once its endpoints have left the
-//!   fast path: the manager runs the endpoint and fast-path reconcilers
-//!   in between), then SIGKILL after its grace period; once its processes
+//! * a pod being deleted gets SIGTERM once it is drained (its endpoints
+//!   have left the fast path's choice for new connections and those it
+//!   was handed are accepted; at most [`DRAIN_MAX`]), then SIGKILL after
+//!   its grace period; once its processes
 //!   are gone its network is removed and the pod object with it;
 //! * status as a cluster reports it: phase, podIP(s), hostIP, conditions
 //!   (PodScheduled, Initialized, ContainersReady, Ready), container
@@ -104,13 +105,13 @@ pub trait PodRuntime: Send + Sync {
     fn sync_volumes(&self, _pod: &Pod, _volumes: &[PodVolume]) -> Result<(), String> {
         Ok(())
     }
-    /// Whether the node's fast path may still send a new connection to
-    /// the pod (one of its addresses is a ready backend of a service). A
-    /// deleted pod's processes get SIGTERM only once this is false (or
-    /// after [`DRAIN_MAX`]), so no connection is handed to a process that
-    /// has stopped accepting.
-    fn takes_new_connections(&self, _pod: &Pod) -> bool {
-        false
+    /// Whether a deleted pod is drained: the node's fast path no longer
+    /// chooses it for a new connection to a service, and every connection
+    /// it was handed has been accepted by its process. Its processes get
+    /// SIGTERM only then (or after [`DRAIN_MAX`]), so no connection is
+    /// handed to a process that has stopped accepting.
+    fn drained(&self, _pod: &Pod) -> bool {
+        true
     }
     /// The node's allocatable resources, for `resourceFieldRef` limits a
     /// container does not set.
@@ -166,8 +167,8 @@ impl<T: PodRuntime> PodRuntime for std::sync::Arc<T> {
     fn sync_volumes(&self, pod: &Pod, volumes: &[PodVolume]) -> Result<(), String> {
         (**self).sync_volumes(pod, volumes)
     }
-    fn takes_new_connections(&self, pod: &Pod) -> bool {
-        (**self).takes_new_connections(pod)
+    fn drained(&self, pod: &Pod) -> bool {
+        (**self).drained(pod)
     }
 }
 
@@ -195,8 +196,8 @@ struct PodMemory {
     containers: HashMap<String, ContainerMemory>,
     term_sent: Option<SystemTime>,
     kill_sent: bool,
-    /// When the deletion was first seen: SIGTERM waits until the pod's
-    /// endpoints have left the fast path (at most [`DRAIN_MAX`]).
+    /// When the deletion was first seen: SIGTERM waits until the pod is
+    /// drained (at most [`DRAIN_MAX`]; see [`PodRuntime::drained`]).
     deletion_seen: Option<SystemTime>,
 }
 
@@ -206,9 +207,9 @@ pub struct Kubelet<R: PodRuntime> {
     memory: Mutex<HashMap<(String, String), PodMemory>>,
 }
 
-/// The longest a deleted pod's SIGTERM waits for its endpoints to leave
-/// the fast path (bounded by its grace period too): a stuck publisher
-/// delays a deletion, it does not keep the pod.
+/// The longest a deleted pod's SIGTERM waits for it to be drained
+/// (bounded by its grace period too): a stuck publisher or a process that
+/// accepts nothing delays a deletion, it does not keep the pod.
 pub const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// How often that wait looks again.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
@@ -333,10 +334,11 @@ impl<R: PodRuntime> Kubelet<R> {
         if !running.is_empty() && mem.term_sent.is_none() {
             // The endpoints reconcilers mark the pod terminating and the
             // publisher takes it out of new connections' choice; wait for
-            // that before the process stops accepting.
+            // that, and for the connections it was handed before to be
+            // accepted, before the process stops accepting.
             let seen = *mem.deletion_seen.get_or_insert(now);
             let waited = now.duration_since(seen).unwrap_or_default();
-            if waited < DRAIN_MAX.min(grace) && self.runtime.takes_new_connections(pod) {
+            if waited < DRAIN_MAX.min(grace) && !self.runtime.drained(pod) {
                 return Ok(Next::After(DRAIN_POLL));
             }
         }

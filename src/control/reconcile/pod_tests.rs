@@ -27,7 +27,7 @@ struct Fake {
     probe_ok: Mutex<bool>,
     /// Processes that ignore SIGTERM.
     stubborn: Mutex<bool>,
-    /// Pods the fast path still sends new connections to.
+    /// Pods not drained: the fast path still sends new connections to them.
     balanced: Mutex<std::collections::HashSet<String>>,
 }
 
@@ -60,8 +60,9 @@ impl PodRuntime for Fake {
             .or_insert_with(|| format!("10.244.0.{}", len + 2))
             .clone())
     }
-    fn takes_new_connections(&self, pod: &Pod) -> bool {
-        self.balanced
+    fn drained(&self, pod: &Pod) -> bool {
+        !self
+            .balanced
             .lock()
             .contains(pod.metadata.name.as_deref().unwrap())
     }
