@@ -3,7 +3,8 @@
 //! back to): `pod/NAME` and `svc/NAME` reach a server that
 //! listens on the pod's loopback address only (so the connection is made
 //! inside the pod's network namespace), several connections in a row, a
-//! download of many frames, and a refused port reported by kubectl.
+//! download of many frames, and a refused port reported by kubectl; and
+//! the Python client's `portforward` (the `v4.channel.k8s.io` protocol).
 //!
 //! Needs root (network namespaces); run with `cargo test --test root_portforward`.
 
@@ -170,4 +171,89 @@ fn root_kubectl_port_forward_reaches_the_pods_loopback_through_pod_and_service()
         node.log()
     );
     assert!(err.contains("web"), "the pod is named: {err}");
+}
+
+/// The Python client's `portforward` (the `v4.channel.k8s.io` WebSocket
+/// protocol, ports in the query): two ports at once, one served and one
+/// refused, and a request written through the socket the client hands out.
+#[test]
+fn root_python_client_port_forward_uses_the_channel_protocol() {
+    let _serial = daemon_support::serial();
+    let node = KubeNode::start();
+    node.apply(WEB);
+    node.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=180s"]);
+    let script = format!(
+        r#"
+import json, time
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config(config_file={kubeconfig:?})
+v1 = client.CoreV1Api()
+out = {{}}
+# The pod's server may still be starting: retry until it answers.
+deadline = time.time() + 120
+while True:
+    pf = portforward(v1.connect_get_namespaced_pod_portforward, "web", {ns:?}, ports="8080,9999")
+    s = pf.socket(8080)
+    s.settimeout(30)
+    s.sendall(b"GET /big HTTP/1.0\r\nHost: web\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    refused = pf.socket(9999)
+    refused.settimeout(30)
+    try:
+        refused.recv(1)
+    except Exception:
+        pass
+    out["error_9999"] = pf.error(9999)
+    out["error_8080"] = pf.error(8080)
+    pf.close()
+    if data.startswith(b"HTTP/1.0 200") or time.time() > deadline:
+        break
+    time.sleep(1)
+head, _, body = data.partition(b"\r\n\r\n")
+out["status"] = head.split(b"\r\n")[0].decode()
+out["body_len"] = len(body)
+out["body_all_x"] = body == b"x" * len(body)
+try:
+    portforward(v1.connect_get_namespaced_pod_portforward, "web", {ns:?}, ports="0")
+    out["bad_port"] = "accepted"
+except Exception as e:
+    out["bad_port"] = str(e)[:200]
+print(json.dumps(out))
+"#,
+        kubeconfig = node.kubeconfig.display().to_string(),
+        ns = node.namespace,
+    );
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net=/var/run/netns/{}", node.netns))
+        .args(["python3", "-c", &script]);
+    let (out, _) = run_timeout(cmd, Duration::from_secs(240));
+    let report = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|_| {
+        panic!(
+            "python: {report}{}\ndaemon log:\n{}",
+            text(&out.stderr),
+            node.log()
+        )
+    });
+    assert_eq!(v["status"], "HTTP/1.0 200 OK", "{v}");
+    assert_eq!(v["body_len"], 1 << 20, "{v}");
+    assert_eq!(v["body_all_x"], true, "{v}");
+    assert!(v["error_8080"].is_null(), "{v}");
+    assert!(
+        v["error_9999"]
+            .as_str()
+            .is_some_and(|e| e.contains("error forwarding port 9999") && e.contains("web")),
+        "the refused port is reported on its error channel: {v}"
+    );
+    assert!(
+        v["bad_port"].as_str().is_some_and(|e| e != "accepted"),
+        "port 0 refused: {v}"
+    );
 }

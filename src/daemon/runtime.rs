@@ -145,6 +145,9 @@ struct PodEntry {
     /// A fingerprint of each files volume's last payload, so an unchanged
     /// one is not compared file by file on every pass.
     payloads: HashMap<String, u64>,
+    /// The fast path was seen choosing the pod for new connections after
+    /// its deletion: its process may hold connections not yet accepted.
+    was_chosen: bool,
 }
 
 /// A pod annotated with a network namespace path (`/var/run/netns/NAME`,
@@ -886,6 +889,7 @@ impl HostRuntime {
             pod_ns,
             volumes: HashMap::new(),
             payloads: HashMap::new(),
+            was_chosen: false,
         };
         self.install(&mut self.pods.lock(), (ns, name), entry);
         Ok(adopted)
@@ -1417,16 +1421,22 @@ impl PodRuntime for HostRuntime {
             .flat_map(|s| s.pod_ips.iter().flatten())
             .filter_map(|ip| ip.ip.parse().ok())
             .any(|ip| self.ready_backends.contains(ip));
-        if chosen {
-            return false;
-        }
-        // Connections handed to the pod before that and not yet taken by
-        // its process would be reset when it stops listening.
         let pid = {
             let mut pods = self.pods.lock();
             let Some(entry) = pods.get_mut(&key(pod)) else {
                 return true;
             };
+            if chosen {
+                entry.was_chosen = true;
+                return false;
+            }
+            // Connections the fast path handed the pod and its process has
+            // not taken yet would be reset when it stops listening. Only
+            // a pod that was chosen is looked at: reading its socket table
+            // walks the kernel's whole TCP hash (milliseconds).
+            if !entry.was_chosen {
+                return true;
+            }
             entry
                 .containers
                 .values_mut()
@@ -1672,6 +1682,7 @@ impl PodRuntime for HostRuntime {
             pod_ns,
             volumes: HashMap::new(),
             payloads: HashMap::new(),
+            was_chosen: false,
         };
         self.install(&mut pods, (ns, name), entry);
         Ok(ip.to_string())

@@ -319,7 +319,8 @@ impl std::os::fd::AsRawFd for PidFd {
 /// TCP connections in the network namespace of process `pid` that the
 /// kernel has taken but no process has accepted yet: half-open ones
 /// (`SYN_RECV`) and those waiting in a listener's accept queue. Read from
-/// `/proc/PID/net/tcp` and `tcp6`.
+/// `/proc/PID/net/tcp` and `tcp6`, which walks the kernel's whole TCP hash
+/// table (milliseconds): not for every pod of a large deletion.
 pub fn unaccepted_connections(pid: u32) -> io::Result<usize> {
     let mut n = 0;
     for table in ["tcp", "tcp6"] {

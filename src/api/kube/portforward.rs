@@ -8,6 +8,14 @@
 //! `SPDY/3.1` with `X-Stream-Protocol-Version: portforward.k8s.io`. Both
 //! are served, by one session over a byte stream.
 //!
+//! Client libraries (the Python `kubernetes` package) use the kubelet's
+//! older WebSocket protocol instead, `v4.channel.k8s.io`, with the ports
+//! in the query (`?ports=8080,9090`): one connection per port, port `i`
+//! on channels `2i` (data) and `2i+1` (error), each opened by a frame
+//! carrying its port number (two bytes, little endian), every message
+//! prefixed with its channel byte. The WebSocket closes once every port's
+//! connection has ended.
+//!
 //! For each local connection the client opens two streams with the headers
 //! `streamtype` (`error`, then `data`), `port` and `requestID`, and waits
 //! for each one's SYN_REPLY. Once both streams of a request are open, the
@@ -43,6 +51,8 @@ use crate::control::objects::Objects;
 pub const WEBSOCKET_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 /// The stream protocol of a plain SPDY upgrade.
 pub const STREAM_PROTOCOL: &str = "portforward.k8s.io";
+/// The kubelet's WebSocket channel protocol, as client libraries use it.
+pub const CHANNEL_PROTOCOL: &str = "v4.channel.k8s.io";
 /// Bytes read from a pod's connection per DATA frame at most.
 const CHUNK: usize = 32 * 1024;
 /// Frames queued for the client before senders wait.
@@ -54,6 +64,32 @@ const IN_QUEUE: usize = 16;
 enum Upgrade {
     WebSocket { key: String },
     Spdy,
+    Channels { key: String, ports: Vec<u16> },
+}
+
+/// The `ports` of a query (`ports=8080,9090`, or the parameter repeated).
+fn query_ports(query: Option<&str>) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for pair in query.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if super::percent_decode(k) != "ports" {
+            continue;
+        }
+        for p in super::percent_decode(v).split(',') {
+            match p.trim().parse::<u16>() {
+                Ok(n) if n > 0 => ports.push(n),
+                _ => {
+                    return Err(format!(
+                        "invalid port {p:?}: a port is a number from 1 to 65535"
+                    ))
+                }
+            }
+        }
+    }
+    if ports.is_empty() {
+        return Err("query parameter \"ports\" is required".into());
+    }
+    Ok(ports)
 }
 
 /// Answers a port-forward request: checks it, upgrades the connection and
@@ -79,12 +115,23 @@ pub fn serve(
         && offers("x-stream-protocol-version", STREAM_PROTOCOL)
     {
         Upgrade::Spdy
+    } else if upgrade_to.eq_ignore_ascii_case("websocket")
+        && offers("sec-websocket-protocol", CHANNEL_PROTOCOL)
+        && !header("sec-websocket-key").is_empty()
+    {
+        match query_ports(req.uri().query()) {
+            Ok(ports) => Upgrade::Channels {
+                key: header("sec-websocket-key"),
+                ports,
+            },
+            Err(message) => return failure(400, "BadRequest", &message),
+        }
     } else {
         return failure(
             400,
             "BadRequest",
             &format!(
-                "port-forward needs an upgrade to a WebSocket with subprotocol {WEBSOCKET_PROTOCOL}, or to SPDY/3.1 with X-Stream-Protocol-Version {STREAM_PROTOCOL}"
+                "port-forward needs an upgrade to a WebSocket with subprotocol {WEBSOCKET_PROTOCOL} or {CHANNEL_PROTOCOL}, or to SPDY/3.1 with X-Stream-Protocol-Version {STREAM_PROTOCOL}"
             ),
         );
     };
@@ -96,7 +143,32 @@ pub fn serve(
         Err(r) => return r.into(),
     };
     let upgrade = hyper::upgrade::on(&mut req);
-    let websocket = matches!(how, Upgrade::WebSocket { .. });
+    let response = Response::builder();
+    let (response, channels) = match how {
+        Upgrade::WebSocket { key } => (
+            response
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+                .header("sec-websocket-protocol", WEBSOCKET_PROTOCOL),
+            None,
+        ),
+        Upgrade::Spdy => (
+            response
+                .header("upgrade", "SPDY/3.1")
+                .header("x-stream-protocol-version", STREAM_PROTOCOL),
+            None,
+        ),
+        Upgrade::Channels { key, ports } => (
+            response
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+                .header("sec-websocket-protocol", CHANNEL_PROTOCOL),
+            Some(ports),
+        ),
+    };
+    let websocket = response
+        .headers_ref()
+        .is_some_and(|h| h.contains_key("sec-websocket-accept"));
     tracing::debug!(pod = name, websocket, "port-forward: upgrading");
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
@@ -106,26 +178,169 @@ pub fn serve(
                 return;
             }
         };
-        if websocket {
-            let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
-            let (ours, theirs) = tokio::io::duplex(256 * 1024);
-            let bridge = tokio::spawn(bridge(ws, theirs));
-            session(ours, runner, pod).await;
-            let _ = bridge.await;
-        } else {
-            session(upgraded, runner, pod).await;
+        if !websocket {
+            return session(upgraded, runner, pod).await;
         }
+        let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+        if let Some(ports) = channels {
+            return channel_session(ws, runner, Arc::new(pod), ports).await;
+        }
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let bridge = tokio::spawn(bridge(ws, theirs));
+        session(ours, runner, pod).await;
+        let _ = bridge.await;
     });
-    let response = Response::builder();
-    switching_protocols(match how {
-        Upgrade::WebSocket { key } => response
-            .header("upgrade", "websocket")
-            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-            .header("sec-websocket-protocol", WEBSOCKET_PROTOCOL),
-        Upgrade::Spdy => response
-            .header("upgrade", "SPDY/3.1")
-            .header("x-stream-protocol-version", STREAM_PROTOCOL),
-    })
+    switching_protocols(response)
+}
+
+/// One `v4.channel.k8s.io` session: a connection to each of `ports` in the
+/// pod, port `i` on channels `2i` (data) and `2i+1` (error).
+async fn channel_session<S>(
+    ws: WebSocketStream<S>,
+    runner: Arc<dyn PodExec>,
+    pod: Arc<Pod>,
+    ports: Vec<u16>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut source) = ws.split();
+    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(Message::Binary(m.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut to_pod = Vec::new();
+    let mut copies = Vec::new();
+    for (i, &port) in ports.iter().enumerate() {
+        let data = (2 * i) as u8;
+        // Each channel opens with its port number.
+        for channel in [data, data + 1] {
+            let mut first = vec![channel];
+            first.extend_from_slice(&port.to_le_bytes());
+            let _ = out.send(first).await;
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(IN_QUEUE);
+        to_pod.push(tx);
+        copies.push(tokio::spawn(forward_channel(
+            runner.clone(),
+            pod.clone(),
+            port,
+            data,
+            rx,
+            out.clone(),
+        )));
+    }
+    drop(out);
+    // Client data until it closes or every connection has ended (the
+    // writer then closes the WebSocket).
+    let all_done = async {
+        for c in &mut copies {
+            let _ = c.await;
+        }
+    };
+    let from_client = async {
+        while let Some(Ok(m)) = source.next().await {
+            let bytes = match m {
+                Message::Binary(b) => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Some((&channel, payload)) = bytes.split_first() else {
+                continue;
+            };
+            // Odd channels (errors) are the server's to write.
+            let Some(tx) = to_pod
+                .get((channel / 2) as usize)
+                .filter(|_| channel % 2 == 0)
+            else {
+                continue;
+            };
+            if !payload.is_empty() {
+                let _ = tx.send(bytes.slice(1..)).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = all_done => {}
+        _ = from_client => {}
+    }
+    drop(to_pod);
+    for c in &copies {
+        c.abort();
+    }
+    let _ = writer.await;
+}
+
+/// Connects to `port` in the pod and copies bytes both ways between it and
+/// channel `data`; a failure is written on channel `data + 1`.
+async fn forward_channel(
+    runner: Arc<dyn PodExec>,
+    pod: Arc<Pod>,
+    port: u16,
+    data: u8,
+    mut from_client: mpsc::Receiver<Bytes>,
+    out: mpsc::Sender<Vec<u8>>,
+) {
+    let conn = match connect(runner, pod, port).await {
+        Ok(c) => c,
+        Err(message) => {
+            let mut m = vec![data + 1];
+            m.extend_from_slice(message.as_bytes());
+            let _ = out.send(m).await;
+            return;
+        }
+    };
+    let (mut pod_rd, mut pod_wr) = conn.into_split();
+    let upstream = async move {
+        while let Some(bytes) = from_client.recv().await {
+            if pod_wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = pod_wr.shutdown().await;
+    };
+    let downstream = async move {
+        let mut buf = vec![0u8; CHUNK + 1];
+        loop {
+            buf[0] = data;
+            match pod_rd.read(&mut buf[1..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.send(buf[..=n].to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    // The pod closing its side ends the connection: the protocol has no
+    // half-close to tell the client.
+    tokio::select! {
+        _ = downstream => {}
+        _ = upstream => {}
+    }
+}
+
+/// A connection to `port` on the pod's loopback address, from inside its
+/// network namespace, or the error message for the client.
+async fn connect(
+    runner: Arc<dyn PodExec>,
+    pod: Arc<Pod>,
+    port: u16,
+) -> Result<tokio::net::TcpStream, String> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    tokio::task::spawn_blocking(move || runner.connect(&pod, port))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+        .and_then(|s| {
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("error forwarding port {port} to pod {name}: {e}"))
 }
 
 /// Carries the bytes of binary WebSocket messages to and from `pipe`, so
@@ -319,19 +534,8 @@ async fn forward(
         fin: true,
         data: Vec::new(),
     };
-    let name = pod.metadata.name.clone().unwrap_or_default();
     let connected = match port.parse::<u16>() {
-        Ok(p) if p > 0 => {
-            let pod = pod.clone();
-            tokio::task::spawn_blocking(move || runner.connect(&pod, p))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-                .and_then(|s| {
-                    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-                    tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())
-                })
-                .map_err(|e| format!("error forwarding port {p} to pod {name}: {e}"))
-        }
+        Ok(p) if p > 0 => connect(runner, pod, p).await,
         _ => Err(format!(
             "invalid port {port:?}: a port is a number from 1 to 65535"
         )),
@@ -382,4 +586,20 @@ async fn forward(
     };
     tokio::join!(upstream, downstream);
     let _ = out.send(fin(error)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_ports;
+
+    #[test]
+    fn ports_come_from_the_query_listed_or_repeated() {
+        assert_eq!(query_ports(Some("ports=8080,9090")), Ok(vec![8080, 9090]));
+        assert_eq!(query_ports(Some("ports=80&ports=443")), Ok(vec![80, 443]));
+        assert_eq!(query_ports(Some("ports=80%2C81")), Ok(vec![80, 81]));
+        for bad in ["ports=0", "ports=65536", "ports=http", "ports=", "x=1"] {
+            assert!(query_ports(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(query_ports(None).is_err());
+    }
 }
