@@ -148,7 +148,15 @@ struct PodEntry {
     /// The fast path was seen choosing the pod for new connections after
     /// its deletion: its process may hold connections not yet accepted.
     was_chosen: bool,
+    /// When such a pod was first seen drained (see [`DRAIN_SETTLE`]).
+    drained_at: Option<std::time::Instant>,
 }
+
+/// How long a pod the fast path chose must stay drained before it counts
+/// as drained: a SYN a worker had already sent it when the publisher took
+/// it out of the choice is then in its socket table (a worker writes a
+/// packet within microseconds of choosing its backend).
+const DRAIN_SETTLE: Duration = Duration::from_millis(10);
 
 /// A pod annotated with a network namespace path (`/var/run/netns/NAME`,
 /// `/proc/PID/ns/net`) joins that namespace instead of getting its own, as a
@@ -890,6 +898,7 @@ impl HostRuntime {
             volumes: HashMap::new(),
             payloads: HashMap::new(),
             was_chosen: false,
+            drained_at: None,
         };
         self.install(&mut self.pods.lock(), (ns, name), entry);
         Ok(adopted)
@@ -1428,6 +1437,7 @@ impl PodRuntime for HostRuntime {
             };
             if chosen {
                 entry.was_chosen = true;
+                entry.drained_at = None;
                 return false;
             }
             // Connections the fast path handed the pod and its process has
@@ -1442,10 +1452,17 @@ impl PodRuntime for HostRuntime {
                 .values_mut()
                 .find_map(|p| (!p.poll_exit()).then_some(p.pid))
         };
-        match pid.map(process::unaccepted_connections) {
-            Some(Ok(n)) => n == 0,
-            _ => true,
+        let waiting = matches!(pid.map(process::unaccepted_connections), Some(Ok(n)) if n > 0);
+        let mut pods = self.pods.lock();
+        let Some(entry) = pods.get_mut(&key(pod)) else {
+            return true;
+        };
+        if waiting {
+            entry.drained_at = None;
+            return false;
         }
+        let since = *entry.drained_at.get_or_insert_with(std::time::Instant::now);
+        since.elapsed() >= DRAIN_SETTLE
     }
 
     fn sync_volumes(&self, pod: &Pod, vols: &[PodVolume]) -> Result<(), String> {
@@ -1683,6 +1700,7 @@ impl PodRuntime for HostRuntime {
             volumes: HashMap::new(),
             payloads: HashMap::new(),
             was_chosen: false,
+            drained_at: None,
         };
         self.install(&mut pods, (ns, name), entry);
         Ok(ip.to_string())
