@@ -468,21 +468,34 @@ spec:
     )
 }
 
+/// The last `n` lines of `text`.
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// A client in the node namespace sending requests to `url` back to back
 /// until `stop` exists; prints `ok N fail M`.
 fn load_client(node: &KubeNode, url: &str, stop: &std::path::Path) -> Child {
     let code = format!(
-        r#"import os, urllib.request
+        r#"import http.client, os, time, urllib.parse
+u = urllib.parse.urlsplit({url:?})
 ok = fail = 0
 errors = []
 while not os.path.exists({stop:?}):
+    c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=5)
+    port = None
     try:
-        with urllib.request.urlopen({url:?}, timeout=5) as r:
-            r.read()
-            ok += 1
+        c.connect()
+        port = c.sock.getsockname()[1]
+        c.request("GET", u.path or "/")
+        c.getresponse().read()
+        ok += 1
     except Exception as e:
         fail += 1
-        errors.append(repr(e))
+        errors.append(f"{{e!r}} at {{time.time():.3f}} from port {{port}}")
+    finally:
+        c.close()
 print("ok", ok, "fail", fail, errors[:5], flush=True)
 "#,
         stop = stop.display().to_string()
@@ -529,8 +542,11 @@ fn root_rolling_update_under_load_fails_no_request_and_undo_restores() {
     let (ok, fail): (u64, u64) = (words[1].parse().unwrap(), words[3].parse().unwrap());
     assert!(ok > 0, "{report}");
     assert_eq!(
-        fail, 0,
-        "requests failed during the rolling update: {report}"
+        fail,
+        0,
+        "requests failed during the rolling update: {report}\ncounters: {}\nend of the daemon log:\n{}",
+        node.k(&["get", "--raw", "/podnet/v1/stats"]),
+        tail_lines(&node.log(), 60)
     );
 
     let after = pod_names(&node, "app=web");

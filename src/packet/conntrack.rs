@@ -764,6 +764,27 @@ impl Flow {
                 .is_ok()
     }
 
+    /// Claims a finished entry (CLOSE or TIME_WAIT, not dead) for the
+    /// drain, as an early drop does: a new SYN opens its tuple again.
+    #[inline]
+    fn claim_finished(&self) -> bool {
+        let cur = self.state.load(Ordering::Acquire);
+        cur & DEAD == 0
+            && matches!(
+                FlowState::from_u8(cur),
+                FlowState::Close | FlowState::TimeWait
+            )
+            && self
+                .state
+                .compare_exchange(
+                    cur,
+                    cur | DEAD | QUEUED,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
     /// Whether the entry may make room for a new flow (see
     /// [`early_droppable`]).
     pub fn can_early_drop(&self) -> bool {
@@ -1710,12 +1731,24 @@ impl ConnTrack {
         self.remove_with(retired, key)
     }
 
-    /// [`ConnTrack::remove`] if no other removal is under way (`None`
-    /// then): never waits, so the packet path may use it for its rare
-    /// cases (a new SYN on a finished flow's tuple).
-    pub fn try_remove(&self, key: &FlowKey) -> Option<Option<RemovedFlow>> {
-        let retired = self.removal.try_lock()?;
-        Some(self.remove_with(retired, key))
+    /// Retires a finished flow (CLOSE or TIME_WAIT) whose tuple a new
+    /// connection uses again (a client port used again): it is marked dead
+    /// at once, so lookups and inserts pass it by and the new connection
+    /// makes a flow of its own, and the control thread's drain unlinks it,
+    /// as after an early drop. Never waits (a removal in progress does not
+    /// matter): the packet path uses it. False if the flow is not finished
+    /// or was claimed already.
+    pub fn retire_finished(&self, flow: &Flow) -> bool {
+        if !flow.claim_finished() {
+            return false;
+        }
+        self.uncount(self.shares.slots(&flow.keys[0]));
+        let index = self.slab.index_of(flow as *const Flow);
+        if self.dead.push(index).is_err() {
+            // The queue is full: the next sweep unlinks it.
+            flow.state.fetch_and(!QUEUED, Ordering::AcqRel);
+        }
+        true
     }
 
     fn remove_with(

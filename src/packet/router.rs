@@ -1028,16 +1028,16 @@ impl Router {
         };
         // A new SYN on the tuple of a finished flow is a new connection,
         // as Linux conntrack treats it: the old entry goes and the service
-        // chooses a backend again (the old one may be terminating or gone).
-        // Only when no sweep holds the table's removal lock, so the packet
-        // path never waits; otherwise the tuple reopens as before.
+        // chooses a backend again (the old one may be terminating or gone;
+        // reopening the tuple towards it sent a rolling update's client,
+        // whose port came round again, to a pod that had stopped
+        // accepting).
         if let (Some((flow, Direction::Original)), Transport::Tcp { flags, .. }) =
             (&found, info.transport)
         {
             if flags.contains(TcpFlags::SYN)
                 && !flags.contains(TcpFlags::ACK)
-                && matches!(flow.state(), FlowState::Close | FlowState::TimeWait)
-                && matches!(self.conntrack.try_remove(&key), Some(Some(_)))
+                && self.conntrack.retire_finished(flow)
             {
                 found = None;
             }

@@ -644,3 +644,33 @@ fn a_guard_of_another_collector_is_refused() {
     let guard = handle.pin();
     let _ = ct.lookup(&entry(1, 1, 9).original, &guard);
 }
+
+#[test]
+fn a_finished_flow_is_retired_for_a_new_connection_even_during_a_removal() {
+    let ct = table(64);
+    let g = epoch::pin();
+    let e = entry(1, 1, 9);
+    let f = ct.insert(e, T0, &g).unwrap().flow;
+    // Live: not retired.
+    assert!(!ct.retire_finished(f));
+    f.track_tcp(Direction::Original, TcpFlags::RST, 100, 0);
+    assert_eq!(f.state(), FlowState::Close);
+    // A sweep or reset pass holds the removal lock: the packet path
+    // retires the finished flow all the same, and the tuple is free.
+    let busy = ct.removal.lock();
+    assert!(ct.retire_finished(f));
+    assert!(!ct.retire_finished(f), "claimed once");
+    assert!(ct.lookup(&e.original, &g).is_none());
+    assert_eq!(ct.len(), 0);
+    let again = ct
+        .insert(entry(1, 1, 10), T0, &g)
+        .expect("the tuple is free");
+    assert_eq!(again.flow.state(), FlowState::SynSent);
+    drop(busy);
+    drop(g);
+    // The control thread unlinks the retired entry; the new one stays.
+    ct.reclaim();
+    assert_eq!(ct.len(), 1);
+    let g = epoch::pin();
+    assert!(ct.lookup(&e.original, &g).is_some());
+}

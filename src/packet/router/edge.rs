@@ -237,8 +237,7 @@ impl Router {
     }
 
     /// Removes the flow whose key `key` is, if that flow is a TCP
-    /// connection already closed (CLOSE or TIME_WAIT) and no sweep holds
-    /// the table; whether it did.
+    /// connection already closed (CLOSE or TIME_WAIT); whether it did.
     fn release_finished(&self, key: &PackedKey, guard: &epoch::Guard) -> bool {
         let Some(found) = self
             .conntrack
@@ -246,13 +245,7 @@ impl Router {
         else {
             return false;
         };
-        if !matches!(found.flow.state(), FlowState::Close | FlowState::TimeWait) {
-            return false;
-        }
-        matches!(
-            self.conntrack.try_remove(&found.flow.original()),
-            Some(Some(_))
-        )
+        self.conntrack.retire_finished(found.flow)
     }
 
     /// ICMP echo (not fragmented): a tracked echo flow is translated (the
