@@ -745,14 +745,13 @@ impl Flow {
         }
     }
 
-    /// Claims the entry for an early drop if it may be dropped early (see
-    /// [`early_droppable`]), and marks it queued for the drain.
+    /// Claims the entry for the drain if its state byte passes `may`:
+    /// marks it dead and queued. An exchange from the state judged, so an
+    /// entry whose state moved meanwhile (a flow answered) is not claimed.
     #[inline]
-    fn claim_for_early_drop(&self) -> bool {
+    fn claim_for_drain(&self, may: impl Fn(u8) -> bool) -> bool {
         let cur = self.state.load(Ordering::Acquire);
-        // An exchange from the state judged, so a flow answered meanwhile
-        // is not dropped.
-        early_droppable(cur)
+        may(cur)
             && self
                 .state
                 .compare_exchange(
@@ -764,25 +763,24 @@ impl Flow {
                 .is_ok()
     }
 
+    /// Claims the entry for an early drop if it may be dropped early (see
+    /// [`early_droppable`]).
+    #[inline]
+    fn claim_for_early_drop(&self) -> bool {
+        self.claim_for_drain(early_droppable)
+    }
+
     /// Claims a finished entry (CLOSE or TIME_WAIT, not dead) for the
     /// drain, as an early drop does: a new SYN opens its tuple again.
     #[inline]
     fn claim_finished(&self) -> bool {
-        let cur = self.state.load(Ordering::Acquire);
-        cur & DEAD == 0
-            && matches!(
-                FlowState::from_u8(cur),
-                FlowState::Close | FlowState::TimeWait
-            )
-            && self
-                .state
-                .compare_exchange(
-                    cur,
-                    cur | DEAD | QUEUED,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
+        self.claim_for_drain(|s| {
+            s & DEAD == 0
+                && matches!(
+                    FlowState::from_u8(s),
+                    FlowState::Close | FlowState::TimeWait
                 )
-                .is_ok()
+        })
     }
 
     /// Whether the entry may make room for a new flow (see
@@ -1470,6 +1468,19 @@ impl ConnTrack {
         })
     }
 
+    /// Gives back the place of an entry claimed for the drain and queues
+    /// it there (the next sweep unlinks it if the queue is full).
+    fn queue_claimed(&self, flow: &Flow) {
+        self.uncount(self.shares.slots(&flow.keys[0]));
+        if self
+            .dead
+            .push(self.slab.index_of(flow as *const Flow))
+            .is_err()
+        {
+            flow.state.fetch_and(!QUEUED, Ordering::AcqRel);
+        }
+    }
+
     /// Gives back a place taken in the count and in a source's share.
     #[inline]
     fn uncount(&self, slots: ShareSlots) {
@@ -1494,13 +1505,8 @@ impl ConnTrack {
                 if f.hooks.load(Ordering::Acquire) & HOOKS_DONE != 0 && f.claim_for_early_drop() {
                     // The victim leaves the count and its source's share;
                     // the caller's flow has already taken its place.
-                    self.uncount(self.shares.slots(&f.keys[0]));
                     self.evictions.count(EvictReason::EarlyDrop, 1);
-                    let index = self.slab.index_of(cur.as_raw());
-                    if self.dead.push(index).is_err() {
-                        // The queue is full: the next sweep unlinks it.
-                        f.state.fetch_and(!QUEUED, Ordering::AcqRel);
-                    }
+                    self.queue_claimed(f);
                     return true;
                 }
                 seen += 1;
@@ -1742,12 +1748,7 @@ impl ConnTrack {
         if !flow.claim_finished() {
             return false;
         }
-        self.uncount(self.shares.slots(&flow.keys[0]));
-        let index = self.slab.index_of(flow as *const Flow);
-        if self.dead.push(index).is_err() {
-            // The queue is full: the next sweep unlinks it.
-            flow.state.fetch_and(!QUEUED, Ordering::AcqRel);
-        }
+        self.queue_claimed(flow);
         true
     }
 

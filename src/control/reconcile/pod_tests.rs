@@ -160,6 +160,19 @@ impl Node {
         self.objects.update_as(&p, None).unwrap();
     }
 
+    /// Deletes pod `name` as the API does (graceful: the kubelet stops it).
+    fn delete(&mut self, name: &str) {
+        self.objects
+            .delete(
+                kinds::of::<Pod>(),
+                Some("default"),
+                name,
+                DeleteOptions::default(),
+                self.now,
+            )
+            .unwrap();
+    }
+
     fn create(&mut self, spec: serde_json::Value) {
         self.objects
             .create(
@@ -295,15 +308,7 @@ fn deletion_terms_then_kills_then_removes() {
     let mut spec = pod_json("web", "Always", json!({}));
     spec["spec"]["terminationGracePeriodSeconds"] = 5.into();
     n.create(spec);
-    n.objects
-        .delete(
-            kinds::of::<Pod>(),
-            Some("default"),
-            "web",
-            DeleteOptions::default(),
-            n.now,
-        )
-        .unwrap();
+    n.delete("web");
     // SIGTERM only once the fast path sends it no new connection.
     n.rt.balanced.lock().insert("web".into());
     n.advance(Duration::ZERO);
@@ -331,15 +336,7 @@ fn deletion_terms_then_kills_then_removes() {
     let mut spec = pod_json("slow", "Always", json!({}));
     spec["spec"]["terminationGracePeriodSeconds"] = 5.into();
     n.create(spec);
-    n.objects
-        .delete(
-            kinds::of::<Pod>(),
-            Some("default"),
-            "slow",
-            DeleteOptions::default(),
-            n.now,
-        )
-        .unwrap();
+    n.delete("slow");
     n.advance(Duration::ZERO);
     for _ in 0..20 {
         n.advance(Duration::from_millis(200));
@@ -586,15 +583,7 @@ fn a_deleted_pod_still_balanced_to_gets_sigterm_after_the_drain_bound() {
     spec["spec"]["terminationGracePeriodSeconds"] = 30.into();
     n.create(spec);
     n.rt.balanced.lock().insert("web".into());
-    n.objects
-        .delete(
-            kinds::of::<Pod>(),
-            Some("default"),
-            "web",
-            DeleteOptions::default(),
-            n.now,
-        )
-        .unwrap();
+    n.delete("web");
     n.advance(Duration::ZERO);
     for _ in 0..9 {
         n.advance(Duration::from_secs(1));
