@@ -9,7 +9,7 @@
 #                                  only the API works), JSON and Table; median of 20
 #   api.watch_latency_ms           a pod deleted -> a watcher sees its endpoint not ready;
 #                                  median of 10
-#   api.fast_path_latency_ms       the same deletion -> the NAT table (/podnet/v1/nat) no
+#   api.fast_path_latency_ms       a pod deleted -> the NAT table (/podnet/v1/nat) no
 #                                  longer has the pod as a ready backend; median of 10
 #   api.apply_100_objects_s        kubectl apply -f of 100 ConfigMaps
 #   exec.roundtrip_ms              kubectl exec POD -- true, median of 20, beside

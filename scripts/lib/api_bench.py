@@ -91,23 +91,21 @@ def chosen_by_fast_path(ip):
                for b in rule["backends"])
 
 
-lat = []
-fast_path_lat = []
-for _ in range(10):
+def ready_victim():
+    """A ready pod of w, not being deleted, and its address."""
     pods = [p for p in core.list_namespaced_pod(ns, label_selector="app=w").items
             if ready(p) and not p.metadata.deletion_timestamp]
-    victim = pods[0].metadata.name
-    victim_ip = pods[0].status.pod_ip
-    while not chosen_by_fast_path(victim_ip):
-        time.sleep(0.01)
-    left_fast_path = []
+    return pods[0].metadata.name, pods[0].status.pod_ip
 
-    def poller():
-        # One GET of the NAT table takes about a millisecond.
-        while chosen_by_fast_path(victim_ip):
-            time.sleep(0.001)
-        left_fast_path.append(time.perf_counter())
-    p = threading.Thread(target=poller)
+
+def rolled_out():
+    subprocess.run(["kubectl", "rollout", "status", "-n", ns, "deployment/w", "--timeout=120s"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+lat = []
+for _ in range(10):
+    victim, _ = ready_victim()
     seen = threading.Event()
     disco = client.DiscoveryV1Api()
     rv = disco.list_namespaced_endpoint_slice(ns).metadata.resource_version
@@ -123,16 +121,28 @@ for _ in range(10):
     t.start()
     time.sleep(0.2)
     t0 = time.perf_counter()
-    p.start()
     core.delete_namespaced_pod(victim, ns)
     seen.wait(30)
     lat.append((time.perf_counter() - t0) * 1000)
     t.join()
-    p.join(30)
-    fast_path_lat.append((left_fast_path[0] - t0) * 1000)
-    subprocess.run(["kubectl", "rollout", "status", "-n", ns, "deployment/w", "--timeout=120s"], check=True,
-                   stdout=subprocess.DEVNULL)
+    rolled_out()
 print(f"api.watch_latency_ms: {statistics.median(lat):.2f}")
+
+# api.fast_path_latency_ms: the same deletion -> the NAT table no longer
+# has the pod as a ready backend (timed apart from the watch, so that the
+# polling does not slow the watcher down).
+fast_path_lat = []
+for _ in range(10):
+    victim, victim_ip = ready_victim()
+    while not chosen_by_fast_path(victim_ip):
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    core.delete_namespaced_pod(victim, ns)
+    # One GET of the NAT table takes about a millisecond.
+    while chosen_by_fast_path(victim_ip):
+        time.sleep(0.001)
+    fast_path_lat.append((time.perf_counter() - t0) * 1000)
+    rolled_out()
 print(f"api.fast_path_latency_ms: {statistics.median(fast_path_lat):.2f}")
 
 # api.apply_100_objects_s: kubectl apply of 100 ConfigMaps.
