@@ -223,7 +223,7 @@ async fn channel_session<S>(
             first.extend_from_slice(&port.to_le_bytes());
             let _ = out.send(first).await;
         }
-        let (tx, rx) = mpsc::channel::<Bytes>(IN_QUEUE);
+        let (tx, rx) = mpsc::channel::<Option<Bytes>>(IN_QUEUE);
         to_pod.push(tx);
         copies.push(tokio::spawn(forward_channel(
             runner.clone(),
@@ -260,7 +260,7 @@ async fn channel_session<S>(
                 continue;
             };
             if !payload.is_empty() {
-                let _ = tx.send(bytes.slice(1..)).await;
+                let _ = tx.send(Some(bytes.slice(1..))).await;
             }
         }
     };
@@ -282,7 +282,7 @@ async fn forward_channel(
     pod: Arc<Pod>,
     port: u16,
     data: u8,
-    mut from_client: mpsc::Receiver<Bytes>,
+    from_client: mpsc::Receiver<Option<Bytes>>,
     out: mpsc::Sender<Vec<u8>>,
 ) {
     let conn = match connect(runner, pod, port).await {
@@ -294,34 +294,18 @@ async fn forward_channel(
             return;
         }
     };
-    let (mut pod_rd, mut pod_wr) = conn.into_split();
-    let upstream = async move {
-        while let Some(bytes) = from_client.recv().await {
-            if pod_wr.write_all(&bytes).await.is_err() {
-                break;
-            }
-        }
-        let _ = pod_wr.shutdown().await;
-    };
-    let downstream = async move {
-        let mut buf = vec![0u8; CHUNK + 1];
-        loop {
-            buf[0] = data;
-            match pod_rd.read(&mut buf[1..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out.send(buf[..=n].to_vec()).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    };
+    let (pod_rd, pod_wr) = conn.into_split();
+    let downstream = pod_to_client(pod_rd, &out, |bytes| {
+        let mut m = Vec::with_capacity(bytes.len() + 1);
+        m.push(data);
+        m.extend_from_slice(bytes);
+        m
+    });
     // The pod closing its side ends the connection: the protocol has no
     // half-close to tell the client.
     tokio::select! {
         _ = downstream => {}
-        _ = upstream => {}
+        _ = client_to_pod(from_client, pod_wr) => {}
     }
 }
 
@@ -526,7 +510,7 @@ async fn forward(
     pod: Arc<Pod>,
     port: String,
     (error, data): (u32, u32),
-    mut from_client: mpsc::Receiver<Option<Bytes>>,
+    from_client: mpsc::Receiver<Option<Bytes>>,
     out: mpsc::Sender<Frame>,
 ) {
     let fin = |stream| Frame::Data {
@@ -555,37 +539,53 @@ async fn forward(
             return;
         }
     };
-    let (mut pod_rd, mut pod_wr) = conn.into_split();
-    let upstream = async move {
-        while let Some(Some(bytes)) = from_client.recv().await {
-            if pod_wr.write_all(&bytes).await.is_err() {
-                break;
-            }
+    let (pod_rd, pod_wr) = conn.into_split();
+    let downstream = async {
+        let frame = |bytes: &[u8]| Frame::Data {
+            stream: data,
+            fin: false,
+            data: bytes.to_vec(),
+        };
+        if pod_to_client(pod_rd, &out, frame).await {
+            let _ = out.send(fin(data)).await;
         }
-        let _ = pod_wr.shutdown().await;
     };
-    let out_down = out.clone();
-    let downstream = async move {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match pod_rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let frame = Frame::Data {
-                        stream: data,
-                        fin: false,
-                        data: buf[..n].to_vec(),
-                    };
-                    if out_down.send(frame).await.is_err() {
-                        return;
-                    }
+    tokio::join!(client_to_pod(from_client, pod_wr), downstream);
+    let _ = out.send(fin(error)).await;
+}
+
+/// Client bytes to the pod until the client's side ends (`None`, or the
+/// sender gone); then the pod's side is shut (FIN).
+async fn client_to_pod(
+    mut from_client: mpsc::Receiver<Option<Bytes>>,
+    mut pod: tokio::net::tcp::OwnedWriteHalf,
+) {
+    while let Some(Some(bytes)) = from_client.recv().await {
+        if pod.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    let _ = pod.shutdown().await;
+}
+
+/// The pod's bytes to the client, `frame`d in pieces of at most [`CHUNK`]
+/// bytes, until the pod's side ends (true) or the client is gone (false).
+async fn pod_to_client<T>(
+    mut pod: tokio::net::tcp::OwnedReadHalf,
+    out: &mpsc::Sender<T>,
+    frame: impl Fn(&[u8]) -> T,
+) -> bool {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match pod.read(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => {
+                if out.send(frame(&buf[..n])).await.is_err() {
+                    return false;
                 }
             }
         }
-        let _ = out_down.send(fin(data)).await;
-    };
-    tokio::join!(upstream, downstream);
-    let _ = out.send(fin(error)).await;
+    }
 }
 
 #[cfg(test)]
