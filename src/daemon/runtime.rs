@@ -237,6 +237,12 @@ impl ExitWatcher {
             std::thread::Builder::new()
                 .name("podnet-pidfd".into())
                 .spawn(move || {
+                    // An exit it reports is handled by the reconcilers'
+                    // thread: waking for each of thousands, it preempted
+                    // that thread instead of using the idle core.
+                    if let Err(e) = process::make_thread_background(0) {
+                        tracing::debug!("cannot make the exit watcher a background thread: {e}");
+                    }
                     let mut events = mio::Events::with_capacity(64);
                     loop {
                         if let Err(e) = poll.poll(&mut events, None) {

@@ -239,6 +239,27 @@ fn checked_pid(pid: u32) -> Result<Pid, SpawnError> {
     }
 }
 
+/// Makes the calling thread a background thread: scheduled as a batch
+/// thread (`SCHED_BATCH`: waking up, it never preempts a running thread;
+/// it waits for a free core or the next tick) at the nice value `nice`
+/// (Linux keeps both per thread). For work that should yield the CPU to
+/// the threads that reconcile and serve while thousands of pods go at once.
+pub fn make_thread_background(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no preconditions and touches no memory.
+    let tid = unsafe { libc::gettid() };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call; `tid`
+    // is this thread's id.
+    if unsafe { libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setpriority touches no memory; `tid` is this thread's id.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A process's start time, in clock ticks since boot (`/proc/PID/stat`,
 /// field 22): with the pid it names one process for the life of the
 /// system, so a pid reused by another process is never taken for it.
@@ -375,5 +396,33 @@ mod unaccepted_tests {
         assert_eq!(unaccepted_in(table), 3);
         assert_eq!(unaccepted_in(""), 0);
         assert_eq!(unaccepted_in("header\ngarbage line\n"), 0);
+    }
+}
+
+#[cfg(test)]
+mod background_tests {
+    use super::make_thread_background;
+
+    #[test]
+    fn a_background_thread_is_a_batch_thread_at_its_nice_value_and_others_are_not() {
+        let (policy, nice) = std::thread::spawn(|| {
+            make_thread_background(7).unwrap();
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            // SAFETY: plain queries of this thread's scheduling.
+            unsafe {
+                (
+                    libc::sched_getscheduler(tid),
+                    libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t),
+                )
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, libc::SCHED_BATCH);
+        assert_eq!(nice, 7);
+        // SAFETY: as above, for the test's own thread.
+        let here = unsafe { libc::sched_getscheduler(libc::gettid()) };
+        assert_eq!(here, libc::SCHED_OTHER, "only the calling thread changed");
     }
 }
