@@ -27,6 +27,7 @@ pub mod apply;
 pub mod body;
 pub mod discovery;
 pub mod exec;
+pub mod exec_spdy;
 pub mod logs;
 pub mod patch;
 pub mod portforward;
