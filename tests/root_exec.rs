@@ -1,15 +1,15 @@
 //! `kubectl exec` and `kubectl cp` against podnetd, with the real kubectl
-//! (WebSocket, v5.channel.k8s.io) and the Python client (v4): exit codes,
-//! stdout and stderr apart, stdin closed at its end, a terminal driven by a
-//! pseudo-terminal in the test, the pod's namespaces and environment, and
-//! errors that name the problem.
+//! (WebSocket, v5.channel.k8s.io, and SPDY/3.1 as kubectl falls back to it)
+//! and the Python client (v4): exit codes, stdout and stderr apart, stdin
+//! closed at its end, a terminal driven by a pseudo-terminal in the test,
+//! the pod's namespaces and environment, and errors that name the problem.
 //!
 //! Needs root (network namespaces); run with `cargo test --test root_exec`.
 
 mod daemon_support;
 mod kube_node;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use daemon_support::{run_timeout, text};
@@ -42,6 +42,35 @@ fn exec(node: &KubeNode, args: &[&str], stdin: Option<&str>) -> std::process::Ou
     let mut a = vec!["-n", node.namespace.as_str(), "exec"];
     a.extend_from_slice(args);
     node.kubectl(&a, stdin)
+}
+
+/// kubectl's switch to SPDY/3.1 for exec, as when the WebSocket upgrade
+/// is refused.
+const NO_WEBSOCKETS: (&str, &str) = ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+
+/// `kubectl exec` over SPDY/3.1.
+fn spdy_exec(node: &KubeNode, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut a = vec!["-n", node.namespace.as_str(), "exec"];
+    a.extend_from_slice(args);
+    let mut cmd = node.kubectl_command(&a);
+    cmd.env(NO_WEBSOCKETS.0, NO_WEBSOCKETS.1);
+    let Some(input) = stdin else {
+        return run_timeout(cmd, Duration::from_secs(180)).0;
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to = child.stdin.take().unwrap();
+    let input = input.to_string();
+    // Written beside the wait: kubectl reads its stdin as the pod takes it.
+    let writer = std::thread::spawn(move || to.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
 }
 
 #[test]
@@ -194,11 +223,10 @@ sys.stdout.write(out.decode(errors="replace"))
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
 
-#[test]
-fn root_kubectl_exec_with_a_terminal() {
-    let _serial = daemon_support::serial();
-    let node = KubeNode::start();
-    running_box(&node);
+/// `kubectl exec -it box -- sh` in a pseudo-terminal of 33 rows and 101
+/// columns, with `env` set for kubectl: the shell has a terminal of that
+/// size and its exit code comes back.
+fn check_terminal_session(node: &KubeNode, env: &[(&str, &str)]) {
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/var/run/netns/{}", node.netns))
         .args(["python3", "-c", TTY_DRIVER, "kubectl"])
@@ -207,7 +235,8 @@ fn root_kubectl_exec_with_a_terminal() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", node._tmp.path())
         .env("TERM", "xterm")
-        .env("KUBECONFIG", &node.kubeconfig);
+        .env("KUBECONFIG", &node.kubeconfig)
+        .envs(env.iter().copied());
     let (out, _) = run_timeout(cmd, Duration::from_secs(180));
     let seen = text(&out.stdout);
     assert_eq!(
@@ -222,6 +251,62 @@ fn root_kubectl_exec_with_a_terminal() {
         "the shell has a terminal:\n{seen}"
     );
     assert!(seen.contains("33 101"), "the terminal's size:\n{seen}");
+}
+
+#[test]
+fn root_kubectl_exec_with_a_terminal() {
+    let _serial = daemon_support::serial();
+    let node = KubeNode::start();
+    running_box(&node);
+    check_terminal_session(&node, &[]);
+}
+
+#[test]
+fn root_kubectl_exec_over_spdy() {
+    let _serial = daemon_support::serial();
+    let node = KubeNode::start();
+    running_box(&node);
+
+    // SPDY it is: a POST upgraded (the WebSocket's upgrade is a GET).
+    let out = spdy_exec(&node, &["-v=6", "box", "--", "true"], None);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}\n{}", node.log());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("POST") && l.contains("/exec?") && l.contains("101")),
+        "kubectl's requests:\n{log}"
+    );
+
+    // Exit code, stdout and stderr apart.
+    let out = spdy_exec(
+        &node,
+        &["box", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "exit code: {out:?}");
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err"), "{}", text(&out.stderr));
+
+    // stdin reaches the command, and its end (a FIN) ends the command.
+    let out = spdy_exec(&node, &["-i", "box", "--", "cat"], Some("hi\n"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "hi\n");
+    let input: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    let out = spdy_exec(&node, &["-i", "box", "--", "cat"], Some(&input));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), input, "cat echoed its stdin");
+
+    // A command that is not there.
+    let out = spdy_exec(&node, &["box", "--", "/no/such/command"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/no/such/command"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A terminal that follows kubectl's size.
+    check_terminal_session(&node, &[NO_WEBSOCKETS]);
 }
 
 #[test]
@@ -285,6 +370,11 @@ spec:
     ]);
     assert_eq!(node.k(&["logs", "flaky"]), "instance-2\n");
     assert_eq!(node.k(&["logs", "--previous", "flaky"]), "instance-1\n");
+    // The previous instance's lines keep their times.
+    let timed = node.k(&["logs", "--previous", "--timestamps", "flaky"]);
+    let (time, line) = timed.split_once(' ').unwrap();
+    assert_eq!(line, "instance-1\n");
+    assert!(time.len() == 30 && time.ends_with('Z'), "{timed}");
     assert_eq!(
         node.k(&["logs", "-p", "-f", "flaky", "-c", "main"]),
         "instance-1\n",

@@ -154,8 +154,18 @@ fn register_node(
     Ok(())
 }
 
-/// Container logs where the host runtime writes them.
-struct StateLogs(std::path::PathBuf);
+/// Container logs where the host runtime writes them, timed by its clock.
+struct StateLogs {
+    dir: std::path::PathBuf,
+    clock: Arc<super::log_clock::LogClock>,
+}
+
+impl StateLogs {
+    /// The clock's name for the log at `path` (a file in `dir`).
+    fn name<'a>(&self, path: &'a std::path::Path) -> Option<&'a str> {
+        path.strip_prefix(&self.dir).ok()?.to_str()
+    }
+}
 
 impl crate::api::kube::logs::LogSource for StateLogs {
     fn log_path(
@@ -170,7 +180,29 @@ impl crate::api::kube::logs::LogSource for StateLogs {
         } else {
             super::runtime::log_file_name(namespace, pod, container)
         };
-        Some(self.0.join(file))
+        Some(self.dir.join(file))
+    }
+
+    fn observe(&self, path: &std::path::Path) -> Option<u64> {
+        self.clock.observe(self.name(path)?)
+    }
+
+    fn times(
+        &self,
+        path: &std::path::Path,
+        from: u64,
+        to: u64,
+    ) -> crate::api::kube::logs::ByteTimes {
+        let records = self
+            .name(path)
+            .map(|n| self.clock.records(n, from, to))
+            .unwrap_or_default();
+        crate::api::kube::logs::ByteTimes::new(records)
+    }
+
+    fn offset_since(&self, path: &std::path::Path, since: i64) -> u64 {
+        self.name(path)
+            .map_or(0, |n| self.clock.offset_since(n, since))
     }
 }
 
@@ -385,7 +417,10 @@ pub fn run(
         config.api_listen,
         tls,
         KubeApi::new(objects.clone())
-            .with_logs(Arc::new(StateLogs(config.state_dir.join("logs"))))
+            .with_logs(Arc::new(StateLogs {
+                dir: config.state_dir.join("logs"),
+                clock: runtime.log_clock(),
+            }))
             .with_exec(runtime.clone())
             .with_metrics(Arc::new(NodeMetrics {
                 dataplane: dataplane.clone(),

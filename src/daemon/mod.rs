@@ -8,6 +8,7 @@
 //! | [`dns`] | the cluster DNS server (UDP and TCP at the node gateway, behind the `kube-dns` service) over [`crate::dns`] |
 //! | [`identity`] | a pod's host name, `/etc/hosts` and `/etc/resolv.conf`, as the kubelet writes them |
 //! | [`kube`] | the object store, the reconcilers, the Kubernetes API over HTTPS and the Unix socket, the node views |
+//! | [`log_clock`] | when each byte of a container's log was first seen (inotify on the log directory, an index per log) |
 //! | [`runtime`] | the kubelet's host side: pod namespaces, TUN devices, addresses, processes |
 //! | [`state_check`] | damaged or missing state files at start: IPAM rebuilt, everything reported |
 //! | [`volumes`] | pod volumes on the host: the atomic writer, hostPath checks, volume directories |
@@ -40,6 +41,7 @@ pub mod health_check;
 pub mod identity;
 pub mod janitor;
 pub mod kube;
+pub mod log_clock;
 pub mod metrics;
 pub mod node;
 pub mod policy;

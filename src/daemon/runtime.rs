@@ -9,7 +9,9 @@
 //! serves. A StatefulSet's pod takes its address with the IPAM identity
 //! `NS/NAME`, so it comes back with the same one. A container's process is
 //! the leader of its own process group (signals go to the group); its
-//! output is appended to `STATE/logs/NS_NAME_CONTAINER.log`.
+//! output is appended to `STATE/logs/NS_NAME_CONTAINER.log`, whose lines
+//! the [`LogClock`] times (renamed and removed through it, with their
+//! times).
 //!
 //! Exits are noticed by [`HostRuntime::reap`] (on SIGCHLD) and reported
 //! through the `exited` callback, so the kubelet looks at the pod at once.
@@ -38,6 +40,7 @@ use super::config::DaemonConfig;
 use super::dataplane::{Dataplane, UNPUBLISHED_MAX};
 use super::identity;
 use super::janitor;
+use super::log_clock::LogClock;
 use super::publish::ReadyBackends;
 use super::reclaim::Reclaimer;
 use super::volumes;
@@ -207,6 +210,8 @@ pub struct HostRuntime {
     /// deleted pod's logs does not look through every pod's (which made
     /// deleting every pod quadratic in their number).
     log_files: Mutex<Option<LogIndex>>,
+    /// When the bytes of the container logs were first seen.
+    log_clock: Arc<LogClock>,
     /// The addresses the fast path balances new connections to.
     ready_backends: Arc<ReadyBackends>,
 }
@@ -505,7 +510,9 @@ impl HostRuntime {
         exited: ExitNotice,
         ready_backends: Arc<ReadyBackends>,
     ) -> Self {
-        let _ = std::fs::create_dir_all(config.state_dir.join("logs"));
+        let logs = config.state_dir.join("logs");
+        let _ = std::fs::create_dir_all(&logs);
+        let log_clock = Arc::new(LogClock::start(&logs));
         Self {
             config,
             node_name,
@@ -518,6 +525,7 @@ impl HostRuntime {
             reclaim: Reclaimer::start().expect("a thread"),
             pods_unpublished: std::sync::atomic::AtomicUsize::new(0),
             log_files: Mutex::new(None),
+            log_clock,
             ready_backends,
         }
     }
@@ -530,12 +538,9 @@ impl HostRuntime {
             .join(log_file_name(namespace, name, container))
     }
 
-    /// The log of a container's instance before its last restart.
-    fn previous_log_path(&self, namespace: &str, name: &str, container: &str) -> PathBuf {
-        self.config
-            .state_dir
-            .join("logs")
-            .join(previous_log_file_name(namespace, name, container))
+    /// When the bytes of the container logs were first seen.
+    pub fn log_clock(&self) -> Arc<LogClock> {
+        self.log_clock.clone()
     }
 
     /// Publishes the fast path's pod table after a pod's removal: at once
@@ -1125,8 +1130,9 @@ impl HostRuntime {
             let _ = p.signal_group(Signal::SIGKILL);
             processes.push(p);
             if logs {
-                let _ = std::fs::remove_file(self.log_path(ns, name, &container));
-                let _ = std::fs::remove_file(self.previous_log_path(ns, name, &container));
+                self.log_clock.remove(&log_file_name(ns, name, &container));
+                self.log_clock
+                    .remove(&previous_log_file_name(ns, name, &container));
             }
         }
         let mut pins = None;
@@ -1761,11 +1767,13 @@ impl PodRuntime for HostRuntime {
         if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
             // The output of the instance before this one: kept for
             // `kubectl logs --previous` until the next restart.
-            if std::fs::rename(&path, self.previous_log_path(&ns, &name, container)).is_ok() {
-                self.note_log_file(
-                    &(ns.clone(), name.clone()),
-                    previous_log_file_name(&ns, &name, container),
-                );
+            let previous = previous_log_file_name(&ns, &name, container);
+            if self
+                .log_clock
+                .rename(&log_file_name(&ns, &name, container), &previous)
+                .is_ok()
+            {
+                self.note_log_file(&(ns.clone(), name.clone()), previous);
             }
         }
         let log = OpenOptions::new()
@@ -1946,9 +1954,8 @@ impl PodRuntime for HostRuntime {
             .get_or_insert_with(|| self.read_log_index())
             .remove(&k)
             .unwrap_or_default();
-        let dir = self.config.state_dir.join("logs");
         for f in files {
-            let _ = std::fs::remove_file(dir.join(f));
+            self.log_clock.remove(&f);
         }
     }
 }

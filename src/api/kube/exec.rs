@@ -1,15 +1,17 @@
 //! `pods/NAME/exec` (`kubectl exec`, and `kubectl cp`, which is exec of
 //! `tar`): a command run in a pod's namespaces, its stdin, stdout and
 //! stderr (or a terminal) carried over a WebSocket as the API server
-//! carries them for kubectl 1.30 and later.
+//! carries them for kubectl 1.30 and later, or over SPDY/3.1 as older
+//! clients (and kubectl, when the WebSocket upgrade is refused) ask.
 //!
-//! The subprotocol is `v5.channel.k8s.io` (kubectl's first choice) or
-//! `v4.channel.k8s.io` (the Python client's). Each binary message starts
-//! with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the closing `Status`
-//! (a failed command's exit code is its cause `ExitCode`, which kubectl
-//! exits with), 4 the terminal's size (`{"Width":W,"Height":H}`). In v5 the
-//! client closes stdin with `[255, 0]`. kubectl falls back to SPDY only
-//! when the upgrade is refused; SPDY is not served.
+//! [`RunningCommand`] is the command's side, whatever carries its streams.
+//! Over a WebSocket the subprotocol is `v5.channel.k8s.io` (kubectl's
+//! first choice) or `v4.channel.k8s.io` (the Python client's). Each binary
+//! message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the
+//! closing `Status` (a failed command's exit code is its cause `ExitCode`,
+//! which kubectl exits with), 4 the terminal's size
+//! (`{"Width":W,"Height":H}`). In v5 the client closes stdin with
+//! `[255, 0]`. The SPDY transport is [`super::exec_spdy`].
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -28,15 +30,15 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{failure, Body, Reject};
+use super::{exec_spdy, failure, Body, Reject};
 use crate::control::objects::{ObjectError, Objects};
 
-/// The subprotocols served, in order of preference.
+/// The WebSocket subprotocols served, in order of preference.
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
+pub(super) const STDOUT: u8 = 1;
+pub(super) const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 /// v5: `[CLOSE, channel]` half-closes a channel.
@@ -75,13 +77,13 @@ pub struct ExecChild {
 
 /// What the request asked for.
 #[derive(Debug, Default, PartialEq)]
-struct ExecRequest {
-    command: Vec<String>,
-    container: Option<String>,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
+pub(super) struct ExecRequest {
+    pub(super) command: Vec<String>,
+    pub(super) container: Option<String>,
+    pub(super) stdin: bool,
+    pub(super) stdout: bool,
+    pub(super) stderr: bool,
+    pub(super) tty: bool,
 }
 
 impl ExecRequest {
@@ -115,7 +117,7 @@ fn negotiate(offered: &str) -> Option<&'static str> {
 }
 
 /// The `Status` sent on the error channel when the command ends.
-fn exit_status(code: i32) -> serde_json::Value {
+pub(super) fn exit_status(code: i32) -> serde_json::Value {
     if code == 0 {
         return json!({"metadata": {}, "status": "Success"});
     }
@@ -129,7 +131,7 @@ fn exit_status(code: i32) -> serde_json::Value {
 }
 
 /// The `Status` sent when the command could not be started.
-fn start_failure(message: &str) -> serde_json::Value {
+pub(super) fn start_failure(message: &str) -> serde_json::Value {
     json!({
         "metadata": {},
         "status": "Failure",
@@ -156,26 +158,10 @@ pub fn serve(
     mut req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let asked = ExecRequest::parse(req.uri().query());
-    let header = |h: &str| header_text(&req, h);
-    let websocket = header("upgrade").eq_ignore_ascii_case("websocket");
-    let key = header("sec-websocket-key");
-    let Some(protocol) = negotiate(&header("sec-websocket-protocol")) else {
-        return failure(
-            400,
-            "BadRequest",
-            &format!(
-                "exec is served over a WebSocket with subprotocol {}; SPDY is not served (kubectl 1.30 and later use the WebSocket)",
-                PROTOCOLS.join(" or ")
-            ),
-        );
+    let transport = match Transport::of(&req) {
+        Ok(t) => t,
+        Err(r) => return r.into(),
     };
-    if !websocket || key.is_empty() {
-        return failure(
-            400,
-            "BadRequest",
-            "exec needs a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)",
-        );
-    }
     let pod = match stream_pod(objects, ns, name) {
         Ok(p) => p,
         Err(r) => return r.into(),
@@ -201,23 +187,95 @@ pub fn serve(
         Err(r) => return r.into(),
     };
     let upgrade = hyper::upgrade::on(&mut req);
+    let response = match &transport {
+        Transport::WebSocket { key, protocol } => Response::builder()
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+            .header("sec-websocket-protocol", *protocol),
+        Transport::Spdy { protocol, .. } => Response::builder()
+            .header("upgrade", "SPDY/3.1")
+            .header("x-stream-protocol-version", *protocol),
+    };
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
-            Ok(u) => u,
+            Ok(u) => TokioIo::new(u),
             Err(e) => {
                 tracing::debug!(error = %e, "exec: the upgrade did not complete");
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        run(ws, runner, pod, container, asked, protocol == PROTOCOLS[0]).await;
+        match transport {
+            Transport::WebSocket { protocol, .. } => {
+                let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+                run(ws, runner, pod, container, asked, protocol == PROTOCOLS[0]).await;
+            }
+            Transport::Spdy { version, .. } => {
+                exec_spdy::session(upgraded, version, runner, pod, container, asked).await;
+            }
+        }
     });
-    switching_protocols(
-        Response::builder()
-            .header("upgrade", "websocket")
-            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-            .header("sec-websocket-protocol", protocol),
-    )
+    switching_protocols(response)
+}
+
+/// How the client asked to carry the streams.
+enum Transport {
+    WebSocket {
+        key: String,
+        protocol: &'static str,
+    },
+    Spdy {
+        protocol: &'static str,
+        version: exec_spdy::Version,
+    },
+}
+
+impl Transport {
+    /// The upgrade `req` asks for, or why it cannot be served.
+    fn of(req: &Request<hyper::body::Incoming>) -> Result<Transport, Reject> {
+        let header = |h: &str| header_text(req, h);
+        let upgrade = header("upgrade");
+        if upgrade.eq_ignore_ascii_case("SPDY/3.1") {
+            // One header per protocol, as Go clients send them.
+            let offered: Vec<&str> = req
+                .headers()
+                .get_all("x-stream-protocol-version")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect();
+            if offered.is_empty() {
+                return Err(Reject::bad(
+                    "unable to upgrade: X-Stream-Protocol-Version is required".into(),
+                ));
+            }
+            return match exec_spdy::negotiate(&offered) {
+                Some((protocol, version)) => Ok(Transport::Spdy { protocol, version }),
+                None => Err(Reject::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {:?}",
+                        exec_spdy::PROTOCOLS
+                    ),
+                )),
+            };
+        }
+        let key = header("sec-websocket-key");
+        if !upgrade.eq_ignore_ascii_case("websocket") || key.is_empty() {
+            return Err(Reject::bad(
+                "exec needs an upgrade to a WebSocket (Upgrade: websocket, Sec-WebSocket-Key) or to SPDY/3.1".into(),
+            ));
+        }
+        match negotiate(&header("sec-websocket-protocol")) {
+            Some(protocol) => Ok(Transport::WebSocket { key, protocol }),
+            None => Err(Reject::bad(format!(
+                "exec is served over a WebSocket with subprotocol {}, or over SPDY/3.1",
+                PROTOCOLS.join(" or ")
+            ))),
+        }
+    }
 }
 
 /// The value of header `name` as text ("" when absent or not text).
@@ -277,10 +335,139 @@ pub(super) fn switching_protocols(headers: hyper::http::response::Builder) -> Re
 }
 
 /// What the client sent, for the command.
-enum Input {
+pub(super) enum Input {
     Data(Vec<u8>),
     /// Stdin closed.
     Close,
+}
+
+/// What the command sends towards the client.
+pub(super) enum Output {
+    /// Bytes on [`STDOUT`] (the terminal's too) or [`STDERR`].
+    Data(u8, Vec<u8>),
+    /// The command exited with this code, after its last output.
+    Exit(i32),
+}
+
+/// A command started for a client, whatever carries its streams: its
+/// output (read on threads of its own), its stdin (written on a thread of
+/// its own, through a bounded queue: a command that reads slowly, such as
+/// tar under kubectl cp, slows the client down instead of its input piling
+/// up here), its terminal.
+pub(super) struct RunningCommand {
+    /// The command's stdin, if the client asked for one.
+    stdin: Option<mpsc::Sender<Input>>,
+    terminal: Option<crate::sys::pty::Terminal>,
+    pid: u32,
+}
+
+impl RunningCommand {
+    /// Starts the command `asked` for in `container` of `pod`, with its
+    /// output and then its exit code to read; the message for the client
+    /// if it could not be started.
+    pub(super) async fn start(
+        runner: Arc<dyn PodExec>,
+        pod: Pod,
+        container: String,
+        asked: &ExecRequest,
+    ) -> Result<(RunningCommand, mpsc::Receiver<Output>), String> {
+        let started = {
+            let command = asked.command.clone();
+            let (tty, stdin) = (asked.tty, asked.stdin);
+            tokio::task::spawn_blocking(move || runner.exec(&pod, &container, &command, tty, stdin))
+                .await
+        };
+        let mut started = match started {
+            Ok(Ok(s)) => s,
+            Ok(Err(m)) => return Err(m),
+            Err(_) => return Err("the command could not be started".to_string()),
+        };
+        let (out_tx, output) = mpsc::channel::<Output>(16);
+        let mut readers = Vec::new();
+        let mut stdin: Option<Box<dyn Write + Send>> = None;
+        let mut terminal = None;
+        if let Some(t) = started.terminal.take() {
+            if let Ok(r) = t.try_clone_file() {
+                readers.push(spawn_reader(r, STDOUT, out_tx.clone()));
+            }
+            if asked.stdin {
+                stdin = t
+                    .try_clone_file()
+                    .ok()
+                    .map(|f| Box::new(f) as Box<dyn Write + Send>);
+            }
+            terminal = Some(t);
+        } else {
+            if let Some(o) = started.child.stdout.take() {
+                readers.push(spawn_reader(o, STDOUT, out_tx.clone()));
+            }
+            if let Some(e) = started.child.stderr.take() {
+                readers.push(spawn_reader(e, STDERR, out_tx.clone()));
+            }
+            stdin = started
+                .child
+                .stdin
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Write + Send>);
+        }
+        let pid = started.child.id();
+        let mut child = started.child;
+        std::thread::spawn(move || {
+            for r in readers {
+                let _ = r.join();
+            }
+            let code = match child.wait() {
+                Ok(status) => exit_code(status),
+                Err(_) => 1,
+            };
+            let _ = out_tx.blocking_send(Output::Exit(code));
+        });
+        let stdin = stdin.map(|mut w| {
+            let (tx, mut rx) = mpsc::channel::<Input>(STDIN_QUEUE);
+            std::thread::spawn(move || {
+                while let Some(Input::Data(d)) = rx.blocking_recv() {
+                    if w.write_all(&d).is_err() {
+                        break;
+                    }
+                }
+            });
+            tx
+        });
+        let command = RunningCommand {
+            stdin,
+            terminal,
+            pid,
+        };
+        Ok((command, output))
+    }
+
+    /// Passes `input` on to the command's stdin (dropped without one);
+    /// waits while its queue is full.
+    pub(super) async fn write(&self, input: Input) {
+        if let Some(tx) = &self.stdin {
+            let _ = tx.send(input).await;
+        }
+    }
+
+    /// Closes the command's stdin.
+    pub(super) fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sets the terminal's size from a `{"Width":W,"Height":H}` message.
+    pub(super) fn resize(&self, message: &[u8]) {
+        if let (Some(t), Some((w, h))) = (&self.terminal, parse_size(message)) {
+            let _ = t.set_size(w, h);
+        }
+    }
+
+    /// The client went away before the command ended: a terminal's session
+    /// is hung up, as a terminal closing does.
+    pub(super) fn hang_up(&self) {
+        if self.terminal.is_some() {
+            let _ = crate::sys::process::kill_group(self.pid, crate::sys::process::Signal::SIGHUP);
+        }
+    }
 }
 
 /// Carries the command's streams over the WebSocket until it exits (and
@@ -295,87 +482,25 @@ async fn run<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let started = {
-        let command = asked.command.clone();
-        let (tty, stdin) = (asked.tty, asked.stdin);
-        tokio::task::spawn_blocking(move || runner.exec(&pod, &container, &command, tty, stdin))
-            .await
-    };
-    let mut started = match started {
-        Ok(Ok(s)) => s,
-        failed => {
-            let message = match failed {
-                Ok(Err(m)) => m,
-                _ => "the command could not be started".to_string(),
-            };
-            let status = start_failure(&message).to_string();
-            let _ = ws.send(frame(ERROR, status.as_bytes())).await;
-            let _ = ws.close(Some(normal_closure())).await;
-            return;
-        }
-    };
-    // Output, then the closing status, from blocking threads.
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let mut readers = Vec::new();
-    let mut stdin: Option<Box<dyn Write + Send>> = None;
-    let mut terminal = None;
-    if let Some(t) = started.terminal.take() {
-        if let Ok(r) = t.try_clone_file() {
-            readers.push(spawn_reader(r, STDOUT, out_tx.clone()));
-        }
-        if asked.stdin {
-            stdin = t
-                .try_clone_file()
-                .ok()
-                .map(|f| Box::new(f) as Box<dyn Write + Send>);
-        }
-        terminal = Some(t);
-    } else {
-        if let Some(o) = started.child.stdout.take() {
-            readers.push(spawn_reader(o, STDOUT, out_tx.clone()));
-        }
-        if let Some(e) = started.child.stderr.take() {
-            readers.push(spawn_reader(e, STDERR, out_tx.clone()));
-        }
-        stdin = started
-            .child
-            .stdin
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Write + Send>);
-    }
-    let pid = started.child.id();
-    let mut child = started.child;
-    let done_tx = out_tx.clone();
-    drop(out_tx);
-    std::thread::spawn(move || {
-        for r in readers {
-            let _ = r.join();
-        }
-        let code = match child.wait() {
-            Ok(status) => exit_code(status),
-            Err(_) => 1,
-        };
-        let status = exit_status(code).to_string();
-        let _ = done_tx.blocking_send(frame(ERROR, status.as_bytes()));
-    });
-    // Stdin on a thread of its own, through a bounded queue: a command that
-    // reads slowly (tar under kubectl cp) slows the client down instead of
-    // its input piling up here.
-    let (in_tx, mut in_rx) = mpsc::channel::<Input>(STDIN_QUEUE);
-    if let Some(mut w) = stdin {
-        std::thread::spawn(move || {
-            while let Some(Input::Data(d)) = in_rx.blocking_recv() {
-                if w.write_all(&d).is_err() {
-                    break;
-                }
+    let (mut command, mut out_rx) =
+        match RunningCommand::start(runner, pod, container, &asked).await {
+            Ok(c) => c,
+            Err(message) => {
+                let status = start_failure(&message).to_string();
+                let _ = ws.send(frame(ERROR, status.as_bytes())).await;
+                let _ = ws.close(Some(normal_closure())).await;
+                return;
             }
-        });
-    }
+        };
     let (mut sink, mut source) = ws.split();
     // Output on a task of its own: waiting for room in stdin's queue must
     // never stop it (the command may be blocked writing its output).
     let mut output = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
+        while let Some(o) = out_rx.recv().await {
+            let m = match o {
+                Output::Data(channel, data) => frame(channel, &data),
+                Output::Exit(code) => frame(ERROR, exit_status(code).to_string().as_bytes()),
+            };
             if sink.send(m).await.is_err() {
                 return false;
             }
@@ -394,17 +519,9 @@ async fn run<S>(
             }
             incoming = source.next() => match incoming {
                 Some(Ok(Message::Binary(data))) => match data.split_first() {
-                    Some((&STDIN, rest)) => {
-                        let _ = in_tx.send(Input::Data(rest.to_vec())).await;
-                    }
-                    Some((&RESIZE, rest)) => {
-                        if let (Some(t), Some((w, h))) = (&terminal, parse_size(rest)) {
-                            let _ = t.set_size(w, h);
-                        }
-                    }
-                    Some((&CLOSE, [STDIN])) if v5 => {
-                        let _ = in_tx.send(Input::Close).await;
-                    }
+                    Some((&STDIN, rest)) => command.write(Input::Data(rest.to_vec())).await,
+                    Some((&RESIZE, rest)) => command.resize(rest),
+                    Some((&CLOSE, [STDIN])) if v5 => command.write(Input::Close).await,
                     _ => {}
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -412,11 +529,9 @@ async fn run<S>(
             },
         }
     }
-    drop(in_tx);
-    if !finished && terminal.is_some() {
-        // The client went away: hang up the terminal's session, as a
-        // terminal closing does.
-        let _ = crate::sys::process::kill_group(pid, crate::sys::process::Signal::SIGHUP);
+    command.close_stdin();
+    if !finished {
+        command.hang_up();
     }
 }
 
@@ -432,7 +547,7 @@ fn normal_closure() -> CloseFrame {
 fn spawn_reader(
     mut from: impl Read + Send + 'static,
     channel: u8,
-    to: mpsc::Sender<Message>,
+    to: mpsc::Sender<Output>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 32 * 1024];
@@ -441,7 +556,10 @@ fn spawn_reader(
                 // A terminal whose last user left reads EIO: its end.
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if to.blocking_send(frame(channel, &buf[..n])).is_err() {
+                    if to
+                        .blocking_send(Output::Data(channel, buf[..n].to_vec()))
+                        .is_err()
+                    {
                         break;
                     }
                 }

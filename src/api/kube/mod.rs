@@ -6,7 +6,9 @@
 //! | [`body`] | request bodies, read up to [`MAX_BODY`] (413 beyond) |
 //! | [`apply`] | `podnet apply -f`: manifests to server-side apply requests |
 //! | [`discovery`] | `/api`, `/apis`, resource lists, `/version`, OpenAPI v3 |
-//! | [`logs`] | `pods/NAME/log`: a container's output, tailed and followed |
+//! | [`logs`] | `pods/NAME/log`: a container's output, tailed, by time, with timestamps, followed |
+//! | [`exec`], [`exec_spdy`] | `pods/NAME/exec` over a WebSocket and over SPDY/3.1 |
+//! | [`portforward`], [`spdy`] | `pods/NAME/portforward`; the SPDY/3.1 framing both use |
 //! | [`table`] | `Table` answers for `kubectl get` |
 //! | [`status`] | `Status` error bodies |
 //! | [`protobuf`] | Kubernetes protobuf request bodies (`kubectl create KIND`) decoded to JSON |
@@ -27,6 +29,7 @@ pub mod apply;
 pub mod body;
 pub mod discovery;
 pub mod exec;
+pub mod exec_spdy;
 pub mod logs;
 pub mod patch;
 pub mod portforward;

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -43,7 +43,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::exec::{
     header_text, require_runner, require_running, stream_pod, switching_protocols, PodExec,
 };
-use super::spdy::{self, Decoder, Encoder, Frame};
+use super::spdy::{self, Frame, FrameReader};
 use super::{failure, Body};
 use crate::control::objects::Objects;
 
@@ -380,120 +380,101 @@ async fn session<T>(io: T, runner: Arc<dyn PodExec>, pod: Pod)
 where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out, mut out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
-    let writer = tokio::spawn(async move {
-        let mut enc = Encoder::default();
-        while let Some(f) = out_rx.recv().await {
-            if wr.write_all(&enc.encode(&f)).await.is_err() {
-                break;
-            }
-            if out_rx.is_empty() && wr.flush().await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    let (out, writer) = spdy::spawn_writer(wr, OUT_QUEUE);
     let pod = Arc::new(pod);
-    let mut dec = Decoder::default();
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut frames = FrameReader::new(rd);
     let mut opening: HashMap<String, Opening> = HashMap::new();
     let mut to_pod: HashMap<u32, mpsc::Sender<Option<Bytes>>> = HashMap::new();
     let mut copies: HashMap<u32, JoinHandle<()>> = HashMap::new();
-    'read: loop {
-        loop {
-            let frame = match dec.decode(&mut buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "port-forward: ending the session");
-                    let _ = out.send(Frame::GoAway { last_stream: 0 }).await;
-                    break 'read;
-                }
-            };
-            match frame {
-                Frame::SynStream {
-                    stream, headers, ..
-                } => {
-                    if out
-                        .send(Frame::SynReply {
-                            stream,
-                            headers: Vec::new(),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        break 'read;
-                    }
-                    let id = spdy::header(&headers, "requestid")
-                        .unwrap_or("")
-                        .to_string();
-                    let r = opening.entry(id.clone()).or_default();
-                    r.port = spdy::header(&headers, "port").map(str::to_string);
-                    match spdy::header(&headers, "streamtype") {
-                        Some("error") => r.error = Some(stream),
-                        Some("data") => {
-                            let (tx, rx) = mpsc::channel(IN_QUEUE);
-                            to_pod.insert(stream, tx);
-                            r.data = Some((stream, rx));
-                        }
-                        _ => {
-                            let _ = out
-                                .send(Frame::RstStream {
-                                    stream,
-                                    status: spdy::PROTOCOL_ERROR,
-                                })
-                                .await;
-                        }
-                    }
-                    if let Some(Opening {
-                        error: Some(error),
-                        data: Some((data, rx)),
-                        port,
-                    }) = (r.error.is_some() && r.data.is_some())
-                        .then(|| opening.remove(&id))
-                        .flatten()
-                    {
-                        let copy = tokio::spawn(forward(
-                            runner.clone(),
-                            pod.clone(),
-                            port.unwrap_or_default(),
-                            (error, data),
-                            rx,
-                            out.clone(),
-                        ));
-                        copies.insert(data, copy);
-                    }
-                }
-                Frame::Data { stream, fin, data } => {
-                    if let Some(tx) = to_pod.get(&stream).cloned() {
-                        let gone = !data.is_empty() && tx.send(Some(data.into())).await.is_err();
-                        if fin && !gone {
-                            let _ = tx.send(None).await;
-                        }
-                        if fin || gone {
-                            to_pod.remove(&stream);
-                        }
-                    }
-                }
-                Frame::RstStream { stream, .. } => {
-                    to_pod.remove(&stream);
-                    if let Some(c) = copies.remove(&stream) {
-                        c.abort();
-                    }
-                }
-                Frame::Ping { id } => {
-                    let _ = out.send(Frame::Ping { id }).await;
-                }
-                Frame::GoAway { .. } => break 'read,
-                Frame::SynReply { .. } | Frame::Ignored(_) => {}
+    loop {
+        let frame = match frames.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "port-forward: ending the session");
+                let _ = out.send(Frame::GoAway { last_stream: 0 }).await;
+                break;
             }
+        };
+        match frame {
+            Frame::SynStream {
+                stream, headers, ..
+            } => {
+                if out
+                    .send(Frame::SynReply {
+                        stream,
+                        headers: Vec::new(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                let id = spdy::header(&headers, "requestid")
+                    .unwrap_or("")
+                    .to_string();
+                let r = opening.entry(id.clone()).or_default();
+                r.port = spdy::header(&headers, "port").map(str::to_string);
+                match spdy::header(&headers, "streamtype") {
+                    Some("error") => r.error = Some(stream),
+                    Some("data") => {
+                        let (tx, rx) = mpsc::channel(IN_QUEUE);
+                        to_pod.insert(stream, tx);
+                        r.data = Some((stream, rx));
+                    }
+                    _ => {
+                        let _ = out
+                            .send(Frame::RstStream {
+                                stream,
+                                status: spdy::PROTOCOL_ERROR,
+                            })
+                            .await;
+                    }
+                }
+                if let Some(Opening {
+                    error: Some(error),
+                    data: Some((data, rx)),
+                    port,
+                }) = (r.error.is_some() && r.data.is_some())
+                    .then(|| opening.remove(&id))
+                    .flatten()
+                {
+                    let copy = tokio::spawn(forward(
+                        runner.clone(),
+                        pod.clone(),
+                        port.unwrap_or_default(),
+                        (error, data),
+                        rx,
+                        out.clone(),
+                    ));
+                    copies.insert(data, copy);
+                }
+            }
+            Frame::Data { stream, fin, data } => {
+                if let Some(tx) = to_pod.get(&stream).cloned() {
+                    let gone = !data.is_empty() && tx.send(Some(data.into())).await.is_err();
+                    if fin && !gone {
+                        let _ = tx.send(None).await;
+                    }
+                    if fin || gone {
+                        to_pod.remove(&stream);
+                    }
+                }
+            }
+            Frame::RstStream { stream, .. } => {
+                to_pod.remove(&stream);
+                if let Some(c) = copies.remove(&stream) {
+                    c.abort();
+                }
+            }
+            Frame::Ping { id } => {
+                let _ = out.send(Frame::Ping { id }).await;
+            }
+            Frame::GoAway { .. } => break,
+            Frame::SynReply { .. } | Frame::Ignored(_) => {}
         }
         copies.retain(|_, c| !c.is_finished());
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
     }
     for (_, c) in copies {
         c.abort();

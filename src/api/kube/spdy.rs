@@ -1,6 +1,11 @@
-//! SPDY/3.1 frames, sans-IO: the multiplexing `kubectl port-forward`
-//! speaks, inside a WebSocket (subprotocol `SPDY/3.1+portforward.k8s.io`,
-//! kubectl 1.31 and later) or over a connection upgraded to `SPDY/3.1`.
+//! SPDY/3.1 frames: the multiplexing `kubectl port-forward` speaks, inside
+//! a WebSocket (subprotocol `SPDY/3.1+portforward.k8s.io`, kubectl 1.31
+//! and later) or over a connection upgraded to `SPDY/3.1`, and `kubectl
+//! exec` over a connection upgraded to `SPDY/3.1` (older clients, or the
+//! WebSocket upgrade refused).
+//!
+//! [`Decoder`] and [`Encoder`] are sans-IO; [`FrameReader`] and
+//! [`spawn_writer`] drive them over a byte stream, for both sessions.
 //!
 //! A frame is 8 bytes of header and a payload. Control frames (high bit
 //! set) carry a version (3), a type, flags and a 24-bit length; data frames
@@ -16,6 +21,9 @@
 
 use bytes::{Buf, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// The preset dictionary for header blocks, from the SPDY/3 specification
 /// (1,423 bytes).
@@ -393,6 +401,61 @@ fn control(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     push_flags_len(&mut out, flags, payload.len());
     out.extend_from_slice(payload);
     out
+}
+
+/// Reads a peer's frames from a byte stream.
+pub struct FrameReader<R> {
+    rd: R,
+    dec: Decoder,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Frames from `rd`.
+    pub fn new(rd: R) -> Self {
+        FrameReader {
+            rd,
+            dec: Decoder::default(),
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
+    /// The next frame; `Ok(None)` once the peer has closed the stream (or
+    /// it failed). After an error the session must end.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(f) = self.dec.decode(&mut self.buf)? {
+                return Ok(Some(f));
+            }
+            match self.rd.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Starts a task that writes the frames sent to the returned queue (of
+/// `queue` frames) to `wr`, flushing whenever the queue is empty, and
+/// shuts `wr` down once every sender is gone (or writing fails).
+pub fn spawn_writer<W>(mut wr: W, queue: usize) -> (mpsc::Sender<Frame>, JoinHandle<()>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (out, mut out_rx) = mpsc::channel::<Frame>(queue);
+    let writer = tokio::spawn(async move {
+        let mut enc = Encoder::default();
+        while let Some(f) = out_rx.recv().await {
+            if wr.write_all(&enc.encode(&f)).await.is_err() {
+                break;
+            }
+            if out_rx.is_empty() && wr.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    (out, writer)
 }
 
 /// The value of header `name` (lower case) in `headers`; of several
