@@ -337,12 +337,6 @@ pub(crate) fn configure_eth0(
 ) -> Result<(), link::LinkError> {
     link::set_up("lo")?;
     link::set_mtu("eth0", mtu)?;
-    // Without it each pod's kernel sends router solicitations and duplicate
-    // address probes, which the fast path counts as spoofed. A kernel
-    // without IPv6 has nothing to quiet.
-    if let Err(e) = link::quiet_ipv6("eth0", v6.is_some()) {
-        tracing::debug!("cannot quiet IPv6 on the pod's eth0: {e}");
-    }
     link::add_address(
         "eth0",
         IpNet::from(ipnet::Ipv4Net::new(ip, 32).expect("/32")),

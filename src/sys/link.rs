@@ -70,31 +70,6 @@ pub fn set_up(ifname: &str) -> Result<(), LinkError> {
     })
 }
 
-/// Keeps IPv6 from speaking unasked on `ifname` (a pod's point-to-point
-/// `eth0`, where the fast path drops every packet whose source is not the
-/// pod's address): with `ipv6` false IPv6 is off on it; with `ipv6` true it
-/// gets no link-local address (`addr_gen_mode` none: no router
-/// solicitations from one) and no duplicate address detection of the
-/// addresses podnet gives it. Call before the interface goes up. Writes its
-/// sysctls under `/proc/sys/net`, which show the calling thread's namespace.
-pub fn quiet_ipv6(ifname: &str, ipv6: bool) -> io::Result<()> {
-    let settings: &[(&str, &str)] = if ipv6 {
-        &[
-            ("addr_gen_mode", "1"),
-            ("accept_dad", "0"),
-            ("router_solicitations", "0"),
-        ]
-    } else {
-        &[("disable_ipv6", "1")]
-    };
-    for (name, value) in settings {
-        let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{name}");
-        std::fs::write(&path, value)
-            .map_err(|e| io::Error::new(e.kind(), format!("writing {path}: {e}")))?;
-    }
-    Ok(())
-}
-
 /// Sets the interface MTU (`ip link set IF mtu N`).
 pub fn set_mtu(ifname: &str, mtu: u32) -> Result<(), LinkError> {
     with_netlink(|handle| async move {
