@@ -9,7 +9,7 @@
 mod daemon_support;
 mod kube_node;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::{run_timeout, text};
@@ -50,27 +50,11 @@ const NO_WEBSOCKETS: (&str, &str) = ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false
 
 /// `kubectl exec` over SPDY/3.1.
 fn spdy_exec(node: &KubeNode, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write;
     let mut a = vec!["-n", node.namespace.as_str(), "exec"];
     a.extend_from_slice(args);
     let mut cmd = node.kubectl_command(&a);
     cmd.env(NO_WEBSOCKETS.0, NO_WEBSOCKETS.1);
-    let Some(input) = stdin else {
-        return run_timeout(cmd, Duration::from_secs(180)).0;
-    };
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut to = child.stdin.take().unwrap();
-    let input = input.to_string();
-    // Written beside the wait: kubectl reads its stdin as the pod takes it.
-    let writer = std::thread::spawn(move || to.write_all(input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out
+    kube_node::run_with_stdin(cmd, stdin)
 }
 
 #[test]

@@ -125,26 +125,7 @@ impl KubeNode {
     /// kubectl in the node's network namespace (the API listens on its
     /// loopback), with only KUBECONFIG set.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = self.kubectl_command(args);
-        match stdin {
-            None => run_timeout(cmd, Duration::from_secs(180)).0,
-            Some(input) => {
-                use std::io::Write;
-                let mut child = cmd
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                child.wait_with_output().unwrap()
-            }
-        }
+        run_with_stdin(self.kubectl_command(args), stdin)
     }
 
     pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
@@ -229,4 +210,26 @@ impl Drop for KubeNode {
             .args(["netns", "del", &self.netns])
             .status();
     }
+}
+
+/// Runs `cmd` (at most 180 s without `stdin`), feeding it `stdin` if given.
+/// The input is written beside the wait: a command may read it only as it
+/// writes its output (kubectl exec reads its stdin as the pod takes it).
+pub fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let Some(input) = stdin else {
+        return run_timeout(cmd, Duration::from_secs(180)).0;
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || to.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
 }
