@@ -306,6 +306,14 @@ pub fn run(
     if let Some(pool) = config.lb_pool {
         objects = objects.with_admission(Arc::new(LoadBalancerIps::new(pool, &base)));
     }
+    // Events are written off the reconcilers' thread, and never preempt it.
+    let _event_writer = objects
+        .start_deferred_writer(|| {
+            if let Err(e) = crate::sys::process::make_thread_background(0) {
+                tracing::debug!("cannot make the event writer a background thread: {e}");
+            }
+        })
+        .map_err(DaemonError::Workers)?;
     register_node(&objects, &config, &node_name, edge.node_ip, now)
         .map_err(|e| state_err(&config, format!("cannot register the node: {e}")))?;
     crate::ingress::ensure_class(&objects, now).map_err(|e| {

@@ -19,6 +19,7 @@
 //! (`ownerReferences`) of a removed object are removed with it
 //! (background propagation), or freed of the reference (orphan).
 
+mod deferred;
 mod owners;
 pub mod selector;
 
@@ -34,6 +35,7 @@ use serde_json::{json, Value};
 
 use super::kinds::{self, CheckError, DecodeError, FieldError, Kind, KINDS};
 use super::store::{KvStore, Precondition, Revision, WatchError, WatchReceiver, WriteError};
+pub use deferred::{DeferredWrite, DeferredWriter};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
 
 /// Namespaces that always exist.
@@ -206,6 +208,8 @@ pub struct Objects {
     /// finalizer, with their kind: what
     /// [`Objects::finish_foreground_deletions`] looks at between full scans.
     foreground: Arc<parking_lot::Mutex<std::collections::BTreeMap<String, &'static Kind>>>,
+    /// The deferred writer's queue while it runs (see [`Objects::defer`]).
+    deferred: deferred::DeferredQueue,
 }
 
 /// `t` as a Kubernetes `Time` (second precision, as the API shows it).
@@ -282,6 +286,7 @@ impl Objects {
             admission: Vec::new(),
             owners: Arc::default(),
             foreground: Arc::default(),
+            deferred: Arc::default(),
         };
         let ns = kinds::of::<k8s_openapi::api::core::v1::Namespace>();
         for name in SYSTEM_NAMESPACES {

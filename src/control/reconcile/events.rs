@@ -36,7 +36,9 @@ fn fnv(s: &str) -> u64 {
 }
 
 /// Records an event about `involved` (`Normal` or `Warning`), from
-/// `component`. Failures are logged, never returned: an event is never
+/// `component`, at `now`. The write is deferred (see [`Objects::defer`]):
+/// as the kubelet's event recorder does, the action it reports does not
+/// wait for it. Failures are logged, never returned: an event is never
 /// worth failing the action it reports.
 pub fn record(
     objects: &Objects,
@@ -47,6 +49,34 @@ pub fn record(
     component: &str,
     now: SystemTime,
 ) {
+    let (reason, component) = (reason.to_string(), component.to_string());
+    objects.defer(move |objects| {
+        // A repeat written by another thread in between (the deferred
+        // writer's queue was full) makes the count update conflict: read
+        // it again.
+        for _ in 0..3 {
+            match write(
+                objects, &involved, warning, &reason, &message, &component, now,
+            ) {
+                Err(ObjectError::Conflict { .. } | ObjectError::AlreadyExists { .. }) => continue,
+                Err(e) => tracing::debug!(reason, "cannot record an event: {e}"),
+                Ok(()) => {}
+            }
+            return;
+        }
+    });
+}
+
+/// Writes an event, or counts a repeat of it up.
+fn write(
+    objects: &Objects,
+    involved: &ObjectReference,
+    warning: bool,
+    reason: &str,
+    message: &str,
+    component: &str,
+    now: SystemTime,
+) -> Result<(), ObjectError> {
     let ns = involved
         .namespace
         .clone()
@@ -57,7 +87,7 @@ pub fn record(
         involved.uid.clone().unwrap_or_default()
     );
     let name = format!("{obj_name}.{:016x}", fnv(&key));
-    let result = match objects.get_as::<Event>(Some(&ns), &name) {
+    match objects.get_as::<Event>(Some(&ns), &name) {
         Ok(mut e) => {
             e.count = Some(e.count.unwrap_or(1) + 1);
             e.last_timestamp = Some(kube_time(now));
@@ -70,9 +100,9 @@ pub fn record(
                     namespace: Some(ns.clone()),
                     ..Default::default()
                 },
-                involved_object: involved,
+                involved_object: involved.clone(),
                 reason: Some(reason.into()),
-                message: Some(message),
+                message: Some(message.into()),
                 type_: Some(if warning { "Warning" } else { "Normal" }.into()),
                 source: Some(EventSource {
                     component: Some(component.into()),
@@ -87,9 +117,6 @@ pub fn record(
             objects.create_as(Some(&ns), &e, now).map(|_| ())
         }
         Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::debug!(reason, "cannot record an event: {e}");
     }
 }
 
