@@ -71,10 +71,16 @@ struct Process {
     start_ticks: u64,
     started: SystemTime,
     exit: Option<(i32, SystemTime)>,
-    /// A child's pidfd, registered with the [`ExitWatcher`], which then
-    /// reports its exit (a SIGCHLD says only that some child exited).
-    exit_watch: Option<process::PidFd>,
+    /// A child watched by the [`ExitWatcher`] (a SIGCHLD says only that
+    /// some child exited): what it reaped of the child.
+    reaped: Option<ReapedExit>,
 }
+
+/// A watched child's exit code and time, once the [`ExitWatcher`] has
+/// reaped it (off the reconcilers' thread: reaping a process is a fifth of
+/// the work of its exit). Held while the child is signalled or waited for
+/// by pid, so that the watcher cannot free the pid in between.
+type ReapedExit = Arc<Mutex<Option<(i32, SystemTime)>>>;
 
 /// The exit code reported for an adopted process, whose real status only
 /// its parent could read: 137, as the kubelet reports a container it lost
@@ -84,7 +90,19 @@ const UNKNOWN_EXIT: i32 = 137;
 impl Process {
     /// Notices an exit; true if the process has exited (now or before).
     fn poll_exit(&mut self) -> bool {
+        let slot = self.reaped.clone();
+        let reaped = slot.as_ref().map(|s| s.lock());
+        self.poll_exit_held(reaped.as_deref().copied().flatten())
+    }
+
+    /// [`Process::poll_exit`] with the [`ReapedExit`] held by the caller,
+    /// which passes what it holds.
+    fn poll_exit_held(&mut self, reaped: Option<(i32, SystemTime)>) -> bool {
         if self.exit.is_some() {
+            return true;
+        }
+        if reaped.is_some() {
+            self.exit = reaped;
             return true;
         }
         let code = match &mut self.handle {
@@ -102,16 +120,22 @@ impl Process {
     /// Sends `sig` to the process group, unless the process has exited
     /// (its pid may be someone else's by now).
     fn signal_group(&mut self, sig: Signal) -> Result<(), String> {
-        if self.poll_exit() {
+        let slot = self.reaped.clone();
+        let reaped = slot.as_ref().map(|s| s.lock());
+        if self.poll_exit_held(reaped.as_deref().copied().flatten()) {
             return Ok(());
         }
+        // Not reaped, and the watcher cannot reap it while `reaped` is
+        // held: the pid is still the child's (a zombie at worst).
         process::kill_group(self.pid, sig).map_err(|e| e.to_string())
     }
 
     /// SIGKILL to the group, and the child reaped.
     fn kill(&mut self) {
         let _ = self.signal_group(Signal::SIGKILL);
-        if let Handle::Child(c) = &mut self.handle {
+        let slot = self.reaped.clone();
+        let reaped = slot.as_ref().map(|s| s.lock());
+        if let (Handle::Child(c), None) = (&mut self.handle, reaped.as_deref().copied().flatten()) {
             let _ = c.wait();
         }
     }
@@ -205,6 +229,9 @@ pub struct HostRuntime {
     /// Pods removed since the fast path's pod table was last published
     /// (see [`HostRuntime::publish_pods_soon`]).
     pods_unpublished: std::sync::atomic::AtomicUsize,
+    /// Pods with a child the [`ExitWatcher`] does not watch (its pidfd
+    /// could not be opened): what [`HostRuntime::reap`] looks at.
+    unwatched: Mutex<std::collections::HashSet<(String, String)>>,
     /// The container logs under `STATE/logs`, by pod: read from the
     /// directory on first use and kept up to date since, so removing a
     /// deleted pod's logs does not look through every pod's (which made
@@ -223,7 +250,7 @@ type LogIndex = HashMap<(String, String), std::collections::HashSet<String>>;
 /// exits through the runtime's `exited` callback.
 struct ExitWatcher {
     registry: mio::Registry,
-    waiting: Arc<Mutex<HashMap<usize, (String, String)>>>,
+    waiting: Arc<Mutex<HashMap<usize, Watched>>>,
     next: std::sync::atomic::AtomicUsize,
     stop: Arc<mio::Waker>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -231,14 +258,26 @@ struct ExitWatcher {
 
 const STOP: mio::Token = mio::Token(0);
 
+/// A process the [`ExitWatcher`] watches.
+struct Watched {
+    namespace: String,
+    name: String,
+    /// The watcher's own descriptor for the process.
+    fd: process::PidFd,
+    /// Where to put the exit of a child it reaps (none for an adopted
+    /// process, which is not ours to reap).
+    reaped: Option<ReapedExit>,
+}
+
 impl ExitWatcher {
     fn start(exited: ExitNotice) -> std::io::Result<ExitWatcher> {
         let mut poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let stop = Arc::new(mio::Waker::new(poll.registry(), STOP)?);
-        let waiting: Arc<Mutex<HashMap<usize, (String, String)>>> = Arc::default();
+        let waiting: Arc<Mutex<HashMap<usize, Watched>>> = Arc::default();
         let thread = {
             let waiting = waiting.clone();
+            let registry = poll.registry().try_clone()?;
             std::thread::Builder::new()
                 .name("podnet-pidfd".into())
                 .spawn(move || {
@@ -261,10 +300,20 @@ impl ExitWatcher {
                             if ev.token() == STOP {
                                 return;
                             }
-                            let pod = waiting.lock().remove(&ev.token().0);
-                            if let Some((ns, name)) = pod {
-                                exited(&ns, &name);
+                            let Some(w) = waiting.lock().remove(&ev.token().0) else {
+                                continue;
+                            };
+                            use std::os::fd::AsRawFd;
+                            let _ =
+                                registry.deregister(&mut mio::unix::SourceFd(&w.fd.as_raw_fd()));
+                            if let Some(slot) = &w.reaped {
+                                let mut slot = slot.lock();
+                                // An error: reaped already, by a kill.
+                                if let (None, Ok(Some(code))) = (*slot, w.fd.reap()) {
+                                    *slot = Some((code, SystemTime::now()));
+                                }
                             }
+                            exited(&w.namespace, &w.name);
                         }
                     }
                 })?
@@ -278,18 +327,37 @@ impl ExitWatcher {
         })
     }
 
-    /// Reports the exit of the process behind `fd` as the pod's.
-    fn watch(&self, fd: &process::PidFd, ns: &str, name: &str) -> std::io::Result<()> {
+    /// Reports the exit of the process behind `fd` as the pod's, having
+    /// reaped it into `reaped` if it is a child.
+    fn watch(
+        &self,
+        fd: &process::PidFd,
+        ns: &str,
+        name: &str,
+        reaped: Option<ReapedExit>,
+    ) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
+        let fd = fd.try_clone()?;
+        let raw = fd.as_raw_fd();
         let token = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.waiting
-            .lock()
-            .insert(token, (ns.to_string(), name.to_string()));
-        self.registry.register(
-            &mut mio::unix::SourceFd(&fd.as_raw_fd()),
+        self.waiting.lock().insert(
+            token,
+            Watched {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                fd,
+                reaped,
+            },
+        );
+        let registered = self.registry.register(
+            &mut mio::unix::SourceFd(&raw),
             mio::Token(token),
             mio::Interest::READABLE,
-        )
+        );
+        if registered.is_err() {
+            self.waiting.lock().remove(&token);
+        }
+        registered
     }
 }
 
@@ -518,6 +586,7 @@ impl HostRuntime {
             resetting: std::sync::atomic::AtomicBool::new(false),
             reclaim: Reclaimer::start().expect("a thread"),
             pods_unpublished: std::sync::atomic::AtomicUsize::new(0),
+            unwatched: Mutex::default(),
             log_files: Mutex::new(None),
             log_clock,
             ready_backends,
@@ -594,14 +663,44 @@ impl HostRuntime {
     /// Children and adopted processes with a pidfd are reported by the
     /// [`ExitWatcher`] instead, one pod per exit: looking at every process
     /// on every SIGCHLD made deleting all pods quadratic in their number.
+    /// Only the pods with an unwatched child are looked at (none, unless a
+    /// pidfd could not be opened): going through every pod on every
+    /// SIGCHLD, under the lock the reconcilers need, cost a deletion of
+    /// thousands of pods time in proportion to their square.
     pub fn reap(&self) {
-        let mut done = Vec::new();
-        for ((ns, name), entry) in self.pods.lock().iter_mut() {
-            for p in entry.containers.values_mut() {
-                let watched = p.exit_watch.is_some() || matches!(p.handle, Handle::Adopted(_));
-                if !watched && p.exit.is_none() && p.poll_exit() {
-                    done.push((ns.clone(), name.clone()));
+        let candidates: Vec<(String, String)> = self.unwatched.lock().iter().cloned().collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let (mut done, mut settled) = (Vec::new(), Vec::new());
+        {
+            let mut pods = self.pods.lock();
+            for key in candidates {
+                let Some(entry) = pods.get_mut(&key) else {
+                    settled.push(key);
+                    continue;
+                };
+                let mut running = false;
+                for p in entry.containers.values_mut() {
+                    let watched = p.reaped.is_some() || matches!(p.handle, Handle::Adopted(_));
+                    if watched || p.exit.is_some() {
+                        continue;
+                    }
+                    if p.poll_exit() {
+                        done.push(key.clone());
+                    } else {
+                        running = true;
+                    }
                 }
+                if !running {
+                    settled.push(key);
+                }
+            }
+        }
+        {
+            let mut unwatched = self.unwatched.lock();
+            for key in &settled {
+                unwatched.remove(key);
             }
         }
         for (ns, name) in done {
@@ -858,7 +957,7 @@ impl HostRuntime {
             let Ok(fd) = process::PidFd::open(pid) else {
                 continue;
             };
-            if let Err(e) = self.watcher.watch(&fd, &ns, &name) {
+            if let Err(e) = self.watcher.watch(&fd, &ns, &name, None) {
                 tracing::warn!(pod = %name, pid, "cannot watch the adopted process: {e}");
                 continue;
             }
@@ -876,7 +975,7 @@ impl HostRuntime {
                     start_ticks: start,
                     started,
                     exit: None,
-                    exit_watch: None,
+                    reaped: None,
                 },
             );
         }
@@ -1808,9 +1907,18 @@ impl PodRuntime for HostRuntime {
         let pid = child.id();
         // Not reaped until this pod's processes are looked at, so the pid
         // is still the child's (a zombie at worst).
-        let exit_watch = process::PidFd::open(pid)
+        let reaped: ReapedExit = Arc::default();
+        let reaped = process::PidFd::open(pid)
             .ok()
-            .filter(|fd| self.watcher.watch(fd, &ns, &name).is_ok());
+            .filter(|fd| {
+                self.watcher
+                    .watch(fd, &ns, &name, Some(reaped.clone()))
+                    .is_ok()
+            })
+            .map(|_| reaped);
+        if reaped.is_none() {
+            self.unwatched.lock().insert((ns.clone(), name.clone()));
+        }
         entry.containers.insert(
             container.to_string(),
             Process {
@@ -1819,7 +1927,7 @@ impl PodRuntime for HostRuntime {
                 start_ticks: process::start_time(pid).unwrap_or(0),
                 started: SystemTime::now(),
                 exit: None,
-                exit_watch,
+                reaped,
             },
         );
         Ok(())
