@@ -10,6 +10,13 @@ use clap::Parser;
 use ipnet::{Ipv4Net, Ipv6Net};
 use podnet::daemon::{self, DaemonConfig};
 
+/// mimalloc rather than glibc's malloc: the API and the reconcilers build
+/// and drop JSON for every object they touch, and glibc's allocator spent
+/// a growing share of a deletion of thousands of pods consolidating its
+/// free lists (`malloc_consolidate`, `unlink_chunk`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kubernetes-style node networking that serves the Kubernetes API: pod
 /// IPs, service virtual IPs, a userspace NAT fast path, and kubectl.
 #[derive(Parser, Debug)]
