@@ -194,8 +194,15 @@ pub const ATTACH_NETNS_ANNOTATION: &str = "podnet.io/netns";
 
 /// The lowest data-plane link id no pod uses.
 fn next_pod_id(pods: &HashMap<(String, String), PodEntry>) -> PodId {
-    let used: std::collections::HashSet<u32> = pods.values().map(|e| e.id.0).collect();
-    PodId((1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX - 1))
+    // One of 1..=len+1 is free: a bitmap of those, not a hash set (hashing
+    // every pod's id made each install cost microseconds per pod).
+    let mut used = vec![false; pods.len() + 2];
+    for e in pods.values() {
+        if let Some(u) = used.get_mut(e.id.0 as usize) {
+            *u = true;
+        }
+    }
+    PodId((1..used.len()).find(|&i| !used[i]).map_or(u32::MAX - 1, |i| i as u32))
 }
 
 impl PodEntry {
