@@ -282,7 +282,8 @@ impl IngressProxy {
                                 proxy::serve(l, tls, ctx.clone(), stopped.clone()).await;
                             }
                         };
-                        tokio::join!(a, b);
+                        let c = ctx.reap_idle(stopped.clone());
+                        tokio::join!(a, b, c);
                     });
                     runtime.shutdown_timeout(Duration::from_secs(2));
                 })

@@ -32,22 +32,25 @@
 //! method, host, path, status, upstream, duration in ms until the
 //! response head.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Body as _;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -63,13 +66,13 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long idle upstream connections are kept for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// How many idle connections to one upstream address are kept.
+const POOL_MAX_IDLE: usize = 256;
 
-/// What every connection's requests share.
+/// What every connection's requests share: one per ingress thread.
 pub(crate) struct Context {
     pub shared: Arc<Shared>,
-    pub client: Client<HttpConnector, ProxyBody>,
-    /// No pool: a retry's connection is always a new one.
-    fresh: Client<HttpConnector, ProxyBody>,
+    pool: Arc<UpstreamPool>,
     pub upstream_timeout: Duration,
     /// Turns over a headless service's endpoints.
     next: AtomicUsize,
@@ -77,26 +80,216 @@ pub(crate) struct Context {
 
 impl Context {
     pub(crate) fn new(shared: Arc<Shared>, upstream_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(upstream_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
-        let fresh = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .timer(TokioTimer::new())
-            .build(connector);
         Context {
             shared,
-            client,
-            fresh,
+            pool: Arc::new(UpstreamPool::default()),
             upstream_timeout,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// Closes upstream connections idle longer than [`POOL_IDLE`], until
+    /// `stop`.
+    pub(crate) async fn reap_idle(&self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(POOL_IDLE / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.pool.reap(Instant::now()),
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Keep-alive HTTP/1.1 connections to services, by address. Each ingress
+/// thread has its own (its connections live on its runtime), so the lock
+/// is never contended; a connection goes back when its response body has
+/// been read or dropped, and is taken newest first.
+#[derive(Default)]
+struct UpstreamPool {
+    idle: Mutex<HashMap<SocketAddr, Vec<IdleConn>>>,
+}
+
+struct IdleConn {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// Why a request could not be sent to a service.
+#[derive(Debug)]
+enum UpstreamError {
+    Connect(std::io::Error),
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Connect(e) => write!(f, "connect: {e}"),
+            UpstreamError::Http(e) => match std::error::Error::source(e) {
+                Some(s) => write!(f, "{e}: {s}"),
+                None => write!(f, "{e}"),
+            },
+        }
+    }
+}
+
+/// A response from a service, and the connection it came on until its
+/// body is done.
+struct Upstream {
+    response: Response<Incoming>,
+    lease: Lease,
+}
+
+/// A connection in use; back to its pool when dropped.
+struct Lease {
+    pool: Arc<UpstreamPool>,
+    addr: SocketAddr,
+    sender: Option<SendRequest<ProxyBody>>,
+}
+
+impl Lease {
+    /// The connection, no longer to be pooled (an upgraded one).
+    fn detach(mut self) -> Option<SendRequest<ProxyBody>> {
+        self.sender.take()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put(self.addr, sender);
+        }
+    }
+}
+
+impl UpstreamPool {
+    fn put(&self, addr: SocketAddr, sender: SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        let conns = idle.entry(addr).or_default();
+        if conns.len() < POOL_MAX_IDLE {
+            conns.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// The newest idle connection to `addr` that is still open.
+    fn take(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock();
+        let conns = idle.get_mut(&addr)?;
+        while let Some(c) = conns.pop() {
+            if !c.sender.is_closed() && c.since.elapsed() < POOL_IDLE {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn reap(&self, now: Instant) {
+        let mut idle = self.idle.lock();
+        idle.retain(|_, conns| {
+            conns.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < POOL_IDLE);
+            !conns.is_empty()
+        });
+    }
+
+    /// A new connection to `addr`, its driver spawned on this thread.
+    async fn connect(addr: SocketAddr) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(UpstreamError::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("ingress: upstream connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` to `addr` on an idle connection, or a new one if there
+    /// is none (or `fresh`). A request that a pooled connection turned
+    /// down unsent (it was closing) goes on the next one.
+    async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut req: Request<ProxyBody>,
+        fresh: bool,
+    ) -> Result<Upstream, UpstreamError> {
+        loop {
+            let pooled = if fresh { None } else { self.take(addr) };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => Self::connect(addr).await?,
+            };
+            // A pooled connection may still be finishing its last response.
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(UpstreamError::Http(e));
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    return Ok(Upstream {
+                        response,
+                        lease: Lease {
+                            pool: self.clone(),
+                            addr,
+                            sender: Some(sender),
+                        },
+                    })
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => return Err(UpstreamError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// A service's response body; its connection goes back to the pool as
+/// soon as the body ends (or is dropped).
+struct PooledBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.lease = None,
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.lease = None,
+            _ => {}
+        }
+        frame.map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -244,14 +437,9 @@ async fn forward(
     let upgrade = upgrade_of(&req);
     let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = match format!("http://{addr}{pq}").parse() {
-        Ok(u) => u,
-        Err(_) => return answer(StatusCode::BAD_REQUEST, "400 Bad Request: bad path"),
+    parts.uri = match origin_form(&parts.uri) {
+        Some(u) => u,
+        None => return answer(StatusCode::BAD_REQUEST, "400 Bad Request: bad path"),
     };
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
@@ -292,15 +480,18 @@ async fn forward(
     let t0 = Instant::now();
     let mut sent = tokio::time::timeout(
         ctx.upstream_timeout,
-        ctx.client.request(Request::from_parts(parts, body)),
+        ctx.pool.send(addr, Request::from_parts(parts, body), false),
     )
     .await;
     if let (Ok(Err(e)), Some(again)) = (&sent, again) {
         tracing::debug!(%addr, "ingress: upstream failed ({e}); sending the request again on a new connection");
         let left = ctx.upstream_timeout.saturating_sub(t0.elapsed());
-        sent = tokio::time::timeout(left, ctx.fresh.request(again)).await;
+        sent = tokio::time::timeout(left, ctx.pool.send(addr, again, true)).await;
     }
-    let mut resp = match sent {
+    let Upstream {
+        response: mut resp,
+        lease,
+    } = match sent {
         Err(_) => {
             return answer(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -311,9 +502,7 @@ async fn forward(
             )
         }
         Ok(Err(e)) => {
-            let why = std::error::Error::source(&e)
-                .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-            tracing::debug!(%addr, "ingress: upstream failed: {why}");
+            tracing::debug!(%addr, "ingress: upstream failed: {e}");
             return answer(
                 StatusCode::BAD_GATEWAY,
                 "502 Bad Gateway: the service refused or dropped the connection",
@@ -329,8 +518,12 @@ async fn forward(
             );
         };
         let service_side = hyper::upgrade::on(&mut resp);
+        // The connection is the upgraded stream's now, never pooled again.
+        let conn = lease.detach();
         tokio::spawn(async move {
-            match tokio::try_join!(client_side, service_side) {
+            let upgraded = tokio::try_join!(client_side, service_side);
+            drop(conn);
+            match upgraded {
                 Ok((c, s)) => {
                     let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
                     let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
@@ -350,7 +543,26 @@ async fn forward(
         return Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed());
     }
     strip_hop_by_hop(resp.headers_mut());
-    resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
+    resp.map(|body| {
+        PooledBody {
+            body,
+            lease: Some(lease),
+        }
+        .boxed()
+    })
+}
+
+/// The request target as sent to a service: the path and query only.
+fn origin_form(uri: &Uri) -> Option<Uri> {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => {
+            let mut parts = hyper::http::uri::Parts::default();
+            parts.path_and_query = Some(pq.clone());
+            Uri::from_parts(parts).ok()
+        }
+        Some(_) => None,
+        None => Some(Uri::from_static("/")),
+    }
 }
 
 /// Whether a request with this method may be sent twice (RFC 9110 9.2.2).
