@@ -309,7 +309,7 @@ fn answer(status: StatusCode, text: &str) -> Response<ProxyBody> {
 }
 
 /// Headers that concern one connection only (RFC 9110 7.6.1).
-const HOP_BY_HOP: &[HeaderName] = &[
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -317,7 +317,15 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Drops hop-by-hop headers, those `Connection` names included.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -328,10 +336,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named.iter().chain(HOP_BY_HOP) {
-        headers.remove(n);
-    }
-    for n in ["keep-alive", "proxy-connection"] {
+    for n in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(n);
     }
 }
@@ -353,35 +358,75 @@ fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// The request's host as the client sent it (`Host`, else the h2 authority).
-fn host_of(req: &Request<Incoming>) -> String {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default()
+fn host_of(req: &Request<Incoming>) -> HeaderValue {
+    match req.headers().get(header::HOST) {
+        Some(h) if h.to_str().is_ok() => h.clone(),
+        _ => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    }
+}
+
+/// A client connection as the forwarded headers describe it, made once per
+/// connection rather than per request.
+pub(crate) struct Peer {
+    addr: SocketAddr,
+    /// `X-Real-IP`, and `X-Forwarded-For` of a request that has none.
+    ip: HeaderValue,
+    /// `X-Forwarded-Port`: the port the client connected to.
+    port: HeaderValue,
+    /// `X-Forwarded-Proto`.
+    scheme: &'static str,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, local: SocketAddr, scheme: &'static str) -> Peer {
+        Peer {
+            addr,
+            ip: HeaderValue::from_str(&addr.ip().to_string())
+                .expect("an IP address is a header value"),
+            port: HeaderValue::from(local.port()),
+            scheme,
+        }
+    }
+}
+
+/// The access log's `upstream`: `-` (no rule), the backend's name (no
+/// ready endpoint), or the name and the address the request went to.
+struct UpstreamField<'a>(Option<(&'a str, Option<SocketAddr>)>);
+
+impl std::fmt::Display for UpstreamField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("-"),
+            Some((name, None)) => f.write_str(name),
+            Some((name, Some(addr))) => write!(f, "{name} {addr}"),
+        }
+    }
 }
 
 /// Serves one request: route, forward, log.
 pub(crate) async fn handle(
     ctx: Arc<Context>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    local: SocketAddr,
-    scheme: &'static str,
+    peer: Arc<Peer>,
 ) -> Response<ProxyBody> {
     let t0 = Instant::now();
     let method = req.method().clone();
     let host = host_of(&req);
-    let path = req.uri().path().to_string();
-    let backend = ctx.shared.routes.load().route(&host, &path).cloned();
-    let (response, upstream) = match backend {
+    let host_str = host.to_str().unwrap_or("");
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let backend = ctx.shared.routes.load().route(host_str, path).cloned();
+    let (response, upstream) = match &backend {
         None => (
             answer(
                 StatusCode::NOT_FOUND,
                 "404 Not Found: no Ingress rule for this host and path",
             ),
-            "-".to_string(),
+            UpstreamField(None),
         ),
         Some(b) => {
             let addr = match &b.target {
@@ -400,11 +445,11 @@ pub(crate) async fn handle(
                         StatusCode::SERVICE_UNAVAILABLE,
                         &format!("503 Service Unavailable: {}", b.name),
                     ),
-                    b.name.clone(),
+                    UpstreamField(Some((&b.name, None))),
                 ),
                 Some(addr) => {
-                    let r = forward(&ctx, req, addr, &host, peer, local, scheme).await;
-                    (r, format!("{} {addr}", b.name))
+                    let r = forward(&ctx, req, addr, &host, &peer).await;
+                    (r, UpstreamField(Some((&b.name, Some(addr)))))
                 }
             }
         }
@@ -412,12 +457,12 @@ pub(crate) async fn handle(
     tracing::info!(
         target: "podnet::ingress::access",
         %method,
-        host = %host,
+        host = %host_str,
         path = %path,
         status = response.status().as_u16(),
         upstream = %upstream,
         duration_ms = t0.elapsed().as_millis() as u64,
-        client = %peer.ip(),
+        client = %peer.addr.ip(),
         "ingress request"
     );
     response
@@ -429,10 +474,8 @@ async fn forward(
     ctx: &Context,
     mut req: Request<Incoming>,
     addr: SocketAddr,
-    host: &str,
-    peer: SocketAddr,
-    local: SocketAddr,
-    scheme: &'static str,
+    host: &HeaderValue,
+    peer: &Peer,
 ) -> Response<ProxyBody> {
     let upgrade = upgrade_of(&req);
     let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -448,23 +491,20 @@ async fn forward(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, proto.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(host) {
-        h.insert(header::HOST, v.clone());
-        h.insert("x-forwarded-host", v);
-    }
-    let client_ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(before) if !before.trim().is_empty() => format!("{before}, {client_ip}"),
-        _ => client_ip.clone(),
+    h.insert(header::HOST, host.clone());
+    h.insert(X_FORWARDED_HOST, host.clone());
+    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(before) if !before.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{before}, {}", peer.addr.ip())).ok()
+        }
+        _ => Some(peer.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&client_ip) {
-        h.insert("x-real-ip", v);
-    }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    h.insert("x-forwarded-port", HeaderValue::from(local.port()));
+    h.insert(X_REAL_IP, peer.ip.clone());
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
+    h.insert(X_FORWARDED_PORT, peer.port.clone());
 
     // A copy to send again if the connection fails (see the module doc).
     let again =
@@ -604,15 +644,14 @@ pub(crate) async fn serve(
             _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
+        let client = Arc::new(Peer::new(peer, local, scheme));
         let ctx = ctx.clone();
         let tls = tls.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(handle(ctx, req, peer, local, scheme).await)
-                }
+                let (ctx, client) = (ctx.clone(), client.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, client).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
