@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "info".to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        .with_writer(podnet::ingress::access_log::LogWriter)
         .init();
 
     let mut config = match &args.config {

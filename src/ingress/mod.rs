@@ -7,6 +7,7 @@
 //! | [`tls`] | certificates from `kubernetes.io/tls` Secrets, picked by SNI; the default self-signed one |
 //! | [`proxy`] | the listeners and the forwarding: headers, streaming, upgrades, 404/502/503/504, the access log |
 //! | [`controller`] | the reconciler that rebuilds both tables from the store and writes `status.loadBalancer` |
+//! | [`access_log`] | the daemon's log writer, which lets the ingress threads write their access log lines in batches |
 //!
 //! The tables live behind `arc-swap` ([`Shared`]): the reconciler swaps a
 //! new table in whole; a request or a TLS handshake loads the current one
@@ -18,6 +19,7 @@
 //! those with the deprecated annotation `kubernetes.io/ingress.class:
 //! podnet`. Others belong to another controller and are left alone.
 
+pub mod access_log;
 pub mod controller;
 pub mod proxy;
 pub mod routes;
@@ -245,6 +247,7 @@ impl IngressProxy {
         for i in 0..worker_count() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(access_log::flush_this_thread)
                 .build()
                 .map_err(StartError::Runtime)?;
             let bind =
@@ -271,6 +274,7 @@ impl IngressProxy {
             let thread = std::thread::Builder::new()
                 .name(format!("podnet-ingress-{i}"))
                 .spawn(move || {
+                    access_log::batch_this_thread();
                     runtime.block_on(async move {
                         let a = async {
                             if let Some(l) = h {
@@ -282,9 +286,11 @@ impl IngressProxy {
                                 proxy::serve(l, tls, ctx.clone(), stopped.clone()).await;
                             }
                         };
-                        tokio::join!(a, b);
+                        let c = ctx.reap_idle(stopped.clone());
+                        tokio::join!(a, b, c);
                     });
                     runtime.shutdown_timeout(Duration::from_secs(2));
+                    access_log::flush_this_thread();
                 })
                 .map_err(StartError::Runtime)?;
             threads.push(thread);

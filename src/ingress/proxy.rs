@@ -32,22 +32,25 @@
 //! method, host, path, status, upstream, duration in ms until the
 //! response head.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Body as _;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -63,13 +66,13 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long idle upstream connections are kept for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// How many idle connections to one upstream address are kept.
+const POOL_MAX_IDLE: usize = 256;
 
-/// What every connection's requests share.
+/// What every connection's requests share: one per ingress thread.
 pub(crate) struct Context {
     pub shared: Arc<Shared>,
-    pub client: Client<HttpConnector, ProxyBody>,
-    /// No pool: a retry's connection is always a new one.
-    fresh: Client<HttpConnector, ProxyBody>,
+    pool: Arc<UpstreamPool>,
     pub upstream_timeout: Duration,
     /// Turns over a headless service's endpoints.
     next: AtomicUsize,
@@ -77,26 +80,216 @@ pub(crate) struct Context {
 
 impl Context {
     pub(crate) fn new(shared: Arc<Shared>, upstream_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(upstream_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
-        let fresh = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .timer(TokioTimer::new())
-            .build(connector);
         Context {
             shared,
-            client,
-            fresh,
+            pool: Arc::new(UpstreamPool::default()),
             upstream_timeout,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// Closes upstream connections idle longer than [`POOL_IDLE`], until
+    /// `stop`.
+    pub(crate) async fn reap_idle(&self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(POOL_IDLE / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.pool.reap(Instant::now()),
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Keep-alive HTTP/1.1 connections to services, by address. Each ingress
+/// thread has its own (its connections live on its runtime), so the lock
+/// is never contended; a connection goes back when its response body has
+/// been read or dropped, and is taken newest first.
+#[derive(Default)]
+struct UpstreamPool {
+    idle: Mutex<HashMap<SocketAddr, Vec<IdleConn>>>,
+}
+
+struct IdleConn {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// Why a request could not be sent to a service.
+#[derive(Debug)]
+enum UpstreamError {
+    Connect(std::io::Error),
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Connect(e) => write!(f, "connect: {e}"),
+            UpstreamError::Http(e) => match std::error::Error::source(e) {
+                Some(s) => write!(f, "{e}: {s}"),
+                None => write!(f, "{e}"),
+            },
+        }
+    }
+}
+
+/// A response from a service, and the connection it came on until its
+/// body is done.
+struct Upstream {
+    response: Response<Incoming>,
+    lease: Lease,
+}
+
+/// A connection in use; back to its pool when dropped.
+struct Lease {
+    pool: Arc<UpstreamPool>,
+    addr: SocketAddr,
+    sender: Option<SendRequest<ProxyBody>>,
+}
+
+impl Lease {
+    /// The connection, no longer to be pooled (an upgraded one).
+    fn detach(mut self) -> Option<SendRequest<ProxyBody>> {
+        self.sender.take()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put(self.addr, sender);
+        }
+    }
+}
+
+impl UpstreamPool {
+    fn put(&self, addr: SocketAddr, sender: SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        let conns = idle.entry(addr).or_default();
+        if conns.len() < POOL_MAX_IDLE {
+            conns.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// The newest idle connection to `addr` that is still open.
+    fn take(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock();
+        let conns = idle.get_mut(&addr)?;
+        while let Some(c) = conns.pop() {
+            if !c.sender.is_closed() && c.since.elapsed() < POOL_IDLE {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn reap(&self, now: Instant) {
+        let mut idle = self.idle.lock();
+        idle.retain(|_, conns| {
+            conns.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < POOL_IDLE);
+            !conns.is_empty()
+        });
+    }
+
+    /// A new connection to `addr`, its driver spawned on this thread.
+    async fn connect(addr: SocketAddr) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(UpstreamError::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("ingress: upstream connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` to `addr` on an idle connection, or a new one if there
+    /// is none (or `fresh`). A request that a pooled connection turned
+    /// down unsent (it was closing) goes on the next one.
+    async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut req: Request<ProxyBody>,
+        fresh: bool,
+    ) -> Result<Upstream, UpstreamError> {
+        loop {
+            let pooled = if fresh { None } else { self.take(addr) };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => Self::connect(addr).await?,
+            };
+            // A pooled connection may still be finishing its last response.
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(UpstreamError::Http(e));
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    return Ok(Upstream {
+                        response,
+                        lease: Lease {
+                            pool: self.clone(),
+                            addr,
+                            sender: Some(sender),
+                        },
+                    })
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => return Err(UpstreamError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// A service's response body; its connection goes back to the pool as
+/// soon as the body ends (or is dropped).
+struct PooledBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.lease = None,
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.lease = None,
+            _ => {}
+        }
+        frame.map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -116,7 +309,7 @@ fn answer(status: StatusCode, text: &str) -> Response<ProxyBody> {
 }
 
 /// Headers that concern one connection only (RFC 9110 7.6.1).
-const HOP_BY_HOP: &[HeaderName] = &[
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -124,7 +317,15 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Drops hop-by-hop headers, those `Connection` names included.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -135,10 +336,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named.iter().chain(HOP_BY_HOP) {
-        headers.remove(n);
-    }
-    for n in ["keep-alive", "proxy-connection"] {
+    for n in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(n);
     }
 }
@@ -160,35 +358,75 @@ fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// The request's host as the client sent it (`Host`, else the h2 authority).
-fn host_of(req: &Request<Incoming>) -> String {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default()
+fn host_of(req: &Request<Incoming>) -> HeaderValue {
+    match req.headers().get(header::HOST) {
+        Some(h) if h.to_str().is_ok() => h.clone(),
+        _ => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    }
+}
+
+/// A client connection as the forwarded headers describe it, made once per
+/// connection rather than per request.
+pub(crate) struct Peer {
+    addr: SocketAddr,
+    /// `X-Real-IP`, and `X-Forwarded-For` of a request that has none.
+    ip: HeaderValue,
+    /// `X-Forwarded-Port`: the port the client connected to.
+    port: HeaderValue,
+    /// `X-Forwarded-Proto`.
+    scheme: &'static str,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, local: SocketAddr, scheme: &'static str) -> Peer {
+        Peer {
+            addr,
+            ip: HeaderValue::from_str(&addr.ip().to_string())
+                .expect("an IP address is a header value"),
+            port: HeaderValue::from(local.port()),
+            scheme,
+        }
+    }
+}
+
+/// The access log's `upstream`: `-` (no rule), the backend's name (no
+/// ready endpoint), or the name and the address the request went to.
+struct UpstreamField<'a>(Option<(&'a str, Option<SocketAddr>)>);
+
+impl std::fmt::Display for UpstreamField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("-"),
+            Some((name, None)) => f.write_str(name),
+            Some((name, Some(addr))) => write!(f, "{name} {addr}"),
+        }
+    }
 }
 
 /// Serves one request: route, forward, log.
 pub(crate) async fn handle(
     ctx: Arc<Context>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    local: SocketAddr,
-    scheme: &'static str,
+    peer: Arc<Peer>,
 ) -> Response<ProxyBody> {
     let t0 = Instant::now();
     let method = req.method().clone();
     let host = host_of(&req);
-    let path = req.uri().path().to_string();
-    let backend = ctx.shared.routes.load().route(&host, &path).cloned();
-    let (response, upstream) = match backend {
+    let host_str = host.to_str().unwrap_or("");
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let backend = ctx.shared.routes.load().route(host_str, path).cloned();
+    let (response, upstream) = match &backend {
         None => (
             answer(
                 StatusCode::NOT_FOUND,
                 "404 Not Found: no Ingress rule for this host and path",
             ),
-            "-".to_string(),
+            UpstreamField(None),
         ),
         Some(b) => {
             let addr = match &b.target {
@@ -207,11 +445,11 @@ pub(crate) async fn handle(
                         StatusCode::SERVICE_UNAVAILABLE,
                         &format!("503 Service Unavailable: {}", b.name),
                     ),
-                    b.name.clone(),
+                    UpstreamField(Some((&b.name, None))),
                 ),
                 Some(addr) => {
-                    let r = forward(&ctx, req, addr, &host, peer, local, scheme).await;
-                    (r, format!("{} {addr}", b.name))
+                    let r = forward(&ctx, req, addr, &host, &peer).await;
+                    (r, UpstreamField(Some((&b.name, Some(addr)))))
                 }
             }
         }
@@ -219,12 +457,12 @@ pub(crate) async fn handle(
     tracing::info!(
         target: "podnet::ingress::access",
         %method,
-        host = %host,
+        host = %host_str,
         path = %path,
         status = response.status().as_u16(),
         upstream = %upstream,
         duration_ms = t0.elapsed().as_millis() as u64,
-        client = %peer.ip(),
+        client = %peer.addr.ip(),
         "ingress request"
     );
     response
@@ -236,22 +474,15 @@ async fn forward(
     ctx: &Context,
     mut req: Request<Incoming>,
     addr: SocketAddr,
-    host: &str,
-    peer: SocketAddr,
-    local: SocketAddr,
-    scheme: &'static str,
+    host: &HeaderValue,
+    peer: &Peer,
 ) -> Response<ProxyBody> {
     let upgrade = upgrade_of(&req);
     let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = match format!("http://{addr}{pq}").parse() {
-        Ok(u) => u,
-        Err(_) => return answer(StatusCode::BAD_REQUEST, "400 Bad Request: bad path"),
+    parts.uri = match origin_form(&parts.uri) {
+        Some(u) => u,
+        None => return answer(StatusCode::BAD_REQUEST, "400 Bad Request: bad path"),
     };
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
@@ -260,23 +491,20 @@ async fn forward(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, proto.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(host) {
-        h.insert(header::HOST, v.clone());
-        h.insert("x-forwarded-host", v);
-    }
-    let client_ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(before) if !before.trim().is_empty() => format!("{before}, {client_ip}"),
-        _ => client_ip.clone(),
+    h.insert(header::HOST, host.clone());
+    h.insert(X_FORWARDED_HOST, host.clone());
+    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(before) if !before.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{before}, {}", peer.addr.ip())).ok()
+        }
+        _ => Some(peer.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&client_ip) {
-        h.insert("x-real-ip", v);
-    }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    h.insert("x-forwarded-port", HeaderValue::from(local.port()));
+    h.insert(X_REAL_IP, peer.ip.clone());
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
+    h.insert(X_FORWARDED_PORT, peer.port.clone());
 
     // A copy to send again if the connection fails (see the module doc).
     let again =
@@ -292,15 +520,18 @@ async fn forward(
     let t0 = Instant::now();
     let mut sent = tokio::time::timeout(
         ctx.upstream_timeout,
-        ctx.client.request(Request::from_parts(parts, body)),
+        ctx.pool.send(addr, Request::from_parts(parts, body), false),
     )
     .await;
     if let (Ok(Err(e)), Some(again)) = (&sent, again) {
         tracing::debug!(%addr, "ingress: upstream failed ({e}); sending the request again on a new connection");
         let left = ctx.upstream_timeout.saturating_sub(t0.elapsed());
-        sent = tokio::time::timeout(left, ctx.fresh.request(again)).await;
+        sent = tokio::time::timeout(left, ctx.pool.send(addr, again, true)).await;
     }
-    let mut resp = match sent {
+    let Upstream {
+        response: mut resp,
+        lease,
+    } = match sent {
         Err(_) => {
             return answer(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -311,9 +542,7 @@ async fn forward(
             )
         }
         Ok(Err(e)) => {
-            let why = std::error::Error::source(&e)
-                .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-            tracing::debug!(%addr, "ingress: upstream failed: {why}");
+            tracing::debug!(%addr, "ingress: upstream failed: {e}");
             return answer(
                 StatusCode::BAD_GATEWAY,
                 "502 Bad Gateway: the service refused or dropped the connection",
@@ -329,8 +558,12 @@ async fn forward(
             );
         };
         let service_side = hyper::upgrade::on(&mut resp);
+        // The connection is the upgraded stream's now, never pooled again.
+        let conn = lease.detach();
         tokio::spawn(async move {
-            match tokio::try_join!(client_side, service_side) {
+            let upgraded = tokio::try_join!(client_side, service_side);
+            drop(conn);
+            match upgraded {
                 Ok((c, s)) => {
                     let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
                     let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
@@ -350,7 +583,26 @@ async fn forward(
         return Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed());
     }
     strip_hop_by_hop(resp.headers_mut());
-    resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
+    resp.map(|body| {
+        PooledBody {
+            body,
+            lease: Some(lease),
+        }
+        .boxed()
+    })
+}
+
+/// The request target as sent to a service: the path and query only.
+fn origin_form(uri: &Uri) -> Option<Uri> {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => {
+            let mut parts = hyper::http::uri::Parts::default();
+            parts.path_and_query = Some(pq.clone());
+            Uri::from_parts(parts).ok()
+        }
+        Some(_) => None,
+        None => Some(Uri::from_static("/")),
+    }
 }
 
 /// Whether a request with this method may be sent twice (RFC 9110 9.2.2).
@@ -392,15 +644,14 @@ pub(crate) async fn serve(
             _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
+        let client = Arc::new(Peer::new(peer, local, scheme));
         let ctx = ctx.clone();
         let tls = tls.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(handle(ctx, req, peer, local, scheme).await)
-                }
+                let (ctx, client) = (ctx.clone(), client.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, client).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder

@@ -25,6 +25,7 @@
 //! ready endpoints of a headless service, or to why it is unavailable (a
 //! 503: no such service or port, no ready endpoint).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -101,6 +102,12 @@ pub struct RouteTable {
 
 /// A host as matched: lower case, no port, no trailing dot.
 pub fn normalize_host(host: &str) -> String {
+    host_key(host).into_owned()
+}
+
+/// [`normalize_host`], borrowed when the host is lower case already (as
+/// nearly every request's is).
+fn host_key(host: &str) -> Cow<'_, str> {
     let h = host.trim();
     // `[::1]:80`, `host:80`; a bare IPv6 address has several colons.
     let h = if let Some(rest) = h.strip_prefix('[') {
@@ -110,7 +117,12 @@ pub fn normalize_host(host: &str) -> String {
     } else {
         h
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    let h = h.trim_end_matches('.');
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(h)
+    }
 }
 
 impl RouteTable {
@@ -176,10 +188,10 @@ impl RouteTable {
     /// The backend for a request to `host` (as sent: port and case do not
     /// matter) and `path` (without the query); `None`: a 404.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
-        let host = normalize_host(host);
+        let host = host_key(host);
         let group = self
             .exact
-            .get(&host)
+            .get(host.as_ref())
             .or_else(|| {
                 let (first, rest) = host.split_once('.')?;
                 (!first.is_empty())
