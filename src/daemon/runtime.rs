@@ -202,7 +202,11 @@ fn next_pod_id(pods: &HashMap<(String, String), PodEntry>) -> PodId {
             *u = true;
         }
     }
-    PodId((1..used.len()).find(|&i| !used[i]).map_or(u32::MAX - 1, |i| i as u32))
+    PodId(
+        (1..used.len())
+            .find(|&i| !used[i])
+            .map_or(u32::MAX - 1, |i| i as u32),
+    )
 }
 
 impl PodEntry {
