@@ -124,6 +124,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(podnet::ingress::access_log::LogWriter)
+        // Colour for a terminal only: a log file keeps plain text, and the
+        // escapes cost formatting on every access log line.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let mut config = match &args.config {
