@@ -90,9 +90,15 @@ const UNKNOWN_EXIT: i32 = 137;
 impl Process {
     /// Notices an exit; true if the process has exited (now or before).
     fn poll_exit(&mut self) -> bool {
+        self.with_reaped(Self::poll_exit_held)
+    }
+
+    /// Runs `f` with the [`ReapedExit`] held, so that the watcher cannot
+    /// reap the child meanwhile, passing what it holds.
+    fn with_reaped<R>(&mut self, f: impl FnOnce(&mut Self, Option<(i32, SystemTime)>) -> R) -> R {
         let slot = self.reaped.clone();
-        let reaped = slot.as_ref().map(|s| s.lock());
-        self.poll_exit_held(reaped.as_deref().copied().flatten())
+        let held = slot.as_ref().map(|s| s.lock());
+        f(self, held.as_deref().copied().flatten())
     }
 
     /// [`Process::poll_exit`] with the [`ReapedExit`] held by the caller,
@@ -120,24 +126,24 @@ impl Process {
     /// Sends `sig` to the process group, unless the process has exited
     /// (its pid may be someone else's by now).
     fn signal_group(&mut self, sig: Signal) -> Result<(), String> {
-        let slot = self.reaped.clone();
-        let reaped = slot.as_ref().map(|s| s.lock());
-        if self.poll_exit_held(reaped.as_deref().copied().flatten()) {
-            return Ok(());
-        }
-        // Not reaped, and the watcher cannot reap it while `reaped` is
-        // held: the pid is still the child's (a zombie at worst).
-        process::kill_group(self.pid, sig).map_err(|e| e.to_string())
+        self.with_reaped(|p, reaped| {
+            if p.poll_exit_held(reaped) {
+                return Ok(());
+            }
+            // Not reaped, and the watcher cannot reap it meanwhile: the
+            // pid is still the child's (a zombie at worst).
+            process::kill_group(p.pid, sig).map_err(|e| e.to_string())
+        })
     }
 
     /// SIGKILL to the group, and the child reaped.
     fn kill(&mut self) {
         let _ = self.signal_group(Signal::SIGKILL);
-        let slot = self.reaped.clone();
-        let reaped = slot.as_ref().map(|s| s.lock());
-        if let (Handle::Child(c), None) = (&mut self.handle, reaped.as_deref().copied().flatten()) {
-            let _ = c.wait();
-        }
+        self.with_reaped(|p, reaped| {
+            if let (Handle::Child(c), None) = (&mut p.handle, reaped) {
+                let _ = c.wait();
+            }
+        });
     }
 
     fn container_id(&self) -> String {
@@ -338,17 +344,16 @@ impl ExitWatcher {
         })
     }
 
-    /// Reports the exit of the process behind `fd` as the pod's, having
-    /// reaped it into `reaped` if it is a child.
+    /// Reports the exit of the process behind `fd` (the watcher's own) as
+    /// the pod's, having reaped it into `reaped` if it is a child.
     fn watch(
         &self,
-        fd: &process::PidFd,
+        fd: process::PidFd,
         ns: &str,
         name: &str,
         reaped: Option<ReapedExit>,
     ) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        let fd = fd.try_clone()?;
         let raw = fd.as_raw_fd();
         let token = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.waiting.lock().insert(
@@ -968,7 +973,10 @@ impl HostRuntime {
             let Ok(fd) = process::PidFd::open(pid) else {
                 continue;
             };
-            if let Err(e) = self.watcher.watch(&fd, &ns, &name, None) {
+            let watched = fd
+                .try_clone()
+                .and_then(|own| self.watcher.watch(own, &ns, &name, None));
+            if let Err(e) = watched {
                 tracing::warn!(pod = %name, pid, "cannot watch the adopted process: {e}");
                 continue;
             }
@@ -1919,17 +1927,13 @@ impl PodRuntime for HostRuntime {
         // Not reaped until this pod's processes are looked at, so the pid
         // is still the child's (a zombie at worst).
         let reaped: ReapedExit = Arc::default();
-        let reaped = process::PidFd::open(pid)
-            .ok()
-            .filter(|fd| {
-                self.watcher
-                    .watch(fd, &ns, &name, Some(reaped.clone()))
-                    .is_ok()
-            })
-            .map(|_| reaped);
-        if reaped.is_none() {
+        let watched = process::PidFd::open(pid)
+            .and_then(|fd| self.watcher.watch(fd, &ns, &name, Some(reaped.clone())))
+            .is_ok();
+        if !watched {
             self.unwatched.lock().insert((ns.clone(), name.clone()));
         }
+        let reaped = watched.then_some(reaped);
         entry.containers.insert(
             container.to_string(),
             Process {
