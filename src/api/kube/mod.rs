@@ -126,6 +126,18 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Runs `work`, a long one, so that the other tasks of the runtime thread
+/// it runs on are taken over by another thread meanwhile (on a runtime of
+/// one thread, such as a test's, it simply runs).
+fn long_running<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// A JSON answer.
 pub fn json_response(code: u16, body: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(body).expect("JSON values serialize");
@@ -661,20 +673,16 @@ impl KubeApi {
             Ok(o) => o,
             Err(r) => return r.into(),
         };
-        let (items, revision) = self.objects.list(kind, ns, &labels, &fields);
-        let mut deleted = Vec::new();
-        for item in items {
-            let name = item
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
-            match self.objects.delete(kind, item_ns, name, opts, now) {
-                Ok(obj) => deleted.push(obj),
-                Err(ObjectError::NotFound { .. }) => {}
-                Err(e) => return self.error(kind, &e),
-            }
-        }
+        // Thousands of objects may go: this runtime thread's other tasks
+        // (watch streams sending the deletions as they happen) move to
+        // another thread meanwhile instead of waiting for the answer.
+        let (deleted, revision) = match long_running(|| {
+            self.objects
+                .delete_collection(kind, ns, &labels, &fields, opts, now)
+        }) {
+            Ok(done) => done,
+            Err(e) => return self.error(kind, &e),
+        };
         json_response(
             200,
             &json!({

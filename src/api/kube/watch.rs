@@ -17,6 +17,7 @@
 //! * A watch from a revision the store has not reached yet is a 504
 //!   `ResourceVersionTooLarge` (the client lists again), not a wait.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -71,19 +72,28 @@ impl Stream {
     }
 
     async fn send(&self, kind: &str, obj: &Value) -> bool {
-        let obj = match self.table {
-            Some(include) if kind != "BOOKMARK" && kind != "ERROR" => table::table(
-                self.kind,
-                std::slice::from_ref(obj),
-                None,
-                include,
-                SystemTime::now(),
-            ),
-            _ => obj.clone(),
-        };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj}))
-            .expect("JSON values serialize");
-        line.push(b'\n');
+        // `{"type":KIND,"object":OBJ}` written straight from the object
+        // (a copy of it in a new JSON value was a second pass over every
+        // event), in the API server's field order.
+        let mut line = Vec::with_capacity(1024);
+        line.extend_from_slice(b"{\"type\":");
+        serde_json::to_writer(&mut line, kind).expect("JSON strings serialize");
+        line.extend_from_slice(b",\"object\":");
+        match self.table {
+            Some(include) if kind != "BOOKMARK" && kind != "ERROR" => {
+                let table = table::table(
+                    self.kind,
+                    std::slice::from_ref(obj),
+                    None,
+                    include,
+                    SystemTime::now(),
+                );
+                serde_json::to_writer(&mut line, &table)
+            }
+            _ => serde_json::to_writer(&mut line, obj),
+        }
+        .expect("JSON values serialize");
+        line.extend_from_slice(b"}\n");
         self.tx.send(Bytes::from(line)).await.is_ok()
     }
 
@@ -97,26 +107,28 @@ impl Stream {
         self.send("BOOKMARK", &obj).await
     }
 
-    /// The watch event a store event makes for this stream, if any.
-    fn translate(&self, event: &Event) -> Option<(&'static str, Value)> {
-        let obj = Objects::object_of(&event.kv);
-        let prev = event
-            .prev
-            .as_ref()
-            .map(Objects::object_of)
-            .filter(|p| self.matches(p));
+    /// The watch event a store event makes for this stream, if any. The
+    /// object is the event's own parsed value (parsed once for every
+    /// watcher); the one before the change is parsed only when selectors
+    /// need it.
+    fn translate<'e>(&self, event: &'e Event) -> Option<(&'static str, Cow<'e, Value>)> {
+        let selective = !(self.labels.is_empty() && self.fields.is_empty());
+        let prev_matched = event.prev.is_some()
+            && (!selective || Objects::event_prev_value(event).is_some_and(|p| self.matches(p)));
+        let obj = Objects::event_value(event);
         match event.kind {
-            EventKind::Delete => prev.is_some().then_some(("DELETED", obj)),
-            EventKind::Put => match (prev, self.matches(&obj)) {
-                (Some(_), true) => Some(("MODIFIED", obj)),
-                (None, true) => Some(("ADDED", obj)),
+            EventKind::Delete => prev_matched.then_some(("DELETED", Cow::Borrowed(obj))),
+            EventKind::Put => match (prev_matched, !selective || self.matches(obj)) {
+                (true, true) => Some(("MODIFIED", Cow::Borrowed(obj))),
+                (false, true) => Some(("ADDED", Cow::Borrowed(obj))),
                 // As the API server's watch cache: the object as this
                 // stream last matched it, at the revision it left.
-                (Some(mut before), false) => {
+                (true, false) => {
+                    let mut before = Objects::event_prev_value(event)?.clone();
                     before["metadata"]["resourceVersion"] = event.revision().to_string().into();
-                    Some(("DELETED", before))
+                    Some(("DELETED", Cow::Owned(before)))
                 }
-                (None, false) => None,
+                (false, false) => None,
             },
         }
     }

@@ -357,14 +357,24 @@ impl Objects {
         obj
     }
 
-    fn encode(obj: &Value) -> Arc<[u8]> {
-        let mut obj = obj.clone();
+    /// Writes `obj` under `key`: stored without `resourceVersion`,
+    /// `managedFields` and `selfLink`, then given the write's revision as
+    /// its `resourceVersion`, so it is what a read would return. In place:
+    /// neither a copy of the object nor a parse of what was written (both
+    /// were a pass over every object written, thousands of them when a
+    /// collection is deleted).
+    fn put_object(&self, key: &str, obj: &mut Value, pre: Precondition) -> Result<(), WriteError> {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("managedFields");
             meta.remove("selfLink");
         }
-        Arc::from(serde_json::to_vec(&obj).expect("JSON values serialize"))
+        let value = Arc::from(serde_json::to_vec(&*obj).expect("JSON values serialize"));
+        let kv = self.kv.put(key, value, pre)?;
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), kv.mod_revision.to_string().into());
+        }
+        Ok(())
     }
 
     fn check(
@@ -516,8 +526,8 @@ impl Objects {
             self.abandon(kind, &obj);
             return Ok(obj);
         }
-        match self.kv.put(&key, Self::encode(&obj), Precondition::Absent) {
-            Ok(kv) => Ok(Self::object_of(&kv)),
+        match self.put_object(&key, &mut obj, Precondition::Absent) {
+            Ok(()) => Ok(obj),
             Err(e) => {
                 self.abandon(kind, &obj);
                 match e {
@@ -703,12 +713,8 @@ impl Objects {
                 Propagation::Background,
             );
         }
-        match self.kv.put(
-            &key,
-            Self::encode(&obj),
-            Precondition::ModRevision(precondition),
-        ) {
-            Ok(kv) => Ok(Self::object_of(&kv)),
+        match self.put_object(&key, &mut obj, Precondition::ModRevision(precondition)) {
+            Ok(()) => Ok(obj),
             Err(WriteError::Conflict { .. }) => Err(self.conflict(kind, name)),
             Err(e) => Err(storage(e)),
         }
@@ -737,13 +743,75 @@ impl Objects {
             plural: qualified(kind),
             name: name.into(),
         })?;
-        if opts
-            .precondition_revision
-            .is_some_and(|rv| rv != current.mod_revision)
-        {
+        let obj = Self::object_of(&current);
+        self.delete_found(kind, namespace, name, current.mod_revision, obj, opts, now)
+    }
+
+    /// Deletes every object of a kind in `namespace` (all namespaces for
+    /// `None`) that the selectors match, as [`Objects::delete`] does each,
+    /// and returns them with the revision they were listed at. Each is
+    /// deleted as it was listed (not read and decoded again); one that
+    /// changed since is read again, one that is gone already is skipped.
+    pub fn delete_collection(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        opts: DeleteOptions,
+        now: SystemTime,
+    ) -> Result<(Vec<Value>, Revision), ObjectError> {
+        let (kvs, revision) = self.kv.range(&Self::prefix(kind, namespace));
+        let mut deleted = Vec::new();
+        for kv in kvs {
+            if !labels.could_match_json(&kv.value) {
+                continue;
+            }
+            let obj = Self::object_of(&kv);
+            if !(labels.matches_object(&obj) && fields.matches_object(&obj)) {
+                continue;
+            }
+            let name = meta_str(&obj, "name").unwrap_or("").to_string();
+            let ns = meta_str(&obj, "namespace").map(str::to_string);
+            let outcome = match self.delete_found(
+                kind,
+                ns.as_deref(),
+                &name,
+                kv.mod_revision,
+                obj,
+                opts,
+                now,
+            ) {
+                Err(ObjectError::Conflict { .. }) if opts.precondition_revision.is_none() => {
+                    self.delete(kind, ns.as_deref(), &name, opts, now)
+                }
+                outcome => outcome,
+            };
+            match outcome {
+                Ok(obj) => deleted.push(obj),
+                Err(ObjectError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((deleted, revision))
+    }
+
+    /// [`Objects::delete`] of an object read at `revision` as `obj`.
+    #[allow(clippy::too_many_arguments)]
+    fn delete_found(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        name: &str,
+        revision: Revision,
+        mut obj: Value,
+        opts: DeleteOptions,
+        now: SystemTime,
+    ) -> Result<Value, ObjectError> {
+        let key = Self::key(kind, namespace, name);
+        if opts.precondition_revision.is_some_and(|rv| rv != revision) {
             return Err(self.conflict(kind, name));
         }
-        let mut obj = Self::object_of(&current);
         if kind.is::<k8s_openapi::api::core::v1::Namespace>() {
             if PERMANENT_NAMESPACES.contains(&name) {
                 return Err(ObjectError::Forbidden(format!(
@@ -753,7 +821,7 @@ impl Objects {
             if opts.dry_run {
                 return Ok(obj);
             }
-            return self.terminate_namespace(name, obj, current.mod_revision, now);
+            return self.terminate_namespace(name, obj, revision, now);
         }
         if opts.dry_run {
             return Ok(obj);
@@ -775,11 +843,12 @@ impl Objects {
         let foreground =
             opts.propagation == Propagation::Foreground && !self.dependents(&obj).is_empty();
         if !(has_finalizers || graceful_pod || foreground) {
-            return self.remove(
+            return self.remove_as(
                 kind,
                 namespace,
                 name,
-                Some(current.mod_revision),
+                Precondition::ModRevision(revision),
+                Some(obj),
                 opts.propagation,
             );
         }
@@ -789,11 +858,13 @@ impl Objects {
                 return Ok(obj);
             }
         }
+        let grace = opts.grace_period_seconds.unwrap_or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30)
+        });
         let meta = &mut obj["metadata"];
         if graceful_pod {
-            let grace = opts
-                .grace_period_seconds
-                .unwrap_or_else(|| obj_grace(&current.value).unwrap_or(30));
             meta["deletionGracePeriodSeconds"] = grace.into();
             meta["deletionTimestamp"] =
                 rfc3339(now + std::time::Duration::from_secs(grace.max(0) as u64)).into();
@@ -809,19 +880,15 @@ impl Objects {
                 meta["finalizers"] = f.into();
             }
         }
-        match self.kv.put(
-            &key,
-            Self::encode(&obj),
-            Precondition::ModRevision(current.mod_revision),
-        ) {
-            Ok(kv) => {
+        match self.put_object(&key, &mut obj, Precondition::ModRevision(revision)) {
+            Ok(()) => {
                 let known = KINDS
                     .iter()
                     .find(|k| k.group == kind.group && k.plural == kind.plural);
                 if let (true, Some(kind)) = (foreground, known) {
                     self.foreground.lock().insert(key, kind);
                 }
-                Ok(Self::object_of(&kv))
+                Ok(obj)
             }
             Err(WriteError::Conflict { .. }) => Err(self.conflict(kind, name)),
             Err(e) => Err(storage(e)),
@@ -838,18 +905,39 @@ impl Objects {
         revision: Option<Revision>,
         propagation: Propagation,
     ) -> Result<Value, ObjectError> {
-        let key = Self::key(kind, namespace, name);
         let pre = revision.map_or(Precondition::None, Precondition::ModRevision);
-        let gone = match self.kv.delete(&key, pre) {
-            Ok(kv) => Self::object_of(&kv),
-            Err(WriteError::Conflict { .. }) => return Err(self.conflict(kind, name)),
-            Err(WriteError::NotFound { .. }) => {
+        self.remove_as(kind, namespace, name, pre, None, propagation)
+    }
+
+    /// [`Objects::remove`] with the object as the caller read it at the
+    /// revision `pre` names, if it has it decoded (so it is not decoded
+    /// again).
+    fn remove_as(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        name: &str,
+        pre: Precondition,
+        decoded: Option<Value>,
+        propagation: Propagation,
+    ) -> Result<Value, ObjectError> {
+        let key = Self::key(kind, namespace, name);
+        let gone = match (self.kv.delete(&key, pre), decoded) {
+            (Ok(kv), Some(mut obj)) if matches!(pre, Precondition::ModRevision(_)) => {
+                if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert("resourceVersion".into(), kv.mod_revision.to_string().into());
+                }
+                obj
+            }
+            (Ok(kv), _) => Self::object_of(&kv),
+            (Err(WriteError::Conflict { .. }), _) => return Err(self.conflict(kind, name)),
+            (Err(WriteError::NotFound { .. }), _) => {
                 return Err(ObjectError::NotFound {
                     plural: qualified(kind),
                     name: name.into(),
                 })
             }
-            Err(e) => return Err(storage(e)),
+            (Err(e), _) => return Err(storage(e)),
         };
         self.abandon(kind, &gone);
         self.collect_dependents(&gone, propagation);
@@ -873,15 +961,11 @@ impl Objects {
             obj["metadata"]["deletionGracePeriodSeconds"] = 0.into();
             obj["status"] = json!({"phase": "Terminating"});
             let key = Self::key(nskind, None, name);
-            obj = match self.kv.put(
-                &key,
-                Self::encode(&obj),
-                Precondition::ModRevision(revision),
-            ) {
-                Ok(kv) => Self::object_of(&kv),
+            match self.put_object(&key, &mut obj, Precondition::ModRevision(revision)) {
+                Ok(()) => {}
                 Err(WriteError::Conflict { .. }) => return Err(self.conflict(nskind, name)),
                 Err(e) => return Err(storage(e)),
-            };
+            }
         }
         self.empty_namespace(name, now);
         match self.finish_namespace(name) {
@@ -1254,11 +1338,6 @@ impl Objects {
         )?;
         serde_json::from_value(stored).map_err(|e| ObjectError::Storage(e.to_string()))
     }
-}
-
-fn obj_grace(value: &[u8]) -> Option<i64> {
-    let v: Value = serde_json::from_slice(value).ok()?;
-    v.pointer("/spec/terminationGracePeriodSeconds")?.as_i64()
 }
 
 #[cfg(test)]

@@ -178,6 +178,11 @@ impl LabelSelector {
 }
 
 impl FieldSelector {
+    /// Whether it holds no requirement (matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Parses the query form; `fields` are the paths the kind allows beside
     /// `metadata.name` and `metadata.namespace`.
     pub fn parse(text: &str, fields: &[&str]) -> Result<Self, SelectorError> {

@@ -373,6 +373,67 @@ fn a_running_pod_terminates_gracefully() {
 }
 
 #[test]
+fn a_collection_deletion_takes_what_the_selector_matches_as_single_deletions_do() {
+    let o = objects();
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let pk = kinds::of::<Pod>();
+    for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db", "db")] {
+        o.create(pk, Some("default"), pod(name, json!({"app": app})), strict(), now)
+            .unwrap();
+    }
+    // Not scheduled: nothing runs, so it goes at once.
+    let mut idle = pod("web-idle", json!({"app": "web"}));
+    idle["spec"].as_object_mut().unwrap().remove("nodeName");
+    o.create(pk, Some("default"), idle, strict(), now).unwrap();
+    let before = o.kv().revision();
+    let web = LabelSelector::parse("app=web").unwrap();
+    let (deleted, listed_at) = o
+        .delete_collection(
+            pk,
+            Some("default"),
+            &web,
+            &FieldSelector::default(),
+            DeleteOptions::default(),
+            now,
+        )
+        .unwrap();
+    assert_eq!(listed_at, before);
+    let mut names: Vec<&str> = deleted
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["web-1", "web-2", "web-idle"]);
+    for d in &deleted {
+        let name = d["metadata"]["name"].as_str().unwrap();
+        match o.get(pk, Some("default"), name) {
+            // A running pod terminates: what was answered is what is stored.
+            Ok(stored) => {
+                assert_eq!(&stored, d, "{name}");
+                assert_eq!(d["metadata"]["deletionGracePeriodSeconds"], 30);
+            }
+            Err(ObjectError::NotFound { .. }) => assert_eq!(name, "web-idle"),
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    let db = o.get(pk, Some("default"), "db").unwrap();
+    assert!(db.pointer("/metadata/deletionTimestamp").is_none());
+    // Again: already terminating pods are answered as they are, unchanged.
+    let (again, _) = o
+        .delete_collection(
+            pk,
+            Some("default"),
+            &web,
+            &FieldSelector::default(),
+            DeleteOptions::default(),
+            now,
+        )
+        .unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!(o.kv().revision(), before + 3, "nothing written again");
+}
+
+#[test]
 fn list_and_watch_by_namespace_and_selector() {
     let o = objects();
     let now = SystemTime::now();

@@ -182,31 +182,29 @@ impl Reconciler for ServiceEndpoints {
                 .collect()
             }
             Some(("Pod", obj)) => {
-                let ns = meta_str(obj, "namespace").to_string();
-                let mut label_sets = vec![obj.pointer("/metadata/labels").cloned()];
-                label_sets.push(
-                    event
-                        .prev
-                        .as_ref()
-                        .and_then(|p| Objects::object_of(p).pointer("/metadata/labels").cloned()),
-                );
-                let label_sets: Vec<BTreeMap<String, String>> = label_sets
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| serde_json::from_value(l).ok())
-                    .collect();
-                let selects = |sel: &BTreeMap<String, String>,
-                               labels: &BTreeMap<String, String>| {
-                    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-                };
+                let ns = meta_str(obj, "namespace");
+                let selects =
+                    |sel: &BTreeMap<String, String>, labels: &serde_json::Map<String, Value>| {
+                        sel.iter()
+                            .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v))
+                    };
                 self.with_selectors(objects, |all| {
-                    all.get(&ns)
+                    // The pod's labels now and before, looked at only
+                    // where services select pods.
+                    let Some(services) = all.get(ns).filter(|s| !s.is_empty()) else {
+                        return Vec::new();
+                    };
+                    let label_sets: Vec<_> = [Some(obj), Objects::event_prev_value(event)]
                         .into_iter()
                         .flatten()
+                        .filter_map(|o| o.pointer("/metadata/labels")?.as_object())
+                        .collect();
+                    services
+                        .iter()
                         .filter(|(_, sel)| label_sets.iter().any(|l| selects(sel, l)))
                         .map(|(name, _)| Key {
                             kind: "Service",
-                            namespace: ns.clone(),
+                            namespace: ns.to_string(),
                             name: name.clone(),
                         })
                         .collect()

@@ -61,11 +61,8 @@ impl SliceIndex {
         }
         let ns = meta_str(obj, "namespace").to_string();
         let name = meta_str(obj, "name").to_string();
-        let before = event
-            .prev
-            .as_ref()
-            .map(Objects::object_of)
-            .and_then(|p| service_of(&p).map(str::to_string));
+        let before =
+            Objects::event_prev_value(event).and_then(|p| service_of(p).map(str::to_string));
         let now = match event.kind {
             EventKind::Put => service_of(obj).map(str::to_string),
             EventKind::Delete => None,

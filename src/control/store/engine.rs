@@ -159,7 +159,13 @@ impl Engine {
     pub fn commit(&mut self, event: Event) {
         debug_assert_eq!(event.revision(), self.revision + 1);
         self.apply(&event);
-        self.history.push_back(event.clone());
+        // Kept without the parsed values its watchers will share: the
+        // history holds thousands of events, their JSON values many
+        // times the size of their bytes.
+        self.history.push_back(Event {
+            parsed: Default::default(),
+            ..event.clone()
+        });
         while self.history.len() > self.history_limit {
             if let Some(old) = self.history.pop_front() {
                 self.history_start = old.revision();

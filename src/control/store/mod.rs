@@ -96,10 +96,15 @@ pub struct Event {
 /// The values of an event, parsed by their first reader and kept for the
 /// others: every reconciler looks at every event, and parsing each
 /// object again for each of them was a fifth of the reconcilers' time
-/// when thousands of pods were deleted. A cache, not part of the event:
-/// events compare equal whatever it holds.
+/// when thousands of pods were deleted. Shared by the copies of an event
+/// that each watcher gets (the reconcilers and every API watch stream),
+/// so an object is parsed once whoever reads it first. A cache, not part
+/// of the event: events compare equal whatever it holds.
 #[derive(Clone, Default)]
-pub struct ParsedOnce {
+pub struct ParsedOnce(std::sync::Arc<ParsedValues>);
+
+#[derive(Default)]
+struct ParsedValues {
     now: std::sync::OnceLock<serde_json::Value>,
     prev: std::sync::OnceLock<serde_json::Value>,
 }
@@ -107,12 +112,12 @@ pub struct ParsedOnce {
 impl ParsedOnce {
     /// The value after the change, parsed by `parse` the first time.
     pub fn now(&self, parse: impl FnOnce() -> serde_json::Value) -> &serde_json::Value {
-        self.now.get_or_init(parse)
+        self.0.now.get_or_init(parse)
     }
 
     /// The value before the change, parsed by `parse` the first time.
     pub fn prev(&self, parse: impl FnOnce() -> serde_json::Value) -> &serde_json::Value {
-        self.prev.get_or_init(parse)
+        self.0.prev.get_or_init(parse)
     }
 }
 
