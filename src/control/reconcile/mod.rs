@@ -447,13 +447,23 @@ pub fn fields_changed(event: &Event, obj: &Value, pointers: &[&str]) -> bool {
 /// previous state), from their `ownerReferences`.
 pub fn controller_keys(owner_kind: &'static str, event: &Event) -> Vec<Key> {
     let mut keys = Vec::new();
-    let objs = std::iter::once(Objects::event_value(event)).chain(Objects::event_prev_value(event));
-    for obj in objs {
+    // Most objects have no owner: their bytes say so without a parse (of
+    // the value before the change, above all, which nothing else may need).
+    let owned = |kv: &crate::control::store::KeyValue| {
+        memchr::memmem::find(&kv.value, b"\"ownerReferences\"").is_some()
+    };
+    let now = owned(&event.kv).then(|| Objects::event_value(event));
+    let prev = event
+        .prev
+        .as_ref()
+        .filter(|p| owned(p))
+        .and_then(|_| Objects::event_prev_value(event));
+    for obj in now.into_iter().chain(prev) {
         let refs = obj
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+            .into_iter()
+            .flatten();
         for r in refs {
             if r.get("kind").and_then(Value::as_str) == Some(owner_kind)
                 && r.get("controller").and_then(Value::as_bool) == Some(true)
