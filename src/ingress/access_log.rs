@@ -190,9 +190,9 @@ fn write_line<U: Display>(buf: &mut Vec<u8>, now: SystemTime, a: &Access<'_, U>)
         SECOND.set((secs, text));
     }
     buf.extend_from_slice(&text);
-    write!(
+    writeln!(
         buf,
-        "{:06}Z  INFO {ACCESS_TARGET}: ingress request method={} host={} path={} status={} upstream={} duration_ms={} client={}\n",
+        "{:06}Z  INFO {ACCESS_TARGET}: ingress request method={} host={} path={} status={} upstream={} duration_ms={} client={}",
         since.subsec_micros(),
         a.method,
         a.host,
