@@ -54,6 +54,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::access_log;
 use super::routes::Target;
 use super::Shared;
 
@@ -454,17 +455,15 @@ pub(crate) async fn handle(
             }
         }
     };
-    tracing::info!(
-        target: "podnet::ingress::access",
-        %method,
-        host = %host_str,
-        path = %path,
-        status = response.status().as_u16(),
-        upstream = %upstream,
-        duration_ms = t0.elapsed().as_millis() as u64,
-        client = %peer.addr.ip(),
-        "ingress request"
-    );
+    access_log::record(&access_log::Access {
+        method: method.as_str(),
+        host: host_str,
+        path,
+        status: response.status().as_u16(),
+        upstream,
+        duration_ms: t0.elapsed().as_millis() as u64,
+        client: peer.addr.ip(),
+    });
     response
 }
 
