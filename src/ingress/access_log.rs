@@ -176,17 +176,8 @@ fn write_line<U: Display>(buf: &mut Vec<u8>, now: SystemTime, a: &Access<'_, U>)
     let secs = since.as_secs();
     let (cached, mut text) = SECOND.get();
     if cached != secs {
-        let days = (secs / 86_400) as i64;
-        let (y, m, d) = civil_date(days);
-        let s = secs % 86_400;
-        let mut w = &mut text[..];
-        write!(
-            w,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.",
-            s / 3600,
-            s / 60 % 60,
-            s % 60
-        )?;
+        let second = k8s_openapi::jiff::Timestamp::from_second(secs as i64).unwrap_or_default();
+        write!(&mut text[..], "{}", second.strftime("%Y-%m-%dT%H:%M:%S."))?;
         SECOND.set((secs, text));
     }
     buf.extend_from_slice(&text);
@@ -202,21 +193,6 @@ fn write_line<U: Display>(buf: &mut Vec<u8>, now: SystemTime, a: &Access<'_, U>)
         a.duration_ms,
         a.client
     )
-}
-
-/// Year, month and day of the day `days` after 1970-01-01 (proleptic
-/// Gregorian; the "days from civil" inverse of H. Hinnant's algorithms).
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

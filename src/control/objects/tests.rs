@@ -378,8 +378,14 @@ fn a_collection_deletion_takes_what_the_selector_matches_as_single_deletions_do(
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let pk = kinds::of::<Pod>();
     for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db", "db")] {
-        o.create(pk, Some("default"), pod(name, json!({"app": app})), strict(), now)
-            .unwrap();
+        o.create(
+            pk,
+            Some("default"),
+            pod(name, json!({"app": app})),
+            strict(),
+            now,
+        )
+        .unwrap();
     }
     // Not scheduled: nothing runs, so it goes at once.
     let mut idle = pod("web-idle", json!({"app": "web"}));
