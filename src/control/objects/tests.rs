@@ -393,8 +393,8 @@ fn a_collection_deletion_takes_what_the_selector_matches_as_single_deletions_do(
     o.create(pk, Some("default"), idle, strict(), now).unwrap();
     let before = o.kv().revision();
     let web = LabelSelector::parse("app=web").unwrap();
-    let (deleted, listed_at) = o
-        .delete_collection(
+    let delete_web = || {
+        o.delete_collection(
             pk,
             Some("default"),
             &web,
@@ -402,7 +402,9 @@ fn a_collection_deletion_takes_what_the_selector_matches_as_single_deletions_do(
             DeleteOptions::default(),
             now,
         )
-        .unwrap();
+        .unwrap()
+    };
+    let (deleted, listed_at) = delete_web();
     assert_eq!(listed_at, before);
     let mut names: Vec<&str> = deleted
         .iter()
@@ -425,16 +427,7 @@ fn a_collection_deletion_takes_what_the_selector_matches_as_single_deletions_do(
     let db = o.get(pk, Some("default"), "db").unwrap();
     assert!(db.pointer("/metadata/deletionTimestamp").is_none());
     // Again: already terminating pods are answered as they are, unchanged.
-    let (again, _) = o
-        .delete_collection(
-            pk,
-            Some("default"),
-            &web,
-            &FieldSelector::default(),
-            DeleteOptions::default(),
-            now,
-        )
-        .unwrap();
+    let (again, _) = delete_web();
     assert_eq!(again.len(), 2);
     assert_eq!(o.kv().revision(), before + 3, "nothing written again");
 }
