@@ -36,15 +36,18 @@ pn_require_root
 pn_ensure_tools
 pn_ensure_kube_clients
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-    # No service may start on the host: policy-rc.d says no while installing.
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    # No service may start on the host: policy-rc.d says no while installing
+    # (one the host already has is left as it is).
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    installed=1
     { apt-get install -y -qq nginx-light wrk >/dev/null 2>&1 ||
-        { apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null; }; } || {
-        rm -f /usr/sbin/policy-rc.d
-        pn_err "cannot install nginx-light and wrk"
-        exit 1
-    }
-    rm -f /usr/sbin/policy-rc.d
+        { apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null; }; } || installed=
+    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+    [ -n "$installed" ] || { pn_err "cannot install nginx-light and wrk"; exit 1; }
 fi
 podnet_build
 
