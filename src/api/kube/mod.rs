@@ -148,6 +148,51 @@ pub fn json_response(code: u16, body: &Value) -> Response<Body> {
         .expect("a valid response")
 }
 
+/// A `<Kind>List` answer written item by item: each object is serialized
+/// as it comes and dropped, so a list of thousands is not held decoded and
+/// as text at once. The list's `metadata` comes last, once its revision is
+/// known.
+struct ListBody {
+    json: Vec<u8>,
+    items: usize,
+}
+
+impl ListBody {
+    fn new(kind: &Kind) -> Self {
+        let mut json = Vec::with_capacity(16 * 1024);
+        json.extend_from_slice(b"{\"kind\":");
+        Self::string(&mut json, &format!("{}List", kind.kind));
+        json.extend_from_slice(b",\"apiVersion\":");
+        Self::string(&mut json, kind.api_version);
+        json.extend_from_slice(b",\"items\":[");
+        ListBody { json, items: 0 }
+    }
+
+    fn string(json: &mut Vec<u8>, s: &str) {
+        serde_json::to_writer(json, s).expect("a string serializes");
+    }
+
+    fn push(&mut self, item: &Value) {
+        if self.items > 0 {
+            self.json.push(b',');
+        }
+        self.items += 1;
+        serde_json::to_writer(&mut self.json, item).expect("JSON values serialize");
+    }
+
+    fn finish(mut self, revision: crate::control::store::Revision) -> Response<Body> {
+        self.json
+            .extend_from_slice(b"],\"metadata\":{\"resourceVersion\":\"");
+        self.json.extend_from_slice(revision.to_string().as_bytes());
+        self.json.extend_from_slice(b"\"}}");
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(self.json)).boxed())
+            .expect("a valid response")
+    }
+}
+
 /// A `Status` failure answer.
 pub fn failure(code: u16, reason: &str, message: &str) -> Response<Body> {
     json_response(code, &status::failure(code, reason, message))
@@ -637,15 +682,11 @@ impl KubeApi {
                 &table::table(kind, &items, Some(revision.to_string()), include, now),
             );
         }
-        json_response(
-            200,
-            &json!({
-                "kind": format!("{}List", kind.kind),
-                "apiVersion": kind.api_version,
-                "metadata": {"resourceVersion": revision.to_string()},
-                "items": items,
-            }),
-        )
+        let mut body = ListBody::new(kind);
+        for item in items {
+            body.push(&item);
+        }
+        body.finish(revision)
     }
 
     fn delete_collection(
@@ -676,22 +717,16 @@ impl KubeApi {
         // Thousands of objects may go: this runtime thread's other tasks
         // (watch streams sending the deletions as they happen) move to
         // another thread meanwhile instead of waiting for the answer.
-        let (deleted, revision) = match long_running(|| {
+        let mut body = ListBody::new(kind);
+        match long_running(|| {
             self.objects
-                .delete_collection(kind, ns, &labels, &fields, opts, now)
+                .delete_collection(kind, ns, &labels, &fields, opts, now, |deleted| {
+                    body.push(&deleted)
+                })
         }) {
-            Ok(done) => done,
-            Err(e) => return self.error(kind, &e),
-        };
-        json_response(
-            200,
-            &json!({
-                "kind": format!("{}List", kind.kind),
-                "apiVersion": kind.api_version,
-                "metadata": {"resourceVersion": revision.to_string()},
-                "items": deleted,
-            }),
-        )
+            Ok(revision) => body.finish(revision),
+            Err(e) => self.error(kind, &e),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -990,6 +1025,60 @@ mod tests {
             Route::NotFound
         ));
         assert!(matches!(route("/apis/apps/v1"), Route::Json(_)));
+    }
+
+    /// A list answer, and a collection deletion's, is one JSON document:
+    /// every item (in key order), the list's kind and its revision.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn list_and_deleted_collection_answers() {
+        use crate::control::objects::WriteOptions;
+        let objects = Objects::new(
+            std::sync::Arc::new(crate::control::store::MemStore::new()),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let api = KubeApi::new(objects.clone());
+        let pods = kinds::of::<k8s_openapi::api::core::v1::Pod>();
+        let now = SystemTime::now();
+        let answer = |r: Response<Body>| async move {
+            assert_eq!(r.status(), StatusCode::OK);
+            let bytes = r.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<Value>(&bytes).expect("one JSON document")
+        };
+        let names = |list: &Value| -> Vec<String> {
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let empty = answer(api.list(pods, Some("default"), &Query::parse(None), false, now)).await;
+        assert_eq!(empty["kind"], "PodList");
+        assert_eq!(empty["items"], json!([]));
+        for (name, app) in [("a", "web"), ("b", "db"), ("c", "web")] {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": app}},
+                "spec": {"containers": [{"name": "c", "image": "x", "command": ["sleep", "1"]}]}});
+            objects
+                .create(pods, Some("default"), pod, WriteOptions::default(), now)
+                .unwrap();
+        }
+        let revision = objects.kv().revision().to_string();
+        let listed = answer(api.list(pods, Some("default"), &Query::parse(None), false, now)).await;
+        assert_eq!(listed["apiVersion"], "v1");
+        assert_eq!(listed["metadata"]["resourceVersion"], revision.as_str());
+        assert_eq!(names(&listed), ["a", "b", "c"]);
+        let query = Query::parse(Some("labelSelector=app%3Dweb"));
+        let deleted = answer(api.delete_collection(pods, Some("default"), &query, now)).await;
+        assert_eq!(deleted["kind"], "PodList");
+        assert_eq!(deleted["metadata"]["resourceVersion"], revision.as_str());
+        assert_eq!(names(&deleted), ["a", "c"]);
+        // Unscheduled pods go at once: only the other one is left.
+        let left = answer(api.list(pods, Some("default"), &Query::parse(None), false, now)).await;
+        assert_eq!(names(&left), ["b"]);
+        let none = answer(api.delete_collection(pods, Some("default"), &query, now)).await;
+        assert_eq!(none["items"], json!([]));
     }
 
     #[test]

@@ -749,9 +749,11 @@ impl Objects {
 
     /// Deletes every object of a kind in `namespace` (all namespaces for
     /// `None`) that the selectors match, as [`Objects::delete`] does each,
-    /// and returns them with the revision they were listed at. Each is
-    /// deleted as it was listed (not read and decoded again); one that
+    /// hands each to `deleted` as it goes (thousands of decoded objects are
+    /// not held at once) and returns the revision they were listed at. Each
+    /// is deleted as it was listed (not read and decoded again); one that
     /// changed since is read again, one that is gone already is skipped.
+    #[allow(clippy::too_many_arguments)]
     pub fn delete_collection(
         &self,
         kind: &Kind,
@@ -760,9 +762,9 @@ impl Objects {
         fields: &FieldSelector,
         opts: DeleteOptions,
         now: SystemTime,
-    ) -> Result<(Vec<Value>, Revision), ObjectError> {
+        mut deleted: impl FnMut(Value),
+    ) -> Result<Revision, ObjectError> {
         let (kvs, revision) = self.kv.range(&Self::prefix(kind, namespace));
-        let mut deleted = Vec::new();
         for kv in kvs {
             if !labels.could_match_json(&kv.value) {
                 continue;
@@ -788,12 +790,12 @@ impl Objects {
                 outcome => outcome,
             };
             match outcome {
-                Ok(obj) => deleted.push(obj),
+                Ok(obj) => deleted(obj),
                 Err(ObjectError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok((deleted, revision))
+        Ok(revision)
     }
 
     /// [`Objects::delete`] of an object read at `revision` as `obj`.

@@ -394,15 +394,19 @@ fn a_collection_deletion_takes_what_the_selector_matches_as_single_deletions_do(
     let before = o.kv().revision();
     let web = LabelSelector::parse("app=web").unwrap();
     let delete_web = || {
-        o.delete_collection(
-            pk,
-            Some("default"),
-            &web,
-            &FieldSelector::default(),
-            DeleteOptions::default(),
-            now,
-        )
-        .unwrap()
+        let mut deleted = Vec::new();
+        let listed_at = o
+            .delete_collection(
+                pk,
+                Some("default"),
+                &web,
+                &FieldSelector::default(),
+                DeleteOptions::default(),
+                now,
+                |d| deleted.push(d),
+            )
+            .unwrap();
+        (deleted, listed_at)
     };
     let (deleted, listed_at) = delete_web();
     assert_eq!(listed_at, before);
