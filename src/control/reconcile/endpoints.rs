@@ -11,7 +11,7 @@
 //! user's), as in Kubernetes. One EndpointSlice per service and address
 //! family, owned by the service, so both go together.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{
@@ -45,8 +45,84 @@ pub struct ServiceEndpoints {
     slices: SliceIndex,
 }
 
-/// Namespace -> service name -> its (non-empty) selector.
-type Selectors = HashMap<String, HashMap<String, BTreeMap<String, String>>>;
+/// Namespace -> the selectors of its services.
+type Selectors = HashMap<String, NamespaceSelectors>;
+
+/// The (non-empty) selectors of one namespace's services, each also filed
+/// under its first `key=value` pair: a service selects a pod only if the
+/// pod has that pair, so a pod's labels find the services that select it
+/// by looking up each of its own pairs instead of going through every
+/// service (at 10,000 services that pass was most of an endpoint update's
+/// time).
+#[derive(Default)]
+struct NamespaceSelectors {
+    of_service: HashMap<String, BTreeMap<String, String>>,
+    by_first_pair: HashMap<String, HashMap<String, HashSet<String>>>,
+}
+
+impl NamespaceSelectors {
+    fn insert(&mut self, name: &str, selector: BTreeMap<String, String>) {
+        self.remove(name);
+        if let Some((k, v)) = selector.iter().next() {
+            self.by_first_pair
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .insert(name.to_string());
+        }
+        self.of_service.insert(name.to_string(), selector);
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(old) = self.of_service.remove(name) else {
+            return;
+        };
+        let Some((k, v)) = old.iter().next() else {
+            return;
+        };
+        if let Some(values) = self.by_first_pair.get_mut(k) {
+            if let Some(names) = values.get_mut(v) {
+                names.remove(name);
+                if names.is_empty() {
+                    values.remove(v);
+                }
+            }
+            if values.is_empty() {
+                self.by_first_pair.remove(k);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.of_service.is_empty()
+    }
+
+    /// Adds to `out` the services whose selector `labels` satisfy.
+    fn selecting<'a>(
+        &'a self,
+        labels: &serde_json::Map<String, Value>,
+        out: &mut BTreeSet<&'a str>,
+    ) {
+        for (k, v) in labels {
+            let Some(names) = v
+                .as_str()
+                .and_then(|v| self.by_first_pair.get(k.as_str())?.get(v))
+            else {
+                continue;
+            };
+            for name in names {
+                let selects = self.of_service.get(name).is_some_and(|sel| {
+                    sel.iter()
+                        .all(|(sk, sv)| labels.get(sk).and_then(Value::as_str) == Some(sv))
+                });
+                if selects {
+                    out.insert(name);
+                }
+            }
+        }
+    }
+}
 
 impl ServiceEndpoints {
     /// Runs `f` on the selector copy, made from the store on first use.
@@ -59,7 +135,7 @@ impl ServiceEndpoints {
                     if !sel.is_empty() {
                         all.entry(svc.metadata.namespace.unwrap_or_default())
                             .or_default()
-                            .insert(svc.metadata.name.unwrap_or_default(), sel);
+                            .insert(svc.metadata.name.as_deref().unwrap_or_default(), sel);
                     }
                 }
             }
@@ -78,9 +154,7 @@ impl ServiceEndpoints {
     ) {
         self.with_selectors(objects, |all| match selector.filter(|s| !s.is_empty()) {
             Some(sel) => {
-                all.entry(ns.to_string())
-                    .or_default()
-                    .insert(name.to_string(), sel);
+                all.entry(ns.to_string()).or_default().insert(name, sel);
             }
             None => {
                 if let Some(in_ns) = all.get_mut(ns) {
@@ -183,29 +257,24 @@ impl Reconciler for ServiceEndpoints {
             }
             Some(("Pod", obj)) => {
                 let ns = meta_str(obj, "namespace");
-                let selects =
-                    |sel: &BTreeMap<String, String>, labels: &serde_json::Map<String, Value>| {
-                        sel.iter()
-                            .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v))
-                    };
                 self.with_selectors(objects, |all| {
                     // The pod's labels now and before, looked at only
                     // where services select pods.
                     let Some(services) = all.get(ns).filter(|s| !s.is_empty()) else {
                         return Vec::new();
                     };
-                    let label_sets: Vec<_> = [Some(obj), Objects::event_prev_value(event)]
+                    let mut selecting = BTreeSet::new();
+                    [Some(obj), Objects::event_prev_value(event)]
                         .into_iter()
                         .flatten()
                         .filter_map(|o| o.pointer("/metadata/labels")?.as_object())
-                        .collect();
-                    services
-                        .iter()
-                        .filter(|(_, sel)| label_sets.iter().any(|l| selects(sel, l)))
-                        .map(|(name, _)| Key {
+                        .for_each(|labels| services.selecting(labels, &mut selecting));
+                    selecting
+                        .into_iter()
+                        .map(|name| Key {
                             kind: "Service",
                             namespace: ns.to_string(),
-                            name: name.clone(),
+                            name: name.to_string(),
                         })
                         .collect()
                 })
@@ -423,5 +492,61 @@ impl Reconciler for ServiceEndpoints {
             Err(e) => return Err(e),
         }
         Ok(Next::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn sel(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn selecting(s: &NamespaceSelectors, l: Value) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        s.selecting(&labels(l), &mut out);
+        out.into_iter().map(str::to_string).collect()
+    }
+
+    /// The index answers what a pass over every selector would: a service
+    /// selects a pod whose labels hold all of its pairs, whichever pair it
+    /// is filed under, and follows selector changes and removals.
+    #[test]
+    fn services_selecting_a_pods_labels() {
+        let mut s = NamespaceSelectors::default();
+        s.insert("web", sel(&[("app", "web")]));
+        s.insert("web-prod", sel(&[("app", "web"), ("tier", "prod")]));
+        s.insert("prod", sel(&[("tier", "prod")]));
+        s.insert("db", sel(&[("app", "db")]));
+        assert_eq!(
+            selecting(&s, serde_json::json!({"app": "web", "tier": "prod"})),
+            ["prod", "web", "web-prod"]
+        );
+        assert_eq!(selecting(&s, serde_json::json!({"app": "web"})), ["web"]);
+        assert_eq!(selecting(&s, serde_json::json!({"tier": "prod"})), ["prod"]);
+        assert!(selecting(&s, serde_json::json!({"app": 1, "x": "web"})).is_empty());
+        // A new selector replaces the old one, under its own first pair.
+        s.insert("web", sel(&[("app", "db")]));
+        assert_eq!(
+            selecting(&s, serde_json::json!({"app": "db"})),
+            ["db", "web"]
+        );
+        assert!(selecting(&s, serde_json::json!({"app": "web"})).is_empty());
+        s.remove("db");
+        s.remove("web");
+        s.remove("missing");
+        assert!(selecting(&s, serde_json::json!({"app": "db"})).is_empty());
+        s.remove("web-prod");
+        s.remove("prod");
+        assert!(s.is_empty());
+        assert!(s.by_first_pair.is_empty(), "no empty buckets are left");
     }
 }
