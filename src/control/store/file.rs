@@ -12,7 +12,11 @@
 //! * `log`: the writes since that snapshot. A header line
 //!   `podnet-store-log <format> <generation>`, followed by ` periodic` when
 //!   the log was written under [`SyncPolicy::Periodic`], then records, then
-//!   zeros to the end of the preallocated file.
+//!   zeros to the end of the preallocated file (a log may grow past it
+//!   while a compaction runs).
+//! * `log.next`: a spare log, all zeros (header included), prepared for the
+//!   next compaction; once one has started, the log of the next generation,
+//!   which the writes go to until the compaction makes it the `log`.
 //!
 //! A record is `[u32 LE length][u32 LE !length][u32 LE crc32 of payload]`
 //! then its payload: `[u8 op (1 put, 2 delete)][u64 revision][u64 create
@@ -22,14 +26,21 @@
 //! the objects held (the old daemon re-serialised its whole state file per
 //! change). Appending one record to a log whose blocks were written when it
 //! was made costs one `fdatasync` that touches no metadata. When a record
-//! does not fit, or on every open, the store is compacted into a snapshot of
-//! the next generation and a fresh log.
+//! does not fit, the writes switch to the spare log (generation `g + 1`)
+//! and a background thread writes the snapshot of generation `g + 1` (the
+//! keys at the switch), then renames `log.next` to `log` (see
+//! [`super::compactor`]); on every open the store is compacted at once.
 //!
 //! Crash rules: a write returns only after its record is written to the
 //! log, and, under [`SyncPolicy::Always`], synced to the disk (what each
 //! policy guarantees is in [`super::sync`]). A log whose generation is
 //! older than the snapshot's is what an interrupted compaction left and is
-//! ignored (the snapshot holds it). A damaged record followed only by zeros
+//! ignored (the snapshot holds it). A compaction cut short leaves a
+//! snapshot of generation `g` with `log` of `g` and `log.next` of `g + 1`
+//! (the snapshot was not written yet: both are replayed, in that order), or
+//! a snapshot of `g + 1` with `log` of `g` and `log.next` of `g + 1` (not
+//! renamed yet: `log.next` is replayed); the old log is synced before the
+//! first write to the next, so the two join without a gap. A damaged record followed only by zeros
 //! is the one write that was cut short and never acknowledged, and is
 //! dropped (the length is stored twice so that a damaged length is told
 //! from a cut write). In a log written under [`SyncPolicy::Periodic`], a
@@ -49,6 +60,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::compactor::{sync_dir, Compactor, Job, SpareLog, NEXT_LOG};
 use super::encrypt::{Encryption, OpenValueError};
 use super::engine::{Engine, DEFAULT_HISTORY};
 use super::sync::{LogSync, SyncPolicy};
@@ -150,6 +162,9 @@ struct Inner {
     log_capacity: u64,
     sync: LogSync,
     encryption: Option<Arc<Encryption>>,
+    /// Writes snapshots and spare logs; stopped (its job in hand finished)
+    /// before the lock below is released.
+    compactor: Compactor,
     /// Held for the lifetime of the store; the OS drops it if we die.
     _lock: File,
 }
@@ -157,6 +172,8 @@ struct Inner {
 struct LogWriter {
     file: Arc<File>,
     offset: u64,
+    /// Its preallocated size: a write past it switches to the spare log.
+    capacity: u64,
 }
 
 impl FileStore {
@@ -226,13 +243,17 @@ impl FileStore {
         let log_path = dir.join("log");
         let sync = LogSync::new(sync, &log_path.display().to_string())
             .map_err(io_err("start the sync thread for", &log_path))?;
+        let log_capacity = log_capacity.max(4096);
+        let compactor = Compactor::start(dir.clone(), log_capacity, encryption.clone())
+            .map_err(io_err("start the compaction thread for", &dir))?;
         let mut inner = Inner {
             engine: Engine::new(keys, revision, history),
             generation,
             log: None,
-            log_capacity: log_capacity.max(4096),
+            log_capacity,
             sync,
             encryption,
+            compactor,
             _lock: lock,
         };
         inner
@@ -263,6 +284,15 @@ impl FileStore {
         self.inner.lock().sync.policy()
     }
 
+    /// Waits for the spare log, then makes the next compactions stop at
+    /// `at`, as a crash there would leave the files.
+    #[cfg(test)]
+    pub(super) fn stop_compactions_at(&self, at: super::compactor::StopAt) {
+        let inner = self.inner.lock();
+        inner.compactor.wait_ready();
+        inner.compactor.stop_at(at);
+    }
+
     /// Makes every acknowledged write durable against power loss now
     /// (under [`SyncPolicy::Always`] they already are).
     pub fn sync(&self) -> io::Result<()> {
@@ -271,69 +301,112 @@ impl FileStore {
 }
 
 impl Inner {
-    /// Makes `event` durable: appended to the log, or, when it does not fit,
-    /// in a snapshot of the next generation.
+    /// Makes `event` durable: appended to the log (switching to the spare
+    /// log when it is full), or, when the log cannot be trusted, in a
+    /// snapshot of the next generation written at once.
     fn persist(&mut self, dir: &Path, record: &[u8], event: &Event) -> io::Result<()> {
-        if self.sync.failed() {
-            // What the log holds may not be on the disk: rewrite it all.
+        if self.sync.failed() || self.compactor.take_failure() {
+            // What the log holds may not be on the disk, or a compaction
+            // left the files half done: rewrite it all.
             self.log = None;
         }
-        if let Some(log) = self.log.as_mut() {
-            if log.offset + record.len() as u64 <= self.log_capacity {
-                let written = log
-                    .file
-                    .write_all_at(record, log.offset)
-                    .and_then(|()| self.sync.written(&log.file));
-                return match written {
-                    Ok(()) => {
-                        log.offset += record.len() as u64;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.log = None;
-                        Err(e)
-                    }
-                };
+        let full = self
+            .log
+            .as_ref()
+            .is_some_and(|log| log.offset + record.len() as u64 > log.capacity);
+        if full {
+            if let Some(spare) = self.compactor.take_spare() {
+                if self.switch(spare).is_err() {
+                    self.log = None;
+                }
+            }
+            // Without a spare (a compaction still runs, or the first spare
+            // is being made) the log grows past its end.
+        }
+        let Some(log) = self.log.as_mut() else {
+            return self.compact(dir, Some(event));
+        };
+        let written = log
+            .file
+            .write_all_at(record, log.offset)
+            .and_then(|()| self.sync.written(&log.file));
+        match written {
+            Ok(()) => {
+                log.offset += record.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.log = None;
+                Err(e)
             }
         }
-        self.compact(dir, Some(event))
+    }
+
+    /// Starts a compaction: the writes go on in `spare`, as the log of the
+    /// next generation, and the compaction thread writes the snapshot of
+    /// the keys as they are now.
+    fn switch(&mut self, spare: SpareLog) -> io::Result<()> {
+        let started = std::time::Instant::now();
+        // The old log's last writes reach the disk before any of the next
+        // log's can: recovery joins the two without a gap.
+        self.sync.sync_now()?;
+        let generation = self.generation + 1;
+        let header = log_header(self.sync.policy(), generation);
+        spare.file.write_all_at(&header, 0)?;
+        let keys: Vec<KeyValue> = self.engine.keys().cloned().collect();
+        let revision = self.engine.revision();
+        self.generation = generation;
+        self.sync.replaced(spare.file.clone());
+        self.log = Some(LogWriter {
+            file: spare.file,
+            offset: header.len() as u64,
+            capacity: spare.capacity,
+        });
+        tracing::debug!(
+            generation,
+            revision,
+            held_ms = started.elapsed().as_secs_f64() * 1e3,
+            "object store: log full, compacting in the background"
+        );
+        self.compactor.submit(Job::Snapshot {
+            keys,
+            generation,
+            revision,
+        });
+        Ok(())
     }
 
     /// Writes every key (with `pending` applied) as the snapshot of the next
-    /// generation, then an empty log for it.
+    /// generation, then an empty log for it, at once; then has a spare log
+    /// prepared.
     fn compact(&mut self, dir: &Path, pending: Option<&Event>) -> io::Result<()> {
         self.log = None;
+        self.compactor.wait_idle();
         let generation = self.generation + 1;
-        let mut body = Vec::new();
         let mut revision = self.engine.revision();
         let pending_key = pending.map(|e| e.kv.key.as_str());
-        for kv in self.engine.keys() {
-            if Some(kv.key.as_str()) != pending_key {
-                encode_put(&mut body, kv, self.encryption.as_deref());
-            }
-        }
+        let mut keys: Vec<&KeyValue> = self
+            .engine
+            .keys()
+            .filter(|kv| Some(kv.key.as_str()) != pending_key)
+            .collect();
         if let Some(event) = pending {
             if event.kind == EventKind::Put {
-                encode_put(&mut body, &event.kv, self.encryption.as_deref());
+                keys.push(&event.kv);
             }
             revision = event.revision();
         }
-        let mut snapshot = format!(
-            "{SNAPSHOT_MAGIC} {FORMAT} {generation} {revision} {} {:08x}\n",
-            body.len(),
-            crc32fast::hash(&body)
-        )
-        .into_bytes();
-        snapshot.extend_from_slice(&body);
+        let snapshot = snapshot_bytes(
+            keys.into_iter(),
+            generation,
+            revision,
+            self.encryption.as_deref(),
+        );
         // The snapshot must be durable before a log of its generation is: a
         // newer log beside an older snapshot reads as corruption.
-        replace(dir, &dir.join("snapshot"), &snapshot)?;
+        replace(dir, &dir.join("snapshot"), &snapshot, ".tmp")?;
 
-        let mut log = match self.sync.policy() {
-            SyncPolicy::Always => format!("{LOG_MAGIC} {FORMAT} {generation}\n"),
-            periodic => format!("{LOG_MAGIC} {FORMAT} {generation} {periodic}\n"),
-        }
-        .into_bytes();
+        let mut log = log_header(self.sync.policy(), generation);
         let header = log.len() as u64;
         // A log at least as large as the snapshot: a compaction rewrites
         // the whole store, so with a fixed log size a store of N objects
@@ -343,15 +416,47 @@ impl Inner {
         // share of compactions constant.
         let capacity = self.log_capacity.max(snapshot.len() as u64).max(header + 1);
         log.resize(capacity as usize, 0);
-        let file = Arc::new(replace(dir, &dir.join("log"), &log)?);
+        let file = Arc::new(replace(dir, &dir.join("log"), &log, ".tmp")?);
         self.generation = generation;
         self.sync.replaced(file.clone());
         self.log = Some(LogWriter {
             file,
             offset: header,
+            capacity,
         });
+        self.compactor.submit(Job::Spare { capacity });
         Ok(())
     }
+}
+
+/// A snapshot file: header line, then `keys` as records.
+pub(super) fn snapshot_bytes<'a>(
+    keys: impl Iterator<Item = &'a KeyValue>,
+    generation: u64,
+    revision: Revision,
+    encryption: Option<&Encryption>,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for kv in keys {
+        encode_put(&mut body, kv, encryption);
+    }
+    let mut snapshot = format!(
+        "{SNAPSHOT_MAGIC} {FORMAT} {generation} {revision} {} {:08x}\n",
+        body.len(),
+        crc32fast::hash(&body)
+    )
+    .into_bytes();
+    snapshot.extend_from_slice(&body);
+    snapshot
+}
+
+/// The header line of a log of `generation` written under `policy`.
+fn log_header(policy: SyncPolicy, generation: u64) -> Vec<u8> {
+    match policy {
+        SyncPolicy::Always => format!("{LOG_MAGIC} {FORMAT} {generation}\n"),
+        periodic => format!("{LOG_MAGIC} {FORMAT} {generation} {periodic}\n"),
+    }
+    .into_bytes()
 }
 
 impl KvStore for FileStore {
@@ -518,23 +623,28 @@ fn read_slot(bytes: &[u8], offset: usize) -> Slot {
 
 type Loaded = (u64, Revision, BTreeMap<String, KeyValue>);
 
-/// Reads the snapshot and replays the log of its generation; what a
-/// damaged log lost is told in `repairs`.
+/// Reads the snapshot and replays the logs that follow it (`log`, then
+/// `log.next` where a compaction was cut short; see the module docs); what
+/// a damaged log lost is told in `repairs`. Returns the newest generation
+/// in use, the revision and the keys.
 fn load(dir: &Path, repairs: &mut Vec<String>) -> Result<Loaded, OpenError> {
     let snapshot_path = dir.join("snapshot");
     let log_path = dir.join("log");
+    let next_path = dir.join(NEXT_LOG);
     let snapshot = read_if_exists(&snapshot_path)?;
     let log = read_if_exists(&log_path)?;
+    // All zeros (the header included) is a spare, never written to.
+    let next = read_if_exists(&next_path)?.filter(|b| b.first().is_some_and(|&b| b != 0));
     let mut keys = BTreeMap::new();
-    let (generation, mut revision) = match snapshot {
+    let (mut generation, mut revision) = match snapshot {
         None => {
-            if let Some(log) = &log {
+            for bytes in [&log, &next].into_iter().flatten() {
                 // A log with records but no snapshot: the snapshot was lost.
-                if let Some((_, body)) = split_header(log) {
+                if let Some((_, body)) = split_header(bytes) {
                     if body.iter().any(|&b| b != 0) {
                         return Err(OpenError::Corrupt {
                             path: snapshot_path,
-                            reason: "missing, while the log beside it holds writes".into(),
+                            reason: "missing, while a log beside it holds writes".into(),
                         });
                     }
                 }
@@ -543,17 +653,89 @@ fn load(dir: &Path, repairs: &mut Vec<String>) -> Result<Loaded, OpenError> {
         }
         Some(bytes) => read_snapshot(&snapshot_path, &bytes, &mut keys)?,
     };
-    let Some(log) = log else {
-        return Ok((generation, revision, keys));
-    };
+    let snapshot_generation = generation;
+    // Whether the log of the snapshot's generation was replayed, and
+    // whether it was whole (a damaged tail was dropped otherwise).
+    let mut replayed = None;
+    if let Some(log) = log {
+        let header = read_log_header(&log_path, &log)?;
+        if header.generation > generation {
+            return Err(OpenError::Corrupt {
+                path: log_path,
+                reason: format!(
+                    "generation {} is newer than the snapshot's {generation} (the snapshot was replaced by an older one?)",
+                    header.generation
+                ),
+            });
+        }
+        // An older one was left by a compaction; the snapshot holds it.
+        if header.generation == generation {
+            replayed = Some(replay(
+                &log_path,
+                &log,
+                &header,
+                &mut keys,
+                &mut revision,
+                repairs,
+            )?);
+        }
+    }
+    if let Some(next) = next {
+        let header = read_log_header(&next_path, &next)?;
+        let corrupt = |reason: String| OpenError::Corrupt {
+            path: next_path.clone(),
+            reason,
+        };
+        let follows = match header.generation {
+            // Left by an older compaction; the snapshot holds it.
+            g if g < snapshot_generation => false,
+            // The snapshot was written, the rename of `log.next` not done.
+            g if g == snapshot_generation && replayed.is_none() => true,
+            // The snapshot of its generation was not written yet.
+            g if g == snapshot_generation + 1 && replayed.is_some() => true,
+            g => return Err(corrupt(format!(
+                "generation {g} does not follow the snapshot's {snapshot_generation} and the log's"
+            ))),
+        };
+        if follows && replayed == Some(false) {
+            let message = format!(
+                "{} was dropped as well: it follows the damaged end of the log",
+                next_path.display()
+            );
+            tracing::warn!("{message}");
+            repairs.push(message);
+        } else if follows {
+            replay(
+                &next_path,
+                &next,
+                &header,
+                &mut keys,
+                &mut revision,
+                repairs,
+            )?;
+            generation = header.generation;
+        }
+    }
+    Ok((generation, revision, keys))
+}
+
+/// What a log's header line says.
+struct LogHeader {
+    generation: u64,
+    written_under: SyncPolicy,
+    /// Where its records start.
+    records: usize,
+}
+
+fn read_log_header(path: &Path, log: &[u8]) -> Result<LogHeader, OpenError> {
     let corrupt = |reason: String| OpenError::Corrupt {
-        path: log_path.clone(),
+        path: path.to_path_buf(),
         reason,
     };
-    let (header, _) = split_header(&log)
+    let (header, _) = split_header(log)
         .ok_or_else(|| corrupt("no header line (truncated or not a podnet file)".into()))?;
     let fields: Vec<&str> = header.split(' ').collect();
-    let (magic, format, log_generation, written_under) = match fields[..] {
+    let (magic, format, generation, written_under) = match fields[..] {
         [m, f, g] => (m, f, g, SyncPolicy::Always),
         [m, f, g, policy] => match policy.parse() {
             Ok(p @ SyncPolicy::Periodic) => (m, f, g, p),
@@ -564,31 +746,44 @@ fn load(dir: &Path, repairs: &mut Vec<String>) -> Result<Loaded, OpenError> {
     if magic != LOG_MAGIC || format != FORMAT.to_string() {
         return Err(corrupt(format!("bad header {header:?}")));
     }
-    let log_generation: u64 = log_generation
+    let generation = generation
         .parse()
         .map_err(|_| corrupt(format!("bad generation in header {header:?}")))?;
-    if log_generation < generation {
-        // Left by a compaction cut short; the snapshot holds all of it.
-        return Ok((generation, revision, keys));
-    }
-    if log_generation > generation {
-        return Err(corrupt(format!(
-            "generation {log_generation} is newer than the snapshot's {generation} (the snapshot was replaced by an older one?)"
-        )));
-    }
-    let mut offset = header.len() + 1;
+    Ok(LogHeader {
+        generation,
+        written_under,
+        records: header.len() + 1,
+    })
+}
+
+/// Applies a log's records to `keys` from `revision` on. Returns whether
+/// the log was whole: `false` when a damaged tail was dropped (see the
+/// module docs for what may be dropped).
+fn replay(
+    path: &Path,
+    log: &[u8],
+    header: &LogHeader,
+    keys: &mut BTreeMap<String, KeyValue>,
+    revision: &mut Revision,
+    repairs: &mut Vec<String>,
+) -> Result<bool, OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut offset = header.records;
     loop {
-        match read_slot(&log, offset) {
-            Slot::End => break,
+        match read_slot(log, offset) {
+            Slot::End => return Ok(true),
             Slot::Record(op, kv, next) => {
-                if kv.mod_revision != revision + 1 {
+                if kv.mod_revision != *revision + 1 {
                     return Err(corrupt(format!(
                         "record at byte {offset} has revision {}, expected {}",
                         kv.mod_revision,
-                        revision + 1
+                        *revision + 1
                     )));
                 }
-                revision = kv.mod_revision;
+                *revision = kv.mod_revision;
                 if op == OP_PUT {
                     keys.insert(kv.key.clone(), kv);
                 } else {
@@ -600,20 +795,20 @@ fn load(dir: &Path, repairs: &mut Vec<String>) -> Result<Loaded, OpenError> {
                 let after = extent.unwrap_or(offset + RECORD_HEADER).min(log.len());
                 if log[after..].iter().all(|&b| b == 0) {
                     tracing::warn!(
-                        file = %log_path.display(),
+                        file = %path.display(),
                         "dropping the last record of the object store log, a write cut short ({reason}) that was never acknowledged"
                     );
-                    break;
+                    return Ok(true);
                 }
-                if written_under == SyncPolicy::Periodic {
+                if header.written_under == SyncPolicy::Periodic {
                     let message = format!(
                         "the object store log is damaged at byte {offset} ({reason}) with data after it: \
                          taken as a power cut before the last writes were synced (store-sync = \"periodic\"); \
                          the store reopens at revision {revision}, the last intact one, and the writes after it are dropped"
                     );
-                    tracing::warn!(file = %log_path.display(), "{message}");
+                    tracing::warn!(file = %path.display(), "{message}");
                     repairs.push(message);
-                    break;
+                    return Ok(false);
                 }
                 return Err(corrupt(format!(
                     "{reason} at byte {offset}, with writes after it"
@@ -621,7 +816,6 @@ fn load(dir: &Path, repairs: &mut Vec<String>) -> Result<Loaded, OpenError> {
             }
         }
     }
-    Ok((generation, revision, keys))
 }
 
 fn read_snapshot(
@@ -671,11 +865,12 @@ fn read_snapshot(
     Ok((generation, revision))
 }
 
-/// Atomically replaces `path` with `contents`: temp file, fsync, rename,
-/// fsync of the directory. Returns the new file, open for writing.
-fn replace(dir: &Path, path: &Path, contents: &[u8]) -> io::Result<File> {
+/// Atomically replaces `path` with `contents`: a temporary file (`path`
+/// with `suffix`), fsync, rename, fsync of the directory. Returns the new
+/// file, open for writing.
+pub(super) fn replace(dir: &Path, path: &Path, contents: &[u8], suffix: &str) -> io::Result<File> {
     let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
+    tmp_name.push(suffix);
     let tmp = PathBuf::from(tmp_name);
     let mut file = OpenOptions::new()
         .create(true)
@@ -685,7 +880,7 @@ fn replace(dir: &Path, path: &Path, contents: &[u8]) -> io::Result<File> {
     file.write_all(contents)?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()?;
+    sync_dir(dir)?;
     Ok(file)
 }
 

@@ -30,6 +30,7 @@
 //!   the end of its stream when it falls too far behind (it then resumes
 //!   from the last revision it saw, as a Kubernetes client does).
 
+mod compactor;
 pub mod encrypt;
 pub mod engine;
 pub mod file;

@@ -193,7 +193,7 @@ fn survives_reopen_and_compaction(policy: SyncPolicy) {
             .unwrap();
         }
         s.delete("/k7", Precondition::None).unwrap();
-        // A value larger than the whole log goes straight into a snapshot.
+        // A value larger than the whole log: the log grows past its end.
         s.put("/big", Arc::from(vec![7u8; 10_000]), Precondition::None)
             .unwrap();
     }
@@ -216,6 +216,80 @@ fn survives_reopen_and_compaction(policy: SyncPolicy) {
             .mod_revision,
         303
     );
+}
+
+/// The generation in the header of `file` under the store directory, if
+/// it has one (a spare log is all zeros).
+fn generation_of(dir: &std::path::Path, file: &str) -> Option<u64> {
+    let bytes = fs::read(dir.join("store").join(file)).ok()?;
+    let line = bytes.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    line.split(' ').nth(2)?.parse().ok()
+}
+
+#[test]
+fn writes_during_a_compaction_survive_a_crash_at_each_step() {
+    use super::compactor::StopAt;
+    for policy in POLICIES {
+        for stop in [StopAt::BeforeSnapshot, StopAt::AfterSnapshot] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = open_small(dir.path(), 4096, policy);
+            let first = generation_of(dir.path(), "snapshot").unwrap();
+            s.stop_compactions_at(stop);
+            // A 4 KiB log holds about 100 of these; the compaction starts
+            // and stops, and the writes after it go on without waiting.
+            for i in 0..400 {
+                s.put(
+                    &format!("/k{}", i % 60),
+                    val(&format!("value {i}")),
+                    Precondition::None,
+                )
+                .unwrap();
+            }
+            s.delete("/k5", Precondition::None).unwrap();
+            drop(s);
+            // The files as a crash at that step leaves them.
+            let (snapshot, log, next) = (
+                generation_of(dir.path(), "snapshot").unwrap(),
+                generation_of(dir.path(), "log").unwrap(),
+                generation_of(dir.path(), "log.next").unwrap(),
+            );
+            let expected = match stop {
+                StopAt::BeforeSnapshot => (first, first, first + 1),
+                StopAt::AfterSnapshot => (first + 1, first, first + 1),
+            };
+            assert_eq!((snapshot, log, next), expected, "{policy} {stop:?}");
+
+            let s = open_small(dir.path(), 4096, policy);
+            assert_eq!(s.revision(), 401, "{policy} {stop:?}");
+            assert!(s.get("/k5").is_none());
+            let k7 = s.get("/k7").unwrap();
+            assert_eq!(&*k7.value, b"value 367", "{policy} {stop:?}");
+            assert_eq!((k7.create_revision, k7.mod_revision), (8, 368));
+            assert_eq!(s.range("/").0.len(), 59);
+            // Opening compacted it all into a newer generation.
+            assert!(generation_of(dir.path(), "snapshot").unwrap() > next);
+        }
+    }
+}
+
+#[test]
+fn a_log_of_the_next_generation_without_its_own_before_it_is_corrupt() {
+    use super::compactor::StopAt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_small(dir.path(), 4096, SyncPolicy::Always);
+    s.stop_compactions_at(StopAt::BeforeSnapshot);
+    for i in 0..200 {
+        s.put("/k", val(&format!("value {i}")), Precondition::None)
+            .unwrap();
+    }
+    drop(s);
+    // The log the snapshot needs is gone: the next one cannot follow.
+    fs::remove_file(dir.path().join("store/log")).unwrap();
+    let err = FileStore::open_with(dir.path(), 4096, 8)
+        .err()
+        .expect("a gap between the snapshot and log.next was accepted");
+    assert!(err.to_string().contains("store/log.next"), "{err}");
 }
 
 #[test]
