@@ -726,7 +726,8 @@ impl Ipam {
             .iter()
             .filter_map(|o| self.state.leases.get(o).map(|l| Allocation::new(o, l)))
             .collect();
-        let expired = prune && self.state.quarantine.values().any(|&u| u <= now_ms);
+        let expired = prune
+            && (self.state.quarantine_ends.first()).is_some_and(|&(until, _)| until <= now_ms);
         if released.is_empty() && !expired {
             return Ok(Vec::new());
         }

@@ -5,7 +5,7 @@
 //! disagree. Changes carry their decisions (which address, which expiry time):
 //! applying one reads no clock and makes no choice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -71,6 +71,10 @@ pub struct IpamState {
     pub(crate) holders: HashMap<IpAddr, OwnerKey>,
     /// Released addresses and the wall-clock time (Unix ms) until which they rest.
     pub(crate) quarantine: HashMap<IpAddr, u64>,
+    /// Index of `quarantine` by the end of the rest: a release forgets the
+    /// ended ones from its front instead of looking at every resting
+    /// address (which made releasing N pods cost N squared).
+    pub(crate) quarantine_ends: BTreeSet<(u64, IpAddr)>,
     pub(crate) sticky: HashMap<String, Sticky>,
     /// Index of `sticky` by address.
     pub(crate) reserved: HashMap<IpAddr, String>,
@@ -185,6 +189,7 @@ impl IpamState {
                     IpAddr::V6(a) => v6.is_some_and(|n| n.contains(a)),
                 };
                 self.quarantine.retain(|a, _| inside(a));
+                self.quarantine_ends.retain(|(_, a)| inside(a));
                 if !self.cursor_v4.is_some_and(|a| inside(&IpAddr::V4(a))) {
                     self.cursor_v4 = None;
                 }
@@ -215,7 +220,9 @@ impl IpamState {
                 lease.v6 = lease.v6.or(*v6);
                 for a in &new {
                     self.holders.insert(*a, owner.clone());
-                    self.quarantine.remove(a);
+                    if let Some(until) = self.quarantine.remove(a) {
+                        self.quarantine_ends.remove(&(until, *a));
+                    }
                 }
                 if let Some(identity) = identity {
                     let sticky = self.sticky.entry(identity.clone()).or_default();
@@ -247,11 +254,19 @@ impl IpamState {
                         for a in lease.addrs() {
                             self.holders.remove(&a);
                             let until = self.quarantine.entry(a).or_insert(0);
+                            self.quarantine_ends.remove(&(*until, a));
                             *until = (*until).max(*until_ms);
+                            self.quarantine_ends.insert((*until, a));
                         }
                     }
                 }
-                self.quarantine.retain(|_, until| *until > *now_ms);
+                while let Some(&(until, a)) = self.quarantine_ends.first() {
+                    if until > *now_ms {
+                        break;
+                    }
+                    self.quarantine_ends.pop_first();
+                    self.quarantine.remove(&a);
+                }
             }
             Change::ReleaseIdentity { identity } => {
                 if let Some(sticky) = self.sticky.remove(identity) {
@@ -331,6 +346,7 @@ impl TryFrom<Persisted> for IpamState {
             subnet_v6: p.subnet_v6,
             leases: p.leases.into_iter().collect(),
             holders,
+            quarantine_ends: p.quarantine.iter().map(|(a, until)| (*until, *a)).collect(),
             quarantine: p.quarantine.into_iter().collect(),
             sticky: p.sticky.into_iter().collect(),
             reserved,

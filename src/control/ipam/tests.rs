@@ -629,6 +629,16 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn check_invariants(ipam: &Ipam, pools: &[Pool]) {
+    let ends: std::collections::BTreeSet<(u64, IpAddr)> = ipam
+        .state
+        .quarantine
+        .iter()
+        .map(|(a, until)| (*until, *a))
+        .collect();
+    assert_eq!(
+        ipam.state.quarantine_ends, ends,
+        "the index of quarantine ends follows the quarantine"
+    );
     let mut seen = HashSet::new();
     for a in ipam.list() {
         for addr in a.addrs() {

@@ -693,9 +693,11 @@ fn load(dir: &Path, repairs: &mut Vec<String>) -> Result<Loaded, OpenError> {
             g if g == snapshot_generation && replayed.is_none() => true,
             // The snapshot of its generation was not written yet.
             g if g == snapshot_generation + 1 && replayed.is_some() => true,
-            g => return Err(corrupt(format!(
+            g => {
+                return Err(corrupt(format!(
                 "generation {g} does not follow the snapshot's {snapshot_generation} and the log's"
-            ))),
+            )))
+            }
         };
         if follows && replayed == Some(false) {
             let message = format!(
