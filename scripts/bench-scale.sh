@@ -5,7 +5,7 @@
 #   scale.create_pod_ms_at_LOW / _at_HIGH   POST -> Running, ready, with an IP, with LOW or
 #                                           HIGH pods running; median of 50, one watch open throughout
 #   scale.delete_all_s_at_1000 / _at_HIGH   deletecollection of every pod -> a watch sees the last one go;
-#                                           median of 3, each filled again and settled 5 s first
+#                                           median of 5, each filled again and settled 5 s first
 #   scale.idle_cpu_pct_at_HIGH_pods         podnetd's CPU over 10 s with HIGH pods, idle
 #   scale.create_service_ms_at_SLOW / _at_SHIGH
 #                                           POST of a service with SLOW or SHIGH services; median of 50
