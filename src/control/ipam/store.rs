@@ -40,7 +40,6 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -306,15 +305,8 @@ impl FileStore {
         if log.offset + record.len() as u64 > self.log_capacity {
             return Ok(false);
         }
-        let written = log
-            .file
-            .write_all_at(record, log.offset)
-            .and_then(|()| self.sync.written(&log.file));
-        match written {
-            Ok(()) => {
-                log.offset += record.len() as u64;
-                Ok(true)
-            }
+        match self.sync.append(&log.file, &mut log.offset, record) {
+            Ok(()) => Ok(true),
             Err(e) => {
                 self.log = None;
                 Err(StoreError::Io {

@@ -326,20 +326,11 @@ impl Inner {
         let Some(log) = self.log.as_mut() else {
             return self.compact(dir, Some(event));
         };
-        let written = log
-            .file
-            .write_all_at(record, log.offset)
-            .and_then(|()| self.sync.written(&log.file));
-        match written {
-            Ok(()) => {
-                log.offset += record.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                self.log = None;
-                Err(e)
-            }
+        let appended = self.sync.append(&log.file, &mut log.offset, record);
+        if appended.is_err() {
+            self.log = None;
         }
+        appended
     }
 
     /// Starts a compaction: the writes go on in `spare`, as the log of the

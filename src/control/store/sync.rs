@@ -192,6 +192,18 @@ impl LogSync {
         }
     }
 
+    /// Writes `record` to `file` (the current log) at `offset`, moves
+    /// `offset` past it and carries out the policy ([`LogSync::written`]).
+    /// On an error `offset` is unchanged, and the log must not be trusted
+    /// again: the record may be half written.
+    pub fn append(&self, file: &Arc<File>, offset: &mut u64, record: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(record, *offset)?;
+        self.written(file)?;
+        *offset += record.len() as u64;
+        Ok(())
+    }
+
     /// A new log, already synced with everything before it, replaced the
     /// old one.
     pub fn replaced(&self, file: Arc<File>) {
