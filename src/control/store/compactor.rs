@@ -149,11 +149,8 @@ impl Compactor {
     /// compaction rewrites the same files), and drops the spare: the
     /// synchronous compaction's fresh log takes its place.
     pub fn wait_idle(&self) {
-        let mut state = self.shared.state.lock();
-        while state.busy {
-            self.shared.idle.wait(&mut state);
-        }
-        state.spare = None;
+        self.wait_ready();
+        self.shared.state.lock().spare = None;
     }
 
     /// Makes the next compactions stop at `at`, as a crash there would
@@ -164,7 +161,6 @@ impl Compactor {
     }
 
     /// Waits for the queued jobs (the spare, above all) to finish.
-    #[cfg(test)]
     pub fn wait_ready(&self) {
         let mut state = self.shared.state.lock();
         while state.busy {

@@ -178,20 +178,25 @@ fn file_store_survives_reopen_and_compaction() {
     }
 }
 
+/// Writes `value {i}` to `/k{i % keys}` for each `i` below `writes`.
+fn put_values(s: &FileStore, writes: usize, keys: usize) {
+    for i in 0..writes {
+        s.put(
+            &format!("/k{}", i % keys),
+            val(&format!("value {i}")),
+            Precondition::None,
+        )
+        .unwrap();
+    }
+}
+
 fn survives_reopen_and_compaction(policy: SyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = open_small(dir.path(), 4096, policy);
         assert_eq!(s.sync_policy(), policy);
         // Far more than a 4 KiB log holds: several compactions.
-        for i in 0..300 {
-            s.put(
-                &format!("/k{}", i % 50),
-                val(&format!("value {i}")),
-                Precondition::None,
-            )
-            .unwrap();
-        }
+        put_values(&s, 300, 50);
         s.delete("/k7", Precondition::None).unwrap();
         // A value larger than the whole log: the log grows past its end.
         s.put("/big", Arc::from(vec![7u8; 10_000]), Precondition::None)
@@ -238,14 +243,7 @@ fn writes_during_a_compaction_survive_a_crash_at_each_step() {
             s.stop_compactions_at(stop);
             // A 4 KiB log holds about 100 of these; the compaction starts
             // and stops, and the writes after it go on without waiting.
-            for i in 0..400 {
-                s.put(
-                    &format!("/k{}", i % 60),
-                    val(&format!("value {i}")),
-                    Precondition::None,
-                )
-                .unwrap();
-            }
+            put_values(&s, 400, 60);
             s.delete("/k5", Precondition::None).unwrap();
             drop(s);
             // The files as a crash at that step leaves them.
