@@ -6,6 +6,10 @@
 #                                         the same through Debian's nginx as the reverse proxy to the
 #                                         same pods (upstream keep-alive), in the node's namespace
 #   ingress.ratio                         ingress.rps / ingress.nginx_rps (target >= 1.0)
+#   ingress.cpu_us_per_req / ingress.nginx_cpu_us_per_req / ingress.cpu_ratio
+#                                         CPU time (user + system) per plain request of podnet's
+#                                         ingress threads and of nginx's workers, from /proc: on a
+#                                         shared machine a steadier figure than requests per second
 #   ingress.tls_rps / ingress.nginx_tls_rps / ingress.tls_ratio
 #                                         the same over TLS (one certificate, SNI my-app.com)
 #   nodeport.tcp_gbps / nodeport.kernel_tcp_gbps / nodeport.ratio
@@ -16,7 +20,8 @@
 #                                         from a pod to an outside nginx through podnet's masquerade,
 #                                         beside iptables MASQUERADE from a namespace on a veth
 # Each figure is the median of ROUNDS rounds, podnet and its reference alternated.
-# Usage: sudo scripts/bench-edge.sh [-d SECONDS] [-r ROUNDS]   (defaults 5 and 3)
+# Usage: sudo scripts/bench-edge.sh [-d SECONDS] [-r ROUNDS] [-p PARTS]
+#   defaults 5, 3 and ingress,tls,nodeport,egress (PARTS: a comma-separated subset)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib/netns.sh
@@ -24,14 +29,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib/podnet.sh
 . "$here/lib/podnet.sh"
 
-secs=5 rounds=3
-while getopts "d:r:h" opt; do
+secs=5 rounds=3 parts=ingress,tls,nodeport,egress
+while getopts "d:r:p:h" opt; do
     case $opt in
         d) secs=$OPTARG ;;
         r) rounds=$OPTARG ;;
+        p) parts=$OPTARG ;;
         *) sed -n '/^# Usage/p' "$0" >&2; exit 2 ;;
     esac
 done
+for p in ${parts//,/ }; do
+    case $p in
+        ingress | tls | nodeport | egress) ;;
+        *) pn_err "unknown part '$p' (ingress, tls, nodeport, egress)"; exit 2 ;;
+    esac
+done
+runs() { [[ ",$parts," == *",$1,"* ]]; }
 pn_require_root
 pn_ensure_tools
 pn_ensure_kube_clients
@@ -83,7 +96,9 @@ inN sysctl -qw net.ipv4.ip_forward=1
 inN iptables -t nat -A PREROUTING -d "$node_ip" -p tcp --dport 30202 -j DNAT --to-destination 10.250.0.2:5201
 inN iptables -t nat -A POSTROUTING -s 10.250.0.0/30 -o "en$id" -j MASQUERADE
 
-inN "$PN_BIN/podnetd" --state-dir "$dir/state" --socket "$dir/podnet.sock" \
+# nsenter execs the program (no fork for a network namespace alone), so
+# $! is the program itself: killed at cleanup, its CPU time counted.
+nsenter --net="/var/run/netns/$node" "$PN_BIN/podnetd" --state-dir "$dir/state" --socket "$dir/podnet.sock" \
     --admin-kubeconfig "$dir/admin.kubeconfig" --api-listen 127.0.0.1:6443 \
     --node-name edge-node --dns-upstream none >"$dir/podnetd.log" 2>&1 &
 daemon=$!
@@ -235,7 +250,8 @@ proxy=$(ref_conf proxy "    listen $node_ip:8081; listen $node_ip:8443 ssl;
     'proxy_pass http://pods; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host;' \
     "$dir/proxy/access.log")
 server=$(ref_conf server "    listen $out_ip:8000 reuseport;" 'return 200 "ok\n";' off)
-inN nginx -c "$proxy" -g 'daemon off;' &
+nsenter --net="/var/run/netns/$node" nginx -c "$proxy" -g 'daemon off;' &
+proxy_master=$!
 inO nginx -c "$server" -g 'daemon off;' &
 inK iperf3 -s -p 5201 >/dev/null 2>&1 &
 sleep 1
@@ -256,6 +272,45 @@ ipO() { ip netns exec "$out" "$@"; }
 in_client() { nsenter --net="/var/run/netns/$kns.client" "$@"; }
 median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:] if x]; print(f"{statistics.median(v):.2f}" if v else "nan")' "$@"; }
 ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.3f}" if b else "nan")' "$1" "$2"; }
+# wrk's request count of its output on stdin.
+wrk_requests() { awk '/ requests in / {print $1}'; }
+# User + system CPU time, in clock ticks, of the threads of PIDs whose name
+# starts with PREFIX.
+cpu_ticks() { # PREFIX PID...
+    python3 - "$@" <<'PY'
+import glob, sys
+prefix, total = sys.argv[1], 0
+for pid in sys.argv[2:]:
+    for path in glob.glob(f"/proc/{pid}/task/*/stat"):
+        try:
+            stat = open(path).read()
+        except OSError:
+            continue
+        if not stat[stat.index("(") + 1 : stat.rindex(")")].startswith(prefix):
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+print(total)
+PY
+}
+# Microseconds of CPU per request: TICKS-BEFORE TICKS-AFTER REQUESTS.
+us_per_req() {
+    python3 -c 'import os, sys
+a, b, n = (float(x or 0) for x in sys.argv[1:])
+hz = os.sysconf("SC_CLK_TCK")
+print(f"{(b - a) * 1e6 / hz / n:.2f}" if n else "nan")' "$@"
+}
+# wrk from outside through a proxy whose CPU is counted: wrk's output goes
+# to the variable o, the proxy's CPU per request to cpu.
+wrk_cpu() { # PREFIX "PID..." URL
+    local before after
+    # shellcheck disable=SC2086 # one PID per word
+    before=$(cpu_ticks "$1" $2)
+    o=$(wrk_run ipO "$3")
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks "$1" $2)
+    cpu=$(us_per_req "$before" "$after" "$(wrk_requests <<<"$o")")
+}
 iperf_gbps() { python3 -c 'import json,sys; b=json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]; print("%.2f" % (b / 1e9))'; }
 
 # Warm both paths (the ingress' upstream pool, nginx's keep-alive).
@@ -264,25 +319,44 @@ ipO curl -s -o /dev/null "http://my-app.com:8081/" || true
 
 declare -A F
 add() { F[$1]="${F[$1]:-} $2"; }
+names=()
+runs ingress && names+=(ingress.rps ingress.p99_ms ingress.nginx_rps ingress.nginx_p99_ms
+    ingress.cpu_us_per_req ingress.nginx_cpu_us_per_req)
+runs tls && names+=(ingress.tls_rps ingress.nginx_tls_rps)
+runs nodeport && names+=(nodeport.tcp_gbps nodeport.kernel_tcp_gbps)
+runs egress && names+=(egress.conn_per_s egress.kernel_conn_per_s)
 for ((r = 0; r < rounds; r++)); do
-    o=$(wrk_run ipO "http://my-app.com/"); add ingress.rps "$(wrk_rps <<<"$o")"; add ingress.p99_ms "$(wrk_p99 <<<"$o")"
-    o=$(wrk_run ipO "http://my-app.com:8081/"); add ingress.nginx_rps "$(wrk_rps <<<"$o")"; add ingress.nginx_p99_ms "$(wrk_p99 <<<"$o")"
-    o=$(wrk_run ipO "https://my-app.com/"); add ingress.tls_rps "$(wrk_rps <<<"$o")"
-    o=$(wrk_run ipO "https://my-app.com:8443/"); add ingress.nginx_tls_rps "$(wrk_rps <<<"$o")"
-    add nodeport.tcp_gbps "$(inO iperf3 -c "$node_ip" -p 30201 -t "$secs" -J | iperf_gbps)"
-    add nodeport.kernel_tcp_gbps "$(inO iperf3 -c "$node_ip" -p 30202 -t "$secs" -J | iperf_gbps)"
-    o=$(wrk_run in_client "http://$out_ip:8000/" -H "Connection: close"); add egress.conn_per_s "$(wrk_rps <<<"$o")"
-    o=$(wrk_run inK "http://$out_ip:8000/" -H "Connection: close"); add egress.kernel_conn_per_s "$(wrk_rps <<<"$o")"
+    if runs ingress; then
+        workers=$(pgrep -P "$proxy_master" | tr '\n' ' ')
+        wrk_cpu podnet-ingress "$daemon" "http://my-app.com/"
+        add ingress.rps "$(wrk_rps <<<"$o")"; add ingress.p99_ms "$(wrk_p99 <<<"$o")"
+        add ingress.cpu_us_per_req "$cpu"
+        wrk_cpu "" "$workers" "http://my-app.com:8081/"
+        add ingress.nginx_rps "$(wrk_rps <<<"$o")"; add ingress.nginx_p99_ms "$(wrk_p99 <<<"$o")"
+        add ingress.nginx_cpu_us_per_req "$cpu"
+    fi
+    if runs tls; then
+        o=$(wrk_run ipO "https://my-app.com/"); add ingress.tls_rps "$(wrk_rps <<<"$o")"
+        o=$(wrk_run ipO "https://my-app.com:8443/"); add ingress.nginx_tls_rps "$(wrk_rps <<<"$o")"
+    fi
+    if runs nodeport; then
+        add nodeport.tcp_gbps "$(inO iperf3 -c "$node_ip" -p 30201 -t "$secs" -J | iperf_gbps)"
+        add nodeport.kernel_tcp_gbps "$(inO iperf3 -c "$node_ip" -p 30202 -t "$secs" -J | iperf_gbps)"
+    fi
+    if runs egress; then
+        o=$(wrk_run in_client "http://$out_ip:8000/" -H "Connection: close"); add egress.conn_per_s "$(wrk_rps <<<"$o")"
+        o=$(wrk_run inK "http://$out_ip:8000/" -H "Connection: close"); add egress.kernel_conn_per_s "$(wrk_rps <<<"$o")"
+    fi
 done
-for name in ingress.rps ingress.p99_ms ingress.nginx_rps ingress.nginx_p99_ms ingress.tls_rps \
-    ingress.nginx_tls_rps nodeport.tcp_gbps nodeport.kernel_tcp_gbps egress.conn_per_s egress.kernel_conn_per_s; do
+for name in "${names[@]}"; do
     # shellcheck disable=SC2086 # one value per word
     F[$name]=$(median ${F[$name]})
     echo "$name: ${F[$name]}"
 done
-echo "ingress.ratio: $(ratio "${F[ingress.rps]}" "${F[ingress.nginx_rps]}")"
-echo "ingress.tls_ratio: $(ratio "${F[ingress.tls_rps]}" "${F[ingress.nginx_tls_rps]}")"
-echo "nodeport.ratio: $(ratio "${F[nodeport.tcp_gbps]}" "${F[nodeport.kernel_tcp_gbps]}")"
-echo "egress.ratio: $(ratio "${F[egress.conn_per_s]}" "${F[egress.kernel_conn_per_s]}")"
+runs ingress && echo "ingress.ratio: $(ratio "${F[ingress.rps]}" "${F[ingress.nginx_rps]}")"
+runs ingress && echo "ingress.cpu_ratio: $(ratio "${F[ingress.cpu_us_per_req]}" "${F[ingress.nginx_cpu_us_per_req]}")"
+runs tls && echo "ingress.tls_ratio: $(ratio "${F[ingress.tls_rps]}" "${F[ingress.nginx_tls_rps]}")"
+runs nodeport && echo "nodeport.ratio: $(ratio "${F[nodeport.tcp_gbps]}" "${F[nodeport.kernel_tcp_gbps]}")"
+runs egress && echo "egress.ratio: $(ratio "${F[egress.conn_per_s]}" "${F[egress.kernel_conn_per_s]}")"
 echo "edge.load_after: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$PN_BIN/podnet" --socket "$dir/podnet.sock" stats | awk '$1 ~ /^dropped\./ && $2 > 0 {print "edge.podnet_" $1 ": " $2}' || true
