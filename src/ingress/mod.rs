@@ -5,7 +5,8 @@
 //! |---|---|
 //! | [`routes`] | the route table (hosts, paths, default backend) built from Ingresses, Services and EndpointSlices; sans-IO |
 //! | [`tls`] | certificates from `kubernetes.io/tls` Secrets, picked by SNI; the default self-signed one |
-//! | [`proxy`] | the listeners and the forwarding: headers, streaming, upgrades, 404/502/503/504, the access log |
+//! | [`proxy`] | the listeners, routing and the answers of its own (404/502/503/504); h2 clients on hyper: headers, streaming, the access log |
+//! | [`h1`] | HTTP/1.x clients on the ingress thread's own loop (httparse): the same, and upgrades |
 //! | [`controller`] | the reconciler that rebuilds both tables from the store and writes `status.loadBalancer` |
 //! | [`access_log`] | the daemon's log writer, which lets the ingress threads write their access log lines in batches |
 //!
@@ -21,6 +22,7 @@
 
 pub mod access_log;
 pub mod controller;
+mod h1;
 pub mod proxy;
 pub mod routes;
 pub mod tls;

@@ -1,5 +1,7 @@
 //! The reverse proxy: HTTP/1.1 and h2 from clients (h2 by ALPN over TLS,
 //! or by its preface in clear), HTTP/1.1 with keep-alive to the services.
+//! HTTP/1.x clients are served by [`super::h1`]'s loop, h2 clients by
+//! hyper's server and client here; both route, answer and log alike.
 //!
 //! Per request: the route table (loaded from an `arc-swap`, never a lock
 //! the rebuild holds) gives the backend; one without a ready endpoint is
@@ -48,14 +50,14 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::access_log;
-use super::routes::Target;
+use super::h1;
+use super::routes::{Backend, Target};
 use super::Shared;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -64,7 +66,7 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// How long a client has to send a request head, and a TLS client to
 /// finish its handshake.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long idle upstream connections are kept for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 /// How many idle connections to one upstream address are kept.
@@ -73,7 +75,7 @@ const POOL_MAX_IDLE: usize = 256;
 /// What every connection's requests share: one per ingress thread.
 pub(crate) struct Context {
     pub shared: Arc<Shared>,
-    pool: Arc<UpstreamPool>,
+    pub(super) pool: Arc<UpstreamPool>,
     pub upstream_timeout: Duration,
     /// Turns over a headless service's endpoints.
     next: AtomicUsize,
@@ -87,6 +89,22 @@ impl Context {
             upstream_timeout,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// Where a request for `host` and `path` goes.
+    pub(super) fn pick(&self, host: &str, path: &str) -> Pick {
+        let Some(b) = self.shared.routes.load().route(host, path).cloned() else {
+            return Pick::NotFound;
+        };
+        let addr = match &b.target {
+            Target::ClusterIp(a) => *a,
+            Target::Endpoints(all) => all[self.next.fetch_add(1, Ordering::Relaxed) % all.len()],
+            Target::Unavailable(why) => {
+                tracing::debug!(backend = %b.name, "ingress: 503: {why}");
+                return Pick::Unavailable(b);
+            }
+        };
+        Pick::Upstream(b, addr)
     }
 
     /// Closes upstream connections idle longer than [`POOL_IDLE`], until
@@ -103,18 +121,88 @@ impl Context {
     }
 }
 
-/// Keep-alive HTTP/1.1 connections to services, by address. Each ingress
-/// thread has its own (its connections live on its runtime), so the lock
-/// is never contended; a connection goes back when its response body has
-/// been read or dropped, and is taken newest first.
-#[derive(Default)]
-struct UpstreamPool {
-    idle: Mutex<HashMap<SocketAddr, Vec<IdleConn>>>,
+/// Where a request goes.
+pub(super) enum Pick {
+    /// No rule for its host and path: 404.
+    NotFound,
+    /// A backend without a ready endpoint: 503.
+    Unavailable(Arc<Backend>),
+    /// This backend, at this address.
+    Upstream(Arc<Backend>, SocketAddr),
 }
 
-struct IdleConn {
-    sender: SendRequest<ProxyBody>,
-    since: Instant,
+/// Keep-alive HTTP/1.1 connections to services, by address: hyper's (for
+/// h2 clients' requests) and [`h1`]'s. Each ingress thread has its own
+/// (its connections live on its runtime), so the locks are never
+/// contended; a connection goes back when its response body has been read
+/// or dropped, and is taken newest first.
+#[derive(Default)]
+pub(super) struct UpstreamPool {
+    senders: Idle<SendRequest<ProxyBody>>,
+    streams: Idle<h1::UpstreamConn>,
+}
+
+/// A connection that can tell whether its service closed it.
+trait Closable {
+    fn is_closed(&self) -> bool;
+}
+
+impl Closable for SendRequest<ProxyBody> {
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
+    }
+}
+
+impl Closable for h1::UpstreamConn {
+    fn is_closed(&self) -> bool {
+        h1::UpstreamConn::is_closed(self)
+    }
+}
+
+/// Idle connections of one kind, by address, with when each went idle.
+struct Idle<C> {
+    by_addr: Mutex<HashMap<SocketAddr, Vec<(C, Instant)>>>,
+}
+
+impl<C> Default for Idle<C> {
+    fn default() -> Self {
+        Idle {
+            by_addr: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<C: Closable> Idle<C> {
+    fn put(&self, addr: SocketAddr, conn: C) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut idle = self.by_addr.lock();
+        let conns = idle.entry(addr).or_default();
+        if conns.len() < POOL_MAX_IDLE {
+            conns.push((conn, Instant::now()));
+        }
+    }
+
+    /// The newest idle connection to `addr` that is still open.
+    fn take(&self, addr: SocketAddr) -> Option<C> {
+        let mut idle = self.by_addr.lock();
+        let conns = idle.get_mut(&addr)?;
+        while let Some((c, since)) = conns.pop() {
+            if !c.is_closed() && since.elapsed() < POOL_IDLE {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn reap(&self, now: Instant) {
+        let mut idle = self.by_addr.lock();
+        idle.retain(|_, conns| {
+            conns.retain(|(c, since)| !c.is_closed() && now.duration_since(*since) < POOL_IDLE);
+            !conns.is_empty()
+        });
+    }
 }
 
 /// Why a request could not be sent to a service.
@@ -167,37 +255,26 @@ impl Drop for Lease {
 
 impl UpstreamPool {
     fn put(&self, addr: SocketAddr, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock();
-        let conns = idle.entry(addr).or_default();
-        if conns.len() < POOL_MAX_IDLE {
-            conns.push(IdleConn {
-                sender,
-                since: Instant::now(),
-            });
-        }
+        self.senders.put(addr, sender);
     }
 
-    /// The newest idle connection to `addr` that is still open.
     fn take(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
-        let mut idle = self.idle.lock();
-        let conns = idle.get_mut(&addr)?;
-        while let Some(c) = conns.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < POOL_IDLE {
-                return Some(c.sender);
-            }
-        }
-        None
+        self.senders.take(addr)
+    }
+
+    /// An idle [`h1`] connection to `addr`.
+    pub(super) fn take_h1(&self, addr: SocketAddr) -> Option<h1::UpstreamConn> {
+        self.streams.take(addr)
+    }
+
+    /// Keeps an [`h1`] connection whose last response has been read whole.
+    pub(super) fn put_h1(&self, addr: SocketAddr, conn: h1::UpstreamConn) {
+        self.streams.put(addr, conn);
     }
 
     fn reap(&self, now: Instant) {
-        let mut idle = self.idle.lock();
-        idle.retain(|_, conns| {
-            conns.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < POOL_IDLE);
-            !conns.is_empty()
-        });
+        self.senders.reap(now);
+        self.streams.reap(now);
     }
 
     /// A new connection to `addr`, its driver spawned on this thread.
@@ -373,17 +450,17 @@ fn host_of(req: &Request<Incoming>) -> HeaderValue {
 /// A client connection as the forwarded headers describe it, made once per
 /// connection rather than per request.
 pub(crate) struct Peer {
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
     /// `X-Real-IP`, and `X-Forwarded-For` of a request that has none.
-    ip: HeaderValue,
+    pub(super) ip: HeaderValue,
     /// `X-Forwarded-Port`: the port the client connected to.
-    port: HeaderValue,
+    pub(super) port: HeaderValue,
     /// `X-Forwarded-Proto`.
-    scheme: &'static str,
+    pub(super) scheme: &'static str,
 }
 
 impl Peer {
-    fn new(addr: SocketAddr, local: SocketAddr, scheme: &'static str) -> Peer {
+    pub(super) fn new(addr: SocketAddr, local: SocketAddr, scheme: &'static str) -> Peer {
         Peer {
             addr,
             ip: HeaderValue::from_str(&addr.ip().to_string())
@@ -396,7 +473,8 @@ impl Peer {
 
 /// The access log's `upstream`: `-` (no rule), the backend's name (no
 /// ready endpoint), or the name and the address the request went to.
-struct UpstreamField<'a>(Option<(&'a str, Option<SocketAddr>)>);
+#[derive(Clone, Copy)]
+pub(super) struct UpstreamField<'a>(pub(super) Option<(&'a str, Option<SocketAddr>)>);
 
 impl std::fmt::Display for UpstreamField<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -420,39 +498,25 @@ pub(crate) async fn handle(
     let host_str = host.to_str().unwrap_or("");
     let uri = req.uri().clone();
     let path = uri.path();
-    let backend = ctx.shared.routes.load().route(host_str, path).cloned();
-    let (response, upstream) = match &backend {
-        None => (
+    let pick = ctx.pick(host_str, path);
+    let (response, upstream) = match &pick {
+        Pick::NotFound => (
             answer(
                 StatusCode::NOT_FOUND,
                 "404 Not Found: no Ingress rule for this host and path",
             ),
             UpstreamField(None),
         ),
-        Some(b) => {
-            let addr = match &b.target {
-                Target::ClusterIp(a) => Some(*a),
-                Target::Endpoints(all) => {
-                    Some(all[ctx.next.fetch_add(1, Ordering::Relaxed) % all.len()])
-                }
-                Target::Unavailable(why) => {
-                    tracing::debug!(backend = %b.name, "ingress: 503: {why}");
-                    None
-                }
-            };
-            match addr {
-                None => (
-                    answer(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("503 Service Unavailable: {}", b.name),
-                    ),
-                    UpstreamField(Some((&b.name, None))),
-                ),
-                Some(addr) => {
-                    let r = forward(&ctx, req, addr, &host, &peer).await;
-                    (r, UpstreamField(Some((&b.name, Some(addr)))))
-                }
-            }
+        Pick::Unavailable(b) => (
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("503 Service Unavailable: {}", b.name),
+            ),
+            UpstreamField(Some((&b.name, None))),
+        ),
+        Pick::Upstream(b, addr) => {
+            let r = forward(&ctx, req, *addr, &host, &peer).await;
+            (r, UpstreamField(Some((&b.name, Some(*addr)))))
         }
     };
     access_log::record(&access_log::Access {
@@ -618,8 +682,9 @@ fn is_idempotent(method: &hyper::Method) -> bool {
     .contains(method)
 }
 
-/// Accepts connections on `listener` until `stop`, serving each with
-/// [`handle`]; `tls` makes it the HTTPS listener.
+/// Accepts connections on `listener` until `stop`, serving each on its own
+/// task: HTTP/1.x with [`h1::serve`], h2 (by ALPN, or by its preface in
+/// clear) with hyper and [`handle`]; `tls` makes it the HTTPS listener.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -648,50 +713,129 @@ pub(crate) async fn serve(
         let tls = tls.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let (ctx, client) = (ctx.clone(), client.clone());
-                async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, client).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30));
-            let ended = match tls {
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = stop.changed() => return,
-                    }
-                }
-                Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, "ingress: TLS handshake failed: {e}");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = stop.changed() => return,
-                    }
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, "ingress: connection ended: {e}");
+            tokio::select! {
+                _ = serve_connection(ctx, client, tcp, tls) => {}
+                _ = stop.changed() => {}
             }
         });
+    }
+}
+
+/// Serves one client connection to its end.
+async fn serve_connection(
+    ctx: Arc<Context>,
+    client: Arc<Peer>,
+    mut tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+) {
+    let peer = client.addr;
+    let ended = match tls {
+        None => match h1::serve(&ctx, &client, &mut tcp).await {
+            Err(h1::End::H2(preface)) => {
+                let io = Prefixed {
+                    prefix: preface,
+                    inner: tcp,
+                };
+                serve_h2(ctx, client, io).await
+            }
+            Err(h1::End::Client(e)) => Err(e.into()),
+            Ok(()) => Ok(()),
+        },
+        Some(acceptor) => {
+            let mut stream = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "ingress: TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                serve_h2(ctx, client, stream).await
+            } else {
+                match h1::serve(&ctx, &client, &mut stream).await {
+                    Err(h1::End::H2(preface)) => {
+                        let io = Prefixed {
+                            prefix: preface,
+                            inner: stream,
+                        };
+                        serve_h2(ctx, client, io).await
+                    }
+                    Err(h1::End::Client(e)) => Err(e.into()),
+                    Ok(()) => Ok(()),
+                }
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, "ingress: connection ended: {e}");
+    }
+}
+
+/// Serves an h2 connection with hyper, each request with [`handle`].
+async fn serve_h2<I>(ctx: Arc<Context>, client: Arc<Peer>, io: I) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let (ctx, client) = (ctx.clone(), client.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, client).await) }
+    });
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), service)
+        .await
+        .map_err(Into::into)
+}
+
+/// A stream whose first bytes were already read: they are read again
+/// first (an h2 client's preface, read while looking for an HTTP/1.x head).
+struct Prefixed<S> {
+    prefix: bytes::BytesMut,
+    inner: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
