@@ -1346,6 +1346,124 @@ mod tests {
         .is_err());
     }
 
+    use proptest::prelude::*;
+
+    /// A head from parts a client could send, some of them hostile.
+    fn any_head() -> impl Strategy<Value = Vec<u8>> {
+        let field = prop_oneof![
+            Just("Host: my-app.com".to_string()),
+            Just("Content-Length: 3".to_string()),
+            Just("Content-Length: 4".to_string()),
+            Just("Transfer-Encoding: chunked".to_string()),
+            Just("Transfer-Encoding: gzip, chunked".to_string()),
+            Just("Connection: close, X-A".to_string()),
+            Just("Connection: upgrade".to_string()),
+            Just("Upgrade: websocket".to_string()),
+            Just("X-Forwarded-For: 203.0.113.9".to_string()),
+            Just("Expect: 100-continue".to_string()),
+            Just("Keep-Alive: timeout=5".to_string()),
+            Just("TE: trailers".to_string()),
+            Just("X-A: named by Connection".to_string()),
+            "[A-Za-z-]{1,12}: [ -~]{0,20}",
+        ];
+        let line = prop_oneof![
+            Just("GET / HTTP/1.1"),
+            Just("POST /a?b=c HTTP/1.1"),
+            Just("HEAD /x HTTP/1.0"),
+            Just("GET http://h.com HTTP/1.1"),
+            Just("OPTIONS * HTTP/1.1"),
+        ];
+        (
+            line,
+            prop::collection::vec(field, 0..8),
+            any::<Option<(usize, u8)>>(),
+        )
+            .prop_map(|(line, fields, flip)| {
+                let mut head = format!("{line}\r\n{}\r\n\r\n", fields.join("\r\n")).into_bytes();
+                if let Some((at, b)) = flip {
+                    let at = at % head.len();
+                    head[at] = b;
+                }
+                head
+            })
+    }
+
+    proptest! {
+        /// Whatever the bytes, parsing answers (never panics), and a head
+        /// it accepts becomes an upstream head that parses again, with one
+        /// Host, no hop-by-hop field and the same framing.
+        #[test]
+        fn any_request_head_is_refused_or_forwarded_whole(head in any_head()) {
+            let mut up = Vec::new();
+            if let Ok(Some((len, r))) = parse_request(&head, &peer(), &mut up) {
+                // A flipped byte may end the head early: the rest is a body.
+                prop_assert!(len <= head.len());
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut again = httparse::Request::new(&mut fields);
+                prop_assert!(matches!(again.parse(&up), Ok(httparse::Status::Complete(n)) if n == up.len()));
+                let names: Vec<String> = again.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
+                prop_assert_eq!(names.iter().filter(|n| *n == "host").count(), 1);
+                let mut sent = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut client = httparse::Request::new(&mut sent);
+                let _ = client.parse(&head);
+                let named: Vec<String> = connection_tokens(client.headers).map(str::to_ascii_lowercase).collect();
+                for n in &names {
+                    prop_assert!(!named.contains(n) || n == "upgrade", "{} is named by Connection", n);
+                    let upgrade = r.upgrade && (n == "connection" || n == "upgrade");
+                    let framing = n == "transfer-encoding" && r.body == Framing::Chunked;
+                    prop_assert!(!is(n, &HOP_BY_HOP) || upgrade || framing, "{} in {:?}", n, String::from_utf8_lossy(&up));
+                }
+                let length = content_length(again.headers).ok().flatten();
+                let body = match (chunked(again.headers), length) {
+                    (Some(true), None) => Framing::Chunked,
+                    (None, Some(n)) => Framing::Length(n),
+                    _ => Framing::None,
+                };
+                prop_assert_eq!(body, r.body);
+            }
+        }
+
+        #[test]
+        fn any_response_head_is_refused_or_passed_on(head in prop::collection::vec(any::<u8>(), 0..200)) {
+            let (_, req) = request("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+            let mut out = Vec::new();
+            let _ = parse_response(&head, &req, &mut out);
+            let mut end = ChunkedEnd::default();
+            let _ = end.feed(&head);
+        }
+
+        /// A chunked body of any chunks, fed in any pieces, ends exactly
+        /// where it ends.
+        #[test]
+        fn a_chunked_body_ends_where_it_ends(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..40), 0..6),
+            trailer in prop::option::of("[A-Za-z]{1,8}: [a-z]{0,8}"),
+            cuts in prop::collection::vec(1usize..30, 0..20),
+        ) {
+            let mut body = Vec::new();
+            for c in &chunks {
+                body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                body.extend_from_slice(c);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            if let Some(t) = &trailer {
+                body.extend_from_slice(format!("{t}\r\n").as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            let whole = body.len();
+            body.extend_from_slice(b"GET /next HTTP/1.1\r\n");
+            let mut end = ChunkedEnd::default();
+            let (mut at, mut cuts) = (0, cuts.into_iter());
+            while !end.done() {
+                prop_assert!(at < body.len(), "the end was not found");
+                let piece = cuts.next().unwrap_or(usize::MAX).min(body.len() - at);
+                at += end.feed(&body[at..at + piece]).unwrap();
+            }
+            prop_assert_eq!(at, whole);
+        }
+    }
+
     #[test]
     fn numbers_in_decimal() {
         for n in [0, 7, 10, 65535, u64::MAX] {
