@@ -725,24 +725,14 @@ pub(crate) async fn serve(
 async fn serve_connection(
     ctx: Arc<Context>,
     client: Arc<Peer>,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     tls: Option<TlsAcceptor>,
 ) {
     let peer = client.addr;
     let ended = match tls {
-        None => match h1::serve(&ctx, &client, &mut tcp).await {
-            Err(h1::End::H2(preface)) => {
-                let io = Prefixed {
-                    prefix: preface,
-                    inner: tcp,
-                };
-                serve_h2(ctx, client, io).await
-            }
-            Err(h1::End::Client(e)) => Err(e.into()),
-            Ok(()) => Ok(()),
-        },
+        None => serve_h1_or_h2(ctx, client, tcp).await,
         Some(acceptor) => {
-            let mut stream = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, "ingress: TLS handshake failed: {e}");
@@ -753,22 +743,25 @@ async fn serve_connection(
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 serve_h2(ctx, client, stream).await
             } else {
-                match h1::serve(&ctx, &client, &mut stream).await {
-                    Err(h1::End::H2(preface)) => {
-                        let io = Prefixed {
-                            prefix: preface,
-                            inner: stream,
-                        };
-                        serve_h2(ctx, client, io).await
-                    }
-                    Err(h1::End::Client(e)) => Err(e.into()),
-                    Ok(()) => Ok(()),
-                }
+                serve_h1_or_h2(ctx, client, stream).await
             }
         }
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, "ingress: connection ended: {e}");
+    }
+}
+
+/// Serves a connection with [`h1::serve`], or with hyper's h2 if its first
+/// bytes are h2's preface (read again first).
+async fn serve_h1_or_h2<I>(ctx: Arc<Context>, client: Arc<Peer>, mut io: I) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match h1::serve(&ctx, &client, &mut io).await {
+        Ok(()) => Ok(()),
+        Err(h1::End::Client(e)) => Err(e.into()),
+        Err(h1::End::H2(prefix)) => serve_h2(ctx, client, Prefixed { prefix, inner: io }).await,
     }
 }
 
