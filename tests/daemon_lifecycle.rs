@@ -736,3 +736,58 @@ fn a_reused_pid_is_never_taken_for_the_pod_nor_signalled() {
         "deleting the pod killed the unrelated process with its old pid {pid}"
     );
 }
+
+/// The soft and hard "Max open files" of a process, from /proc.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut f = line["Max open files".len()..].split_whitespace();
+    (f.next().unwrap().into(), f.next().unwrap().into())
+}
+
+#[test]
+fn a_daemon_started_with_a_low_open_files_limit_raises_it_and_runs_its_pods() {
+    let _s = serial();
+    let mut node = Node::start();
+    node.signal_daemon("TERM", RESTART).expect("daemon stopped");
+    // A service manager's default soft limit is 1,024; each pod holds a few
+    // descriptors in the daemon (its eth0, its process's pidfd, its
+    // namespaces), so a few hundred pods would use it up. 64 here.
+    node.set_open_files_limit(Some(64));
+    node.start_daemon();
+    let pid = node.daemon_pid();
+    let (soft, hard) = open_files_limits(pid);
+    assert_eq!(
+        soft, hard,
+        "the daemon raises its soft limit to the hard one"
+    );
+    let web = node.name("web");
+    let mut args = vec!["deployment", "create", &web, "--replicas", "30", "--"];
+    let cmd = sleeper();
+    args.extend(cmd.iter().map(String::as_str));
+    node.podnet_ok(&args);
+    let prefix = format!("{web}-");
+    let all_running = wait_for(POD_START * 3, || {
+        let pods = node.pods();
+        let mine: Vec<_> = pods
+            .iter()
+            .filter(|p| name_of(p).starts_with(&prefix))
+            .collect();
+        (mine.len() == 30 && mine.iter().all(|p| running(p))).then_some(())
+    });
+    assert!(
+        all_running.is_some(),
+        "30 pods did not all run; log:\n{}",
+        node.daemon_log()
+    );
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .count();
+    assert!(
+        open > 64,
+        "the daemon holds {open} descriptors: the test must need more than the limit it was started with"
+    );
+}

@@ -137,6 +137,10 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> Result<(), Daemon
             );
         }
     }
+    match crate::sys::process::raise_open_file_limit() {
+        Ok(n) => tracing::debug!("open files limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit (pods hold descriptors): {e}"),
+    }
     let socket = config.socket.clone();
     let socket_text = socket.display().to_string();
     if UnixStream::connect(&socket).is_ok() {

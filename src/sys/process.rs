@@ -239,6 +239,21 @@ fn checked_pid(pid: u32) -> Result<Pid, SpawnError> {
     }
 }
 
+/// Raises the soft limit on open files to the hard one and returns it.
+/// Every pod holds descriptors in the daemon (one per queue of its
+/// `eth0`, a pidfd per process), and the soft limit a service manager
+/// gives (1,024 by default) runs out at a few hundred pods, while the hard
+/// limit is meant for this. Processes the daemon starts inherit the raised
+/// limit, as those of a container runtime that raises its own do.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    }
+    Ok(hard.max(soft))
+}
+
 /// Makes the calling thread a background thread: scheduled as a batch
 /// thread (`SCHED_BATCH`: waking up, it never preempts a running thread;
 /// it waits for a free core or the next tick) at the nice value `nice`

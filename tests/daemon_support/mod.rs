@@ -301,6 +301,9 @@ pub struct Node {
     daemon: Option<Child>,
     /// Flags given to `podnetd` beyond the harness's own.
     daemon_args: Vec<String>,
+    /// The soft limit on open files the daemon is started with, if not the
+    /// harness's own.
+    open_files: Option<u64>,
     names: AtomicU32,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -339,6 +342,7 @@ impl Node {
             dir,
             daemon: None,
             daemon_args: Vec::new(),
+            open_files: None,
             names: AtomicU32::new(0),
             _tmp: Some(tmp),
         };
@@ -373,7 +377,16 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("daemon log file");
-        let child = Command::new("nsenter")
+        // prlimit (util-linux) execs nsenter, which execs podnetd: one pid.
+        let mut command = match self.open_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:")).arg("nsenter");
+                c
+            }
+            None => Command::new("nsenter"),
+        };
+        let child = command
             .arg(format!("--net=/var/run/netns/{}", self.ns))
             .arg(PODNETD)
             .arg("--state-dir")
@@ -420,6 +433,12 @@ impl Node {
     /// Extra `podnetd` flags for the next [`Node::start_daemon`].
     pub fn set_daemon_args(&mut self, args: &[&str]) {
         self.daemon_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// The soft limit on open files for the next [`Node::start_daemon`]
+    /// (`None`: the harness's own).
+    pub fn set_open_files_limit(&mut self, soft: Option<u64>) {
+        self.open_files = soft;
     }
 
     /// Whether the daemon runs with offloads (no `--no-offload` flag).
