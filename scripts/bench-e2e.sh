@@ -37,7 +37,8 @@
 #   e2e.crr_per_s / e2e.kernel_crr_per_s / e2e.crr_ratio
 #       new TCP connections per second pod -> cluster IP -> nginx pod, one
 #       HTTP request per connection (wrk -c 16, Connection: close)
-# Usage: sudo scripts/bench-e2e.sh [-t SECS] [-r RUNS] [-n PODS] [-- PODNETD-FLAGS...]   (defaults 5, 3, 20)
+# Usage: sudo scripts/bench-e2e.sh [-t SECS] [-r RUNS] [-n PODS] [-p PARTS] [-- PODNETD-FLAGS...]
+#   defaults 5, 3, 20 and tcp,tcp4,podip,host,crr,udp,attach (PARTS: a comma-separated subset)
 # PODNETD-FLAGS go to the daemon under test (e.g. -- --no-offload); PODNET_BIN
 # names a directory with prebuilt podnetd and podnet (another build to compare).
 set -euo pipefail
@@ -49,16 +50,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib/podnet.sh
 . "$here/lib/podnet.sh"
 
-secs=5 runs=3 pods=20
-while getopts "t:r:n:h" opt; do
+all_parts=tcp,tcp4,podip,host,crr,udp,attach
+secs=5 runs=3 pods=20 parts=$all_parts
+while getopts "t:r:n:p:h" opt; do
     case $opt in
         t) secs=$OPTARG ;;
         r) runs=$OPTARG ;;
         n) pods=$OPTARG ;;
-        *) sed -n '/^# Usage/p' "$0" >&2; exit 2 ;;
+        p) parts=$OPTARG ;;
+        *) sed -n '/^# Usage/,/^#   defaults/p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
+for p in ${parts//,/ }; do
+    [[ ",$all_parts," == *",$p,"* ]] || { pn_err "unknown part '$p' ($all_parts)"; exit 2; }
+done
+runs() { [[ ",$parts," == *",$1,"* ]]; }
 pn_require_root
 pn_ensure_tools
 bench_ensure_tools
@@ -92,72 +99,86 @@ ref_topology_up "pnr$id"
 ref_http_up "$work/ref-nginx"
 ref_forwarder_up "pnf$id"
 
-bench_alternate "$runs" "bench_cpu podnet_tcp $PN_DAEMON_PID $secs bench_iperf_tcp_gbps default.cli$id $vip 5201 $secs" \
-    "bench_cpu kernel_tcp - $secs bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs" \
-    "bench_iperf_tcp_gbps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs"
-echo "# tcp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
-echo "# tcp runs (Gbit/s, podnetd CPU s, softirq s): podnet $(paste -sd, "$work/podnet_tcp"); kernel $(paste -sd, "$work/kernel_tcp")" >&2
-echo "e2e.tcp_gbps: $BENCH_MEDIAN_A"
-echo "e2e.kernel_tcp_gbps: $BENCH_MEDIAN_B"
-echo "e2e.tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
-echo "e2e.forwarder_tcp_gbps: $BENCH_MEDIAN_C"
-echo "e2e.tcp_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
-echo "e2e.cpu_per_gbit: $(bench_per_gbit "$work/podnet_tcp" "$secs" 2)"
-echo "e2e.softirq_per_gbit: $(bench_per_gbit "$work/podnet_tcp" "$secs" 3)"
-echo "e2e.kernel_softirq_per_gbit: $(bench_per_gbit "$work/kernel_tcp" "$secs" 3)"
+if runs tcp; then
+    bench_alternate "$runs" "bench_cpu podnet_tcp $PN_DAEMON_PID $secs bench_iperf_tcp_gbps default.cli$id $vip 5201 $secs" \
+        "bench_cpu kernel_tcp - $secs bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs" \
+        "bench_iperf_tcp_gbps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs"
+    echo "# tcp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
+    echo "# tcp runs (Gbit/s, podnetd CPU s, softirq s): podnet $(paste -sd, "$work/podnet_tcp"); kernel $(paste -sd, "$work/kernel_tcp")" >&2
+    echo "e2e.tcp_gbps: $BENCH_MEDIAN_A"
+    echo "e2e.kernel_tcp_gbps: $BENCH_MEDIAN_B"
+    echo "e2e.tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+    echo "e2e.forwarder_tcp_gbps: $BENCH_MEDIAN_C"
+    echo "e2e.tcp_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+    echo "e2e.cpu_per_gbit: $(bench_per_gbit "$work/podnet_tcp" "$secs" 2)"
+    echo "e2e.softirq_per_gbit: $(bench_per_gbit "$work/podnet_tcp" "$secs" 3)"
+    echo "e2e.kernel_softirq_per_gbit: $(bench_per_gbit "$work/kernel_tcp" "$secs" 3)"
+fi
 
-bench_alternate "$runs" "bench_iperf_tcp_gbps default.cli$id $vip 5201 $secs 4" \
-    "bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs 4"
-echo "# tcp4 runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B" >&2
-echo "e2e.tcp4_gbps: $BENCH_MEDIAN_A"
-echo "e2e.kernel_tcp4_gbps: $BENCH_MEDIAN_B"
-echo "e2e.tcp4_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+if runs tcp4; then
+    bench_alternate "$runs" "bench_iperf_tcp_gbps default.cli$id $vip 5201 $secs 4" \
+        "bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs 4"
+    echo "# tcp4 runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B" >&2
+    echo "e2e.tcp4_gbps: $BENCH_MEDIAN_A"
+    echo "e2e.kernel_tcp4_gbps: $BENCH_MEDIAN_B"
+    echo "e2e.tcp4_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+fi
 
-bench_alternate "$runs" "bench_iperf_tcp_gbps default.cli$id $ipf_ip 5201 $secs" \
-    "bench_iperf_tcp_gbps $REF_POD1 $REF_POD2_IP $REF_PORT $secs"
-echo "# pod ip runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; load $(cut -d' ' -f1 /proc/loadavg)" >&2
-echo "e2e.podip_tcp_gbps: $BENCH_MEDIAN_A"
-echo "e2e.kernel_podip_tcp_gbps: $BENCH_MEDIAN_B"
-echo "e2e.podip_tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+if runs podip; then
+    bench_alternate "$runs" "bench_iperf_tcp_gbps default.cli$id $ipf_ip 5201 $secs" \
+        "bench_iperf_tcp_gbps $REF_POD1 $REF_POD2_IP $REF_PORT $secs"
+    echo "# pod ip runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; load $(cut -d' ' -f1 /proc/loadavg)" >&2
+    echo "e2e.podip_tcp_gbps: $BENCH_MEDIAN_A"
+    echo "e2e.kernel_podip_tcp_gbps: $BENCH_MEDIAN_B"
+    echo "e2e.podip_tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+fi
 
-bench_alternate "$runs" "bench_iperf_tcp_gbps pnb$id $vip 5201 $secs" \
-    "bench_iperf_tcp_gbps $REF_NODE $REF_VIP $REF_PORT $secs" \
-    "bench_iperf_tcp2_gbps pnb$id $vip 5201 $vip_cli 5202 $secs"
-echo "# host runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; podnet two streams $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
-echo "e2e.host_tcp_gbps: $BENCH_MEDIAN_A"
-echo "e2e.kernel_host_tcp_gbps: $BENCH_MEDIAN_B"
-echo "e2e.host_tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
-echo "e2e.host2_tcp_gbps: $BENCH_MEDIAN_C"
-echo "e2e.host2_speedup: $(pn_ratio "$BENCH_MEDIAN_C" "$BENCH_MEDIAN_A")"
+if runs host; then
+    bench_alternate "$runs" "bench_iperf_tcp_gbps pnb$id $vip 5201 $secs" \
+        "bench_iperf_tcp_gbps $REF_NODE $REF_VIP $REF_PORT $secs" \
+        "bench_iperf_tcp2_gbps pnb$id $vip 5201 $vip_cli 5202 $secs"
+    echo "# host runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; podnet two streams $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
+    echo "e2e.host_tcp_gbps: $BENCH_MEDIAN_A"
+    echo "e2e.kernel_host_tcp_gbps: $BENCH_MEDIAN_B"
+    echo "e2e.host_tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+    echo "e2e.host2_tcp_gbps: $BENCH_MEDIAN_C"
+    echo "e2e.host2_speedup: $(pn_ratio "$BENCH_MEDIAN_C" "$BENCH_MEDIAN_A")"
+fi
 
-bench_alternate "$runs" "bench_wrk_crr default.cli$id $vip_web 8080 $secs" \
-    "bench_wrk_crr $REF_POD1 $REF_VIP $REF_HTTP_PORT $secs"
-echo "# crr runs (connections/s): podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; load $(cut -d' ' -f1 /proc/loadavg)" >&2
-echo "e2e.crr_per_s: $BENCH_MEDIAN_A"
-echo "e2e.kernel_crr_per_s: $BENCH_MEDIAN_B"
-echo "e2e.crr_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+if runs crr; then
+    bench_alternate "$runs" "bench_wrk_crr default.cli$id $vip_web 8080 $secs" \
+        "bench_wrk_crr $REF_POD1 $REF_VIP $REF_HTTP_PORT $secs"
+    echo "# crr runs (connections/s): podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; load $(cut -d' ' -f1 /proc/loadavg)" >&2
+    echo "e2e.crr_per_s: $BENCH_MEDIAN_A"
+    echo "e2e.kernel_crr_per_s: $BENCH_MEDIAN_B"
+    echo "e2e.crr_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+fi
 
-bench_alternate "$runs" "bench_iperf_udp_kpps default.cli$id $vip 5201 $secs" \
-    "bench_iperf_udp_kpps $REF_POD1 $REF_VIP $REF_PORT $secs" \
-    "bench_iperf_udp_kpps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs"
-echo "# udp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C" >&2
-echo "e2e.udp_kpps: $BENCH_MEDIAN_A"
-echo "e2e.kernel_udp_kpps: $BENCH_MEDIAN_B"
-echo "e2e.udp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
-echo "e2e.forwarder_udp_kpps: $BENCH_MEDIAN_C"
-echo "e2e.udp_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+if runs udp; then
+    bench_alternate "$runs" "bench_iperf_udp_kpps default.cli$id $vip 5201 $secs" \
+        "bench_iperf_udp_kpps $REF_POD1 $REF_VIP $REF_PORT $secs" \
+        "bench_iperf_udp_kpps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs"
+    echo "# udp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C" >&2
+    echo "e2e.udp_kpps: $BENCH_MEDIAN_A"
+    echo "e2e.kernel_udp_kpps: $BENCH_MEDIAN_B"
+    echo "e2e.udp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+    echo "e2e.forwarder_udp_kpps: $BENCH_MEDIAN_C"
+    echo "e2e.udp_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+fi
 
-# Attach: namespaces made beforehand, as a container runtime hands them to CNI.
-for ((i = 0; i < pods; i++)); do
-    pn_ns_add "pna$id-$i"
-done
-attach=$(python3 "$here/lib/api_time.py" "$PN_SOCK" attach "pna$id" "$pods")
-python3 "$here/lib/api_time.py" "$PN_SOCK" delete "pna$id" "$pods"
-run=$(python3 "$here/lib/api_time.py" "$PN_SOCK" run "pnp$id" "$pods")
-python3 "$here/lib/api_time.py" "$PN_SOCK" delete "pnp$id" "$pods"
-attach_ms=$(pn_median <<<"$attach")
-echo "# attach ms: $(echo $attach)" >&2
-echo "e2e.attach_ms: $attach_ms"
-echo "e2e.pod_run_ms: $(pn_median <<<"$run")"
-ref_cni_ms "$pods" "pnc$id"
-echo "e2e.attach_speedup: $(pn_ratio "$REF_CNI_MS" "$attach_ms")"
+if runs attach; then
+    # Attach: namespaces made beforehand, as a container runtime hands them to CNI.
+    for ((i = 0; i < pods; i++)); do
+        pn_ns_add "pna$id-$i"
+    done
+    attach=$(python3 "$here/lib/api_time.py" "$PN_SOCK" attach "pna$id" "$pods")
+    python3 "$here/lib/api_time.py" "$PN_SOCK" delete "pna$id" "$pods"
+    run=$(python3 "$here/lib/api_time.py" "$PN_SOCK" run "pnp$id" "$pods")
+    python3 "$here/lib/api_time.py" "$PN_SOCK" delete "pnp$id" "$pods"
+    attach_ms=$(pn_median <<<"$attach")
+    echo "# attach ms: $(echo $attach)" >&2
+    echo "e2e.attach_ms: $attach_ms"
+    echo "e2e.pod_run_ms: $(pn_median <<<"$run")"
+    ref_cni_ms "$pods" "pnc$id"
+    echo "e2e.attach_speedup: $(pn_ratio "$REF_CNI_MS" "$attach_ms")"
+fi
