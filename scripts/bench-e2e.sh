@@ -19,6 +19,11 @@
 #   e2e.pod_run_ms    creating a pod with its namespace and process, median
 #   e2e.tcp4_gbps / e2e.kernel_tcp4_gbps / e2e.tcp4_ratio
 #       four parallel iperf3 TCP streams, pod -> cluster IP -> pod and kernel
+#   e2e.forwarder_tcp4_gbps / e2e.tcp4_ratio_to_forwarder  the same, forwarder
+#   e2e.tcp4_machine_cpu_per_gbit / e2e.kernel_... / e2e.forwarder_...
+#       the whole machine's busy CPU seconds (/proc/stat) per Gbit in those runs,
+#       and e2e.tcp4_busy_pct / e2e.kernel_... / e2e.forwarder_...: how busy the
+#       CPUs were (100: every core)
 #   e2e.cpu_per_gbit
 #       podnetd's CPU seconds (user + system, all threads, /proc/PID/stat) per
 #       Gbit moved in the one-stream TCP runs, median; beside it
@@ -116,12 +121,25 @@ if runs tcp; then
 fi
 
 if runs tcp4; then
-    bench_alternate "$runs" "bench_iperf_tcp_gbps default.cli$id $vip 5201 $secs 4" \
-        "bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs 4"
-    echo "# tcp4 runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B" >&2
+    bench_alternate "$runs" "bench_cpu podnet_tcp4 - $secs bench_iperf_tcp_gbps default.cli$id $vip 5201 $secs 4" \
+        "bench_cpu kernel_tcp4 - $secs bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs 4" \
+        "bench_cpu forwarder_tcp4 - $secs bench_iperf_tcp_gbps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs 4"
+    echo "# tcp4 runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
     echo "e2e.tcp4_gbps: $BENCH_MEDIAN_A"
     echo "e2e.kernel_tcp4_gbps: $BENCH_MEDIAN_B"
     echo "e2e.tcp4_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+    echo "e2e.forwarder_tcp4_gbps: $BENCH_MEDIAN_C"
+    echo "e2e.tcp4_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+    # What each path costs the whole machine (every process and the kernel)
+    # per Gbit, and how busy its runs kept the CPUs: where both paths use
+    # every core, the ratio of throughputs cannot pass the inverse ratio of
+    # these costs.
+    cpus=$(nproc)
+    for p in podnet kernel forwarder; do
+        prefix=${p/podnet/}
+        echo "e2e.${prefix:+${prefix}_}tcp4_machine_cpu_per_gbit: $(bench_per_gbit "$work/${p}_tcp4" "$secs" 4)"
+        echo "e2e.${prefix:+${prefix}_}tcp4_busy_pct: $(awk -v s="$secs" -v n="$cpus" '{ printf "%.1f\n", 100 * $4 / (s * n) }' "$work/${p}_tcp4" | pn_median)"
+    done
 fi
 
 if runs podip; then

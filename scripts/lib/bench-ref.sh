@@ -303,18 +303,20 @@ ref_http_up() {
 }
 
 # bench_cpu NAME PID SECS CMD... — run CMD (prints one Gbit/s figure, as bench_iperf_tcp_gbps does) and print
-# its figure; append to $BENCH_CPU_DIR/NAME one line "GBPS PID_CPU_S SOFTIRQ_S": the CPU seconds (user +
-# system) of process PID's threads (skipped when PID is -) and the host's softirq seconds (/proc/stat, all
-# CPUs) while it ran.
+# its figure; append to $BENCH_CPU_DIR/NAME one line "GBPS PID_CPU_S SOFTIRQ_S BUSY_S": the CPU seconds
+# (user + system) of process PID's threads (skipped when PID is -), the host's softirq seconds and its busy
+# seconds (/proc/stat, all CPUs: bench_busy) while it ran.
 bench_cpu() {
-    local name=${1:?bench_cpu: NAME missing} pid=${2:?PID missing} secs=${3:?SECS missing} v c0 c1 s0 s1
+    local name=${1:?bench_cpu: NAME missing} pid=${2:?PID missing} secs=${3:?SECS missing} v c0 c1 s0 s1 b0 b1
     shift 3
     c0=$(bench_proc_cpu "$pid")
     s0=$(bench_softirq)
+    b0=$(bench_busy)
     v=$("$@") || return 1
     c1=$(bench_proc_cpu "$pid")
     s1=$(bench_softirq)
-    echo "$v $(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.3f", b - a }')" \
+    b1=$(bench_busy)
+    echo "$v $(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.3f", b - a }')" \
         >>"${BENCH_CPU_DIR:?bench_cpu: BENCH_CPU_DIR unset}/$name"
     echo "$v"
 }
@@ -330,8 +332,14 @@ bench_softirq() {
     awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.3f\n", $8 / hz }' /proc/stat
 }
 
+# bench_busy — CPU seconds so far of the whole machine, all CPUs, not idle (user, nice, system, irq,
+# softirq; /proc/stat): what every process and the kernel spent, whoever they were.
+bench_busy() {
+    awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.3f\n", ($2 + $3 + $4 + $7 + $8) / hz }' /proc/stat
+}
+
 # bench_per_gbit FILE SECS COLUMN — median over FILE's runs (lines of bench_cpu) of COLUMN (2: process CPU,
-# 3: softirq) seconds per Gbit moved (GBPS * SECS).
+# 3: softirq, 4: the whole machine) seconds per Gbit moved (GBPS * SECS).
 bench_per_gbit() {
     local file=${1:?} secs=${2:?} col=${3:?}
     awk -v s="$secs" -v c="$col" '$1 > 0 { printf "%.4f\n", $c / ($1 * s) }' "$file" | pn_median
