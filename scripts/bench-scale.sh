@@ -12,6 +12,11 @@
 #   api.watch_latency_ms_at_SHIGH_services  a ready pod deleted -> a watcher sees its endpoint
 #                                           not ready, with SHIGH services; median of 10
 #   scale.reset_s_at_RESET                  `podnet reset --force` with RESET pods -> podnetd gone
+#   scale.delete_ratio                      scale.delete_all_s_at_HIGH / scale.delete_all_s_at_1000
+#   scale.kernel_delete_all_s_at_1000 / _at_HIGH / scale.kernel_delete_ratio
+#                                           the kernel's part of those deletions without podnetd (after
+#                                           it stopped): as many processes in their own namespaces with a
+#                                           TUN each, pinned, killed, reaped, unpinned; median of 5
 #   daemon.rss_mb_at_SHIGH_services         podnetd's resident memory then
 # Usage: sudo scripts/bench-scale.sh [-p LOW,HIGH] [-s SLOW,SHIGH] [-r RESET]
 #        (defaults 100,4000  100,10000  2000)
@@ -43,6 +48,14 @@ cleanup_scale() {
     [ -n "${daemon:-}" ] && { kill -9 "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; }
     pn_pods_del "$kns"
     rm -rf "$dir"
+    # A kernel reference stopped hard leaves its pins (its processes die with it).
+    local d p
+    for d in /run/podnet-kernel-ref.*; do
+        [ -d "$d" ] && ! kill -0 "${d##*.}" 2>/dev/null || continue
+        for p in "$d"/*; do umount -l "$p" 2>/dev/null || true; done
+        umount -l "$d" 2>/dev/null || true
+        rm -rf "$d"
+    done
 }
 pn_cleanup_register cleanup_scale
 pn_ns_add "$node"
@@ -68,7 +81,10 @@ driver() {
 }
 
 start_daemon
-driver pods "${pods%,*}" "${pods#*,}"
+driver pods "${pods%,*}" "${pods#*,}" | tee "$dir/pods.out"
+figure() { awk -v k="$1:" '$1 == k { print $2 }' "$dir/pods.out"; }
+high=${pods#*,}
+echo "scale.delete_ratio: $(pn_ratio "$(figure "scale.delete_all_s_at_$high")" "$(figure scale.delete_all_s_at_1000)")"
 driver services "${services%,*}" "${services#*,}"
 echo "daemon.rss_mb_at_${services#*,}_services: $(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$daemon/status")"
 driver fill "$reset"
@@ -80,3 +96,10 @@ daemon=
 awk -v a="$t0" -v b="$(date +%s.%N)" -v n="$reset" 'BEGIN { printf "scale.reset_s_at_%d: %.2f\n", n, b - a }'
 left=$(ip netns list | awk '{print $1}' | grep -c "^$kns\\." || true)
 echo "scale.netns_left_after_reset: $left"
+
+# The kernel's part alone, with the daemon gone, at the same sizes.
+for n in 1000 "$high"; do
+    python3 "$here/lib/kernel_delete_ref.py" "$n" 5 | tee -a "$dir/kernel.out"
+done
+kfigure() { awk -v k="$1:" '$1 == k { print $2 }' "$dir/kernel.out"; }
+echo "scale.kernel_delete_ratio: $(pn_ratio "$(kfigure "scale.kernel_delete_all_s_at_$high")" "$(kfigure scale.kernel_delete_all_s_at_1000)")"

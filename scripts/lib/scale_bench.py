@@ -212,12 +212,12 @@ def idle_cpu_pct(seconds=10):
 def phase_pods(low, high):
     fill_pods(0, low)
     print(f"scale.create_pod_ms_at_{low}: {create_pod_ms('low'):.2f}", flush=True)
-    print(f"scale.delete_all_s_at_1000: {delete_all_median_s(1000):.2f}", flush=True)
+    print(f"scale.delete_all_s_at_1000: {delete_all_median_s(1000):.3f}", flush=True)
     fill_pods(0, high)
     print(f"scale.create_pod_ms_at_{high}: {create_pod_ms('high'):.2f}", flush=True)
     time.sleep(SETTLE_S)  # let the creations' after-work settle
     print(f"scale.idle_cpu_pct_at_{high}_pods: {idle_cpu_pct():.2f}", flush=True)
-    print(f"scale.delete_all_s_at_{high}: {delete_all_median_s(high):.2f}", flush=True)
+    print(f"scale.delete_all_s_at_{high}: {delete_all_median_s(high):.3f}", flush=True)
 
 
 def service(name, selector=None):
