@@ -71,6 +71,17 @@ for p in ${parts//,/ }; do
     [[ ",$all_parts," == *",$p,"* ]] || { pn_err "unknown part '$p' ($all_parts)"; exit 2; }
 done
 runs() { [[ ",$parts," == *",$1,"* ]]; }
+# report_ab A B RATIO — e2e.A and e2e.B: the medians of bench_alternate's first two commands, e2e.RATIO: A / B.
+report_ab() {
+    echo "e2e.$1: $BENCH_MEDIAN_A"
+    echo "e2e.$2: $BENCH_MEDIAN_B"
+    echo "e2e.$3: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+}
+# report_c C RATIO — e2e.C: the median of its third command, e2e.RATIO: the first's over it.
+report_c() {
+    echo "e2e.$1: $BENCH_MEDIAN_C"
+    echo "e2e.$2: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+}
 pn_require_root
 pn_ensure_tools
 bench_ensure_tools
@@ -110,11 +121,8 @@ if runs tcp; then
         "bench_iperf_tcp_gbps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs"
     echo "# tcp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
     echo "# tcp runs (Gbit/s, podnetd CPU s, softirq s): podnet $(paste -sd, "$work/podnet_tcp"); kernel $(paste -sd, "$work/kernel_tcp")" >&2
-    echo "e2e.tcp_gbps: $BENCH_MEDIAN_A"
-    echo "e2e.kernel_tcp_gbps: $BENCH_MEDIAN_B"
-    echo "e2e.tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
-    echo "e2e.forwarder_tcp_gbps: $BENCH_MEDIAN_C"
-    echo "e2e.tcp_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+    report_ab tcp_gbps kernel_tcp_gbps tcp_ratio
+    report_c forwarder_tcp_gbps tcp_ratio_to_forwarder
     echo "e2e.cpu_per_gbit: $(bench_per_gbit "$work/podnet_tcp" "$secs" 2)"
     echo "e2e.softirq_per_gbit: $(bench_per_gbit "$work/podnet_tcp" "$secs" 3)"
     echo "e2e.kernel_softirq_per_gbit: $(bench_per_gbit "$work/kernel_tcp" "$secs" 3)"
@@ -125,11 +133,8 @@ if runs tcp4; then
         "bench_cpu kernel_tcp4 - $secs bench_iperf_tcp_gbps $REF_POD1 $REF_VIP $REF_PORT $secs 4" \
         "bench_cpu forwarder_tcp4 - $secs bench_iperf_tcp_gbps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs 4"
     echo "# tcp4 runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
-    echo "e2e.tcp4_gbps: $BENCH_MEDIAN_A"
-    echo "e2e.kernel_tcp4_gbps: $BENCH_MEDIAN_B"
-    echo "e2e.tcp4_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
-    echo "e2e.forwarder_tcp4_gbps: $BENCH_MEDIAN_C"
-    echo "e2e.tcp4_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+    report_ab tcp4_gbps kernel_tcp4_gbps tcp4_ratio
+    report_c forwarder_tcp4_gbps tcp4_ratio_to_forwarder
     # What each path costs the whole machine (every process and the kernel)
     # per Gbit, and how busy its runs kept the CPUs: where both paths use
     # every core, the ratio of throughputs cannot pass the inverse ratio of
@@ -146,9 +151,7 @@ if runs podip; then
     bench_alternate "$runs" "bench_iperf_tcp_gbps default.cli$id $ipf_ip 5201 $secs" \
         "bench_iperf_tcp_gbps $REF_POD1 $REF_POD2_IP $REF_PORT $secs"
     echo "# pod ip runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; load $(cut -d' ' -f1 /proc/loadavg)" >&2
-    echo "e2e.podip_tcp_gbps: $BENCH_MEDIAN_A"
-    echo "e2e.kernel_podip_tcp_gbps: $BENCH_MEDIAN_B"
-    echo "e2e.podip_tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+    report_ab podip_tcp_gbps kernel_podip_tcp_gbps podip_tcp_ratio
 fi
 
 if runs host; then
@@ -156,9 +159,7 @@ if runs host; then
         "bench_iperf_tcp_gbps $REF_NODE $REF_VIP $REF_PORT $secs" \
         "bench_iperf_tcp2_gbps pnb$id $vip 5201 $vip_cli 5202 $secs"
     echo "# host runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; podnet two streams $BENCH_RUNS_C; load $(cut -d' ' -f1 /proc/loadavg)" >&2
-    echo "e2e.host_tcp_gbps: $BENCH_MEDIAN_A"
-    echo "e2e.kernel_host_tcp_gbps: $BENCH_MEDIAN_B"
-    echo "e2e.host_tcp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+    report_ab host_tcp_gbps kernel_host_tcp_gbps host_tcp_ratio
     echo "e2e.host2_tcp_gbps: $BENCH_MEDIAN_C"
     echo "e2e.host2_speedup: $(pn_ratio "$BENCH_MEDIAN_C" "$BENCH_MEDIAN_A")"
 fi
@@ -167,9 +168,7 @@ if runs crr; then
     bench_alternate "$runs" "bench_wrk_crr default.cli$id $vip_web 8080 $secs" \
         "bench_wrk_crr $REF_POD1 $REF_VIP $REF_HTTP_PORT $secs"
     echo "# crr runs (connections/s): podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; load $(cut -d' ' -f1 /proc/loadavg)" >&2
-    echo "e2e.crr_per_s: $BENCH_MEDIAN_A"
-    echo "e2e.kernel_crr_per_s: $BENCH_MEDIAN_B"
-    echo "e2e.crr_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
+    report_ab crr_per_s kernel_crr_per_s crr_ratio
 fi
 
 if runs udp; then
@@ -177,11 +176,8 @@ if runs udp; then
         "bench_iperf_udp_kpps $REF_POD1 $REF_VIP $REF_PORT $secs" \
         "bench_iperf_udp_kpps $REF_FWD_A $REF_FWD_B_IP $REF_PORT $secs"
     echo "# udp runs: podnet $BENCH_RUNS_A; kernel $BENCH_RUNS_B; forwarder $BENCH_RUNS_C" >&2
-    echo "e2e.udp_kpps: $BENCH_MEDIAN_A"
-    echo "e2e.kernel_udp_kpps: $BENCH_MEDIAN_B"
-    echo "e2e.udp_ratio: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_B")"
-    echo "e2e.forwarder_udp_kpps: $BENCH_MEDIAN_C"
-    echo "e2e.udp_ratio_to_forwarder: $(pn_ratio "$BENCH_MEDIAN_A" "$BENCH_MEDIAN_C")"
+    report_ab udp_kpps kernel_udp_kpps udp_ratio
+    report_c forwarder_udp_kpps udp_ratio_to_forwarder
 fi
 
 if runs attach; then
