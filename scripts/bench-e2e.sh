@@ -23,7 +23,7 @@
 #   e2e.tcp4_machine_cpu_per_gbit / e2e.kernel_... / e2e.forwarder_...
 #       the whole machine's busy CPU seconds (/proc/stat) per Gbit in those runs,
 #       and e2e.tcp4_busy_pct / e2e.kernel_... / e2e.forwarder_...: how busy the
-#       CPUs were (100: every core)
+#       CPUs were while iperf3 ran (100: every core; other jobs count too)
 #   e2e.cpu_per_gbit
 #       podnetd's CPU seconds (user + system, all threads, /proc/PID/stat) per
 #       Gbit moved in the one-stream TCP runs, median; beside it
@@ -143,7 +143,7 @@ if runs tcp4; then
     for p in podnet kernel forwarder; do
         prefix=${p/podnet/}
         echo "e2e.${prefix:+${prefix}_}tcp4_machine_cpu_per_gbit: $(bench_per_gbit "$work/${p}_tcp4" "$secs" 4)"
-        echo "e2e.${prefix:+${prefix}_}tcp4_busy_pct: $(awk -v s="$secs" -v n="$cpus" '{ printf "%.1f\n", 100 * $4 / (s * n) }' "$work/${p}_tcp4" | pn_median)"
+        echo "e2e.${prefix:+${prefix}_}tcp4_busy_pct: $(awk -v n="$cpus" '{ printf "%.1f\n", 100 * $4 / ($5 * n) }' "$work/${p}_tcp4" | pn_median)"
     done
 fi
 

@@ -303,20 +303,22 @@ ref_http_up() {
 }
 
 # bench_cpu NAME PID SECS CMD... — run CMD (prints one Gbit/s figure, as bench_iperf_tcp_gbps does) and print
-# its figure; append to $BENCH_CPU_DIR/NAME one line "GBPS PID_CPU_S SOFTIRQ_S BUSY_S": the CPU seconds
-# (user + system) of process PID's threads (skipped when PID is -), the host's softirq seconds and its busy
-# seconds (/proc/stat, all CPUs: bench_busy) while it ran.
+# its figure; append to $BENCH_CPU_DIR/NAME one line "GBPS PID_CPU_S SOFTIRQ_S BUSY_S WALL_S": the CPU
+# seconds (user + system) of process PID's threads (skipped when PID is -), the host's softirq seconds and
+# its busy seconds (/proc/stat, all CPUs: bench_busy) while it ran, and how long it ran.
 bench_cpu() {
-    local name=${1:?bench_cpu: NAME missing} pid=${2:?PID missing} secs=${3:?SECS missing} v c0 c1 s0 s1 b0 b1
+    local name=${1:?bench_cpu: NAME missing} pid=${2:?PID missing} secs=${3:?SECS missing} v c0 c1 s0 s1 b0 b1 t0 t1
     shift 3
     c0=$(bench_proc_cpu "$pid")
     s0=$(bench_softirq)
     b0=$(bench_busy)
+    t0=$(date +%s.%N)
     v=$("$@") || return 1
+    t1=$(date +%s.%N)
     c1=$(bench_proc_cpu "$pid")
     s1=$(bench_softirq)
     b1=$(bench_busy)
-    echo "$v $(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.3f", b - a }')" \
+    echo "$v $(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.3f", b - a }') $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" \
         >>"${BENCH_CPU_DIR:?bench_cpu: BENCH_CPU_DIR unset}/$name"
     echo "$v"
 }
