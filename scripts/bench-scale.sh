@@ -82,9 +82,11 @@ driver() {
 
 start_daemon
 driver pods "${pods%,*}" "${pods#*,}" | tee "$dir/pods.out"
-figure() { awk -v k="$1:" '$1 == k { print $2 }' "$dir/pods.out"; }
+# figure FILE NAME — the value of the (last) line `NAME: VALUE` in FILE.
+figure() { awk -v k="$2:" '$1 == k { v = $2 } END { print v }' "$1"; }
 high=${pods#*,}
-echo "scale.delete_ratio: $(pn_ratio "$(figure "scale.delete_all_s_at_$high")" "$(figure scale.delete_all_s_at_1000)")"
+echo "scale.delete_ratio: $(pn_ratio "$(figure "$dir/pods.out" "scale.delete_all_s_at_$high")" \
+    "$(figure "$dir/pods.out" scale.delete_all_s_at_1000)")"
 driver services "${services%,*}" "${services#*,}"
 echo "daemon.rss_mb_at_${services#*,}_services: $(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$daemon/status")"
 driver fill "$reset"
@@ -98,8 +100,8 @@ left=$(ip netns list | awk '{print $1}' | grep -c "^$kns\\." || true)
 echo "scale.netns_left_after_reset: $left"
 
 # The kernel's part alone, with the daemon gone, at the same sizes.
-for n in 1000 "$high"; do
+for n in $(printf '%s\n' 1000 "$high" | sort -un); do
     python3 "$here/lib/kernel_delete_ref.py" "$n" 5 | tee -a "$dir/kernel.out"
 done
-kfigure() { awk -v k="$1:" '$1 == k { print $2 }' "$dir/kernel.out"; }
-echo "scale.kernel_delete_ratio: $(pn_ratio "$(kfigure "scale.kernel_delete_all_s_at_$high")" "$(kfigure scale.kernel_delete_all_s_at_1000)")"
+echo "scale.kernel_delete_ratio: $(pn_ratio "$(figure "$dir/kernel.out" "scale.kernel_delete_all_s_at_$high")" \
+    "$(figure "$dir/kernel.out" scale.kernel_delete_all_s_at_1000)")"

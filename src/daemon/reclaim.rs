@@ -7,9 +7,10 @@
 //! thread that reconciles every pod spent blocked (half of its time while
 //! 4,000 pods were deleted at once). The pod's address, its data-plane link
 //! and its object go at once; this thread follows, in the order the pods
-//! went, once a burst of deletions is over ([`QUIET`]). Nothing queued here holds a name a new pod could need: pins are
-//! renamed out of the way first ([`crate::sys::mount::retire`]), and a pod's
-//! directory is named by its uid.
+//! went, once a burst of deletions is over ([`QUIET`]). Nothing queued here
+//! holds a name a new pod could need: pins are renamed out of the way first
+//! ([`crate::sys::mount::retire`]), and a pod's directory is named by its
+//! uid.
 //!
 //! A device is closed here only once this thread holds its last reference
 //! (the worker that served it lets go when told; a published link table
@@ -145,19 +146,21 @@ impl Reclaimer {
 
     /// Runs `work` on the thread, after what was queued before it.
     pub fn run(&self, work: impl FnOnce() + Send + 'static) {
-        let mut st = self.inner.state.lock();
-        st.queue.push_back(Box::new(work));
-        st.arrived(Instant::now());
-        drop(st);
-        self.inner.wake.notify_one();
+        self.enqueue(|st, _| st.queue.push_back(Box::new(work)));
     }
 
     /// Drops `value` on the thread once this is its last reference (or
     /// after [`RELEASE_WAIT`]).
     pub fn release(&self, value: Shared) {
+        self.enqueue(|st, now| st.held.push((value, now)));
+    }
+
+    /// Adds work with `add` (given the time), notes its arrival and wakes
+    /// the thread.
+    fn enqueue(&self, add: impl FnOnce(&mut State, Instant)) {
         let now = Instant::now();
         let mut st = self.inner.state.lock();
-        st.held.push((value, now));
+        add(&mut st, now);
         st.arrived(now);
         drop(st);
         self.inner.wake.notify_one();

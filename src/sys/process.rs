@@ -240,8 +240,8 @@ fn checked_pid(pid: u32) -> Result<Pid, SpawnError> {
 }
 
 /// Raises the soft limit on open files to the hard one and returns it.
-/// Every pod holds descriptors in the daemon (one per queue of its
-/// `eth0`, a pidfd per process), and the soft limit a service manager
+/// Every pod holds descriptors in the daemon (its `eth0`, a pidfd per
+/// process, its namespaces), and the soft limit a service manager
 /// gives (1,024 by default) runs out at a few hundred pods, while the hard
 /// limit is meant for this. Processes the daemon starts inherit the raised
 /// limit, as those of a container runtime that raises its own do.
